@@ -1,0 +1,575 @@
+//! Encodes answers as JSON byte-identical to Prometheus's for the same data.
+//!
+//! Prometheus writes its API answers with jsoniter in "standard library
+//! compatible" mode plus hand-written encoders for samples. The details that
+//! matter for byte equality, all reproduced here:
+//! - timestamps are seconds with the millisecond fraction always three digits
+//!   (`1.500`, never `1.5`), and no fraction at all when it is zero;
+//! - sample values are strings in Go's shortest round-trip form, in plain
+//!   notation except for magnitudes below 1e-6 or from 1e21 up, which use Go's
+//!   exponent form with at least two exponent digits (`1e-07`, `1e+21`), and
+//!   `NaN`, `+Inf`, `-Inf`;
+//! - strings escape `<`, `>`, `&`, U+2028 and U+2029 as `\u003c`… (Go's HTML-safe
+//!   escaping), control characters as `\u00XX` except `\n`, `\r`, `\t`;
+//! - object keys come in the order Prometheus writes them, and empty lists are `[]`.
+//!
+//! Encoding large answers is where a query frontend spends its time, so this
+//! writes straight into one growing buffer with no intermediate values.
+
+use sluice_proto::{
+    ApiResponse, ErrorType, HistogramSample, Label, QueryData, ResponseData, ResultType, Sample,
+    Series,
+};
+
+/// Encodes a whole answer, success or error, as Prometheus would.
+pub fn encode_response(response: &ApiResponse) -> Vec<u8> {
+    if let Some(ResponseData::Raw(raw)) = &response.data {
+        return raw.body.clone();
+    }
+    let mut out = Vec::with_capacity(estimate_size(response));
+    if response.is_error() {
+        out.extend_from_slice(b"{\"status\":\"error\",\"errorType\":");
+        write_string(&mut out, response.error_type().as_str());
+        out.extend_from_slice(b",\"error\":");
+        write_string(&mut out, &response.error);
+    } else {
+        out.extend_from_slice(b"{\"status\":\"success\",\"data\":");
+        match &response.data {
+            Some(ResponseData::Query(query)) => write_query_data(&mut out, query),
+            Some(ResponseData::Series(series)) => {
+                out.push(b'[');
+                for (index, label_set) in series.series.iter().enumerate() {
+                    if index > 0 {
+                        out.push(b',');
+                    }
+                    write_labels(&mut out, &label_set.labels);
+                }
+                out.push(b']');
+            }
+            Some(ResponseData::Strings(strings)) => write_string_list(&mut out, &strings.values),
+            Some(ResponseData::Raw(_)) => unreachable!("raw answers return early"),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    if !response.warnings.is_empty() {
+        out.extend_from_slice(b",\"warnings\":");
+        write_string_list(&mut out, &response.warnings);
+    }
+    if !response.infos.is_empty() {
+        out.extend_from_slice(b",\"infos\":");
+        write_string_list(&mut out, &response.infos);
+    }
+    out.push(b'}');
+    out
+}
+
+/// Encodes an error envelope with no answer behind it (validation, 429, timeouts).
+pub fn encode_error(error_type: ErrorType, message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + message.len());
+    out.extend_from_slice(b"{\"status\":\"error\",\"errorType\":");
+    write_string(&mut out, error_type.as_str());
+    out.extend_from_slice(b",\"error\":");
+    write_string(&mut out, message);
+    out.push(b'}');
+    out
+}
+
+fn estimate_size(response: &ApiResponse) -> usize {
+    // A sample costs about 30 bytes; guessing well saves the buffer regrowing
+    // several times for large matrices.
+    match &response.data {
+        Some(ResponseData::Query(query)) => {
+            256 + query
+                .series
+                .iter()
+                .map(|series| 64 + series.labels.len() * 32 + series.samples.len() * 30)
+                .sum::<usize>()
+        }
+        _ => 256,
+    }
+}
+
+fn write_query_data(out: &mut Vec<u8>, query: &QueryData) {
+    let result_type = query.result_type();
+    out.extend_from_slice(b"{\"resultType\":\"");
+    out.extend_from_slice(match result_type {
+        ResultType::Vector => b"vector".as_slice(),
+        ResultType::Matrix => b"matrix".as_slice(),
+        ResultType::Scalar => b"scalar".as_slice(),
+        ResultType::String => b"string".as_slice(),
+    });
+    out.extend_from_slice(b"\",\"result\":");
+    match result_type {
+        ResultType::Vector => {
+            out.push(b'[');
+            for (index, series) in query.series.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_vector_element(out, series);
+            }
+            out.push(b']');
+        }
+        ResultType::Matrix => {
+            out.push(b'[');
+            for (index, series) in query.series.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_matrix_series(out, series);
+            }
+            out.push(b']');
+        }
+        ResultType::Scalar => {
+            let scalar = query.scalar.unwrap_or_default();
+            write_sample_pair(out, &scalar);
+        }
+        ResultType::String => {
+            out.push(b'[');
+            write_timestamp(out, query.string_timestamp_ms);
+            out.push(b',');
+            write_string(out, &query.string_value);
+            out.push(b']');
+        }
+    }
+    if !query.stats_json.is_empty() {
+        out.extend_from_slice(b",\"stats\":");
+        out.extend_from_slice(query.stats_json.as_bytes());
+    }
+    out.push(b'}');
+}
+
+fn write_vector_element(out: &mut Vec<u8>, series: &Series) {
+    out.extend_from_slice(b"{\"metric\":");
+    write_labels(out, &series.labels);
+    if let Some(sample) = series.samples.first() {
+        out.extend_from_slice(b",\"value\":");
+        write_sample_pair(out, sample);
+    } else if let Some(histogram) = series.histograms.first() {
+        out.extend_from_slice(b",\"histogram\":");
+        write_histogram_pair(out, histogram);
+    }
+    out.push(b'}');
+}
+
+fn write_matrix_series(out: &mut Vec<u8>, series: &Series) {
+    out.extend_from_slice(b"{\"metric\":");
+    write_labels(out, &series.labels);
+    if !series.samples.is_empty() {
+        out.extend_from_slice(b",\"values\":[");
+        for (index, sample) in series.samples.iter().enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            write_sample_pair(out, sample);
+        }
+        out.push(b']');
+    }
+    if !series.histograms.is_empty() {
+        out.extend_from_slice(b",\"histograms\":[");
+        for (index, histogram) in series.histograms.iter().enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            write_histogram_pair(out, histogram);
+        }
+        out.push(b']');
+    }
+    out.push(b'}');
+}
+
+fn write_labels(out: &mut Vec<u8>, labels: &[Label]) {
+    out.push(b'{');
+    for (index, label) in labels.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_string(out, &label.name);
+        out.push(b':');
+        write_string(out, &label.value);
+    }
+    out.push(b'}');
+}
+
+fn write_sample_pair(out: &mut Vec<u8>, sample: &Sample) {
+    out.push(b'[');
+    write_timestamp(out, sample.timestamp_ms);
+    out.push(b',');
+    write_float_string(out, sample.value);
+    out.push(b']');
+}
+
+fn write_histogram_pair(out: &mut Vec<u8>, histogram: &HistogramSample) {
+    out.push(b'[');
+    write_timestamp(out, histogram.timestamp_ms);
+    out.extend_from_slice(b",{\"count\":");
+    write_float_string(out, histogram.count);
+    out.extend_from_slice(b",\"sum\":");
+    write_float_string(out, histogram.sum);
+    if !histogram.buckets.is_empty() {
+        out.extend_from_slice(b",\"buckets\":[");
+        for (index, bucket) in histogram.buckets.iter().enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            out.push(b'[');
+            push_integer(out, i64::from(bucket.boundaries));
+            out.push(b',');
+            write_float_string(out, bucket.lower);
+            out.push(b',');
+            write_float_string(out, bucket.upper);
+            out.push(b',');
+            write_float_string(out, bucket.count);
+            out.push(b']');
+        }
+        out.push(b']');
+    }
+    out.extend_from_slice(b"}]");
+}
+
+fn write_string_list(out: &mut Vec<u8>, values: &[String]) {
+    out.push(b'[');
+    for (index, value) in values.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_string(out, value);
+    }
+    out.push(b']');
+}
+
+/// Writes Unix milliseconds as seconds, the way Prometheus does: the fraction
+/// keeps all three digits and is left out when zero.
+pub fn write_timestamp(out: &mut Vec<u8>, timestamp_ms: i64) {
+    let magnitude = timestamp_ms.unsigned_abs();
+    if timestamp_ms < 0 {
+        out.push(b'-');
+    }
+    push_unsigned(out, magnitude / 1000);
+    let fraction = magnitude % 1000;
+    if fraction != 0 {
+        out.push(b'.');
+        if fraction < 100 {
+            out.push(b'0');
+        }
+        if fraction < 10 {
+            out.push(b'0');
+        }
+        push_unsigned(out, fraction);
+    }
+}
+
+/// Writes a sample value as a quoted string in Go's `strconv` formatting.
+pub fn write_float_string(out: &mut Vec<u8>, value: f64) {
+    out.push(b'"');
+    write_go_float(out, value);
+    out.push(b'"');
+}
+
+/// Go's `strconv.AppendFloat(f, 'f' or 'e', -1, 64)` as Prometheus chooses
+/// between them. Rust's shortest round-trip digits are the same digits Go
+/// picks; only the exponent spelling differs, which is fixed up here.
+pub fn write_go_float(out: &mut Vec<u8>, value: f64) {
+    use std::io::Write;
+    if value.is_nan() {
+        out.extend_from_slice(b"NaN");
+        return;
+    }
+    if value.is_infinite() {
+        out.extend_from_slice(if value > 0.0 { b"+Inf" } else { b"-Inf" });
+        return;
+    }
+    let magnitude = value.abs();
+    if magnitude != 0.0 && !(1e-6..1e21).contains(&magnitude) {
+        // Rust writes `1.5e-7`; Go writes `1.5e-07`: an explicit sign and at
+        // least two exponent digits.
+        let start = out.len();
+        write!(out, "{value:e}").expect("writing to a Vec cannot fail");
+        let exponent_at = out[start..]
+            .iter()
+            .position(|&byte| byte == b'e')
+            .map(|position| start + position)
+            .expect("exponent form has an 'e'");
+        let exponent: Vec<u8> = out.split_off(exponent_at + 1);
+        let (negative, digits) = match exponent.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, exponent.as_slice()),
+        };
+        out.push(if negative { b'-' } else { b'+' });
+        if digits.len() < 2 {
+            out.push(b'0');
+        }
+        out.extend_from_slice(digits);
+        return;
+    }
+    // Integral values are the common case (counters) and need no float formatting.
+    if value == value.trunc() && magnitude < 1e15 {
+        if value == 0.0 && value.is_sign_negative() {
+            out.extend_from_slice(b"-0");
+            return;
+        }
+        push_integer(out, value as i64);
+        return;
+    }
+    write!(out, "{value}").expect("writing to a Vec cannot fail");
+}
+
+fn push_unsigned(out: &mut Vec<u8>, value: u64) {
+    let mut digits = [0u8; 20];
+    let mut position = digits.len();
+    let mut remaining = value;
+    loop {
+        position -= 1;
+        digits[position] = b'0' + (remaining % 10) as u8;
+        remaining /= 10;
+        if remaining == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[position..]);
+}
+
+fn push_integer(out: &mut Vec<u8>, value: i64) {
+    if value < 0 {
+        out.push(b'-');
+    }
+    push_unsigned(out, value.unsigned_abs());
+}
+
+/// Writes a JSON string with Go's `encoding/json` escaping (HTML-safe).
+pub fn write_string(out: &mut Vec<u8>, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = value.as_bytes();
+    let mut clean_from = 0;
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        let escape: Option<&[u8]> = match byte {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0x00..=0x1f | b'<' | b'>' | b'&' => Some(b""),
+            // U+2028 and U+2029 are E2 80 A8 / E2 80 A9 in UTF-8.
+            0xe2 if bytes.get(index + 1) == Some(&0x80)
+                && matches!(bytes.get(index + 2), Some(0xa8 | 0xa9)) =>
+            {
+                Some(b"")
+            }
+            _ => None,
+        };
+        let Some(short) = escape else {
+            index += 1;
+            continue;
+        };
+        out.extend_from_slice(&bytes[clean_from..index]);
+        if !short.is_empty() {
+            out.extend_from_slice(short);
+            index += 1;
+        } else if byte == 0xe2 {
+            out.extend_from_slice(if bytes[index + 2] == 0xa8 {
+                b"\\u2028"
+            } else {
+                b"\\u2029"
+            });
+            index += 3;
+        } else {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0xf)]);
+            index += 1;
+        }
+        clean_from = index;
+    }
+    out.extend_from_slice(&bytes[clean_from..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_proto::{LabelSet, SeriesData, StringsData};
+
+    fn float(value: f64) -> String {
+        let mut out = Vec::new();
+        write_go_float(&mut out, value);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn timestamp(ms: i64) -> String {
+        let mut out = Vec::new();
+        write_timestamp(&mut out, ms);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn string(value: &str) -> String {
+        let mut out = Vec::new();
+        write_string(&mut out, value);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn label(name: &str, value: &str) -> Label {
+        Label {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn floats_match_go_strconv() {
+        let cases = [
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (1.0, "1"),
+            (-3.0, "-3"),
+            (0.1, "0.1"),
+            (1.5, "1.5"),
+            (123456.789, "123456.789"),
+            (1e-6, "0.000001"),
+            (9.99e-7, "9.99e-07"),
+            (1e-7, "1e-07"),
+            (1.5e-300, "1.5e-300"),
+            (1e20, "100000000000000000000"),
+            (1e21, "1e+21"),
+            (1.2345e22, "1.2345e+22"),
+            (-2.5e25, "-2.5e+25"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+            (1.0 / 3.0, "0.3333333333333333"),
+            (1e15, "1000000000000000"),
+            (123456789012345680.0, "123456789012345680"),
+            (5e-324, "5e-324"),
+            (f64::MAX, "1.7976931348623157e+308"),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(float(value), expected, "formatting {value:e}");
+        }
+    }
+
+    #[test]
+    fn timestamps_keep_three_fraction_digits() {
+        assert_eq!(timestamp(1_700_000_000_000), "1700000000");
+        assert_eq!(timestamp(1_700_000_000_500), "1700000000.500");
+        assert_eq!(timestamp(1_700_000_000_050), "1700000000.050");
+        assert_eq!(timestamp(1_700_000_000_005), "1700000000.005");
+        assert_eq!(timestamp(0), "0");
+        assert_eq!(timestamp(-1_500), "-1.500");
+        assert_eq!(timestamp(-5), "-0.005");
+    }
+
+    #[test]
+    fn strings_escape_like_go() {
+        assert_eq!(string("plain"), "\"plain\"");
+        assert_eq!(string("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(string("<a&b>"), "\"\\u003ca\\u0026b\\u003e\"");
+        assert_eq!(string("l1\nl2\tx\r"), "\"l1\\nl2\\tx\\r\"");
+        assert_eq!(string("\u{1}\u{1f}"), "\"\\u0001\\u001f\"");
+        assert_eq!(string("ü→\u{2028}\u{2029}"), "\"ü→\\u2028\\u2029\"");
+    }
+
+    #[test]
+    fn matrix_and_vector_shapes() {
+        let series = Series {
+            labels: vec![label("__name__", "up"), label("job", "a")],
+            samples: vec![
+                Sample {
+                    timestamp_ms: 1000,
+                    value: 1.0,
+                },
+                Sample {
+                    timestamp_ms: 2500,
+                    value: 0.5,
+                },
+            ],
+            histograms: vec![],
+        };
+        let matrix = ApiResponse::success(ResponseData::Query(QueryData {
+            result_type: ResultType::Matrix as i32,
+            series: vec![series.clone()],
+            ..QueryData::default()
+        }));
+        assert_eq!(
+            String::from_utf8(encode_response(&matrix)).unwrap(),
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up","job":"a"},"values":[[1,"1"],[2.500,"0.5"]]}]}}"#
+        );
+        let mut vector_series = series;
+        vector_series.samples.truncate(1);
+        let mut vector = ApiResponse::success(ResponseData::Query(QueryData {
+            result_type: ResultType::Vector as i32,
+            series: vec![vector_series],
+            ..QueryData::default()
+        }));
+        vector.warnings.push("careful".into());
+        assert_eq!(
+            String::from_utf8(encode_response(&vector)).unwrap(),
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"__name__":"up","job":"a"},"value":[1,"1"]}]},"warnings":["careful"]}"#
+        );
+    }
+
+    #[test]
+    fn empty_results_are_empty_lists() {
+        let empty_matrix = ApiResponse::success(ResponseData::Query(QueryData {
+            result_type: ResultType::Matrix as i32,
+            ..QueryData::default()
+        }));
+        assert_eq!(
+            String::from_utf8(encode_response(&empty_matrix)).unwrap(),
+            r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#
+        );
+        let empty_series = ApiResponse::success(ResponseData::Series(SeriesData::default()));
+        assert_eq!(
+            String::from_utf8(encode_response(&empty_series)).unwrap(),
+            r#"{"status":"success","data":[]}"#
+        );
+        let labels = ApiResponse::success(ResponseData::Strings(StringsData {
+            values: vec!["__name__".into(), "job".into()],
+        }));
+        assert_eq!(
+            String::from_utf8(encode_response(&labels)).unwrap(),
+            r#"{"status":"success","data":["__name__","job"]}"#
+        );
+        let series = ApiResponse::success(ResponseData::Series(SeriesData {
+            series: vec![LabelSet {
+                labels: vec![label("__name__", "up")],
+            }],
+        }));
+        assert_eq!(
+            String::from_utf8(encode_response(&series)).unwrap(),
+            r#"{"status":"success","data":[{"__name__":"up"}]}"#
+        );
+    }
+
+    #[test]
+    fn scalar_string_and_error() {
+        let scalar = ApiResponse::success(ResponseData::Query(QueryData {
+            result_type: ResultType::Scalar as i32,
+            scalar: Some(Sample {
+                timestamp_ms: 1_000_123,
+                value: 2.0,
+            }),
+            ..QueryData::default()
+        }));
+        assert_eq!(
+            String::from_utf8(encode_response(&scalar)).unwrap(),
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1000.123,"2"]}}"#
+        );
+        let text = ApiResponse::success(ResponseData::Query(QueryData {
+            result_type: ResultType::String as i32,
+            string_value: "hi".into(),
+            string_timestamp_ms: 5000,
+            ..QueryData::default()
+        }));
+        assert_eq!(
+            String::from_utf8(encode_response(&text)).unwrap(),
+            r#"{"status":"success","data":{"resultType":"string","result":[5,"hi"]}}"#
+        );
+        let error = ApiResponse::error(ErrorType::BadData, "bad <query>");
+        assert_eq!(
+            String::from_utf8(encode_response(&error)).unwrap(),
+            r#"{"status":"error","errorType":"bad_data","error":"bad \u003cquery\u003e"}"#
+        );
+    }
+}

@@ -1,0 +1,457 @@
+//! Aggregation operators (`sum`, `avg`, `topk`, `quantile`, `count_values`, ...).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
+
+use crate::EngineError;
+use crate::eval::{Evaluator, Sample, Value, exec_err};
+use crate::labels::{Labels, METRIC_NAME};
+
+/// Neumaier-compensated addition, as Prometheus sums floats: returns the new
+/// sum and compensation.
+pub(crate) fn kahan_inc(inc: f64, sum: f64, compensation: f64) -> (f64, f64) {
+    let total = sum + inc;
+    let new_compensation = if total.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        compensation + ((sum - total) + inc)
+    } else {
+        compensation + ((inc - total) + sum)
+    };
+    (total, new_compensation)
+}
+
+/// Orders NaN first, then ascending, like Prometheus' value heap.
+pub(crate) fn nan_first_less(a: f64, b: f64) -> bool {
+    a.is_nan() || a < b
+}
+
+/// The φ-quantile of `values` by linear interpolation between closest ranks.
+pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|a, b| {
+        if nan_first_less(*a, *b) {
+            std::cmp::Ordering::Less
+        } else if nan_first_less(*b, *a) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    });
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
+}
+
+/// Go's `strconv.FormatFloat(f, 'f', -1, 64)`.
+pub(crate) fn format_float_plain(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".to_string()
+    } else if value.is_infinite() {
+        if value > 0.0 {
+            "+Inf".to_string()
+        } else {
+            "-Inf".to_string()
+        }
+    } else {
+        format!("{value}")
+    }
+}
+
+struct Group {
+    labels: Arc<Labels>,
+    value: f64,
+    compensation: f64,
+    mean: f64,
+    count: f64,
+    incremental_mean: bool,
+    drop_name: bool,
+    values: Vec<f64>,
+}
+
+fn grouping_labels(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
+    match modifier {
+        None => Labels::empty(),
+        Some(LabelModifier::Include(names)) => labels.keep_only(&names.labels),
+        Some(LabelModifier::Exclude(names)) => {
+            let mut without = labels.without(&names.labels);
+            without.remove(METRIC_NAME);
+            without
+        }
+    }
+}
+
+pub(crate) fn eval_aggregate(
+    ev: &mut Evaluator<'_>,
+    aggregate: &AggregateExpr,
+    ts: i64,
+) -> Result<Value, EngineError> {
+    let op = aggregate.op.to_string();
+    let op = op.as_str();
+    if op == "count_values" {
+        return count_values(ev, aggregate, ts);
+    }
+    let param = match (&aggregate.param, op) {
+        (Some(param), "topk" | "bottomk" | "limitk" | "limit_ratio" | "quantile") => {
+            Some(ev.eval_scalar(param, ts)?)
+        }
+        _ => None,
+    };
+    let input = ev.eval_vector(&aggregate.expr, ts)?;
+    let param_expr: Option<&Expr> = aggregate.param.as_deref();
+    match op {
+        "topk" | "bottomk" | "limitk" => {
+            let k_param = param.unwrap_or(f64::NAN);
+            if k_param.is_nan() {
+                return exec_err("Parameter value is NaN");
+            }
+            if k_param >= 9.223_372_036_854_775_807e18 || k_param < -9.223_372_036_854_775_808e18 {
+                return exec_err(format!("Scalar value {k_param} overflows int64"));
+            }
+            let k = (k_param as i64).min(input.len() as i64);
+            if k < 1 {
+                return Ok(Value::Vector(Vec::new()));
+            }
+            Ok(Value::Vector(select_k(
+                op,
+                k as usize,
+                input,
+                &aggregate.modifier,
+            )))
+        }
+        "limit_ratio" => {
+            let ratio_param = param.unwrap_or(f64::NAN);
+            if ratio_param.is_nan() {
+                return exec_err("Ratio value is NaN");
+            }
+            let ratio = ratio_param.clamp(-1.0, 1.0);
+            if ratio != ratio_param
+                && let Some(param_expr) = param_expr
+            {
+                ev.warn(
+                    format!(
+                        "ratio value should be between -1 and 1, got {}, capping to {}",
+                        format_float_plain(ratio_param),
+                        format_float_plain(ratio)
+                    ),
+                    param_expr,
+                );
+            }
+            if ratio == 0.0 {
+                return Ok(Value::Vector(Vec::new()));
+            }
+            let kept = input
+                .into_iter()
+                .filter(|s| ratio_sample_kept(ratio, &s.labels))
+                .collect();
+            Ok(Value::Vector(kept))
+        }
+        _ => {
+            if op == "quantile"
+                && let Some(q) = param
+                && !(0.0..=1.0).contains(&q)
+                && let Some(param_expr) = param_expr
+            {
+                ev.warn(
+                    format!(
+                        "quantile value should be between 0 and 1, got {}",
+                        format_float_plain(q)
+                    ),
+                    param_expr,
+                );
+            }
+            Ok(Value::Vector(simple_aggregate(
+                op,
+                param.unwrap_or(f64::NAN),
+                input,
+                &aggregate.modifier,
+                ts,
+            )?))
+        }
+    }
+}
+
+fn simple_aggregate(
+    op: &str,
+    q: f64,
+    input: Vec<Sample>,
+    modifier: &Option<LabelModifier>,
+    ts: i64,
+) -> Result<Vec<Sample>, EngineError> {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut index_by_labels: HashMap<Labels, usize> = HashMap::new();
+    // Series with identical labels share their grouping key; caching by the
+    // input's label pointer avoids rebuilding it for every sample.
+    for sample in input {
+        let key = grouping_labels(&sample.labels, modifier);
+        let f = sample.v;
+        let index = match index_by_labels.get(&key) {
+            Some(index) => *index,
+            None => {
+                let mut group = Group {
+                    labels: Arc::new(key.clone()),
+                    value: f,
+                    compensation: 0.0,
+                    mean: f,
+                    count: 1.0,
+                    incremental_mean: false,
+                    drop_name: sample.drop_name,
+                    values: Vec::new(),
+                };
+                match op {
+                    "stddev" | "stdvar" => {
+                        group.value = if f.is_nan() || f.is_infinite() {
+                            f64::NAN
+                        } else {
+                            0.0
+                        }
+                    }
+                    "quantile" => group.values.push(f),
+                    "group" => group.value = 1.0,
+                    _ => {}
+                }
+                index_by_labels.insert(key, groups.len());
+                groups.push(group);
+                continue;
+            }
+        };
+        let group = &mut groups[index];
+        group.drop_name |= sample.drop_name;
+        match op {
+            "sum" => {
+                (group.value, group.compensation) = kahan_inc(f, group.value, group.compensation);
+            }
+            "avg" => {
+                group.count += 1.0;
+                if !group.incremental_mean {
+                    let (sum, compensation) = kahan_inc(f, group.value, group.compensation);
+                    if !sum.is_infinite() {
+                        group.value = sum;
+                        group.compensation = compensation;
+                        continue;
+                    }
+                    // The running sum overflowed: switch to an incremental mean.
+                    group.incremental_mean = true;
+                    group.mean = group.value / (group.count - 1.0);
+                    group.compensation /= group.count - 1.0;
+                }
+                let q_factor = (group.count - 1.0) / group.count;
+                (group.mean, group.compensation) = kahan_inc(
+                    f / group.count,
+                    q_factor * group.mean,
+                    q_factor * group.compensation,
+                );
+            }
+            "max" => {
+                if group.value < f || group.value.is_nan() {
+                    group.value = f;
+                }
+            }
+            "min" => {
+                if group.value > f || group.value.is_nan() {
+                    group.value = f;
+                }
+            }
+            "count" => group.count += 1.0,
+            "group" => {}
+            "stddev" | "stdvar" => {
+                group.count += 1.0;
+                let delta = f - group.mean;
+                group.mean += delta / group.count;
+                group.value += delta * (f - group.mean);
+            }
+            "quantile" => group.values.push(f),
+            other => return exec_err(format!("aggregation {other:?} is not supported")),
+        }
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for mut group in groups {
+        let value = match op {
+            "sum" => group.value + group.compensation,
+            "avg" if group.incremental_mean => group.mean + group.compensation,
+            "avg" => group.value / group.count + group.compensation / group.count,
+            "count" => group.count,
+            "stdvar" => group.value / group.count,
+            "stddev" => (group.value / group.count).sqrt(),
+            "quantile" => quantile(q, &mut group.values),
+            _ => group.value,
+        };
+        out.push(Sample {
+            labels: group.labels,
+            t: ts,
+            v: value,
+            drop_name: group.drop_name,
+        });
+    }
+    Ok(out)
+}
+
+fn select_k(
+    op: &str,
+    k: usize,
+    input: Vec<Sample>,
+    modifier: &Option<LabelModifier>,
+) -> Vec<Sample> {
+    let mut groups: Vec<Vec<Sample>> = Vec::new();
+    let mut index_by_labels: HashMap<Labels, usize> = HashMap::new();
+    for sample in input {
+        let key = grouping_labels(&sample.labels, modifier);
+        let index = *index_by_labels.entry(key).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        let members = &mut groups[index];
+        match op {
+            "limitk" => {
+                if members.len() < k {
+                    members.push(sample);
+                }
+            }
+            "topk" => {
+                if members.len() < k {
+                    members.push(sample);
+                } else {
+                    // Replace the smallest (NaN counts as smallest) when the newcomer beats it.
+                    let smallest = (0..members.len())
+                        .reduce(|a, b| {
+                            if nan_first_less(members[b].v, members[a].v) {
+                                b
+                            } else {
+                                a
+                            }
+                        })
+                        .unwrap_or(0);
+                    let current = members[smallest].v;
+                    if current < sample.v || (current.is_nan() && !sample.v.is_nan()) {
+                        members[smallest] = sample;
+                    }
+                }
+            }
+            _ => {
+                if members.len() < k {
+                    members.push(sample);
+                } else {
+                    // Replace the largest (NaN counts as largest) when the newcomer is below it.
+                    let largest = (0..members.len())
+                        .reduce(|a, b| {
+                            if reverse_less(members[b].v, members[a].v) {
+                                b
+                            } else {
+                                a
+                            }
+                        })
+                        .unwrap_or(0);
+                    let current = members[largest].v;
+                    if current > sample.v || (current.is_nan() && !sample.v.is_nan()) {
+                        members[largest] = sample;
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for mut members in groups {
+        match op {
+            "topk" => {
+                members.sort_by(|a, b| order(nan_first_less(b.v, a.v), nan_first_less(a.v, b.v)))
+            }
+            "bottomk" => {
+                members.sort_by(|a, b| order(reverse_less(b.v, a.v), reverse_less(a.v, b.v)))
+            }
+            _ => {}
+        }
+        out.extend(members);
+    }
+    out
+}
+
+/// NaN first, then descending: the order of Prometheus' reverse value heap.
+fn reverse_less(a: f64, b: f64) -> bool {
+    a.is_nan() || a > b
+}
+
+fn order(less: bool, greater: bool) -> std::cmp::Ordering {
+    if less {
+        std::cmp::Ordering::Less
+    } else if greater {
+        std::cmp::Ordering::Greater
+    } else {
+        std::cmp::Ordering::Equal
+    }
+}
+
+/// Whether `limit_ratio` keeps a series: a deterministic position in [0, 1)
+/// derived from its labels, compared with the ratio (from the top for a
+/// negative ratio, so that `r` and `r - 1` select complementary sets).
+fn ratio_sample_kept(ratio: f64, labels: &Labels) -> bool {
+    let offset = crate::labels::prometheus_hash(labels) as f64 / u64::MAX as f64;
+    (ratio >= 0.0 && offset < ratio) || (ratio < 0.0 && offset >= 1.0 + ratio)
+}
+
+fn count_values(
+    ev: &mut Evaluator<'_>,
+    aggregate: &AggregateExpr,
+    ts: i64,
+) -> Result<Value, EngineError> {
+    let value_label = match aggregate.param.as_deref() {
+        Some(Expr::StringLiteral(s)) => s.val.clone(),
+        Some(other) => match ev.eval(other, ts)? {
+            Value::String(s) => s,
+            _ => return exec_err("count_values requires a string parameter"),
+        },
+        None => return exec_err("count_values requires a string parameter"),
+    };
+    if ev.is_invalid_label_name(&value_label) {
+        return exec_err(format!(
+            "invalid label name {}",
+            crate::eval::go_quote_bytes(&value_label)
+        ));
+    }
+    let input = ev.eval_vector(&aggregate.expr, ts)?;
+    let modifier = match &aggregate.modifier {
+        Some(LabelModifier::Include(names)) => {
+            let mut names = names.clone();
+            names.labels.push(value_label.clone());
+            Some(LabelModifier::Include(names))
+        }
+        other => other.clone(),
+    };
+    let mut counts: Vec<(Labels, f64)> = Vec::new();
+    let mut index_by_labels: HashMap<Labels, usize> = HashMap::new();
+    for sample in input {
+        let mut labels = (*sample.labels).clone();
+        labels.set(&value_label, &format_float_plain(sample.v));
+        let key = grouping_labels(&labels, &modifier);
+        match index_by_labels.get(&key) {
+            Some(index) => counts[*index].1 += 1.0,
+            None => {
+                index_by_labels.insert(key.clone(), counts.len());
+                counts.push((key, 1.0));
+            }
+        }
+    }
+    Ok(Value::Vector(
+        counts
+            .into_iter()
+            .map(|(labels, count)| Sample {
+                labels: Arc::new(labels),
+                t: ts,
+                v: count,
+                drop_name: false,
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,701 @@
+//! The evaluator: walks the expression tree once per output step.
+//!
+//! Evaluating step by step (rather than node by node over all steps) keeps
+//! every PromQL rule local to one timestamp, which is how the language is
+//! specified; series are selected from storage once per selector and shared
+//! between steps, so the per-step work is a binary search per series.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
+
+use crate::labels::{Labels, METRIC_NAME};
+use crate::storage::{Storage, StoredSeries, is_stale_nan};
+use crate::{EngineError, InstantSample, QueryOptions, QueryOutput, QueryValue, Series};
+
+/// Subqueries without an explicit step use this resolution (Prometheus'
+/// default global evaluation interval).
+const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
+
+/// One element of an instant vector during evaluation.
+#[derive(Clone, Debug)]
+pub(crate) struct Sample {
+    pub(crate) labels: Arc<Labels>,
+    /// The sample's own timestamp for raw selector output (needed by
+    /// `timestamp()`), otherwise the evaluation time.
+    pub(crate) t: i64,
+    pub(crate) v: f64,
+    /// Prometheus 3 removes `__name__` lazily: functions flag it for removal
+    /// and the name is only dropped at the end, so `label_replace` can still
+    /// read it.
+    pub(crate) drop_name: bool,
+}
+
+/// One element of a range vector during evaluation.
+#[derive(Clone, Debug)]
+pub(crate) struct RangeSeries {
+    pub(crate) labels: Arc<Labels>,
+    pub(crate) points: Vec<(i64, f64)>,
+    pub(crate) drop_name: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Value {
+    Scalar(f64),
+    String(String),
+    Vector(Vec<Sample>),
+    Matrix(Vec<RangeSeries>),
+}
+
+pub(crate) fn exec_err<T>(message: impl Into<String>) -> Result<T, EngineError> {
+    Err(EngineError::Execution(message.into()))
+}
+
+#[derive(Clone)]
+struct Selected {
+    series: Vec<(Arc<Labels>, Arc<StoredSeries>)>,
+}
+
+pub(crate) struct Evaluator<'a> {
+    storage: &'a dyn Storage,
+    query: &'a str,
+    options: &'a QueryOptions,
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    pub(crate) interval: i64,
+    pub(crate) is_range_query: bool,
+    selected: HashMap<usize, Selected>,
+    warnings: BTreeSet<String>,
+    infos: BTreeSet<String>,
+    current_samples: usize,
+    samples_read: u64,
+    steps_since_check: u32,
+}
+
+pub(crate) fn time_to_ms(time: &SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => after.as_millis() as i64,
+        Err(before) => -(before.duration().as_millis() as i64),
+    }
+}
+
+pub(crate) fn offset_ms(offset: &Option<Offset>) -> i64 {
+    match offset {
+        None => 0,
+        Some(Offset::Pos(d)) => d.as_millis() as i64,
+        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+    }
+}
+
+impl<'a> Evaluator<'a> {
+    fn new(
+        storage: &'a dyn Storage,
+        query: &'a str,
+        options: &'a QueryOptions,
+        start: i64,
+        end: i64,
+        interval: i64,
+        is_range_query: bool,
+    ) -> Self {
+        Evaluator {
+            storage,
+            query,
+            options,
+            start,
+            end,
+            interval,
+            is_range_query,
+            selected: HashMap::new(),
+            warnings: BTreeSet::new(),
+            infos: BTreeSet::new(),
+            current_samples: 0,
+            samples_read: 0,
+            steps_since_check: 0,
+        }
+    }
+
+    /// Records a warning about `about`, rendered with its position like
+    /// Prometheus' API does.
+    pub(crate) fn warn(&mut self, message: String, about: &Expr) {
+        let rendered = format!("PromQL warning: {message} ({})", self.position_of(about));
+        self.warnings.insert(rendered);
+    }
+
+    pub(crate) fn info(&mut self, message: String, about: &Expr) {
+        let rendered = format!("PromQL info: {message} ({})", self.position_of(about));
+        self.infos.insert(rendered);
+    }
+
+    /// The `line:column` where `expr` starts in the query text. The parser
+    /// keeps no positions, so this finds the first occurrence of the node's
+    /// leading token, which is exact for the common case of a node whose
+    /// leading token appears once.
+    fn position_of(&self, expr: &Expr) -> String {
+        let needle = leading_token(expr);
+        let offset = needle
+            .and_then(|n| self.query.find(n.as_str()))
+            .unwrap_or(0);
+        let before = &self.query[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("{line}:{column}")
+    }
+
+    /// Whether `name` is not a valid label name. Names may be any UTF-8,
+    /// but PromQL strings are byte strings: a `\xHH` escape that does not
+    /// form valid UTF-8 gives an invalid name. The parser decodes such an
+    /// escape to the code point U+00HH, so that case is recognised by
+    /// looking for invalid `\x` escapes in the query text.
+    pub(crate) fn is_invalid_label_name(&self, name: &str) -> bool {
+        if name.is_empty() {
+            return true;
+        }
+        name.chars().any(|c| ('\u{80}'..='\u{ff}').contains(&c))
+            && has_invalid_utf8_escape(self.query)
+    }
+
+    pub(crate) fn check_interrupt(&mut self) -> Result<(), EngineError> {
+        if let Some(cancel) = &self.options.cancel
+            && cancel.load(Ordering::Relaxed)
+        {
+            return Err(EngineError::Canceled);
+        }
+        if let Some(deadline) = self.options.deadline
+            && Instant::now() >= deadline
+        {
+            return Err(EngineError::Timeout);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn add_samples(&mut self, count: usize) -> Result<(), EngineError> {
+        self.current_samples += count;
+        self.samples_read += count as u64;
+        if self.current_samples > self.options.max_samples {
+            return exec_err(
+                "query processing would load too many samples into memory in query execution",
+            );
+        }
+        Ok(())
+    }
+
+    pub(crate) fn at_time(&self, at: &Option<AtModifier>) -> Option<i64> {
+        match at {
+            None => None,
+            Some(AtModifier::Start) => Some(self.start),
+            Some(AtModifier::End) => Some(self.end),
+            Some(AtModifier::At(time)) => Some(time_to_ms(time)),
+        }
+    }
+
+    /// The reference time a selector reads at for evaluation time `ts`.
+    pub(crate) fn selector_ref_time(&self, vs: &VectorSelector, ts: i64) -> i64 {
+        self.at_time(&vs.at).unwrap_or(ts) - offset_ms(&vs.offset)
+    }
+
+    fn select(&mut self, vs: &VectorSelector) -> Result<Selected, EngineError> {
+        let key = vs as *const VectorSelector as usize;
+        if let Some(found) = self.selected.get(&key) {
+            return Ok(found.clone());
+        }
+        let mut matchers: Vec<Matcher> = vs.matchers.matchers.clone();
+        if let Some(name) = &vs.name
+            && !matchers.iter().any(|m| m.name == METRIC_NAME)
+        {
+            matchers.push(Matcher::new(MatchOp::Equal, METRIC_NAME, name));
+        }
+        // The selectors' windows are not tracked per node; reading the whole
+        // store's time range is correct, and storage is free to return more.
+        let mut series = Vec::new();
+        if vs.matchers.or_matchers.is_empty() {
+            for found in self
+                .storage
+                .select(&matchers, i64::MIN, i64::MAX, self.options.shard)?
+            {
+                series.push((Arc::new(found.labels.clone()), found));
+            }
+        } else {
+            let mut seen = BTreeSet::new();
+            for alternative in &vs.matchers.or_matchers {
+                let mut alt: Vec<Matcher> = alternative.clone();
+                if let Some(name) = &vs.name {
+                    alt.push(Matcher::new(MatchOp::Equal, METRIC_NAME, name));
+                }
+                for found in self
+                    .storage
+                    .select(&alt, i64::MIN, i64::MAX, self.options.shard)?
+                {
+                    if seen.insert(found.labels.clone()) {
+                        series.push((Arc::new(found.labels.clone()), found));
+                    }
+                }
+            }
+        }
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        let selected = Selected { series };
+        self.selected.insert(key, selected.clone());
+        Ok(selected)
+    }
+
+    fn eval_vector_selector(
+        &mut self,
+        vs: &VectorSelector,
+        ts: i64,
+    ) -> Result<Vec<Sample>, EngineError> {
+        let selected = self.select(vs)?;
+        let ref_time = self.selector_ref_time(vs, ts);
+        let lookback_start = ref_time - self.options.lookback_delta_ms;
+        let mut out = Vec::new();
+        for (labels, series) in &selected.series {
+            let samples = &series.samples;
+            let index = samples.partition_point(|(t, _)| *t <= ref_time);
+            let latest_float = if index > 0 {
+                Some(samples[index - 1])
+            } else {
+                None
+            };
+            if !series.histogram_times.is_empty() {
+                let h_index = series.histogram_times.partition_point(|t| *t <= ref_time);
+                if h_index > 0 {
+                    let h_time = series.histogram_times[h_index - 1];
+                    if h_time > lookback_start && latest_float.is_none_or(|(t, _)| t < h_time) {
+                        return native_histogram_error();
+                    }
+                }
+            }
+            let Some((t, v)) = latest_float else { continue };
+            if t <= lookback_start || is_stale_nan(v) {
+                continue;
+            }
+            out.push(Sample {
+                labels: Arc::clone(labels),
+                t,
+                v,
+                drop_name: false,
+            });
+        }
+        self.add_samples(out.len())?;
+        Ok(out)
+    }
+
+    /// The float samples of every selected series in `(ref - range, ref]`.
+    pub(crate) fn eval_matrix_selector(
+        &mut self,
+        vs: &VectorSelector,
+        range_ms: i64,
+        ts: i64,
+    ) -> Result<Vec<RangeSeries>, EngineError> {
+        let selected = self.select(vs)?;
+        let ref_time = self.selector_ref_time(vs, ts);
+        let window_start = ref_time - range_ms;
+        let mut out = Vec::new();
+        let mut loaded = 0;
+        for (labels, series) in &selected.series {
+            if series
+                .histogram_times
+                .iter()
+                .any(|t| *t > window_start && *t <= ref_time)
+            {
+                return native_histogram_error();
+            }
+            let samples = &series.samples;
+            let from = samples.partition_point(|(t, _)| *t <= window_start);
+            let to = samples.partition_point(|(t, _)| *t <= ref_time);
+            if from >= to {
+                continue;
+            }
+            let points: Vec<(i64, f64)> = samples[from..to]
+                .iter()
+                .copied()
+                .filter(|(_, v)| !is_stale_nan(*v))
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            loaded += points.len();
+            out.push(RangeSeries {
+                labels: Arc::clone(labels),
+                points,
+                drop_name: false,
+            });
+        }
+        self.add_samples(loaded)?;
+        Ok(out)
+    }
+
+    /// Evaluates a subquery at `ts`: the inner expression at every multiple of
+    /// the step in `(ref - range, ref]`.
+    pub(crate) fn eval_subquery(
+        &mut self,
+        sq: &SubqueryExpr,
+        ts: i64,
+    ) -> Result<Vec<RangeSeries>, EngineError> {
+        let ref_time = self.at_time(&sq.at).unwrap_or(ts) - offset_ms(&sq.offset);
+        let range = sq.range.as_millis() as i64;
+        let step = sq
+            .step
+            .map(|s| s.as_millis() as i64)
+            .filter(|s| *s > 0)
+            .unwrap_or(DEFAULT_SUBQUERY_STEP_MS);
+        let window_start = ref_time - range;
+        let mut first = window_start.div_euclid(step) * step;
+        if first <= window_start {
+            first += step;
+        }
+        let mut by_labels: HashMap<Arc<Labels>, usize> = HashMap::new();
+        let mut out: Vec<RangeSeries> = Vec::new();
+        let mut inner_ts = first;
+        while inner_ts <= ref_time {
+            self.maybe_check_interrupt()?;
+            match self.eval(&sq.expr, inner_ts)? {
+                Value::Scalar(v) => {
+                    let key = Arc::new(Labels::empty());
+                    let index = *by_labels.entry(Arc::clone(&key)).or_insert_with(|| {
+                        out.push(RangeSeries {
+                            labels: key,
+                            points: Vec::new(),
+                            drop_name: false,
+                        });
+                        out.len() - 1
+                    });
+                    out[index].points.push((inner_ts, v));
+                }
+                Value::Vector(samples) => {
+                    for sample in samples {
+                        let index = match by_labels.get(&sample.labels) {
+                            Some(index) => *index,
+                            None => {
+                                out.push(RangeSeries {
+                                    labels: Arc::clone(&sample.labels),
+                                    points: Vec::new(),
+                                    drop_name: false,
+                                });
+                                by_labels.insert(Arc::clone(&sample.labels), out.len() - 1);
+                                out.len() - 1
+                            }
+                        };
+                        out[index].drop_name |= sample.drop_name;
+                        out[index].points.push((inner_ts, sample.v));
+                    }
+                }
+                _ => {
+                    return exec_err(
+                        "subquery expression must evaluate to an instant vector or scalar",
+                    );
+                }
+            }
+            inner_ts += step;
+        }
+        Ok(out)
+    }
+
+    fn maybe_check_interrupt(&mut self) -> Result<(), EngineError> {
+        self.steps_since_check += 1;
+        if self.steps_since_check >= 64 {
+            self.steps_since_check = 0;
+            self.check_interrupt()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn eval(&mut self, expr: &Expr, ts: i64) -> Result<Value, EngineError> {
+        match expr {
+            Expr::NumberLiteral(number) => Ok(Value::Scalar(number.val)),
+            Expr::StringLiteral(string) => Ok(Value::String(string.val.clone())),
+            Expr::Paren(paren) => self.eval(&paren.expr, ts),
+            Expr::Unary(unary) => match self.eval(&unary.expr, ts)? {
+                Value::Scalar(v) => Ok(Value::Scalar(-v)),
+                Value::Vector(mut samples) => {
+                    for sample in &mut samples {
+                        sample.v = -sample.v;
+                        sample.drop_name = true;
+                    }
+                    Ok(Value::Vector(samples))
+                }
+                _ => exec_err(
+                    "unary expression only allowed on expressions of type scalar or instant vector",
+                ),
+            },
+            Expr::VectorSelector(vs) => Ok(Value::Vector(self.eval_vector_selector(vs, ts)?)),
+            Expr::MatrixSelector(ms) => Ok(Value::Matrix(self.eval_matrix_selector(
+                &ms.vs,
+                ms.range.as_millis() as i64,
+                ts,
+            )?)),
+            Expr::Subquery(sq) => Ok(Value::Matrix(self.eval_subquery(sq, ts)?)),
+            Expr::Call(call) => crate::functions::eval_call(self, call, expr, ts),
+            Expr::Aggregate(aggregate) => crate::aggregate::eval_aggregate(self, aggregate, ts),
+            Expr::Binary(binary) => crate::binary::eval_binary(self, binary, ts),
+            Expr::Extension(_) => exec_err("extension expressions are not supported"),
+        }
+    }
+
+    pub(crate) fn eval_vector(&mut self, expr: &Expr, ts: i64) -> Result<Vec<Sample>, EngineError> {
+        match self.eval(expr, ts)? {
+            Value::Vector(samples) => Ok(samples),
+            _ => exec_err("expected an instant vector"),
+        }
+    }
+
+    pub(crate) fn eval_scalar(&mut self, expr: &Expr, ts: i64) -> Result<f64, EngineError> {
+        match self.eval(expr, ts)? {
+            Value::Scalar(v) => Ok(v),
+            _ => exec_err("expected a scalar"),
+        }
+    }
+
+    fn into_output(self, value: QueryValue) -> QueryOutput {
+        QueryOutput {
+            value,
+            warnings: self.warnings.into_iter().collect(),
+            infos: self.infos.into_iter().collect(),
+            samples_read: self.samples_read,
+        }
+    }
+}
+
+fn has_invalid_utf8_escape(query: &str) -> bool {
+    let bytes = query.as_bytes();
+    let mut index = 0;
+    while index + 3 < bytes.len() {
+        if bytes[index] == b'\\' && bytes[index + 1] == b'x' {
+            let mut run = Vec::new();
+            let mut cursor = index;
+            while cursor + 3 < bytes.len() && bytes[cursor] == b'\\' && bytes[cursor + 1] == b'x' {
+                let Ok(hex) = std::str::from_utf8(&bytes[cursor + 2..cursor + 4]) else {
+                    break;
+                };
+                let Ok(byte) = u8::from_str_radix(hex, 16) else {
+                    break;
+                };
+                run.push(byte);
+                cursor += 4;
+            }
+            if std::str::from_utf8(&run).is_err() {
+                return true;
+            }
+            index = cursor.max(index + 1);
+        } else {
+            index += 1;
+        }
+    }
+    false
+}
+
+/// A string quoted like Go's `%q`, with code points U+0080..U+00FF shown as
+/// the raw bytes they stood for in the query.
+pub(crate) fn go_quote_bytes(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{80}'..='\u{ff}' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            other => out.push(other),
+        }
+    }
+    out.push('"');
+    out
+}
+
+pub(crate) fn native_histogram_error<T>() -> Result<T, EngineError> {
+    exec_err("native histograms are not supported by the sluice engine")
+}
+
+/// The text a node's source starts with, for locating it in the query.
+fn leading_token(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::VectorSelector(vs) => Some(vs.name.clone().unwrap_or_else(|| "{".to_string())),
+        Expr::MatrixSelector(ms) => ms.vs.name.clone().or_else(|| Some("{".to_string())),
+        Expr::Call(call) => Some(format!("{}(", call.func.name)),
+        Expr::Aggregate(aggregate) => Some(aggregate.op.to_string()),
+        Expr::Paren(_) => Some("(".to_string()),
+        Expr::Subquery(sq) => leading_token(&sq.expr),
+        Expr::Binary(binary) => leading_token(&binary.lhs),
+        Expr::Unary(_) => Some("-".to_string()),
+        Expr::StringLiteral(_) | Expr::NumberLiteral(_) | Expr::Extension(_) => None,
+    }
+}
+
+/// Removes flagged metric names and rejects label-set collisions, the last
+/// step of every evaluation in Prometheus 3.
+fn finish_vector(samples: Vec<Sample>, ts: i64) -> Result<Vec<InstantSample>, EngineError> {
+    let mut out = Vec::with_capacity(samples.len());
+    let mut seen = std::collections::HashSet::with_capacity(samples.len());
+    for sample in samples {
+        let labels = if sample.drop_name {
+            sample.labels.without_metric_name()
+        } else {
+            (*sample.labels).clone()
+        };
+        if !seen.insert(labels.clone()) {
+            return exec_err("vector cannot contain metrics with the same labelset");
+        }
+        out.push(InstantSample {
+            labels,
+            timestamp_ms: ts,
+            value: sample.v,
+        });
+    }
+    Ok(out)
+}
+
+fn finish_matrix(series: Vec<RangeSeries>) -> Result<Vec<Series>, EngineError> {
+    let mut merged: HashMap<Labels, usize> = HashMap::new();
+    let mut out: Vec<Series> = Vec::new();
+    for one in series {
+        let labels = if one.drop_name {
+            one.labels.without_metric_name()
+        } else {
+            (*one.labels).clone()
+        };
+        match merged.get(&labels) {
+            Some(index) => {
+                let existing = &mut out[*index];
+                for point in one.points {
+                    if existing.points.iter().any(|p| p.0 == point.0) {
+                        return exec_err("vector cannot contain metrics with the same labelset");
+                    }
+                    existing.points.push(point);
+                }
+                existing.points.sort_by_key(|p| p.0);
+            }
+            None => {
+                merged.insert(labels.clone(), out.len());
+                out.push(Series {
+                    labels,
+                    points: one.points,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(out)
+}
+
+fn unwrap_parens(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Paren(paren) => unwrap_parens(&paren.expr),
+        other => other,
+    }
+}
+
+pub(crate) fn run_instant(
+    storage: &dyn Storage,
+    query: &str,
+    expr: &Expr,
+    time_ms: i64,
+    options: &QueryOptions,
+) -> Result<QueryOutput, EngineError> {
+    let mut evaluator = Evaluator::new(storage, query, options, time_ms, time_ms, 0, false);
+    evaluator.check_interrupt()?;
+    let value = evaluator.eval(expr, time_ms)?;
+    let value = match value {
+        Value::Scalar(v) => QueryValue::Scalar {
+            timestamp_ms: time_ms,
+            value: v,
+        },
+        Value::String(s) => QueryValue::String {
+            timestamp_ms: time_ms,
+            value: s,
+        },
+        Value::Vector(samples) => QueryValue::Vector(finish_vector(samples, time_ms)?),
+        Value::Matrix(series) => QueryValue::Matrix(finish_matrix(series)?),
+    };
+    let _ = unwrap_parens(expr);
+    Ok(evaluator.into_output(value))
+}
+
+pub(crate) fn run_range(
+    storage: &dyn Storage,
+    query: &str,
+    expr: &Expr,
+    start_ms: i64,
+    end_ms: i64,
+    step_ms: i64,
+    options: &QueryOptions,
+) -> Result<QueryOutput, EngineError> {
+    match expr.value_type() {
+        ValueType::Vector | ValueType::Scalar => {}
+        other => {
+            return Err(EngineError::BadData(format!(
+                "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                type_name(other)
+            )));
+        }
+    }
+    let mut evaluator = Evaluator::new(storage, query, options, start_ms, end_ms, step_ms, true);
+    let mut by_labels: HashMap<Arc<Labels>, usize> = HashMap::new();
+    let mut out: Vec<RangeSeries> = Vec::new();
+    let mut result_points = 0usize;
+    let mut ts = start_ms;
+    while ts <= end_ms {
+        evaluator.check_interrupt()?;
+        evaluator.current_samples = result_points;
+        match evaluator.eval(expr, ts)? {
+            Value::Scalar(v) => {
+                let key = Arc::new(Labels::empty());
+                let index = *by_labels.entry(Arc::clone(&key)).or_insert_with(|| {
+                    out.push(RangeSeries {
+                        labels: key,
+                        points: Vec::new(),
+                        drop_name: false,
+                    });
+                    out.len() - 1
+                });
+                out[index].points.push((ts, v));
+                result_points += 1;
+            }
+            Value::Vector(samples) => {
+                // Collisions after name removal are errors at each step.
+                if samples.iter().any(|s| s.drop_name) {
+                    finish_vector(samples.clone(), ts)?;
+                }
+                result_points += samples.len();
+                for sample in samples {
+                    let index = match by_labels.get(&sample.labels) {
+                        Some(index) => *index,
+                        None => {
+                            out.push(RangeSeries {
+                                labels: Arc::clone(&sample.labels),
+                                points: Vec::new(),
+                                drop_name: sample.drop_name,
+                            });
+                            by_labels.insert(Arc::clone(&sample.labels), out.len() - 1);
+                            out.len() - 1
+                        }
+                    };
+                    out[index].drop_name |= sample.drop_name;
+                    out[index].points.push((ts, sample.v));
+                }
+            }
+            _ => {
+                return exec_err(
+                    "range query expression must evaluate to a scalar or instant vector",
+                );
+            }
+        }
+        if result_points > options.max_samples {
+            return exec_err(
+                "query processing would load too many samples into memory in query execution",
+            );
+        }
+        ts += step_ms;
+    }
+    let series = finish_matrix(out)?;
+    Ok(evaluator.into_output(QueryValue::Matrix(series)))
+}
+
+pub(crate) fn type_name(value_type: ValueType) -> &'static str {
+    match value_type {
+        ValueType::Vector => "instant vector",
+        ValueType::Scalar => "scalar",
+        ValueType::Matrix => "range vector",
+        ValueType::String => "string",
+    }
+}

@@ -1,0 +1,187 @@
+//! sluice's embedded PromQL engine.
+//!
+//! It evaluates PromQL expressions (parsed with `promql-parser`) with
+//! Prometheus 3 semantics over any [`Storage`], so that one sluice process is a
+//! complete system with no backend, and so that queriers can execute sharded
+//! sub-queries that read only their share of the series ([`Shard`]). The API
+//! is synchronous: evaluation is CPU-bound and callers run it on a blocking
+//! thread, passing a deadline and a cancellation flag that the engine checks
+//! between evaluation steps.
+//!
+//! Native histograms are out of scope: a query that meets one fails with an
+//! execution error rather than returning a wrong answer.
+
+mod aggregate;
+mod binary;
+mod eval;
+mod functions;
+pub mod labels;
+pub mod storage;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+pub use labels::{Label, Labels};
+pub use storage::{MemoryStorage, Shard, Storage, StoredSeries};
+
+/// Why a query failed. Each variant maps onto one Prometheus `errorType`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    /// The expression does not parse or is not valid for this kind of query (`bad_data`).
+    #[error("{0}")]
+    BadData(String),
+    /// Evaluation failed (`execution`).
+    #[error("{0}")]
+    Execution(String),
+    /// The caller cancelled the query (`canceled`).
+    #[error("query was canceled")]
+    Canceled,
+    /// The query ran past its deadline (`timeout`).
+    #[error("query timed out")]
+    Timeout,
+}
+
+impl EngineError {
+    /// The Prometheus API `errorType` for this error.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            EngineError::BadData(_) => "bad_data",
+            EngineError::Execution(_) => "execution",
+            EngineError::Canceled => "canceled",
+            EngineError::Timeout => "timeout",
+        }
+    }
+}
+
+/// Per-query settings.
+#[derive(Clone, Debug)]
+pub struct QueryOptions {
+    /// How far back an instant selector looks for a sample (Prometheus: 5m).
+    pub lookback_delta_ms: i64,
+    /// The most samples a query may hold at once before it fails.
+    pub max_samples: usize,
+    /// When set, the query fails with [`EngineError::Timeout`] after this instant.
+    pub deadline: Option<Instant>,
+    /// When set and raised, the query fails with [`EngineError::Canceled`].
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// When set, selectors read only this shard of the series.
+    pub shard: Option<Shard>,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions {
+            lookback_delta_ms: 5 * 60 * 1000,
+            max_samples: 50_000_000,
+            deadline: None,
+            cancel: None,
+            shard: None,
+        }
+    }
+}
+
+impl QueryOptions {
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.deadline = Some(Instant::now() + timeout);
+        self
+    }
+}
+
+/// One output series: sorted labels and points in time order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub labels: Labels,
+    /// `(timestamp in ms, value)` pairs, ascending by time.
+    pub points: Vec<(i64, f64)>,
+}
+
+/// One sample of an instant vector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstantSample {
+    pub labels: Labels,
+    pub timestamp_ms: i64,
+    pub value: f64,
+}
+
+/// The value a query returns.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QueryValue {
+    Scalar {
+        timestamp_ms: i64,
+        value: f64,
+    },
+    String {
+        timestamp_ms: i64,
+        value: String,
+    },
+    /// An instant query's vector, in the order PromQL defines (sorted by
+    /// labels unless the expression orders it, e.g. `sort` or `topk`).
+    Vector(Vec<InstantSample>),
+    /// A range query's result (always sorted by labels), or an instant
+    /// query whose expression is a range vector.
+    Matrix(Vec<Series>),
+}
+
+/// A query's value plus the annotations Prometheus would report with it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryOutput {
+    pub value: QueryValue,
+    /// Rendered like Prometheus' API: `PromQL warning: ... (line:col)`.
+    pub warnings: Vec<String>,
+    /// Rendered like Prometheus' API: `PromQL info: ... (line:col)`.
+    pub infos: Vec<String>,
+    /// Samples read from storage while evaluating.
+    pub samples_read: u64,
+}
+
+/// The engine. It holds no per-query state, so one instance serves any
+/// number of threads.
+#[derive(Clone, Debug, Default)]
+pub struct Engine {}
+
+impl Engine {
+    pub fn new() -> Self {
+        Engine {}
+    }
+
+    /// Evaluates `query` at one instant.
+    pub fn instant(
+        &self,
+        storage: &dyn Storage,
+        query: &str,
+        time_ms: i64,
+        options: &QueryOptions,
+    ) -> Result<QueryOutput, EngineError> {
+        let expr = parse(query)?;
+        eval::run_instant(storage, query, &expr, time_ms, options)
+    }
+
+    /// Evaluates `query` at every step from `start_ms` to `end_ms` inclusive.
+    pub fn range(
+        &self,
+        storage: &dyn Storage,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        options: &QueryOptions,
+    ) -> Result<QueryOutput, EngineError> {
+        if step_ms <= 0 {
+            return Err(EngineError::BadData(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(EngineError::BadData(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        let expr = parse(query)?;
+        eval::run_range(storage, query, &expr, start_ms, end_ms, step_ms, options)
+    }
+}
+
+fn parse(query: &str) -> Result<promql_parser::parser::Expr, EngineError> {
+    promql_parser::parser::parse(query).map_err(EngineError::BadData)
+}

@@ -1,0 +1,441 @@
+//! The HTTP face of the frontend: Prometheus's API routes, `/ready`, `/metrics`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::Response;
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::BodyExt;
+use sluice_api::params::{self, Form};
+use sluice_api::{ApiError, json};
+use sluice_proto::{
+    ApiResponse, ErrorType, ForwardedRequest, MetadataKind, QueryData, QueryKind, QueryRequest,
+    ResponseData, ResultType,
+};
+use tokio::time::Instant;
+
+use crate::Inner;
+use crate::dispatch::{DispatchStats, humanize};
+use crate::tenant::tenant_of;
+
+#[derive(Clone)]
+struct AppState {
+    inner: Arc<Inner>,
+    registry: prometheus::Registry,
+}
+
+pub(crate) fn router(inner: Arc<Inner>, registry: prometheus::Registry) -> axum::Router {
+    // One handler does the routing: the API lives under both `/api/v1` and
+    // Mimir's `/prometheus/api/v1`, and every miss must still be a JSON envelope.
+    axum::Router::new()
+        .fallback(handle)
+        .with_state(AppState { inner, registry })
+}
+
+/// The endpoints sluice understands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Route {
+    Query,
+    QueryRange,
+    Series,
+    Labels,
+    LabelValues(String),
+    /// Read-only endpoints Grafana calls, passed through unchanged.
+    Forwarded(&'static str),
+    Ready,
+    Metrics,
+    NotFound,
+}
+
+impl Route {
+    fn of(path: &str) -> Route {
+        let api_path = path
+            .strip_prefix("/prometheus")
+            .filter(|rest| rest.starts_with("/api/"))
+            .unwrap_or(path);
+        match api_path {
+            "/api/v1/query" => Route::Query,
+            "/api/v1/query_range" => Route::QueryRange,
+            "/api/v1/series" => Route::Series,
+            "/api/v1/labels" => Route::Labels,
+            "/api/v1/status/buildinfo" => Route::Forwarded("/api/v1/status/buildinfo"),
+            "/api/v1/metadata" => Route::Forwarded("/api/v1/metadata"),
+            "/api/v1/query_exemplars" => Route::Forwarded("/api/v1/query_exemplars"),
+            "/ready" => Route::Ready,
+            "/metrics" => Route::Metrics,
+            other => match other
+                .strip_prefix("/api/v1/label/")
+                .and_then(|rest| rest.strip_suffix("/values"))
+            {
+                Some(name) if !name.is_empty() && !name.contains('/') => {
+                    let decoded: String = percent_decode(name);
+                    Route::LabelValues(decoded)
+                }
+                _ => Route::NotFound,
+            },
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Route::Query => "api_v1_query",
+            Route::QueryRange => "api_v1_query_range",
+            Route::Series => "api_v1_series",
+            Route::Labels => "api_v1_labels",
+            Route::LabelValues(_) => "api_v1_label_values",
+            Route::Forwarded("/api/v1/status/buildinfo") => "api_v1_status_buildinfo",
+            Route::Forwarded("/api/v1/metadata") => "api_v1_metadata",
+            Route::Forwarded(_) => "api_v1_query_exemplars",
+            Route::Ready => "ready",
+            Route::Metrics => "metrics",
+            Route::NotFound => "other",
+        }
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    // form_urlencoded would also turn '+' into a space, which a path does not.
+    let mut bytes = Vec::with_capacity(text.len());
+    let raw = text.as_bytes();
+    let mut index = 0;
+    while index < raw.len() {
+        if raw[index] == b'%'
+            && index + 2 < raw.len()
+            && let (Some(high), Some(low)) = (
+                (raw[index + 1] as char).to_digit(16),
+                (raw[index + 2] as char).to_digit(16),
+            )
+        {
+            bytes.push((high * 16 + low) as u8);
+            index += 3;
+            continue;
+        }
+        bytes.push(raw[index]);
+        index += 1;
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn json_response(status: u16, body: Vec<u8>, content_type: &str) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/json")),
+    );
+    response
+}
+
+fn error_response(status: u16, error_type: ErrorType, message: &str) -> Response {
+    json_response(
+        status,
+        json::encode_error(error_type, message),
+        "application/json",
+    )
+}
+
+fn api_error_response(error: &ApiError) -> Response {
+    error_response(error.http_status(), error.error_type, &error.message)
+}
+
+async fn handle(State(state): State<AppState>, request: http::Request<Body>) -> Response {
+    let started = Instant::now();
+    let route = Route::of(request.uri().path());
+    let inner = state.inner.clone();
+    inner.metrics.inflight.inc();
+    let _inflight = InflightGuard(&inner.metrics.inflight);
+    let response = match &route {
+        Route::Ready => ready(&inner),
+        Route::Metrics => metrics(&state),
+        Route::NotFound => error_response(404, ErrorType::NotFound, "page not found"),
+        _ => api(&inner, &route, request, started).await,
+    };
+    inner
+        .metrics
+        .request_duration
+        .with_label_values(&[route.label(), response.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+struct InflightGuard<'a>(&'a prometheus::IntGauge);
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn ready(inner: &Arc<Inner>) -> Response {
+    let ready = !inner
+        .shutting_down
+        .load(std::sync::atomic::Ordering::Relaxed)
+        && inner.queue.connected_queriers() > 0;
+    let (status, text) = if ready {
+        (StatusCode::OK, "ready\n")
+    } else if inner
+        .shutting_down
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no querier is connected\n",
+        )
+    };
+    let mut response = Response::new(Body::from(text));
+    *response.status_mut() = status;
+    response
+}
+
+fn metrics(state: &AppState) -> Response {
+    state.inner.metrics.refresh_from_queue();
+    let encoder = prometheus::TextEncoder::new();
+    let mut body = String::new();
+    if let Err(error) = encoder.encode_utf8(&state.registry.gather(), &mut body) {
+        return error_response(500, ErrorType::Internal, &error.to_string());
+    }
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+async fn api(
+    inner: &Arc<Inner>,
+    route: &Route,
+    request: http::Request<Body>,
+    started: Instant,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    if parts.method != Method::GET && parts.method != Method::POST {
+        return error_response(
+            405,
+            ErrorType::BadData,
+            &format!("method {} not allowed", parts.method),
+        );
+    }
+    let tenant = match tenant_of(&parts.headers, inner.config.multitenancy_enabled) {
+        Ok(tenant) => tenant,
+        Err(error) => return api_error_response(&error),
+    };
+    let is_form = parts.method == Method::POST
+        && parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| {
+                value.split(';').next().is_some_and(|media| {
+                    media
+                        .trim()
+                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                })
+            });
+    let limited = http_body_util::Limited::new(body, inner.config.max_body_bytes);
+    let body_bytes = match limited.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            if error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return error_response(
+                    413,
+                    ErrorType::BadData,
+                    &format!(
+                        "request body too large: limit is {} bytes",
+                        inner.config.max_body_bytes
+                    ),
+                );
+            }
+            return error_response(
+                400,
+                ErrorType::BadData,
+                &format!("error reading request body: {error}"),
+            );
+        }
+    };
+    let form = Form::parse(
+        parts.uri.query(),
+        if is_form { Some(&body_bytes[..]) } else { None },
+    );
+    if let Some(problem) = form.parse_error() {
+        return error_response(
+            400,
+            ErrorType::BadData,
+            &format!("error parsing form values: {problem}"),
+        );
+    }
+    let query_text_for_log;
+    let kind = match route {
+        Route::Query => match params::parse_instant_query(&form, now_ms()) {
+            Ok(query) => {
+                query_text_for_log = query.query.clone();
+                QueryKind::Instant(query)
+            }
+            Err(error) => return api_error_response(&error),
+        },
+        Route::QueryRange => match params::parse_range_query(&form) {
+            Ok(mut query) => {
+                if let Err(error) = check_query_length(inner, query.start_ms, query.end_ms) {
+                    return api_error_response(&error);
+                }
+                if let Some(earliest) = earliest_allowed(inner) {
+                    if query.end_ms < earliest {
+                        // Nothing the tenant may see: answer without running it.
+                        return empty_matrix();
+                    }
+                    if query.start_ms < earliest {
+                        // Clamp to a step-aligned start so the points stay on the grid.
+                        let steps_to_skip =
+                            (earliest - query.start_ms + query.step_ms - 1) / query.step_ms;
+                        query.start_ms += steps_to_skip * query.step_ms;
+                    }
+                }
+                query_text_for_log = query.query.clone();
+                QueryKind::Range(query)
+            }
+            Err(error) => return api_error_response(&error),
+        },
+        Route::Series | Route::Labels | Route::LabelValues(_) => {
+            let (metadata_kind, label_name) = match route {
+                Route::Series => (MetadataKind::Series, None),
+                Route::Labels => (MetadataKind::LabelNames, None),
+                Route::LabelValues(name) => (MetadataKind::LabelValues, Some(name.as_str())),
+                _ => unreachable!("matched above"),
+            };
+            match params::parse_metadata_query(&form, metadata_kind, label_name) {
+                Ok(mut query) => {
+                    if let Some(earliest) = earliest_allowed(inner)
+                        && query.start_ms.is_none_or(|start| start < earliest)
+                    {
+                        query.start_ms = Some(earliest);
+                    }
+                    query_text_for_log = query.matchers.join(",");
+                    QueryKind::Metadata(query)
+                }
+                Err(error) => return api_error_response(&error),
+            }
+        }
+        Route::Forwarded(path) => {
+            query_text_for_log = String::new();
+            QueryKind::Forwarded(ForwardedRequest {
+                path: (*path).to_owned(),
+                query_string: form.to_query_string(),
+            })
+        }
+        Route::Ready | Route::Metrics | Route::NotFound => unreachable!("handled by the caller"),
+    };
+    let deadline = started + inner.config.query_timeout;
+    let mut stats = DispatchStats::default();
+    let response = inner
+        .dispatch(
+            &tenant,
+            QueryRequest { kind: Some(kind) },
+            deadline,
+            &mut stats,
+        )
+        .await;
+    let elapsed = started.elapsed();
+    if elapsed >= inner.config.log_queries_longer_than {
+        tracing::info!(
+            target: "query_stats",
+            tenant = %tenant,
+            route = route.label(),
+            query = %query_text_for_log,
+            status = response.http_status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            execution_ms = stats.execution.as_secs_f64() * 1000.0,
+            attempts = stats.attempts,
+            samples = stats.samples,
+            error = %response.error,
+            "query stats"
+        );
+    }
+    encode(&response)
+}
+
+fn encode(response: &ApiResponse) -> Response {
+    let status = if response.http_status == 0 {
+        200
+    } else {
+        response.http_status as u16
+    };
+    match &response.data {
+        Some(ResponseData::Raw(raw)) => json_response(status, raw.body.clone(), &raw.content_type),
+        _ => json_response(status, json::encode_response(response), "application/json"),
+    }
+}
+
+fn empty_matrix() -> Response {
+    encode(&ApiResponse::success(ResponseData::Query(QueryData {
+        result_type: ResultType::Matrix as i32,
+        ..QueryData::default()
+    })))
+}
+
+fn check_query_length(inner: &Inner, start_ms: i64, end_ms: i64) -> Result<(), ApiError> {
+    let limit = inner.config.max_query_length;
+    if limit.is_zero() {
+        return Ok(());
+    }
+    let length = Duration::from_millis((end_ms - start_ms).max(0) as u64);
+    if length > limit {
+        return Err(ApiError::bad_data(format!(
+            "the query time range exceeds the limit (query length: {}, limit: {})",
+            humanize(length),
+            humanize(limit)
+        )));
+    }
+    Ok(())
+}
+
+fn earliest_allowed(inner: &Inner) -> Option<i64> {
+    let lookback = inner.config.max_query_lookback;
+    if lookback.is_zero() {
+        return None;
+    }
+    Some(now_ms() - lookback.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_cover_prometheus_and_mimir_paths() {
+        assert_eq!(Route::of("/api/v1/query"), Route::Query);
+        assert_eq!(
+            Route::of("/prometheus/api/v1/query_range"),
+            Route::QueryRange
+        );
+        assert_eq!(
+            Route::of("/api/v1/label/job/values"),
+            Route::LabelValues("job".into())
+        );
+        assert_eq!(
+            Route::of("/api/v1/label/a%2Eb/values"),
+            Route::LabelValues("a.b".into())
+        );
+        assert_eq!(Route::of("/api/v1/label//values"), Route::NotFound);
+        assert_eq!(Route::of("/api/v1/nope"), Route::NotFound);
+        assert_eq!(
+            Route::of("/api/v1/status/buildinfo"),
+            Route::Forwarded("/api/v1/status/buildinfo")
+        );
+        assert_eq!(Route::of("/ready"), Route::Ready);
+    }
+}

@@ -1,0 +1,163 @@
+//! sluice's query-frontend.
+//!
+//! The life of a query, in the order a reader meets it here:
+//! [`http`] receives a Prometheus API request, validates it with
+//! `sluice_api::params` and finds the tenant; [`dispatch`] puts the resulting
+//! sub-query in the tenant-fair [`sluice_queue::RequestQueue`], waits for its
+//! answer and retries it on another querier when it failed for a reason that
+//! may not repeat; [`owner`] is the other end: every querier worker holds a
+//! stream to it, and each worker stream takes one queued sub-query at a time
+//! and returns its typed result. The answer is encoded as Prometheus JSON once,
+//! at the edge.
+
+mod dispatch;
+mod http;
+mod metrics;
+mod owner;
+mod tenant;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use sluice_proto::{OwnerToQuerier, QuerierToOwner};
+use sluice_queue::{QueueConfig, RequestQueue};
+use tokio::sync::mpsc;
+
+pub use metrics::FrontendMetrics;
+
+/// How a frontend is set up.
+#[derive(Clone, Debug)]
+pub struct FrontendConfig {
+    /// When false every request belongs to tenant `anonymous`.
+    pub multitenancy_enabled: bool,
+    /// Sub-queries queued per tenant before clients get 429.
+    pub max_outstanding_per_tenant: usize,
+    /// A tenant's share of queriers (0 = all): shuffle sharding.
+    pub max_queriers_per_tenant: usize,
+    /// Tries per sub-query (first run included) on 5xx or transport errors.
+    pub max_retries: usize,
+    /// The whole request's budget, queue time included.
+    pub query_timeout: Duration,
+    /// Longest `end - start` of a range query (0 = no limit).
+    pub max_query_length: Duration,
+    /// Oldest data a query may read, as an age (0 = no limit): older starts
+    /// are clamped, ranges entirely older get an empty answer.
+    pub max_query_lookback: Duration,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Log a stats line for every request (otherwise only for slow ones).
+    pub log_queries_longer_than: Duration,
+}
+
+impl Default for FrontendConfig {
+    fn default() -> Self {
+        FrontendConfig {
+            multitenancy_enabled: false,
+            max_outstanding_per_tenant: 100,
+            max_queriers_per_tenant: 0,
+            max_retries: 5,
+            query_timeout: Duration::from_secs(120),
+            max_query_length: Duration::ZERO,
+            max_query_lookback: Duration::ZERO,
+            max_body_bytes: 10 * 1024 * 1024,
+            log_queries_longer_than: Duration::ZERO,
+        }
+    }
+}
+
+/// The task a querier worker is handed, with the way back to the waiting client.
+pub(crate) struct PendingTask {
+    pub(crate) query_id: u64,
+    pub(crate) request: sluice_proto::QueryRequest,
+    pub(crate) deadline: tokio::time::Instant,
+    pub(crate) reply: tokio::sync::oneshot::Sender<dispatch::TaskOutcome>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: FrontendConfig,
+    pub(crate) queue: RequestQueue<PendingTask>,
+    pub(crate) metrics: FrontendMetrics,
+    pub(crate) next_query_id: AtomicU64,
+    pub(crate) shutting_down: AtomicBool,
+}
+
+/// A query-frontend. Cheap to clone; all clones are the same frontend.
+#[derive(Clone)]
+pub struct Frontend {
+    inner: Arc<Inner>,
+}
+
+/// The owner → worker half of an in-process worker stream.
+pub type LocalOwnerStream =
+    Pin<Box<dyn Stream<Item = Result<OwnerToQuerier, tonic::Status>> + Send>>;
+
+impl Frontend {
+    pub fn new(config: FrontendConfig, registry: &prometheus::Registry) -> Frontend {
+        let queue = RequestQueue::new(QueueConfig {
+            max_outstanding_per_tenant: config.max_outstanding_per_tenant,
+            max_queriers_per_tenant: config.max_queriers_per_tenant,
+            ..QueueConfig::default()
+        });
+        let metrics = FrontendMetrics::new(registry, queue.clone());
+        Frontend {
+            inner: Arc::new(Inner {
+                config,
+                queue,
+                metrics,
+                next_query_id: AtomicU64::new(1),
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The HTTP API: Prometheus's query endpoints, `/ready` and `/metrics`.
+    pub fn router(&self, registry: prometheus::Registry) -> axum::Router {
+        http::router(self.inner.clone(), registry)
+    }
+
+    /// The gRPC service querier workers connect to.
+    pub fn grpc_service(
+        &self,
+    ) -> sluice_proto::queue_owner::queue_owner_server::QueueOwnerServer<owner::OwnerService> {
+        sluice_proto::queue_owner::queue_owner_server::QueueOwnerServer::new(owner::OwnerService {
+            inner: self.inner.clone(),
+        })
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
+    }
+
+    /// Opens a worker stream from a querier in this same process: the same
+    /// protocol as gRPC, carried by channels, with no encoding.
+    pub fn connect_local(&self) -> (mpsc::Sender<QuerierToOwner>, LocalOwnerStream) {
+        let (to_owner, from_querier) = mpsc::channel(4);
+        let (to_querier, from_owner) = mpsc::channel(4);
+        let inbound = tokio_stream::wrappers::ReceiverStream::new(from_querier).map(Ok);
+        tokio::spawn(owner::serve_worker(self.inner.clone(), inbound, to_querier));
+        (
+            to_owner,
+            Box::pin(tokio_stream::wrappers::ReceiverStream::new(from_owner)),
+        )
+    }
+
+    /// True while at least one querier serves this frontend and it is not
+    /// shutting down: a load balancer must not route to a frontend nobody serves.
+    pub fn is_ready(&self) -> bool {
+        !self.inner.shutting_down.load(Ordering::Relaxed)
+            && self.inner.queue.connected_queriers() > 0
+    }
+
+    /// Marks the frontend as going away: `/ready` fails from now on so load
+    /// balancers stop sending, while queued work is still served.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops the queue: new sub-queries are refused, workers drain what is
+    /// queued and then their streams end.
+    pub fn stop_queue(&self) {
+        self.inner.queue.stop();
+    }
+}

@@ -1,0 +1,469 @@
+// Field numbers are the wire contract between roles of different versions:
+// never reuse or renumber one, only add.
+
+// ---------------------------------------------------------------------------
+// The data model: series, samples, results.
+// ---------------------------------------------------------------------------
+
+/// One label pair. Series keep their labels sorted by name, as Prometheus does.
+#[derive(Clone, PartialEq, Eq, Hash, prost::Message)]
+pub struct Label {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// A float sample; timestamps are Unix milliseconds, Prometheus's resolution.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct Sample {
+    #[prost(int64, tag = "1")]
+    pub timestamp_ms: i64,
+    #[prost(double, tag = "2")]
+    pub value: f64,
+}
+
+/// A bucket of a native histogram as the Prometheus HTTP API reports it.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct HistogramBucket {
+    /// 0: open left, closed right; 1: open both; 2: closed both; 3: closed left, open right.
+    #[prost(int32, tag = "1")]
+    pub boundaries: i32,
+    #[prost(double, tag = "2")]
+    pub lower: f64,
+    #[prost(double, tag = "3")]
+    pub upper: f64,
+    #[prost(double, tag = "4")]
+    pub count: f64,
+}
+
+/// A native histogram sample, in the shape the HTTP API reports it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HistogramSample {
+    #[prost(int64, tag = "1")]
+    pub timestamp_ms: i64,
+    #[prost(double, tag = "2")]
+    pub count: f64,
+    #[prost(double, tag = "3")]
+    pub sum: f64,
+    #[prost(message, repeated, tag = "4")]
+    pub buckets: Vec<HistogramBucket>,
+}
+
+/// One series of a vector (exactly one point) or a matrix (any number).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Series {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(message, repeated, tag = "2")]
+    pub samples: Vec<Sample>,
+    #[prost(message, repeated, tag = "3")]
+    pub histograms: Vec<HistogramSample>,
+}
+
+/// The `resultType` of a query answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ResultType {
+    Vector = 0,
+    Matrix = 1,
+    Scalar = 2,
+    String = 3,
+}
+
+/// The `data` of a `query` or `query_range` answer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct QueryData {
+    #[prost(enumeration = "ResultType", tag = "1")]
+    pub result_type: i32,
+    /// Vector and matrix results.
+    #[prost(message, repeated, tag = "2")]
+    pub series: Vec<Series>,
+    /// Scalar results.
+    #[prost(message, optional, tag = "3")]
+    pub scalar: Option<Sample>,
+    /// String results: the value, at `string_timestamp_ms`.
+    #[prost(string, tag = "4")]
+    pub string_value: String,
+    #[prost(int64, tag = "5")]
+    pub string_timestamp_ms: i64,
+    /// Raw JSON of the `stats` object, when the client asked for it.
+    #[prost(string, tag = "6")]
+    pub stats_json: String,
+}
+
+/// A label set, as in a `series` answer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LabelSet {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+}
+
+/// The `data` of a `series` answer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SeriesData {
+    #[prost(message, repeated, tag = "1")]
+    pub series: Vec<LabelSet>,
+}
+
+/// The `data` of a `labels` or `label/<name>/values` answer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StringsData {
+    #[prost(string, repeated, tag = "1")]
+    pub values: Vec<String>,
+}
+
+/// An answer sluice does not interpret (buildinfo, metadata, exemplars): the
+/// downstream's body is handed to the client unchanged.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RawData {
+    #[prost(string, tag = "1")]
+    pub content_type: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub body: Vec<u8>,
+}
+
+/// Prometheus's `errorType`s, plus sluice's own `too_many_requests`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, prost::Enumeration)]
+#[repr(i32)]
+pub enum ErrorType {
+    None = 0,
+    BadData = 1,
+    Execution = 2,
+    Canceled = 3,
+    Timeout = 4,
+    Internal = 5,
+    NotFound = 6,
+    Unavailable = 7,
+    TooManyRequests = 8,
+    NotAcceptable = 9,
+    /// No tenant given while multi-tenancy is on (401).
+    Unauthorized = 10,
+}
+
+/// A whole answer: success data or an error, with warnings and infos.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ApiResponse {
+    /// The HTTP status the answer is sent with.
+    #[prost(uint32, tag = "1")]
+    pub http_status: u32,
+    #[prost(enumeration = "ErrorType", tag = "2")]
+    pub error_type: i32,
+    #[prost(string, tag = "3")]
+    pub error: String,
+    #[prost(string, repeated, tag = "4")]
+    pub warnings: Vec<String>,
+    #[prost(string, repeated, tag = "5")]
+    pub infos: Vec<String>,
+    #[prost(oneof = "ResponseData", tags = "10, 11, 12, 13")]
+    pub data: Option<ResponseData>,
+}
+
+/// What a successful answer carries.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum ResponseData {
+    #[prost(message, tag = "10")]
+    Query(QueryData),
+    #[prost(message, tag = "11")]
+    Series(SeriesData),
+    #[prost(message, tag = "12")]
+    Strings(StringsData),
+    #[prost(message, tag = "13")]
+    Raw(RawData),
+}
+
+// ---------------------------------------------------------------------------
+// Requests: what the frontend asks a querier to run.
+// ---------------------------------------------------------------------------
+
+/// `/api/v1/query`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InstantQuery {
+    #[prost(string, tag = "1")]
+    pub query: String,
+    #[prost(int64, tag = "2")]
+    pub time_ms: i64,
+    /// Sent downstream as the query's own timeout; 0 leaves the downstream's default.
+    #[prost(int64, tag = "3")]
+    pub timeout_ms: i64,
+    /// `lookback_delta` as the client sent it, 0 for the default.
+    #[prost(int64, tag = "4")]
+    pub lookback_delta_ms: i64,
+    /// `stats` as the client sent it (empty for none).
+    #[prost(string, tag = "5")]
+    pub stats: String,
+}
+
+/// `/api/v1/query_range`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RangeQuery {
+    #[prost(string, tag = "1")]
+    pub query: String,
+    #[prost(int64, tag = "2")]
+    pub start_ms: i64,
+    #[prost(int64, tag = "3")]
+    pub end_ms: i64,
+    #[prost(int64, tag = "4")]
+    pub step_ms: i64,
+    #[prost(int64, tag = "5")]
+    pub timeout_ms: i64,
+    #[prost(int64, tag = "6")]
+    pub lookback_delta_ms: i64,
+    #[prost(string, tag = "7")]
+    pub stats: String,
+}
+
+/// `/api/v1/series`, `/api/v1/labels` and `/api/v1/label/<name>/values`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetadataQuery {
+    #[prost(enumeration = "MetadataKind", tag = "1")]
+    pub kind: i32,
+    /// The label whose values are asked for (`LabelValues` only).
+    #[prost(string, tag = "2")]
+    pub label_name: String,
+    #[prost(string, repeated, tag = "3")]
+    pub matchers: Vec<String>,
+    #[prost(int64, optional, tag = "4")]
+    pub start_ms: Option<i64>,
+    #[prost(int64, optional, tag = "5")]
+    pub end_ms: Option<i64>,
+    /// 0 = no limit.
+    #[prost(uint64, tag = "6")]
+    pub limit: u64,
+}
+
+/// Which metadata endpoint a [`MetadataQuery`] is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, prost::Enumeration)]
+#[repr(i32)]
+pub enum MetadataKind {
+    Series = 0,
+    LabelNames = 1,
+    LabelValues = 2,
+}
+
+/// A read-only request forwarded as it came (buildinfo, metadata, exemplars).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ForwardedRequest {
+    /// The path below the API root, e.g. `/api/v1/status/buildinfo`.
+    #[prost(string, tag = "1")]
+    pub path: String,
+    /// The merged URL and form parameters, URL-encoded.
+    #[prost(string, tag = "2")]
+    pub query_string: String,
+}
+
+/// One unit of work for a querier.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct QueryRequest {
+    #[prost(oneof = "QueryKind", tags = "1, 2, 3, 4")]
+    pub kind: Option<QueryKind>,
+}
+
+/// The kinds of work a querier runs.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum QueryKind {
+    #[prost(message, tag = "1")]
+    Instant(InstantQuery),
+    #[prost(message, tag = "2")]
+    Range(RangeQuery),
+    #[prost(message, tag = "3")]
+    Metadata(MetadataQuery),
+    #[prost(message, tag = "4")]
+    Forwarded(ForwardedRequest),
+}
+
+// ---------------------------------------------------------------------------
+// The pull protocol between a querier worker and a queue owner.
+// ---------------------------------------------------------------------------
+
+/// The first message on a worker stream.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct QuerierHello {
+    #[prost(string, tag = "1")]
+    pub querier_id: String,
+    /// The querier's total concurrency, so the owner can reason about capacity.
+    #[prost(uint32, tag = "2")]
+    pub max_concurrency: u32,
+}
+
+/// The worker is idle and asks for one task.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct QuerierReady {}
+
+/// The querier is shutting down: the owner must send this worker nothing more
+/// and end the stream once the worker's task (if any) is answered.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct QuerierGoodbye {}
+
+/// Execution statistics of one task.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct ExecutionStats {
+    #[prost(int64, tag = "1")]
+    pub execution_ns: i64,
+    /// Samples in the answer, a cheap proxy for the work done.
+    #[prost(uint64, tag = "2")]
+    pub samples: u64,
+}
+
+/// The answer to one task.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct QueryResult {
+    #[prost(uint64, tag = "1")]
+    pub query_id: u64,
+    #[prost(message, optional, tag = "2")]
+    pub response: Option<ApiResponse>,
+    /// True when the task failed for a reason another querier may not have
+    /// (downstream 5xx, transport error): the owner may run it again.
+    #[prost(bool, tag = "3")]
+    pub retryable: bool,
+    /// Flow control: how many tasks the querier runs now, and how many it wants.
+    #[prost(uint32, tag = "4")]
+    pub current_concurrency: u32,
+    #[prost(uint32, tag = "5")]
+    pub desired_concurrency: u32,
+    #[prost(message, optional, tag = "6")]
+    pub stats: Option<ExecutionStats>,
+}
+
+/// Querier worker → queue owner.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct QuerierToOwner {
+    #[prost(oneof = "QuerierMessage", tags = "1, 2, 3, 4")]
+    pub message: Option<QuerierMessage>,
+}
+
+/// What a worker can say. Results dominate the traffic, so boxing them to
+/// shrink the rare variants would cost an allocation per result instead.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum QuerierMessage {
+    #[prost(message, tag = "1")]
+    Hello(QuerierHello),
+    #[prost(message, tag = "2")]
+    Ready(QuerierReady),
+    #[prost(message, tag = "3")]
+    Result(QueryResult),
+    #[prost(message, tag = "4")]
+    Goodbye(QuerierGoodbye),
+}
+
+/// One task handed to a worker.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct QueryTask {
+    #[prost(uint64, tag = "1")]
+    pub query_id: u64,
+    #[prost(string, tag = "2")]
+    pub tenant: String,
+    #[prost(message, optional, tag = "3")]
+    pub request: Option<QueryRequest>,
+    /// Where to send the result when it cannot go back on this stream
+    /// (scheduler-owned queues); empty means "answer on this stream".
+    #[prost(string, tag = "4")]
+    pub frontend_address: String,
+    #[prost(int64, tag = "5")]
+    pub queued_ns: i64,
+    /// Milliseconds the task may still run before its client gives up.
+    #[prost(int64, tag = "6")]
+    pub deadline_remaining_ms: i64,
+}
+
+/// The running task was cancelled by its client: stop it and free the worker.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct CancelTask {
+    #[prost(uint64, tag = "1")]
+    pub query_id: u64,
+}
+
+/// Queue owner → querier worker.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OwnerToQuerier {
+    #[prost(oneof = "OwnerMessage", tags = "1, 2")]
+    pub message: Option<OwnerMessage>,
+}
+
+/// What an owner can say.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum OwnerMessage {
+    #[prost(message, tag = "1")]
+    Task(QueryTask),
+    #[prost(message, tag = "2")]
+    Cancel(CancelTask),
+}
+
+impl ErrorType {
+    /// The `errorType` string Prometheus uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::None => "",
+            ErrorType::BadData => "bad_data",
+            ErrorType::Execution => "execution",
+            ErrorType::Canceled => "canceled",
+            ErrorType::Timeout => "timeout",
+            ErrorType::Internal => "internal",
+            ErrorType::NotFound => "not_found",
+            ErrorType::Unavailable => "unavailable",
+            ErrorType::TooManyRequests => "too_many_requests",
+            ErrorType::NotAcceptable => "not_acceptable",
+            ErrorType::Unauthorized => "unauthorized",
+        }
+    }
+
+    /// Parses an `errorType` string; unknown ones become `internal`.
+    pub fn from_prometheus(error_type: &str) -> ErrorType {
+        match error_type {
+            "bad_data" => ErrorType::BadData,
+            "execution" => ErrorType::Execution,
+            "canceled" => ErrorType::Canceled,
+            "timeout" => ErrorType::Timeout,
+            "not_found" => ErrorType::NotFound,
+            "unavailable" => ErrorType::Unavailable,
+            "too_many_requests" => ErrorType::TooManyRequests,
+            "not_acceptable" => ErrorType::NotAcceptable,
+            "unauthorized" => ErrorType::Unauthorized,
+            _ => ErrorType::Internal,
+        }
+    }
+
+    /// The HTTP status Prometheus answers this error with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorType::None => 200,
+            ErrorType::BadData => 400,
+            ErrorType::Execution => 422,
+            ErrorType::Canceled => 499,
+            ErrorType::Timeout => 503,
+            ErrorType::Internal => 500,
+            ErrorType::NotFound => 404,
+            ErrorType::Unavailable => 503,
+            ErrorType::TooManyRequests => 429,
+            ErrorType::NotAcceptable => 406,
+            ErrorType::Unauthorized => 401,
+        }
+    }
+}
+
+impl ApiResponse {
+    /// An error answer with Prometheus's status for its type.
+    pub fn error(error_type: ErrorType, message: impl Into<String>) -> ApiResponse {
+        ApiResponse {
+            http_status: u32::from(error_type.http_status()),
+            error_type: error_type as i32,
+            error: message.into(),
+            ..ApiResponse::default()
+        }
+    }
+
+    /// A successful answer carrying `data`.
+    pub fn success(data: ResponseData) -> ApiResponse {
+        ApiResponse {
+            http_status: 200,
+            data: Some(data),
+            ..ApiResponse::default()
+        }
+    }
+
+    /// True when this answer is an error envelope.
+    pub fn is_error(&self) -> bool {
+        self.error_type() != ErrorType::None
+    }
+}

@@ -1,0 +1,283 @@
+//! Executors run one sub-query. The `prometheus` executor forwards it to any
+//! Prometheus-compatible HTTP API.
+
+use std::time::{Duration, Instant};
+
+use sluice_api::decode::{Expected, decode_response};
+use sluice_api::params::format_time_param;
+use sluice_proto::{
+    ApiResponse, ErrorType, MetadataKind, QueryKind, QueryRequest, RawData, ResponseData,
+};
+
+/// What running a sub-query produced.
+#[derive(Debug)]
+pub struct Execution {
+    pub response: ApiResponse,
+    /// The failure may not happen again elsewhere (5xx, transport error).
+    pub retryable: bool,
+}
+
+impl Execution {
+    fn failed(error_type: ErrorType, message: String, retryable: bool) -> Execution {
+        Execution {
+            response: ApiResponse::error(error_type, message),
+            retryable,
+        }
+    }
+}
+
+/// Runs sub-queries. Implementations must stop work promptly when the future
+/// is dropped: that is how a cancelled query frees its resources.
+pub trait Executor: Send + Sync + 'static {
+    fn execute(
+        &self,
+        tenant: &str,
+        request: &QueryRequest,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Execution> + Send;
+}
+
+/// Forwards sub-queries to a Prometheus-compatible HTTP API.
+#[derive(Clone)]
+pub struct PrometheusExecutor {
+    client: reqwest::Client,
+    /// The API root without a trailing slash, e.g. `http://prometheus:9090`
+    /// or `http://mimir/prometheus`.
+    base_url: String,
+}
+
+impl PrometheusExecutor {
+    pub fn new(downstream_url: &str, max_idle_connections: usize) -> Result<Self, String> {
+        let base_url = downstream_url.trim_end_matches('/').to_owned();
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(format!(
+                "downstream url {downstream_url:?} must start with http:// or https://"
+            ));
+        }
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(max_idle_connections)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|error| format!("building the downstream http client: {error}"))?;
+        Ok(PrometheusExecutor { client, base_url })
+    }
+
+    async fn send(
+        &self,
+        tenant: &str,
+        request: reqwest::RequestBuilder,
+        expected: Option<Expected>,
+    ) -> Execution {
+        let started = Instant::now();
+        let response = match request.header("X-Scope-OrgID", tenant).send().await {
+            Ok(response) => response,
+            Err(error) => {
+                let retryable = !error.is_timeout();
+                return Execution::failed(
+                    if error.is_timeout() {
+                        ErrorType::Timeout
+                    } else {
+                        ErrorType::Internal
+                    },
+                    format!("error contacting downstream: {}", error_chain(&error)),
+                    retryable,
+                );
+            }
+        };
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("application/json")
+            .to_owned();
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(error) => {
+                return Execution::failed(
+                    ErrorType::Internal,
+                    format!("error reading downstream answer: {}", error_chain(&error)),
+                    true,
+                );
+            }
+        };
+        let retryable = status >= 500;
+        let Some(expected) = expected else {
+            return Execution {
+                response: ApiResponse {
+                    http_status: u32::from(status),
+                    data: Some(ResponseData::Raw(RawData {
+                        content_type,
+                        body: body.to_vec(),
+                    })),
+                    ..ApiResponse::default()
+                },
+                retryable,
+            };
+        };
+        match decode_response(status, &body, expected) {
+            Ok(response) => Execution {
+                retryable: retryable && response.is_error(),
+                response,
+            },
+            Err(error) => {
+                let snippet = String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned();
+                tracing::warn!(status, %error, elapsed = ?started.elapsed(), "downstream answer not understood");
+                Execution::failed(
+                    ErrorType::Internal,
+                    format!(
+                        "downstream answered HTTP {status} with a body that is not a Prometheus API answer: {snippet}"
+                    ),
+                    retryable,
+                )
+            }
+        }
+    }
+}
+
+/// Includes the causes: reqwest's top-level message alone hides why a
+/// connection failed.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+fn form_body(pairs: &[(&str, &str)]) -> String {
+    let mut serializer = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs {
+        serializer.append_pair(name, value);
+    }
+    serializer.finish()
+}
+
+fn duration_param(ms: i64) -> String {
+    format_time_param(ms)
+}
+
+impl Executor for PrometheusExecutor {
+    async fn execute(&self, tenant: &str, request: &QueryRequest, timeout: Duration) -> Execution {
+        let Some(kind) = &request.kind else {
+            return Execution::failed(ErrorType::BadData, "empty request".into(), false);
+        };
+        let post_form = |path: &str, body: String| {
+            self.client
+                .post(format!("{}{path}", self.base_url))
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(body)
+                .timeout(timeout)
+        };
+        match kind {
+            QueryKind::Instant(query) => {
+                let time = format_time_param(query.time_ms);
+                let timeout_param = duration_param(query.timeout_ms);
+                let lookback = duration_param(query.lookback_delta_ms);
+                let mut pairs = vec![("query", query.query.as_str()), ("time", time.as_str())];
+                if query.timeout_ms > 0 {
+                    pairs.push(("timeout", timeout_param.as_str()));
+                }
+                if query.lookback_delta_ms > 0 {
+                    pairs.push(("lookback_delta", lookback.as_str()));
+                }
+                if !query.stats.is_empty() {
+                    pairs.push(("stats", query.stats.as_str()));
+                }
+                let builder = post_form("/api/v1/query", form_body(&pairs));
+                self.send(tenant, builder, Some(Expected::Query)).await
+            }
+            QueryKind::Range(query) => {
+                let start = format_time_param(query.start_ms);
+                let end = format_time_param(query.end_ms);
+                let step = duration_param(query.step_ms);
+                let timeout_param = duration_param(query.timeout_ms);
+                let lookback = duration_param(query.lookback_delta_ms);
+                let mut pairs = vec![
+                    ("query", query.query.as_str()),
+                    ("start", start.as_str()),
+                    ("end", end.as_str()),
+                    ("step", step.as_str()),
+                ];
+                if query.timeout_ms > 0 {
+                    pairs.push(("timeout", timeout_param.as_str()));
+                }
+                if query.lookback_delta_ms > 0 {
+                    pairs.push(("lookback_delta", lookback.as_str()));
+                }
+                if !query.stats.is_empty() {
+                    pairs.push(("stats", query.stats.as_str()));
+                }
+                let builder = post_form("/api/v1/query_range", form_body(&pairs));
+                self.send(tenant, builder, Some(Expected::Query)).await
+            }
+            QueryKind::Metadata(query) => {
+                let start = query.start_ms.map(format_time_param);
+                let end = query.end_ms.map(format_time_param);
+                let limit = query.limit.to_string();
+                let mut pairs: Vec<(&str, &str)> = query
+                    .matchers
+                    .iter()
+                    .map(|matcher| ("match[]", matcher.as_str()))
+                    .collect();
+                if let Some(start) = &start {
+                    pairs.push(("start", start));
+                }
+                if let Some(end) = &end {
+                    pairs.push(("end", end));
+                }
+                if query.limit > 0 {
+                    pairs.push(("limit", &limit));
+                }
+                let body = form_body(&pairs);
+                match query.kind() {
+                    MetadataKind::Series => {
+                        let builder = post_form("/api/v1/series", body);
+                        self.send(tenant, builder, Some(Expected::Series)).await
+                    }
+                    MetadataKind::LabelNames => {
+                        let builder = post_form("/api/v1/labels", body);
+                        self.send(tenant, builder, Some(Expected::Strings)).await
+                    }
+                    MetadataKind::LabelValues => {
+                        // Prometheus serves label values on GET only.
+                        let name: String =
+                            form_urlencoded::byte_serialize(query.label_name.as_bytes()).collect();
+                        let separator = if body.is_empty() { "" } else { "?" };
+                        let builder = self
+                            .client
+                            .get(format!(
+                                "{}/api/v1/label/{name}/values{separator}{body}",
+                                self.base_url
+                            ))
+                            .timeout(timeout);
+                        self.send(tenant, builder, Some(Expected::Strings)).await
+                    }
+                }
+            }
+            QueryKind::Forwarded(forwarded) => {
+                let separator = if forwarded.query_string.is_empty() {
+                    ""
+                } else {
+                    "?"
+                };
+                let builder = self
+                    .client
+                    .get(format!(
+                        "{}{}{separator}{}",
+                        self.base_url, forwarded.path, forwarded.query_string
+                    ))
+                    .timeout(timeout);
+                self.send(tenant, builder, None).await
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! One worker: one stream to one owner, one sub-query at a time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use sluice_proto::{
+    ApiResponse, ErrorType, ExecutionStats, OwnerMessage, QuerierGoodbye, QuerierHello,
+    QuerierMessage, QuerierToOwner, QueryResult, QueryTask, ResponseData,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::{Executor, OwnerStream, QuerierMetrics, Target};
+
+pub(crate) struct WorkerSetup<E> {
+    pub(crate) target: Target,
+    pub(crate) executor: Arc<E>,
+    pub(crate) querier_id: String,
+    pub(crate) max_concurrent: u32,
+    pub(crate) owner: String,
+    pub(crate) metrics: QuerierMetrics,
+}
+
+/// Stops a worker gracefully: it tells its owner, finishes its task, exits.
+pub(crate) struct WorkerHandle {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+pub(crate) fn spawn<E: Executor>(setup: WorkerSetup<E>) -> WorkerHandle {
+    let (stop, stop_receiver) = watch::channel(false);
+    let task = tokio::spawn(run(setup, stop_receiver));
+    WorkerHandle { stop, task }
+}
+
+fn message(message: QuerierMessage) -> QuerierToOwner {
+    QuerierToOwner {
+        message: Some(message),
+    }
+}
+
+/// Why one connection of a worker ended.
+enum SessionEnd {
+    /// The worker was asked to stop and has said goodbye.
+    Stopped,
+    /// The stream broke; connect again.
+    Broken,
+}
+
+async fn run<E: Executor>(setup: WorkerSetup<E>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let connected = tokio::select! {
+            connected = setup.target.connect() => connected,
+            _ = stop.changed() => return,
+        };
+        match connected {
+            Ok((sender, stream)) => {
+                backoff = Duration::from_millis(50);
+                match session(&setup, sender, stream, &mut stop).await {
+                    SessionEnd::Stopped => return,
+                    SessionEnd::Broken => {}
+                }
+            }
+            Err(error) => {
+                tracing::debug!(owner = %setup.owner, %error, "cannot reach queue owner");
+            }
+        }
+        // Jitter keeps a restarted owner from being hit by every worker at once.
+        let pause = backoff.mul_f64(0.5 + fastrand_f64());
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+fn fastrand_f64() -> f64 {
+    // Jitter needs no quality randomness: the clock's low bits do.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(nanos % 1000) / 1000.0
+}
+
+async fn session<E: Executor>(
+    setup: &WorkerSetup<E>,
+    sender: mpsc::Sender<QuerierToOwner>,
+    mut stream: OwnerStream,
+    stop: &mut watch::Receiver<bool>,
+) -> SessionEnd {
+    let hello = message(QuerierMessage::Hello(QuerierHello {
+        querier_id: setup.querier_id.clone(),
+        max_concurrency: setup.max_concurrent,
+    }));
+    if sender.send(hello).await.is_err() {
+        return SessionEnd::Broken;
+    }
+    let mut said_goodbye = false;
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            _ = stop.changed(), if !said_goodbye => {
+                said_goodbye = true;
+                if sender.send(message(QuerierMessage::Goodbye(QuerierGoodbye {}))).await.is_err() {
+                    return SessionEnd::Stopped;
+                }
+                continue;
+            }
+        };
+        match next {
+            Some(Ok(owner_message)) => match owner_message.message {
+                Some(OwnerMessage::Task(task)) => {
+                    let Some(result) = run_task(setup, task, &mut stream).await else {
+                        return if said_goodbye {
+                            SessionEnd::Stopped
+                        } else {
+                            SessionEnd::Broken
+                        };
+                    };
+                    if sender
+                        .send(message(QuerierMessage::Result(result)))
+                        .await
+                        .is_err()
+                    {
+                        return if said_goodbye {
+                            SessionEnd::Stopped
+                        } else {
+                            SessionEnd::Broken
+                        };
+                    }
+                }
+                // A cancel for a task already answered crossed our result.
+                Some(OwnerMessage::Cancel(_)) | None => {}
+            },
+            Some(Err(status)) => {
+                tracing::debug!(owner = %setup.owner, %status, "worker stream failed");
+                return if said_goodbye {
+                    SessionEnd::Stopped
+                } else {
+                    SessionEnd::Broken
+                };
+            }
+            None => {
+                return if said_goodbye {
+                    SessionEnd::Stopped
+                } else {
+                    SessionEnd::Broken
+                };
+            }
+        }
+    }
+}
+
+/// Runs one task while watching the stream for its cancellation. Returns
+/// `None` when the stream broke mid-task (the owner retries elsewhere).
+async fn run_task<E: Executor>(
+    setup: &WorkerSetup<E>,
+    task: QueryTask,
+    stream: &mut OwnerStream,
+) -> Option<QueryResult> {
+    let started = Instant::now();
+    setup.metrics.inflight.inc();
+    let _inflight = scopeguard(|| setup.metrics.inflight.dec());
+    let timeout = Duration::from_millis(task.deadline_remaining_ms.max(1) as u64);
+    let request = task.request.unwrap_or_default();
+    let execution = setup.executor.execute(&task.tenant, &request, timeout);
+    tokio::pin!(execution);
+    let (response, retryable, outcome) = loop {
+        tokio::select! {
+            execution = &mut execution => {
+                let outcome = if execution.response.is_error() { "error" } else { "success" };
+                break (execution.response, execution.retryable, outcome);
+            }
+            next = stream.next() => match next {
+                Some(Ok(owner_message)) => match owner_message.message {
+                    Some(OwnerMessage::Cancel(cancel)) if cancel.query_id == task.query_id => {
+                        // Dropping the execution future aborts the downstream request.
+                        break (
+                            ApiResponse::error(ErrorType::Canceled, "query canceled by its client"),
+                            false,
+                            "canceled",
+                        );
+                    }
+                    _ => {}
+                },
+                _ => {
+                    setup.metrics.requests.with_label_values(&["owner_gone"]).inc();
+                    return None;
+                }
+            }
+        }
+    };
+    let elapsed = started.elapsed();
+    setup.metrics.duration.observe(elapsed.as_secs_f64());
+    setup.metrics.requests.with_label_values(&[outcome]).inc();
+    let samples = count_samples(&response);
+    Some(QueryResult {
+        query_id: task.query_id,
+        response: Some(response),
+        retryable,
+        current_concurrency: setup.metrics.inflight.get().max(0) as u32,
+        desired_concurrency: setup.max_concurrent,
+        stats: Some(ExecutionStats {
+            execution_ns: elapsed.as_nanos() as i64,
+            samples,
+        }),
+    })
+}
+
+fn count_samples(response: &ApiResponse) -> u64 {
+    match &response.data {
+        Some(ResponseData::Query(query)) => query
+            .series
+            .iter()
+            .map(|series| (series.samples.len() + series.histograms.len()) as u64)
+            .sum(),
+        _ => 0,
+    }
+}
+
+struct ScopeGuard<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for ScopeGuard<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+fn scopeguard<F: FnMut()>(on_drop: F) -> ScopeGuard<F> {
+    ScopeGuard(on_drop)
+}

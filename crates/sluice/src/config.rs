@@ -1,0 +1,721 @@
+//! sluice's configuration: defaults, then a YAML file, then environment
+//! variables, then flags, then one validation.
+//!
+//! Every setting is one row of [`SETTINGS`]: its flag (Mimir's dotted name),
+//! its YAML key, its default, its help, and how to apply a value. The YAML
+//! file, `SLUICE_*` variables, flags and `-help` are all driven by that table,
+//! so a setting cannot exist in one place and be missing in another, and the
+//! documented default is the default actually used.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use sluice_api::params::parse_duration;
+
+/// The roles one process can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Role {
+    QueryFrontend,
+    Querier,
+}
+
+impl Role {
+    fn parse_list(text: &str) -> Result<Vec<Role>, String> {
+        let mut roles = Vec::new();
+        for name in text
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+        {
+            match name {
+                "all" => roles.extend([Role::QueryFrontend, Role::Querier]),
+                "query-frontend" => roles.push(Role::QueryFrontend),
+                "querier" => roles.push(Role::Querier),
+                other => {
+                    return Err(format!(
+                        "unknown target {other:?}: expected all, query-frontend or querier"
+                    ));
+                }
+            }
+        }
+        roles.sort();
+        roles.dedup();
+        if roles.is_empty() {
+            return Err("no target given".into());
+        }
+        Ok(roles)
+    }
+}
+
+/// Everything a sluice process is told.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) targets: Vec<Role>,
+    pub(crate) http_listen_address: String,
+    pub(crate) http_listen_port: u16,
+    pub(crate) grpc_listen_address: String,
+    pub(crate) grpc_listen_port: u16,
+    pub(crate) graceful_shutdown_timeout: Duration,
+    pub(crate) log_level: String,
+    pub(crate) log_format: String,
+    pub(crate) frontend: sluice_frontend::FrontendConfig,
+    pub(crate) querier_frontend_addresses: Vec<String>,
+    pub(crate) querier_max_concurrent: usize,
+    pub(crate) querier_downstream_url: String,
+    pub(crate) querier_id: String,
+    pub(crate) querier_dns_lookup_period: Duration,
+}
+
+type Apply = fn(&mut Config, &str) -> Result<(), String>;
+
+/// One setting, everywhere it can be given.
+pub(crate) struct Setting {
+    /// The flag without dashes, e.g. `querier.max-concurrent`.
+    pub(crate) flag: &'static str,
+    /// The dotted YAML path, e.g. `querier.max_concurrent`.
+    pub(crate) yaml: &'static str,
+    pub(crate) default: &'static str,
+    pub(crate) help: &'static str,
+    pub(crate) is_bool: bool,
+    apply: Apply,
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text {
+        "true" | "1" | "t" | "T" | "TRUE" | "True" => Ok(true),
+        "false" | "0" | "f" | "F" | "FALSE" | "False" => Ok(false),
+        other => Err(format!("invalid boolean {other:?}")),
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("invalid number {text:?}"))
+}
+
+fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let milliseconds =
+        parse_duration(text).map_err(|error| format!("invalid duration: {error}"))?;
+    if milliseconds < 0 {
+        return Err(format!("invalid duration {text:?}: must not be negative"));
+    }
+    Ok(Duration::from_millis(milliseconds as u64))
+}
+
+fn parse_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+macro_rules! setting {
+    ($flag:literal, $yaml:literal, $default:literal, $help:literal, |$config:ident, $value:ident| $body:expr) => {
+        Setting {
+            flag: $flag,
+            yaml: $yaml,
+            default: $default,
+            help: $help,
+            is_bool: false,
+            apply: |$config: &mut Config, $value: &str| -> Result<(), String> {
+                $body;
+                Ok(())
+            },
+        }
+    };
+    (bool $flag:literal, $yaml:literal, $default:literal, $help:literal, |$config:ident, $value:ident| $body:expr) => {
+        Setting {
+            flag: $flag,
+            yaml: $yaml,
+            default: $default,
+            help: $help,
+            is_bool: true,
+            apply: |$config: &mut Config, $value: &str| -> Result<(), String> {
+                $body;
+                Ok(())
+            },
+        }
+    };
+}
+
+/// Every setting sluice has. Flag names follow Grafana Mimir's where Mimir has
+/// the same setting, so operators' muscle memory works.
+pub(crate) static SETTINGS: &[Setting] = &[
+    setting!(
+        "target",
+        "target",
+        "all",
+        "Comma-separated roles to run: all, query-frontend, querier. 'all' runs a frontend and a querier serving it in one process.",
+        |config, value| config.targets = Role::parse_list(value)?
+    ),
+    setting!(
+        "server.http-listen-address",
+        "server.http_listen_address",
+        "0.0.0.0",
+        "HTTP server listen address.",
+        |config, value| config.http_listen_address = value.to_owned()
+    ),
+    setting!(
+        "server.http-listen-port",
+        "server.http_listen_port",
+        "8080",
+        "HTTP server listen port (the Prometheus API, /ready, /metrics).",
+        |config, value| config.http_listen_port = parse_number(value)?
+    ),
+    setting!(
+        "server.grpc-listen-address",
+        "server.grpc_listen_address",
+        "0.0.0.0",
+        "gRPC server listen address.",
+        |config, value| config.grpc_listen_address = value.to_owned()
+    ),
+    setting!(
+        "server.grpc-listen-port",
+        "server.grpc_listen_port",
+        "9095",
+        "gRPC server listen port (queriers connect here).",
+        |config, value| config.grpc_listen_port = parse_number(value)?
+    ),
+    setting!(
+        "server.graceful-shutdown-timeout",
+        "server.graceful_shutdown_timeout",
+        "30s",
+        "How long shutdown waits for in-flight requests and running sub-queries.",
+        |config, value| config.graceful_shutdown_timeout = parse_go_duration(value)?
+    ),
+    setting!(
+        "log.level",
+        "server.log_level",
+        "info",
+        "Log level: error, warn, info, debug or trace.",
+        |config, value| config.log_level = value.to_owned()
+    ),
+    setting!(
+        "log.format",
+        "server.log_format",
+        "logfmt",
+        "Log format: logfmt or json.",
+        |config, value| config.log_format = value.to_owned()
+    ),
+    setting!(bool "auth.multitenancy-enabled", "auth.multitenancy_enabled", "false",
+        "Require the X-Scope-OrgID header and keep tenants apart. When false every request belongs to tenant 'anonymous'.",
+        |config, value| config.frontend.multitenancy_enabled = parse_bool(value)?),
+    setting!(
+        "query-frontend.max-outstanding-requests-per-tenant",
+        "frontend.max_outstanding_requests_per_tenant",
+        "100",
+        "Sub-queries queued per tenant before its clients get 429 too_many_requests.",
+        |config, value| config.frontend.max_outstanding_per_tenant = parse_number(value)?
+    ),
+    setting!(
+        "query-frontend.max-queriers-per-tenant",
+        "frontend.max_queriers_per_tenant",
+        "0",
+        "Queriers a tenant's queries may run on (shuffle sharding); 0 means all.",
+        |config, value| config.frontend.max_queriers_per_tenant = parse_number(value)?
+    ),
+    setting!(
+        "query-frontend.max-retries-per-request",
+        "frontend.max_retries",
+        "5",
+        "Tries per sub-query on 5xx or transport errors (4xx are never retried).",
+        |config, value| config.frontend.max_retries = parse_number(value)?
+    ),
+    setting!(
+        "query-frontend.log-queries-longer-than",
+        "frontend.log_queries_longer_than",
+        "0s",
+        "Log the query stats line only for requests slower than this; 0 logs every request.",
+        |config, value| config.frontend.log_queries_longer_than = parse_go_duration(value)?
+    ),
+    setting!(
+        "query-frontend.max-body-size",
+        "frontend.max_body_size",
+        "10485760",
+        "Largest request body accepted, in bytes; larger ones get 413.",
+        |config, value| config.frontend.max_body_bytes = parse_number(value)?
+    ),
+    setting!(
+        "querier.timeout",
+        "frontend.query_timeout",
+        "2m",
+        "The time a request may take end to end, queueing included; then 503 timeout.",
+        |config, value| config.frontend.query_timeout = parse_go_duration(value)?
+    ),
+    setting!(
+        "query-frontend.max-total-query-length",
+        "limits.max_total_query_length",
+        "0s",
+        "Longest time range a range query may cover; 0 means no limit.",
+        |config, value| config.frontend.max_query_length = parse_go_duration(value)?
+    ),
+    setting!(
+        "querier.max-query-lookback",
+        "limits.max_query_lookback",
+        "0s",
+        "Oldest data queries may read, as an age; older start times are clamped. 0 means no limit.",
+        |config, value| config.frontend.max_query_lookback = parse_go_duration(value)?
+    ),
+    setting!(
+        "querier.frontend-address",
+        "querier.frontend_address",
+        "",
+        "Comma-separated host:port of query-frontends' gRPC servers to pull work from; names are re-resolved every -querier.dns-lookup-period.",
+        |config, value| config.querier_frontend_addresses.extend(parse_list(value))
+    ),
+    setting!(
+        "querier.max-concurrent",
+        "querier.max_concurrent",
+        "20",
+        "Sub-queries this querier runs at once, in total, split across the frontends it pulls from.",
+        |config, value| config.querier_max_concurrent = parse_number(value)?
+    ),
+    setting!(
+        "querier.downstream-url",
+        "querier.downstream_url",
+        "",
+        "Prometheus-compatible API the querier runs sub-queries against, e.g. http://localhost:9090.",
+        |config, value| config.querier_downstream_url = value.to_owned()
+    ),
+    setting!(
+        "querier.id",
+        "querier.id",
+        "",
+        "This querier's id as frontends see it; empty means the host name and process id.",
+        |config, value| config.querier_id = value.to_owned()
+    ),
+    setting!(
+        "querier.dns-lookup-period",
+        "querier.dns_lookup_period",
+        "10s",
+        "How often frontend addresses are resolved again, to find new frontends.",
+        |config, value| config.querier_dns_lookup_period = parse_go_duration(value)?
+    ),
+];
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub(crate) enum Loaded {
+    Run(Box<Config>),
+    Help(String),
+}
+
+fn blank_config() -> Config {
+    Config {
+        targets: Vec::new(),
+        http_listen_address: String::new(),
+        http_listen_port: 0,
+        grpc_listen_address: String::new(),
+        grpc_listen_port: 0,
+        graceful_shutdown_timeout: Duration::ZERO,
+        log_level: String::new(),
+        log_format: String::new(),
+        frontend: sluice_frontend::FrontendConfig::default(),
+        querier_frontend_addresses: Vec::new(),
+        querier_max_concurrent: 0,
+        querier_downstream_url: String::new(),
+        querier_id: String::new(),
+        querier_dns_lookup_period: Duration::ZERO,
+    }
+}
+
+/// Environment variable for a flag: `SLUICE_` and the flag in capitals with
+/// dots and dashes as underscores.
+pub(crate) fn env_name(flag: &str) -> String {
+    let mut name = String::from("SLUICE_");
+    for character in flag.chars() {
+        name.push(if character.is_ascii_alphanumeric() {
+            character.to_ascii_uppercase()
+        } else {
+            '_'
+        });
+    }
+    name
+}
+
+fn setting_for_flag(flag: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|setting| setting.flag == flag)
+}
+
+/// One value given on the command line, in order.
+struct FlagValue {
+    setting: &'static Setting,
+    value: String,
+}
+
+/// Parses flags the way Go's `flag` package does (`-name value`,
+/// `-name=value`, booleans alone mean true), accepting one or two dashes.
+fn parse_flags(args: &[String]) -> Result<(Vec<FlagValue>, Option<String>, bool), String> {
+    let mut values = Vec::new();
+    let mut config_file = None;
+    let mut help = false;
+    let mut index = 0;
+    while index < args.len() {
+        let argument = &args[index];
+        index += 1;
+        let Some(stripped) = argument
+            .strip_prefix("--")
+            .or_else(|| argument.strip_prefix('-'))
+        else {
+            return Err(format!(
+                "unexpected argument {argument:?}: flags start with -"
+            ));
+        };
+        let (name, inline_value) = match stripped.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_owned())),
+            None => (stripped, None),
+        };
+        if matches!(name, "help" | "h") {
+            help = true;
+            continue;
+        }
+        if name == "config.file" {
+            let value = match inline_value {
+                Some(value) => value,
+                None => {
+                    let value = args
+                        .get(index)
+                        .cloned()
+                        .ok_or("flag -config.file needs a value")?;
+                    index += 1;
+                    value
+                }
+            };
+            config_file = Some(value);
+            continue;
+        }
+        let Some(setting) = setting_for_flag(name) else {
+            return Err(format!(
+                "flag provided but not defined: -{name} (see sluice -help)"
+            ));
+        };
+        let value = match inline_value {
+            Some(value) => value,
+            None if setting.is_bool => "true".to_owned(),
+            None => {
+                let value = args
+                    .get(index)
+                    .cloned()
+                    .ok_or_else(|| format!("flag -{name} needs a value"))?;
+                index += 1;
+                value
+            }
+        };
+        values.push(FlagValue { setting, value });
+    }
+    Ok((values, config_file, help))
+}
+
+/// Flattens a YAML document into `dotted.key → value` pairs; lists become
+/// comma-separated values.
+fn flatten_yaml(
+    prefix: &str,
+    value: &serde_yaml::Value,
+    out: &mut BTreeMap<String, String>,
+) -> Result<(), String> {
+    use serde_yaml::Value;
+    match value {
+        Value::Mapping(mapping) => {
+            for (key, inner) in mapping {
+                let Some(key) = key.as_str() else {
+                    return Err(format!("non-string key under {prefix:?}"));
+                };
+                let path = if prefix.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                if SETTINGS.iter().any(|setting| setting.yaml == path) {
+                    out.insert(path, scalar_text(inner, key)?);
+                } else {
+                    flatten_yaml(&path, inner, out)?;
+                }
+            }
+            Ok(())
+        }
+        Value::Null if prefix.is_empty() => Ok(()),
+        _ => Err(format!("unknown config key {prefix:?}")),
+    }
+}
+
+fn scalar_text(value: &serde_yaml::Value, key: &str) -> Result<String, String> {
+    use serde_yaml::Value;
+    match value {
+        Value::String(text) => Ok(text.clone()),
+        Value::Bool(flag) => Ok(flag.to_string()),
+        Value::Number(number) => Ok(number.to_string()),
+        Value::Null => Ok(String::new()),
+        Value::Sequence(items) => items
+            .iter()
+            .map(|item| scalar_text(item, key))
+            .collect::<Result<Vec<_>, _>>()
+            .map(|items| items.join(",")),
+        _ => Err(format!("config key {key:?} must be a scalar or a list")),
+    }
+}
+
+/// Builds the configuration from the command line, a YAML file it names, and
+/// the environment given as `env` (so tests need not touch the process's).
+pub(crate) fn load(
+    args: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, String> {
+    let (flags, config_file, help) = parse_flags(args)?;
+    if help {
+        return Ok(Loaded::Help(help_text()));
+    }
+    let mut config = blank_config();
+    let mut layers: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    for setting in SETTINGS {
+        layers
+            .entry(setting.flag)
+            .or_default()
+            .push(setting.default.to_owned());
+    }
+    let config_file = config_file.or_else(|| env("SLUICE_CONFIG_FILE"));
+    if let Some(path) = &config_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("reading config file {path}: {error}"))?;
+        for (key, value) in
+            parse_yaml(&text).map_err(|error| format!("config file {path}: {error}"))?
+        {
+            let setting = SETTINGS
+                .iter()
+                .find(|setting| setting.yaml == key)
+                .expect("flatten_yaml only returns known keys");
+            layers.insert(setting.flag, vec![value]);
+        }
+    }
+    for setting in SETTINGS {
+        if let Some(value) = env(&env_name(setting.flag)) {
+            layers.insert(setting.flag, vec![value]);
+        }
+    }
+    // A flag given several times adds up for lists and overrides otherwise;
+    // flags as a whole replace what the file and environment said.
+    let mut from_flags: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    for flag in flags {
+        from_flags
+            .entry(flag.setting.flag)
+            .or_default()
+            .push(flag.value);
+    }
+    layers.extend(from_flags);
+    for setting in SETTINGS {
+        for value in &layers[setting.flag] {
+            (setting.apply)(&mut config, value)
+                .map_err(|error| format!("-{}: {error}", setting.flag))?;
+        }
+    }
+    validate(&mut config)?;
+    Ok(Loaded::Run(Box::new(config)))
+}
+
+/// Parses a config file's text into known settings; unknown keys are errors.
+pub(crate) fn parse_yaml(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let document: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|error| format!("invalid YAML: {error}"))?;
+    let mut values = BTreeMap::new();
+    flatten_yaml("", &document, &mut values)?;
+    Ok(values)
+}
+
+fn validate(config: &mut Config) -> Result<(), String> {
+    let runs_querier = config.targets.contains(&Role::Querier);
+    let runs_frontend = config.targets.contains(&Role::QueryFrontend);
+    if runs_querier {
+        if config.querier_downstream_url.is_empty() {
+            return Err(
+                "the querier needs -querier.downstream-url (a Prometheus-compatible API, e.g. http://localhost:9090)"
+                    .into(),
+            );
+        }
+        if !runs_frontend && config.querier_frontend_addresses.is_empty() {
+            return Err(
+                "-target=querier needs -querier.frontend-address (the frontends to pull work from)"
+                    .into(),
+            );
+        }
+        if config.querier_max_concurrent == 0 {
+            return Err("-querier.max-concurrent must be at least 1".into());
+        }
+    }
+    if config.frontend.max_retries == 0 {
+        return Err("-query-frontend.max-retries-per-request must be at least 1".into());
+    }
+    if !matches!(config.log_format.as_str(), "logfmt" | "json") {
+        return Err(format!(
+            "-log.format must be logfmt or json, not {:?}",
+            config.log_format
+        ));
+    }
+    if config.querier_id.is_empty() {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "querier".into());
+        config.querier_id = format!("{host}-{}", std::process::id());
+    }
+    Ok(())
+}
+
+/// `sluice -help`: every flag with its default, YAML key and variable.
+pub(crate) fn help_text() -> String {
+    let mut text = String::from(
+        "Usage: sluice [flags]\n\nA horizontally scalable query frontend for Prometheus-compatible metrics.\n\
+         Settings come from defaults, then -config.file (YAML), then SLUICE_* environment\n\
+         variables, then flags. Flags take one or two dashes.\n\n",
+    );
+    text.push_str("  -config.file string\n    \tYAML file with settings (keys shown as 'yaml:' below). [env SLUICE_CONFIG_FILE]\n");
+    text.push_str("  -help\n    \tPrint this help and exit.\n");
+    for setting in SETTINGS {
+        let kind = if setting.is_bool { "" } else { " value" };
+        let _ = writeln!(text, "  -{}{kind}", setting.flag);
+        let _ = writeln!(
+            text,
+            "    \t{} (default {:?}) [yaml: {}] [env {}]",
+            setting.help,
+            setting.default,
+            setting.yaml,
+            env_name(setting.flag)
+        );
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|arg| arg.to_string()).collect()
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn run(loaded: Result<Loaded, String>) -> Config {
+        match loaded.unwrap() {
+            Loaded::Run(config) => *config,
+            Loaded::Help(_) => panic!("expected a config"),
+        }
+    }
+
+    const DOWNSTREAM: &str = "-querier.downstream-url=http://localhost:9090";
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let config = run(load(&args(&[DOWNSTREAM]), &no_env));
+        assert_eq!(config.targets, vec![Role::QueryFrontend, Role::Querier]);
+        assert_eq!(config.http_listen_port, 8080);
+        assert_eq!(config.grpc_listen_port, 9095);
+        assert_eq!(config.querier_max_concurrent, 20);
+        assert_eq!(config.frontend.max_outstanding_per_tenant, 100);
+        assert_eq!(config.frontend.max_retries, 5);
+        assert_eq!(config.frontend.query_timeout, Duration::from_secs(120));
+        assert!(!config.frontend.multitenancy_enabled);
+        assert_eq!(config.querier_dns_lookup_period, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn one_or_two_dashes_and_both_value_styles() {
+        let config = run(load(
+            &args(&[
+                "--querier.max-concurrent",
+                "7",
+                "-server.http-listen-port=9000",
+                "-auth.multitenancy-enabled",
+                "--querier.frontend-address=a:1,b:2",
+                "-querier.frontend-address",
+                "c:3",
+                DOWNSTREAM,
+            ]),
+            &no_env,
+        ));
+        assert_eq!(config.querier_max_concurrent, 7);
+        assert_eq!(config.http_listen_port, 9000);
+        assert!(config.frontend.multitenancy_enabled);
+        assert_eq!(config.querier_frontend_addresses, vec!["a:1", "b:2", "c:3"]);
+    }
+
+    #[test]
+    fn flags_override_env_which_overrides_the_file() {
+        let directory = std::env::temp_dir().join(format!("sluice-config-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("config.yaml");
+        std::fs::write(
+            &path,
+            "querier:\n  max_concurrent: 3\n  downstream_url: http://file:9090\nserver:\n  http_listen_port: 1111\n  grpc_listen_port: 2222\n",
+        )
+        .unwrap();
+        let env = |name: &str| match name {
+            "SLUICE_SERVER_HTTP_LISTEN_PORT" => Some("3333".to_owned()),
+            "SLUICE_SERVER_GRPC_LISTEN_PORT" => Some("4444".to_owned()),
+            _ => None,
+        };
+        let config = run(load(
+            &args(&[
+                "-config.file",
+                path.to_str().unwrap(),
+                "-server.grpc-listen-port=5555",
+            ]),
+            &env,
+        ));
+        assert_eq!(config.querier_max_concurrent, 3, "from the file");
+        assert_eq!(config.querier_downstream_url, "http://file:9090");
+        assert_eq!(config.http_listen_port, 3333, "env beats the file");
+        assert_eq!(config.grpc_listen_port, 5555, "flags beat env");
+        std::fs::remove_dir_all(directory).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_flags_are_errors() {
+        let error = parse_yaml("querier:\n  max_concurrnet: 3\n").unwrap_err();
+        assert!(error.contains("querier.max_concurrnet"), "{error}");
+        assert!(parse_yaml("nonsense: 1\n").is_err());
+        let error = load(&args(&["-querier.max-concurent=3", DOWNSTREAM]), &no_env).unwrap_err();
+        assert!(error.contains("not defined"), "{error}");
+        let error = load(
+            &args(&["-querier.max-concurrent=lots", DOWNSTREAM]),
+            &no_env,
+        )
+        .unwrap_err();
+        assert!(error.contains("querier.max-concurrent"), "{error}");
+        let error = load(&args(&["-target=querier", DOWNSTREAM]), &no_env).unwrap_err();
+        assert!(error.contains("frontend-address"), "{error}");
+    }
+
+    #[test]
+    fn the_example_config_parses_and_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sluice.example.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let values = parse_yaml(&text).unwrap();
+        assert!(values.len() >= 10, "the example shows most settings");
+        let config = run(load(&args(&["-config.file", path]), &no_env));
+        assert_eq!(config.querier_downstream_url, "http://localhost:9090");
+    }
+
+    #[test]
+    fn help_documents_every_flag_with_its_default() {
+        let Loaded::Help(text) = load(&args(&["-help"]), &no_env).unwrap() else {
+            panic!("expected help");
+        };
+        for setting in SETTINGS {
+            assert!(
+                text.contains(&format!("-{}", setting.flag)),
+                "{}",
+                setting.flag
+            );
+            assert!(text.contains(&format!("(default {:?})", setting.default)));
+        }
+        assert!(matches!(
+            load(&args(&["--help"]), &no_env),
+            Ok(Loaded::Help(_))
+        ));
+    }
+}

@@ -1,0 +1,267 @@
+//! The `sluice` binary: one process, the roles chosen with `-target`.
+//!
+//! `all` (the default) runs a query-frontend and a querier that serves it
+//! in-process; `query-frontend` and `querier` run one role each so they can be
+//! scaled apart. See `sluice -help` and `sluice.example.yaml`.
+
+mod config;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use config::{Config, Loaded, Role};
+use sluice_frontend::{Frontend, FrontendConfig};
+use sluice_querier::{LocalConnect, PrometheusExecutor, QuerierConfig, QuerierMetrics};
+use tokio::sync::watch;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let config = match config::load(&args, &|name| std::env::var(name).ok()) {
+        Ok(Loaded::Run(config)) => config,
+        Ok(Loaded::Help(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("sluice: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sluice: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(*config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("sluice: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    if config.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Waits for SIGTERM or Ctrl-C.
+async fn termination_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn listen_address(address: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    let host = if address.is_empty() {
+        "0.0.0.0"
+    } else {
+        address
+    };
+    format!("{host}:{port}")
+        .parse()
+        .or_else(|_| format!("[{host}]:{port}").parse())
+        .with_context(|| format!("invalid listen address {host}:{port}"))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let registry = prometheus::Registry::new();
+    let runs_frontend = config.targets.contains(&Role::QueryFrontend);
+    let runs_querier = config.targets.contains(&Role::Querier);
+
+    let http_address = listen_address(&config.http_listen_address, config.http_listen_port)?;
+    let http_listener = tokio::net::TcpListener::bind(http_address)
+        .await
+        .with_context(|| format!("binding the HTTP server to {http_address}"))?;
+
+    let frontend = runs_frontend.then(|| {
+        let frontend_config: FrontendConfig = config.frontend.clone();
+        Frontend::new(frontend_config, &registry)
+    });
+
+    // The gRPC server exists for queriers in other processes.
+    let (grpc_stop, grpc_stopped) = watch::channel(false);
+    let mut grpc_task = None;
+    if let Some(frontend) = &frontend {
+        let grpc_address = listen_address(&config.grpc_listen_address, config.grpc_listen_port)?;
+        let grpc_listener = tokio::net::TcpListener::bind(grpc_address)
+            .await
+            .with_context(|| format!("binding the gRPC server to {grpc_address}"))?;
+        tracing::info!(address = %grpc_address, "gRPC server listening");
+        let service = frontend.grpc_service();
+        let mut stopped = grpc_stopped.clone();
+        grpc_task = Some(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })
+                .await
+        }));
+    }
+
+    let (querier_stop, querier_stopped) = watch::channel(false);
+    let querier_connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut querier_task = None;
+    if runs_querier {
+        let executor = PrometheusExecutor::new(
+            &config.querier_downstream_url,
+            config.querier_max_concurrent,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let local: Option<LocalConnect> = frontend.as_ref().map(|frontend| {
+            let frontend = frontend.clone();
+            Arc::new(move || frontend.connect_local()) as LocalConnect
+        });
+        let metrics = QuerierMetrics::new(&registry);
+        let querier_config = QuerierConfig {
+            querier_id: config.querier_id.clone(),
+            owner_addresses: config.querier_frontend_addresses.clone(),
+            max_concurrent: config.querier_max_concurrent,
+            dns_refresh: config.querier_dns_lookup_period,
+            shutdown_grace: config.graceful_shutdown_timeout,
+        };
+        tracing::info!(
+            querier_id = %querier_config.querier_id,
+            downstream = %config.querier_downstream_url,
+            max_concurrent = querier_config.max_concurrent,
+            "querier starting"
+        );
+        let connected_metric = metrics.connected_targets.clone();
+        let connected_flag = querier_connected.clone();
+        // A querier alone is ready once it pulls from some owner.
+        tokio::spawn(async move {
+            loop {
+                connected_flag.store(
+                    connected_metric.get() > 0,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        querier_task = Some(tokio::spawn(sluice_querier::run(
+            querier_config,
+            Arc::new(executor),
+            local,
+            metrics,
+            querier_stopped,
+        )));
+    }
+
+    let router = match &frontend {
+        Some(frontend) => frontend.router(registry.clone()),
+        None => querier_router(registry.clone(), querier_connected.clone()),
+    };
+    tracing::info!(address = %http_address, targets = ?config.targets, "sluice HTTP server listening");
+
+    let (http_stop, http_stopped) = watch::channel(false);
+    let mut http_stopped_wait = http_stopped.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(http_listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped_wait.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    drop(http_stopped);
+
+    termination_signal().await;
+    tracing::info!("shutting down");
+    let grace = config.graceful_shutdown_timeout;
+
+    // 1. Fail /ready and stop accepting; requests already in flight finish,
+    //    served by queriers that are still connected.
+    if let Some(frontend) = &frontend {
+        frontend.begin_shutdown();
+    }
+    let _ = http_stop.send(true);
+    if tokio::time::timeout(grace, http_task).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "in-flight HTTP requests did not finish within the grace period"
+        );
+    }
+    // 2. Nothing new can arrive: stop the queue so workers drain and end.
+    if let Some(frontend) = &frontend {
+        frontend.stop_queue();
+    }
+    // 3. The querier says goodbye to every owner and finishes what it runs.
+    let _ = querier_stop.send(true);
+    if let Some(task) = querier_task {
+        let _ = tokio::time::timeout(grace, task).await;
+    }
+    let _ = grpc_stop.send(true);
+    if let Some(task) = grpc_task {
+        match tokio::time::timeout(Duration::from_secs(5), task).await {
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "gRPC server ended with an error"),
+            Err(_) => tracing::warn!("gRPC server did not stop in time"),
+            _ => {}
+        }
+    }
+    tracing::info!("sluice stopped");
+    Ok(())
+}
+
+/// A querier on its own serves only `/ready` and `/metrics`.
+fn querier_router(
+    registry: prometheus::Registry,
+    connected: Arc<std::sync::atomic::AtomicBool>,
+) -> axum::Router {
+    use axum::http::StatusCode;
+    axum::Router::new()
+        .route(
+            "/ready",
+            axum::routing::get(move || {
+                let connected = connected.clone();
+                async move {
+                    if connected.load(std::sync::atomic::Ordering::Relaxed) {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: not connected to any query-frontend\n",
+                        )
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut body = String::new();
+                    let _ =
+                        prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut body);
+                    body
+                }
+            }),
+        )
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs the real servers that sluice's end-to-end tests and benchmarks run
+# (see crates/sluice-testkit): Prometheus + promtool (Debian package
+# `prometheus`) and memcached. Safe to run repeatedly; runs as root (no sudo).
+#
+# The tests start their own private instances on free loopback ports, so the
+# packaged system services must NOT be left running: they would hold the
+# default ports and scrape/store data nobody asked for.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-test-deps.sh: must run as root (no sudo is used)" >&2
+    exit 1
+fi
+
+missing=()
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# promtool ships in the same Debian package as prometheus.
+if ! command -v promtool >/dev/null 2>&1 && [[ ! " ${missing[*]-} " == *" prometheus "* ]]; then
+    missing+=(prometheus)
+fi
+command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "install-test-deps.sh: installing ${missing[*]}"
+    # A policy-rc.d that exits 101 tells invoke-rc.d not to start services
+    # from maintainer scripts. Only add ours if none exists (Docker images
+    # usually ship one) and remove only what we created.
+    policy=/usr/sbin/policy-rc.d
+    created_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 0755 "$policy"
+        created_policy=1
+    fi
+    cleanup() {
+        if [ "$created_policy" -eq 1 ]; then rm -f "$policy"; fi
+    }
+    trap cleanup EXIT
+
+    apt-get update
+    apt-get install -y --no-install-recommends "${missing[@]}"
+
+    cleanup
+    trap - EXIT
+fi
+
+# Belt and braces: on hosts with systemd (where policy-rc.d may be ignored) or
+# from an earlier install, the packaged services could be running. Stop them;
+# the tests run their own instances. The init scripts stop by pidfile, and the
+# pkill fallback is limited to the package's service users (`prometheus`,
+# `memcache`), so test instances running right now as another user survive.
+for svc in prometheus memcached; do
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    fi
+    if command -v service >/dev/null 2>&1; then
+        service "$svc" stop >/dev/null 2>&1 || true
+    fi
+done
+if id prometheus >/dev/null 2>&1; then pkill -x -u prometheus prometheus >/dev/null 2>&1 || true; fi
+if id memcache >/dev/null 2>&1; then pkill -x -u memcache memcached >/dev/null 2>&1 || true; fi
+
+echo "install-test-deps.sh: versions"
+prometheus --version 2>&1 | head -n 1
+promtool --version 2>&1 | head -n 1
+memcached --version
