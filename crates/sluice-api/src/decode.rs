@@ -7,7 +7,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use sluice_proto::{
     ApiResponse, ErrorType, HistogramBucket, HistogramSample, Label, LabelSet, QueryData,
-    ResponseData, ResultType, Sample, Series, SeriesData, StringsData,
+    ResponseData, ResultType, Series, SeriesData, StringsData,
 };
 
 /// Which shape of `data` an answer is expected to carry.
@@ -210,8 +210,10 @@ impl<'de> Visitor<'de> for QueryDataVisitor {
                                 .collect();
                         }
                         ResultType::Scalar => {
-                            let pair: SamplePair = map.next_value()?;
-                            data.scalar = Some(pair.0);
+                            let SamplePair(timestamp_ms, value) = map.next_value()?;
+                            let mut point = Series::default();
+                            point.push(timestamp_ms, value);
+                            data.series = vec![point];
                         }
                         ResultType::String => {
                             let (timestamp, value): (f64, String) = map.next_value()?;
@@ -251,7 +253,7 @@ fn parse_value<E: de::Error>(text: &str) -> Result<f64, E> {
         .map_err(|_| E::custom(format!("invalid sample value {text:?}")))
 }
 
-struct SamplePair(Sample);
+struct SamplePair(i64, f64);
 
 impl<'de> de::Deserialize<'de> for SamplePair {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -269,13 +271,36 @@ impl<'de> de::Deserialize<'de> for SamplePair {
                     .next_element()?
                     .ok_or_else(|| de::Error::invalid_length(1, &self))?;
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(SamplePair(Sample {
-                    timestamp_ms: seconds_to_ms(timestamp),
-                    value: parse_value(&value)?,
-                }))
+                Ok(SamplePair(seconds_to_ms(timestamp), parse_value(&value)?))
             }
         }
         deserializer.deserialize_seq(PairVisitor)
+    }
+}
+
+/// A `values` list decoded straight into the two columns.
+struct SampleColumns(Vec<i64>, Vec<f64>);
+
+impl<'de> de::Deserialize<'de> for SampleColumns {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ColumnsVisitor;
+        impl<'de> Visitor<'de> for ColumnsVisitor {
+            type Value = SampleColumns;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a list of [timestamp, \"value\"] pairs")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SampleColumns, A::Error> {
+                let capacity = seq.size_hint().unwrap_or(64);
+                let mut columns =
+                    SampleColumns(Vec::with_capacity(capacity), Vec::with_capacity(capacity));
+                while let Some(SamplePair(timestamp_ms, value)) = seq.next_element()? {
+                    columns.0.push(timestamp_ms);
+                    columns.1.push(value);
+                }
+                Ok(columns)
+            }
+        }
+        deserializer.deserialize_seq(ColumnsVisitor)
     }
 }
 
@@ -356,13 +381,14 @@ impl<'de> de::Deserialize<'de> for SeriesWire {
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                     match key.as_ref() {
                         "metric" => series.labels = map.next_value::<LabelSetWire>()?.0.labels,
-                        "value" => series.samples = vec![map.next_value::<SamplePair>()?.0],
+                        "value" => {
+                            let SamplePair(timestamp_ms, value) = map.next_value()?;
+                            series.push(timestamp_ms, value);
+                        }
                         "values" => {
-                            series.samples = map
-                                .next_value::<Vec<SamplePair>>()?
-                                .into_iter()
-                                .map(|pair| pair.0)
-                                .collect()
+                            let columns: SampleColumns = map.next_value()?;
+                            series.timestamps_ms = columns.0;
+                            series.values = columns.1;
                         }
                         "histogram" => {
                             series.histograms = vec![map.next_value::<HistogramPair>()?.0]
@@ -400,7 +426,7 @@ mod tests {
     #[test]
     fn round_trips_every_result_type() {
         round_trip(
-            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"a","x":"\u003c\""},"values":[[1700000000,"1"],[1700000015.500,"NaN"],[1700000030.050,"+Inf"],[1700000045,"1e-07"]]}]}}"#,
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"a","x":"\u003c\""},"values":[[1700000000,"1"],[1700000015.500,"NaN"],[1700000030.050,"+Inf"],[1700000045,"1e-07"],[1700000060,"-0"]]}]}}"#,
             Expected::Query,
         );
         round_trip(

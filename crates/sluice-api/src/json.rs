@@ -17,8 +17,7 @@
 //! writes straight into one growing buffer with no intermediate values.
 
 use sluice_proto::{
-    ApiResponse, ErrorType, HistogramSample, Label, QueryData, ResponseData, ResultType, Sample,
-    Series,
+    ApiResponse, ErrorType, HistogramSample, Label, QueryData, ResponseData, ResultType, Series,
 };
 
 /// Encodes a whole answer, success or error, as Prometheus would.
@@ -82,7 +81,7 @@ fn estimate_size(response: &ApiResponse) -> usize {
             256 + query
                 .series
                 .iter()
-                .map(|series| 64 + series.labels.len() * 32 + series.samples.len() * 30)
+                .map(|series| 64 + series.labels.len() * 32 + series.values.len() * 30)
                 .sum::<usize>()
         }
         _ => 256,
@@ -121,12 +120,24 @@ fn write_query_data(out: &mut Vec<u8>, query: &QueryData) {
             out.push(b']');
         }
         ResultType::Scalar => {
-            let scalar = query.scalar.unwrap_or_default();
-            write_sample_pair(out, &scalar);
+            // Scalars and strings are not written by Prometheus's sample
+            // encoders but by Go's encoding/json: the timestamp is a JSON
+            // float (`1.5`, not `1.500`) and the value is always in plain
+            // notation, however large or small.
+            let (timestamp_ms, value) = query
+                .series
+                .first()
+                .and_then(|series| series.samples().next())
+                .unwrap_or_default();
+            out.push(b'[');
+            write_go_json_number(out, timestamp_ms as f64 / 1000.0);
+            out.extend_from_slice(b",\"");
+            write_go_plain_float(out, value);
+            out.extend_from_slice(b"\"]");
         }
         ResultType::String => {
             out.push(b'[');
-            write_timestamp(out, query.string_timestamp_ms);
+            write_go_json_number(out, query.string_timestamp_ms as f64 / 1000.0);
             out.push(b',');
             write_string(out, &query.string_value);
             out.push(b']');
@@ -142,9 +153,9 @@ fn write_query_data(out: &mut Vec<u8>, query: &QueryData) {
 fn write_vector_element(out: &mut Vec<u8>, series: &Series) {
     out.extend_from_slice(b"{\"metric\":");
     write_labels(out, &series.labels);
-    if let Some(sample) = series.samples.first() {
+    if let Some((timestamp_ms, value)) = series.samples().next() {
         out.extend_from_slice(b",\"value\":");
-        write_sample_pair(out, sample);
+        write_sample_pair(out, timestamp_ms, value);
     } else if let Some(histogram) = series.histograms.first() {
         out.extend_from_slice(b",\"histogram\":");
         write_histogram_pair(out, histogram);
@@ -155,13 +166,13 @@ fn write_vector_element(out: &mut Vec<u8>, series: &Series) {
 fn write_matrix_series(out: &mut Vec<u8>, series: &Series) {
     out.extend_from_slice(b"{\"metric\":");
     write_labels(out, &series.labels);
-    if !series.samples.is_empty() {
+    if !series.values.is_empty() {
         out.extend_from_slice(b",\"values\":[");
-        for (index, sample) in series.samples.iter().enumerate() {
+        for (index, (timestamp_ms, value)) in series.samples().enumerate() {
             if index > 0 {
                 out.push(b',');
             }
-            write_sample_pair(out, sample);
+            write_sample_pair(out, timestamp_ms, value);
         }
         out.push(b']');
     }
@@ -191,11 +202,11 @@ fn write_labels(out: &mut Vec<u8>, labels: &[Label]) {
     out.push(b'}');
 }
 
-fn write_sample_pair(out: &mut Vec<u8>, sample: &Sample) {
+fn write_sample_pair(out: &mut Vec<u8>, timestamp_ms: i64, value: f64) {
     out.push(b'[');
-    write_timestamp(out, sample.timestamp_ms);
+    write_timestamp(out, timestamp_ms);
     out.push(b',');
-    write_float_string(out, sample.value);
+    write_float_string(out, value);
     out.push(b']');
 }
 
@@ -314,6 +325,34 @@ pub fn write_go_float(out: &mut Vec<u8>, value: f64) {
     write!(out, "{value}").expect("writing to a Vec cannot fail");
 }
 
+/// Go's `strconv.FormatFloat(f, 'f', -1, 64)`: shortest digits, never an exponent.
+fn write_go_plain_float(out: &mut Vec<u8>, value: f64) {
+    use std::io::Write;
+    if value.is_nan() {
+        out.extend_from_slice(b"NaN");
+    } else if value.is_infinite() {
+        out.extend_from_slice(if value > 0.0 { b"+Inf" } else { b"-Inf" });
+    } else {
+        write!(out, "{value}").expect("writing to a Vec cannot fail");
+    }
+}
+
+/// A float64 as Go's encoding/json writes a number: like [`write_go_float`]
+/// but with the exponent's leading zero dropped (`1e-7`, `1e+21`).
+fn write_go_json_number(out: &mut Vec<u8>, value: f64) {
+    let start = out.len();
+    write_go_float(out, value);
+    let written = &out[start..];
+    let length = written.len();
+    if length >= 4
+        && written[length - 4] == b'e'
+        && written[length - 3] == b'-'
+        && written[length - 2] == b'0'
+    {
+        out.remove(start + length - 2);
+    }
+}
+
 fn push_unsigned(out: &mut Vec<u8>, value: u64) {
     let mut digits = [0u8; 20];
     let mut position = digits.len();
@@ -410,6 +449,14 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
+    fn point(timestamp_ms: i64, value: f64) -> Series {
+        Series {
+            timestamps_ms: vec![timestamp_ms],
+            values: vec![value],
+            ..Series::default()
+        }
+    }
+
     fn label(name: &str, value: &str) -> Label {
         Label {
             name: name.into(),
@@ -474,16 +521,8 @@ mod tests {
     fn matrix_and_vector_shapes() {
         let series = Series {
             labels: vec![label("__name__", "up"), label("job", "a")],
-            samples: vec![
-                Sample {
-                    timestamp_ms: 1000,
-                    value: 1.0,
-                },
-                Sample {
-                    timestamp_ms: 2500,
-                    value: 0.5,
-                },
-            ],
+            timestamps_ms: vec![1000, 2500],
+            values: vec![1.0, 0.5],
             histograms: vec![],
         };
         let matrix = ApiResponse::success(ResponseData::Query(QueryData {
@@ -496,7 +535,8 @@ mod tests {
             r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up","job":"a"},"values":[[1,"1"],[2.500,"0.5"]]}]}}"#
         );
         let mut vector_series = series;
-        vector_series.samples.truncate(1);
+        vector_series.timestamps_ms.truncate(1);
+        vector_series.values.truncate(1);
         let mut vector = ApiResponse::success(ResponseData::Query(QueryData {
             result_type: ResultType::Vector as i32,
             series: vec![vector_series],
@@ -546,15 +586,21 @@ mod tests {
     fn scalar_string_and_error() {
         let scalar = ApiResponse::success(ResponseData::Query(QueryData {
             result_type: ResultType::Scalar as i32,
-            scalar: Some(Sample {
-                timestamp_ms: 1_000_123,
-                value: 2.0,
-            }),
+            series: vec![point(1_000_123, 2.0)],
             ..QueryData::default()
         }));
         assert_eq!(
             String::from_utf8(encode_response(&scalar)).unwrap(),
             r#"{"status":"success","data":{"resultType":"scalar","result":[1000.123,"2"]}}"#
+        );
+        let big_scalar = ApiResponse::success(ResponseData::Query(QueryData {
+            result_type: ResultType::Scalar as i32,
+            series: vec![point(1_500, 4e21)],
+            ..QueryData::default()
+        }));
+        assert_eq!(
+            String::from_utf8(encode_response(&big_scalar)).unwrap(),
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1.5,"4000000000000000000000"]}}"#
         );
         let text = ApiResponse::success(ResponseData::Query(QueryData {
             result_type: ResultType::String as i32,

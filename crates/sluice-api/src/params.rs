@@ -48,8 +48,9 @@ pub struct Form {
 }
 
 impl Form {
-    /// Parses the URL query (without `?`) and, for a POST with content type
-    /// `application/x-www-form-urlencoded`, the body. As in Go, a pair with a
+    /// Parses the URL query (without `?`) and the body, which the caller
+    /// passes only for a POST, PUT or PATCH with content type
+    /// `application/x-www-form-urlencoded` (as Go reads only those). As in Go, a pair with a
     /// `;` or an invalid `%` escape is dropped and remembered as the form's
     /// error ([`Form::parse_error`]).
     pub fn parse(url_query: Option<&str>, form_body: Option<&[u8]>) -> Form {
@@ -793,10 +794,9 @@ fn parse_lookback_delta(form: &Form) -> Result<i64, ApiError> {
 /// `/api/v1/query`, checked in Prometheus's order: `limit`, `time` (default
 /// `now_ms`), `timeout`, `lookback_delta`, `query`.
 ///
-/// `limit` is validated as Prometheus v3.4+ does, but [`InstantQuery`] has
-/// no field for it; use [`parse_limit_param`] to get its value.
+/// `limit` is validated as Prometheus v3.4+ does and passed on downstream.
 pub fn parse_instant_query(form: &Form, now_ms: i64) -> Result<InstantQuery, ApiError> {
-    parse_limit_param(form)?;
+    let limit = parse_limit_param(form)?;
     let time_ms = parse_optional_time(form, "time")?.map_or(now_ms, millis);
     let timeout_ms = parse_timeout(form)?;
     let lookback_delta_ms = parse_lookback_delta(form)?;
@@ -808,6 +808,7 @@ pub fn parse_instant_query(form: &Form, now_ms: i64) -> Result<InstantQuery, Api
         timeout_ms,
         lookback_delta_ms,
         stats: form.get("stats").unwrap_or_default().to_string(),
+        limit,
     })
 }
 
@@ -818,9 +819,9 @@ pub fn parse_instant_query(form: &Form, now_ms: i64) -> Result<InstantQuery, Api
 ///
 /// Prometheus accepts a positive step under 1ms and then fails in its engine;
 /// here such a step gets the zero-or-negative-step error. `limit` is
-/// validated but not returned (see [`parse_limit_param`]).
+/// validated and passed on downstream.
 pub fn parse_range_query(form: &Form) -> Result<RangeQuery, ApiError> {
-    parse_limit_param(form)?;
+    let limit = parse_limit_param(form)?;
     let start_value = form.get("start").unwrap_or_default();
     let start = parse_go_time(start_value).map_err(|message| invalid_param("start", message))?;
     let end_value = form.get("end").unwrap_or_default();
@@ -878,6 +879,7 @@ pub fn parse_range_query(form: &Form) -> Result<RangeQuery, ApiError> {
         timeout_ms,
         lookback_delta_ms,
         stats: form.get("stats").unwrap_or_default().to_string(),
+        limit,
     })
 }
 
@@ -1370,6 +1372,13 @@ mod tests {
         assert_eq!(format_time_param(-1), "-0.001");
         assert_eq!(format_time_param(-1500), "-1.5");
         assert_eq!(format_time_param(-2000), "-2");
+        for ms in [
+            8_699_999_999_999_999,
+            -8_699_999_999_999_999,
+            8_699_999_999_999_001,
+        ] {
+            assert_eq!(parse_time(&format_time_param(ms)), Ok(ms));
+        }
         assert_eq!(format_time_param(i64::MIN), "-9223372036854775.808");
         assert_eq!(format_time_param(i64::MAX), "9223372036854775.807");
     }
@@ -1506,6 +1515,7 @@ mod tests {
                 timeout_ms: 0,
                 lookback_delta_ms: 0,
                 stats: String::new(),
+                limit: 0,
             }
         );
         let query = parse_instant_query(
@@ -1596,6 +1606,7 @@ mod tests {
                 timeout_ms: 60_000,
                 lookback_delta_ms: 300_000,
                 stats: "true".into(),
+                limit: 0,
             }
         );
         let query = parse_range_query(&form("query=1&start=0&end=0&step=0.5")).unwrap();

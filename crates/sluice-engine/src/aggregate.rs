@@ -118,7 +118,7 @@ pub(crate) fn eval_aggregate(
             if k_param.is_nan() {
                 return exec_err("Parameter value is NaN");
             }
-            if k_param >= 9.223_372_036_854_775_807e18 || k_param < -9.223_372_036_854_775_808e18 {
+            if !(i64::MIN as f64..i64::MAX as f64).contains(&k_param) {
                 return exec_err(format!("Scalar value {k_param} overflows int64"));
             }
             let k = (k_param as i64).min(input.len() as i64);

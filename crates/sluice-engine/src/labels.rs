@@ -109,7 +109,7 @@ impl Labels {
         Labels(
             self.0
                 .iter()
-                .filter(|label| names.iter().any(|n| *n == label.name))
+                .filter(|label| names.contains(&label.name))
                 .cloned()
                 .collect(),
         )
@@ -120,7 +120,7 @@ impl Labels {
         Labels(
             self.0
                 .iter()
-                .filter(|label| !names.iter().any(|n| *n == label.name))
+                .filter(|label| !names.contains(&label.name))
                 .cloned()
                 .collect(),
         )

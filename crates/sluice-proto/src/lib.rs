@@ -17,3 +17,33 @@ pub use messages::*;
 pub mod queue_owner {
     include!(concat!(env!("OUT_DIR"), "/sluice.v1.QueueOwner.rs"));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn samples_survive_the_wire_bit_for_bit() {
+        let mut series = Series::default();
+        for (timestamp_ms, value) in [
+            (1, -0.0),
+            (2, 0.0),
+            (3, f64::NAN),
+            (4, f64::NEG_INFINITY),
+            (5, 5e-324),
+            (-6, 1.0 / 3.0),
+        ] {
+            series.push(timestamp_ms, value);
+        }
+        let decoded = Series::decode(series.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded.timestamps_ms, series.timestamps_ms);
+        let bits = |values: &[f64]| {
+            values
+                .iter()
+                .map(|value| value.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&decoded.values), bits(&series.values));
+    }
+}

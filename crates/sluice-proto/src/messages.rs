@@ -14,15 +14,6 @@ pub struct Label {
     pub value: String,
 }
 
-/// A float sample; timestamps are Unix milliseconds, Prometheus's resolution.
-#[derive(Clone, Copy, PartialEq, prost::Message)]
-pub struct Sample {
-    #[prost(int64, tag = "1")]
-    pub timestamp_ms: i64,
-    #[prost(double, tag = "2")]
-    pub value: f64,
-}
-
 /// A bucket of a native histogram as the Prometheus HTTP API reports it.
 #[derive(Clone, Copy, PartialEq, prost::Message)]
 pub struct HistogramBucket {
@@ -50,15 +41,40 @@ pub struct HistogramSample {
     pub buckets: Vec<HistogramBucket>,
 }
 
-/// One series of a vector (exactly one point) or a matrix (any number).
+/// One series of a vector (exactly one point), a matrix (any number), or a
+/// scalar (one point, no labels).
+///
+/// Float samples are two packed columns rather than a list of messages: packed
+/// doubles keep every bit (prost would drop a `-0` field as a default) and
+/// encode and decode in one pass without a tag per sample. Timestamps are Unix
+/// milliseconds, Prometheus's resolution.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Series {
     #[prost(message, repeated, tag = "1")]
     pub labels: Vec<Label>,
-    #[prost(message, repeated, tag = "2")]
-    pub samples: Vec<Sample>,
+    #[prost(int64, repeated, tag = "2")]
+    pub timestamps_ms: Vec<i64>,
+    #[prost(double, repeated, tag = "4")]
+    pub values: Vec<f64>,
     #[prost(message, repeated, tag = "3")]
     pub histograms: Vec<HistogramSample>,
+}
+
+impl Series {
+    /// The float samples as `(timestamp_ms, value)` pairs.
+    pub fn samples(&self) -> impl ExactSizeIterator<Item = (i64, f64)> + '_ {
+        debug_assert_eq!(self.timestamps_ms.len(), self.values.len());
+        self.timestamps_ms
+            .iter()
+            .copied()
+            .zip(self.values.iter().copied())
+    }
+
+    /// Appends one float sample.
+    pub fn push(&mut self, timestamp_ms: i64, value: f64) {
+        self.timestamps_ms.push(timestamp_ms);
+        self.values.push(value);
+    }
 }
 
 /// The `resultType` of a query answer.
@@ -76,12 +92,9 @@ pub enum ResultType {
 pub struct QueryData {
     #[prost(enumeration = "ResultType", tag = "1")]
     pub result_type: i32,
-    /// Vector and matrix results.
+    /// Vector and matrix results; a scalar is one series with one point.
     #[prost(message, repeated, tag = "2")]
     pub series: Vec<Series>,
-    /// Scalar results.
-    #[prost(message, optional, tag = "3")]
-    pub scalar: Option<Sample>,
     /// String results: the value, at `string_timestamp_ms`.
     #[prost(string, tag = "4")]
     pub string_value: String,
@@ -192,6 +205,9 @@ pub struct InstantQuery {
     /// `stats` as the client sent it (empty for none).
     #[prost(string, tag = "5")]
     pub stats: String,
+    /// `limit` on series returned (Prometheus 3.4+), 0 for none.
+    #[prost(uint64, tag = "6")]
+    pub limit: u64,
 }
 
 /// `/api/v1/query_range`.
@@ -211,6 +227,9 @@ pub struct RangeQuery {
     pub lookback_delta_ms: i64,
     #[prost(string, tag = "7")]
     pub stats: String,
+    /// `limit` on series returned (Prometheus 3.4+), 0 for none.
+    #[prost(uint64, tag = "8")]
+    pub limit: u64,
 }
 
 /// `/api/v1/series`, `/api/v1/labels` and `/api/v1/label/<name>/values`.

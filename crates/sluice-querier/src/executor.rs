@@ -192,6 +192,10 @@ impl Executor for PrometheusExecutor {
                 if !query.stats.is_empty() {
                     pairs.push(("stats", query.stats.as_str()));
                 }
+                let limit = query.limit.to_string();
+                if query.limit > 0 {
+                    pairs.push(("limit", limit.as_str()));
+                }
                 let builder = post_form("/api/v1/query", form_body(&pairs));
                 self.send(tenant, builder, Some(Expected::Query)).await
             }
@@ -215,6 +219,10 @@ impl Executor for PrometheusExecutor {
                 }
                 if !query.stats.is_empty() {
                     pairs.push(("stats", query.stats.as_str()));
+                }
+                let limit = query.limit.to_string();
+                if query.limit > 0 {
+                    pairs.push(("limit", limit.as_str()));
                 }
                 let builder = post_form("/api/v1/query_range", form_body(&pairs));
                 self.send(tenant, builder, Some(Expected::Query)).await

@@ -174,7 +174,11 @@ async fn run_task<E: Executor>(
     let started = Instant::now();
     setup.metrics.inflight.inc();
     let _inflight = scopeguard(|| setup.metrics.inflight.dec());
-    let timeout = Duration::from_millis(task.deadline_remaining_ms.max(1) as u64);
+    // The frontend owns the deadline and answers the client when it passes
+    // (then cancels us); our own timer is a backstop a little later, so the
+    // client sees one consistent timeout error rather than a race between two.
+    let timeout =
+        Duration::from_millis(task.deadline_remaining_ms.max(1) as u64) + Duration::from_secs(1);
     let request = task.request.unwrap_or_default();
     let execution = setup.executor.execute(&task.tenant, &request, timeout);
     tokio::pin!(execution);
@@ -225,7 +229,7 @@ fn count_samples(response: &ApiResponse) -> u64 {
         Some(ResponseData::Query(query)) => query
             .series
             .iter()
-            .map(|series| (series.samples.len() + series.histograms.len()) as u64)
+            .map(|series| (series.values.len() + series.histograms.len()) as u64)
             .sum(),
         _ => 0,
     }

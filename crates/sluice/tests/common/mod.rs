@@ -1,0 +1,268 @@
+//! Starting real sluice processes for end-to-end tests.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use sluice_testkit::{ChildProcess, TempDir, free_port, http_get};
+
+/// A sluice process and the ports it listens on.
+pub struct SluiceProcess {
+    pub process: ChildProcess,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    _logs: TempDir,
+}
+
+impl SluiceProcess {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn grpc_address(&self) -> String {
+        format!("127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// The value of an unlabelled metric (or the sum over a labelled one).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, _, body) = http_get(&format!("{}/metrics", self.url())).await;
+        let text = String::from_utf8(body).expect("metrics are text");
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Polls `/metrics` until `name` reaches `value`.
+    pub async fn wait_metric(&self, name: &str, value: f64, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let current = self.metric(name).await;
+            if current == value {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "metric {name} is {current}, expected {value}; log:\n{}",
+                    self.process.log_contents()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn ready_status(&self) -> u16 {
+        http_get(&format!("{}/ready", self.url())).await.0
+    }
+
+    pub async fn wait_ready_status(&self, status: u16, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let current = self.ready_status().await;
+            if current == status {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "/ready is {current}, expected {status}; log:\n{}",
+                    self.process.log_contents()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn sluice_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_sluice")
+}
+
+/// Starts a sluice process with `args` on fresh ports and waits until its
+/// HTTP server answers `/metrics`.
+pub async fn start_sluice(name: &str, args: &[String]) -> SluiceProcess {
+    let http_port = free_port();
+    let grpc_port = free_port();
+    let logs = TempDir::new(&format!("sluice-e2e-{name}")).expect("temp dir");
+    let mut all_args = vec![
+        "-server.http-listen-address=127.0.0.1".to_owned(),
+        format!("-server.http-listen-port={http_port}"),
+        "-server.grpc-listen-address=127.0.0.1".to_owned(),
+        format!("-server.grpc-listen-port={grpc_port}"),
+        "-log.level=info".to_owned(),
+        "-server.graceful-shutdown-timeout=10s".to_owned(),
+    ];
+    all_args.extend_from_slice(args);
+    let mut process = ChildProcess::start(
+        sluice_binary(),
+        &all_args,
+        &[],
+        &logs.path().join(format!("{name}.log")),
+    )
+    .expect("start sluice");
+    process
+        .wait_http_ok(
+            &format!("http://127.0.0.1:{http_port}/metrics"),
+            Duration::from_secs(30),
+        )
+        .await;
+    SluiceProcess {
+        process,
+        http_port,
+        grpc_port,
+        _logs: logs,
+    }
+}
+
+/// A query-frontend with no querier of its own.
+pub async fn start_frontend(extra: &[&str]) -> SluiceProcess {
+    let mut args = vec!["-target=query-frontend".to_owned()];
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    start_sluice("frontend", &args).await
+}
+
+/// A querier pulling from `frontend`, running sub-queries against `downstream`.
+pub async fn start_querier(
+    name: &str,
+    frontend: &SluiceProcess,
+    downstream: &str,
+    extra: &[&str],
+) -> SluiceProcess {
+    let mut args = vec![
+        "-target=querier".to_owned(),
+        format!("-querier.frontend-address={}", frontend.grpc_address()),
+        format!("-querier.downstream-url={downstream}"),
+        format!("-querier.id={name}"),
+    ];
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    let querier = start_sluice(name, &args).await;
+    let mut querier = querier;
+    let ready = format!("{}/ready", querier.url());
+    querier
+        .process
+        .wait_http_ok(&ready, Duration::from_secs(30))
+        .await;
+    querier
+}
+
+/// A downstream that accepts connections and never answers, recording each
+/// connection so a test can see a request arrive and see it abandoned.
+pub struct BlackHole {
+    pub port: u16,
+    pub events: tokio::sync::mpsc::UnboundedReceiver<BlackHoleEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum BlackHoleEvent {
+    /// A request arrived (its first bytes were read).
+    RequestReceived(String),
+    /// The client closed a connection that had sent a request.
+    Closed,
+}
+
+impl BlackHole {
+    pub async fn start() -> BlackHole {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind black hole");
+        let port = listener.local_addr().expect("local addr").port();
+        let (sender, events) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Ok((mut connection, _)) = listener.accept().await {
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    let mut saw_request = false;
+                    loop {
+                        match connection.read(&mut buffer).await {
+                            Ok(0) | Err(_) => {
+                                if saw_request {
+                                    let _ = sender.send(BlackHoleEvent::Closed);
+                                }
+                                return;
+                            }
+                            Ok(read) => {
+                                if !saw_request {
+                                    saw_request = true;
+                                    let head =
+                                        String::from_utf8_lossy(&buffer[..read]).into_owned();
+                                    let _ = sender.send(BlackHoleEvent::RequestReceived(head));
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        BlackHole { port, events, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn next_event(&mut self, timeout: Duration) -> BlackHoleEvent {
+        tokio::time::timeout(timeout, self.events.recv())
+            .await
+            .expect("black hole event in time")
+            .expect("black hole alive")
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A TCP proxy that waits `delay` before connecting each new connection to
+/// `upstream`, so a test can catch a request while it is running.
+pub struct DelayProxy {
+    pub port: u16,
+    pub connections: tokio::sync::mpsc::UnboundedReceiver<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DelayProxy {
+    pub async fn start(upstream_port: u16, delay: Duration) -> DelayProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("local addr").port();
+        let (sender, connections) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let _ = sender.send(());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let Ok(mut upstream) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+        });
+        DelayProxy {
+            port,
+            connections,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
