@@ -19,7 +19,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
@@ -50,7 +53,9 @@ fn build_storage() -> MemoryStorage {
         }
     }
     // 200 instances x 10 buckets = 2,000 bucket series.
-    let bounds = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf"];
+    let bounds = [
+        "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf",
+    ];
     for instance in 0..200 {
         let mut cumulative = vec![0.0; bounds.len()];
         let mut series: Vec<Vec<(i64, f64)>> = vec![Vec::with_capacity(points); bounds.len()];
@@ -80,10 +85,16 @@ const QUERIES: &[(&str, &str)] = &[
     ("selector", "requests_total"),
     ("rate", "rate(requests_total[5m])"),
     ("sum_by_rate", "sum by (job) (rate(requests_total[5m]))"),
-    ("histogram_quantile", "histogram_quantile(0.9, sum by (le) (rate(duration_seconds_bucket[5m])))"),
+    (
+        "histogram_quantile",
+        "histogram_quantile(0.9, sum by (le) (rate(duration_seconds_bucket[5m])))",
+    ),
     ("topk", "topk(10, rate(requests_total[5m]))"),
     ("binary_join", "requests_total - requests_total offset 1h"),
-    ("subquery", "max_over_time(rate(requests_total{job=\"job-1\"}[5m])[30m:1m])"),
+    (
+        "subquery",
+        "max_over_time(rate(requests_total{job=\"job-1\"}[5m])[30m:1m])",
+    ),
 ];
 
 fn engine_benchmarks(c: &mut Criterion) {
@@ -95,10 +106,21 @@ fn engine_benchmarks(c: &mut Criterion) {
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(5));
     for (name, query) in QUERIES {
-        let output = engine.range(&storage, query, start, end, step, &options).expect("benchmark query evaluates");
-        eprintln!("{name}: {query} reads {} samples per run", output.samples_read);
+        let output = engine
+            .range(&storage, query, start, end, step, &options)
+            .expect("benchmark query evaluates");
+        eprintln!(
+            "{name}: {query} reads {} samples per run",
+            output.samples_read
+        );
         group.bench_function(*name, |b| {
-            b.iter(|| black_box(engine.range(&storage, query, start, end, step, &options).expect("query evaluates")))
+            b.iter(|| {
+                black_box(
+                    engine
+                        .range(&storage, query, start, end, step, &options)
+                        .expect("query evaluates"),
+                )
+            })
         });
     }
     group.finish();

@@ -7,6 +7,7 @@ use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
 
 use crate::EngineError;
 use crate::eval::{Evaluator, Sample, Value, exec_err};
+use crate::hashing::{FastMap, KeySpec};
 use crate::labels::{Labels, METRIC_NAME};
 
 /// Neumaier-compensated addition, as Prometheus sums floats: returns the new
@@ -80,6 +81,14 @@ struct Group {
     incremental_mean: bool,
     drop_name: bool,
     values: Vec<f64>,
+}
+
+fn key_spec(modifier: &Option<LabelModifier>) -> KeySpec<'_> {
+    match modifier {
+        None => KeySpec::Nothing,
+        Some(LabelModifier::Include(names)) => KeySpec::Only(&names.labels),
+        Some(LabelModifier::Exclude(names)) => KeySpec::AllBut(&names.labels),
+    }
 }
 
 fn grouping_labels(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
@@ -192,17 +201,18 @@ fn simple_aggregate(
     ts: i64,
 ) -> Result<Vec<Sample>, EngineError> {
     let mut groups: Vec<Group> = Vec::new();
-    let mut index_by_labels: HashMap<Labels, usize> = HashMap::new();
-    // Series with identical labels share their grouping key; caching by the
-    // input's label pointer avoids rebuilding it for every sample.
+    // Groups are found by a hash of their labels; the labels themselves
+    // are only built when a group is first seen.
+    let spec = key_spec(modifier);
+    let mut index_by_key: FastMap<u64, usize> = FastMap::default();
     for sample in input {
-        let key = grouping_labels(&sample.labels, modifier);
+        let key = spec.hash(&sample.labels);
         let f = sample.v;
-        let index = match index_by_labels.get(&key) {
+        let index = match index_by_key.get(&key) {
             Some(index) => *index,
             None => {
                 let mut group = Group {
-                    labels: Arc::new(key.clone()),
+                    labels: Arc::new(spec.labels(&sample.labels)),
                     value: f,
                     compensation: 0.0,
                     mean: f,
@@ -223,7 +233,7 @@ fn simple_aggregate(
                     "group" => group.value = 1.0,
                     _ => {}
                 }
-                index_by_labels.insert(key, groups.len());
+                index_by_key.insert(key, groups.len());
                 groups.push(group);
                 continue;
             }
@@ -306,10 +316,11 @@ fn select_k(
     modifier: &Option<LabelModifier>,
 ) -> Vec<Sample> {
     let mut groups: Vec<Vec<Sample>> = Vec::new();
-    let mut index_by_labels: HashMap<Labels, usize> = HashMap::new();
+    let spec = key_spec(modifier);
+    let mut index_by_key: FastMap<u64, usize> = FastMap::default();
     for sample in input {
-        let key = grouping_labels(&sample.labels, modifier);
-        let index = *index_by_labels.entry(key).or_insert_with(|| {
+        let key = spec.hash(&sample.labels);
+        let index = *index_by_key.entry(key).or_insert_with(|| {
             groups.push(Vec::new());
             groups.len() - 1
         });

@@ -2,13 +2,13 @@
 //! set operators, and vector matching (`on`, `ignoring`, `group_left`,
 //! `group_right`).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
 
 use crate::EngineError;
 use crate::eval::{Evaluator, Sample, Value, exec_err};
+use crate::hashing::{FastMap, FastSet, KeySpec};
 use crate::labels::{Labels, METRIC_NAME};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -92,14 +92,22 @@ struct Matching<'m> {
 }
 
 impl Matching<'_> {
-    fn signature(&self, labels: &Labels) -> Labels {
+    fn spec(&self) -> KeySpec<'_> {
         if self.on {
-            labels.keep_only(&self.names)
+            KeySpec::Only(&self.names)
         } else {
-            let mut without = labels.without(&self.names);
-            without.remove(METRIC_NAME);
-            without
+            KeySpec::AllBut(&self.names)
         }
+    }
+
+    /// The join key of a series, as a hash.
+    fn signature(&self, labels: &Labels) -> u64 {
+        self.spec().hash(labels)
+    }
+
+    /// The join key of a series, as labels (for messages and fill values).
+    fn signature_labels(&self, labels: &Labels) -> Labels {
+        self.spec().labels(labels)
     }
 }
 
@@ -148,6 +156,8 @@ pub(crate) fn eval_binary(
                 Op::Or => Ok(Value::Vector(set_or(&matching, left, right))),
                 Op::Unless => Ok(Value::Vector(set_unless(&matching, left, right))),
                 _ => Ok(Value::Vector(vector_vector(
+                    ev,
+                    binary as *const BinaryExpr as usize,
                     op,
                     &matching,
                     &modifier,
@@ -209,7 +219,7 @@ fn vector_scalar(
 }
 
 fn set_and(matching: &Matching<'_>, left: Vec<Sample>, right: Vec<Sample>) -> Vec<Sample> {
-    let right_sigs: HashSet<Labels> = right
+    let right_sigs: FastSet<u64> = right
         .iter()
         .map(|s| matching.signature(&s.labels))
         .collect();
@@ -219,7 +229,7 @@ fn set_and(matching: &Matching<'_>, left: Vec<Sample>, right: Vec<Sample>) -> Ve
 }
 
 fn set_or(matching: &Matching<'_>, left: Vec<Sample>, right: Vec<Sample>) -> Vec<Sample> {
-    let left_sigs: HashSet<Labels> = left.iter().map(|s| matching.signature(&s.labels)).collect();
+    let left_sigs: FastSet<u64> = left.iter().map(|s| matching.signature(&s.labels)).collect();
     let mut out = left;
     out.extend(
         right
@@ -230,7 +240,7 @@ fn set_or(matching: &Matching<'_>, left: Vec<Sample>, right: Vec<Sample>) -> Vec
 }
 
 fn set_unless(matching: &Matching<'_>, left: Vec<Sample>, right: Vec<Sample>) -> Vec<Sample> {
-    let right_sigs: HashSet<Labels> = right
+    let right_sigs: FastSet<u64> = right
         .iter()
         .map(|s| matching.signature(&s.labels))
         .collect();
@@ -239,7 +249,10 @@ fn set_unless(matching: &Matching<'_>, left: Vec<Sample>, right: Vec<Sample>) ->
         .collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn vector_vector(
+    ev: &mut Evaluator<'_>,
+    node: usize,
     op: Op,
     matching: &Matching<'_>,
     modifier: &BinModifier,
@@ -271,11 +284,14 @@ fn vector_vector(
     } else {
         (left, right)
     };
-    let fill_for_one = if one_to_many { fill_left } else { fill_right };
-    let fill_for_many = if one_to_many { fill_right } else { fill_left };
+    // Prometheus applies `fill_right` to a missing "one" side and
+    // `fill_left` to a missing "many" side, whichever way round the
+    // grouping goes.
+    let fill_for_one = fill_right;
+    let fill_for_many = fill_left;
 
-    let mut one_by_sig: HashMap<Labels, Sample> = HashMap::with_capacity(one.len());
-    let mut one_order: Vec<Labels> = Vec::with_capacity(one.len());
+    let mut one_by_sig: FastMap<u64, Sample> = FastMap::default();
+    let mut one_order: Vec<u64> = Vec::with_capacity(one.len());
     for sample in &one {
         let sig = matching.signature(&sample.labels);
         if let Some(existing) = one_by_sig.get(&sig) {
@@ -285,23 +301,24 @@ fn vector_vector(
             if first > second {
                 std::mem::swap(&mut first, &mut second);
             }
+            let group = matching.signature_labels(&sample.labels);
             return exec_err(format!(
-                "found duplicate series for the match group {sig} on the {side} hand-side of the operation: [{first}, {second}];many-to-many matching not allowed: matching labels must be unique on one side"
+                "found duplicate series for the match group {group} on the {side} hand-side of the operation: [{first}, {second}];many-to-many matching not allowed: matching labels must be unique on one side"
             ));
         }
-        one_order.push(sig.clone());
+        one_order.push(sig);
         one_by_sig.insert(sig, sample.clone());
     }
 
     let is_one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
-    let mut matched_one_to_one: HashSet<Labels> = HashSet::new();
-    let mut matched_many: HashMap<Labels, HashSet<Labels>> = HashMap::new();
-    let mut result_cache: HashMap<(Arc<Labels>, Arc<Labels>), Arc<Labels>> = HashMap::new();
+    let mut matched_one_to_one: FastSet<u64> = FastSet::default();
+    let mut matched_many: FastMap<u64, FastSet<u64>> = FastMap::default();
+    let result_cache = &mut ev.result_metric_cache;
     let mut out = Vec::new();
 
     let mut do_op = |many_sample: &Sample,
                      one_sample: &Sample,
-                     sig: &Labels,
+                     sig: u64,
                      out: &mut Vec<Sample>|
      -> Result<(), EngineError> {
         let (l, r) = if one_to_many {
@@ -313,12 +330,16 @@ fn vector_vector(
         if return_bool {
             value = bool_to_float(keep);
         }
+        // The result labels depend only on the two input label sets, which
+        // stay the same Arcs from step to step, so they are built once per
+        // query. The cache holds the key Arcs, so their addresses stay unique.
         let key = (
-            Arc::clone(&many_sample.labels),
-            Arc::clone(&one_sample.labels),
+            node,
+            Arc::as_ptr(&many_sample.labels) as usize,
+            Arc::as_ptr(&one_sample.labels) as usize,
         );
         let metric = match result_cache.get(&key) {
-            Some(found) => Arc::clone(found),
+            Some((_, _, found)) => Arc::clone(found),
             None => {
                 let built = Arc::new(result_metric(
                     &many_sample.labels,
@@ -328,20 +349,27 @@ fn vector_vector(
                     card,
                     include,
                 ));
-                result_cache.insert(key, Arc::clone(&built));
+                result_cache.insert(
+                    key,
+                    (
+                        Arc::clone(&many_sample.labels),
+                        Arc::clone(&one_sample.labels),
+                        Arc::clone(&built),
+                    ),
+                );
                 built
             }
         };
         if is_one_to_one {
-            if !matched_one_to_one.insert(sig.clone()) {
+            if !matched_one_to_one.insert(sig) {
                 return exec_err(
                     "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
                 );
             }
         } else if !matched_many
-            .entry(sig.clone())
+            .entry(sig)
             .or_default()
-            .insert((*metric).clone())
+            .insert(crate::hashing::hash_labels(&metric))
         {
             return exec_err(
                 "multiple matches for labels: grouping labels must ensure unique matches",
@@ -359,23 +387,23 @@ fn vector_vector(
         Ok(())
     };
 
-    let mut matched_sigs: HashSet<Labels> = HashSet::new();
+    let mut matched_sigs: FastSet<u64> = FastSet::default();
     for many_sample in &many {
         let sig = matching.signature(&many_sample.labels);
         match one_by_sig.get(&sig) {
             Some(one_sample) => {
-                matched_sigs.insert(sig.clone());
-                do_op(many_sample, one_sample, &sig, &mut out)?;
+                matched_sigs.insert(sig);
+                do_op(many_sample, one_sample, sig, &mut out)?;
             }
             None => {
                 if let Some(fill) = fill_for_one {
                     let filler = Sample {
-                        labels: Arc::new(match_labels(&many_sample.labels, matching)),
+                        labels: Arc::new(matching.signature_labels(&many_sample.labels)),
                         t: many_sample.t,
                         v: fill,
                         drop_name: false,
                     };
-                    do_op(many_sample, &filler, &sig, &mut out)?;
+                    do_op(many_sample, &filler, sig, &mut out)?;
                 }
             }
         }
@@ -387,19 +415,15 @@ fn vector_vector(
             }
             let one_sample = &one_by_sig[sig];
             let filler = Sample {
-                labels: Arc::new(match_labels(&one_sample.labels, matching)),
+                labels: Arc::new(matching.signature_labels(&one_sample.labels)),
                 t: one_sample.t,
                 v: fill,
                 drop_name: false,
             };
-            do_op(&filler, one_sample, sig, &mut out)?;
+            do_op(&filler, one_sample, *sig, &mut out)?;
         }
     }
     Ok(out)
-}
-
-fn match_labels(labels: &Labels, matching: &Matching<'_>) -> Labels {
-    matching.signature(labels)
 }
 
 /// The labels of one result element: the "many" side's labels, minus the

@@ -5,7 +5,9 @@
 //! specified; series are selected from storage once per selector and shared
 //! between steps, so the per-step work is a binary search per series.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -14,6 +16,7 @@ use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
+use crate::hashing::FastMap;
 use crate::labels::{Labels, METRIC_NAME};
 use crate::storage::{Storage, StoredSeries, is_stale_nan};
 use crate::{EngineError, InstantSample, QueryOptions, QueryOutput, QueryValue, Series};
@@ -56,10 +59,42 @@ pub(crate) fn exec_err<T>(message: impl Into<String>) -> Result<T, EngineError> 
     Err(EngineError::Execution(message.into()))
 }
 
-#[derive(Clone)]
 struct Selected {
     series: Vec<(Arc<Labels>, Arc<StoredSeries>)>,
+    /// Per series, where the last lookup ended. Steps mostly move forward in
+    /// time, so the next lookup starts there instead of bisecting the whole
+    /// series, which was the dominant (cache-missing) cost of selectors.
+    cursors: Vec<Cell<usize>>,
+    /// A second set of cursors for the start of range windows.
+    window_cursors: Vec<Cell<usize>>,
 }
+
+/// `samples.partition_point(|s| s.0 <= bound)`, searched from `cursor`
+/// with an exponential probe, and leaving the answer in `cursor`.
+fn seek(samples: &[(i64, f64)], cursor: &Cell<usize>, bound: i64) -> usize {
+    let hint = cursor.get().min(samples.len());
+    let answer = if hint > 0 && samples[hint - 1].0 > bound {
+        samples[..hint].partition_point(|(t, _)| *t <= bound)
+    } else {
+        let mut low = hint;
+        let mut width = 1;
+        loop {
+            let probe = low + width;
+            if probe > samples.len() || samples[probe - 1].0 > bound {
+                let high = probe.min(samples.len());
+                break low + samples[low..high].partition_point(|(t, _)| *t <= bound);
+            }
+            low = probe;
+            width *= 2;
+        }
+    };
+    cursor.set(answer);
+    answer
+}
+
+/// Result labels of one vector-matching pair, with the two input label
+/// sets whose addresses form the cache key.
+pub(crate) type CachedResultMetric = (Arc<Labels>, Arc<Labels>, Arc<Labels>);
 
 pub(crate) struct Evaluator<'a> {
     storage: &'a dyn Storage,
@@ -69,7 +104,10 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) end: i64,
     pub(crate) interval: i64,
     pub(crate) is_range_query: bool,
-    selected: HashMap<usize, Selected>,
+    selected: HashMap<usize, Rc<Selected>>,
+    /// Result labels of vector matching, keyed by (node, lhs labels, rhs
+    /// labels) pointers; the value keeps the key Arcs alive.
+    pub(crate) result_metric_cache: FastMap<(usize, usize, usize), CachedResultMetric>,
     warnings: BTreeSet<String>,
     infos: BTreeSet<String>,
     current_samples: usize,
@@ -111,6 +149,7 @@ impl<'a> Evaluator<'a> {
             interval,
             is_range_query,
             selected: HashMap::new(),
+            result_metric_cache: FastMap::default(),
             warnings: BTreeSet::new(),
             infos: BTreeSet::new(),
             current_samples: 0,
@@ -198,10 +237,10 @@ impl<'a> Evaluator<'a> {
         self.at_time(&vs.at).unwrap_or(ts) - offset_ms(&vs.offset)
     }
 
-    fn select(&mut self, vs: &VectorSelector) -> Result<Selected, EngineError> {
+    fn select(&mut self, vs: &VectorSelector) -> Result<Rc<Selected>, EngineError> {
         let key = vs as *const VectorSelector as usize;
         if let Some(found) = self.selected.get(&key) {
-            return Ok(found.clone());
+            return Ok(Rc::clone(found));
         }
         let mut matchers: Vec<Matcher> = vs.matchers.matchers.clone();
         if let Some(name) = &vs.name
@@ -237,8 +276,14 @@ impl<'a> Evaluator<'a> {
             }
         }
         series.sort_by(|a, b| a.0.cmp(&b.0));
-        let selected = Selected { series };
-        self.selected.insert(key, selected.clone());
+        let cursors = series.iter().map(|_| Cell::new(0)).collect();
+        let window_cursors = series.iter().map(|_| Cell::new(0)).collect();
+        let selected = Rc::new(Selected {
+            series,
+            cursors,
+            window_cursors,
+        });
+        self.selected.insert(key, Rc::clone(&selected));
         Ok(selected)
     }
 
@@ -251,9 +296,9 @@ impl<'a> Evaluator<'a> {
         let ref_time = self.selector_ref_time(vs, ts);
         let lookback_start = ref_time - self.options.lookback_delta_ms;
         let mut out = Vec::new();
-        for (labels, series) in &selected.series {
+        for ((labels, series), cursor) in selected.series.iter().zip(&selected.cursors) {
             let samples = &series.samples;
-            let index = samples.partition_point(|(t, _)| *t <= ref_time);
+            let index = seek(samples, cursor, ref_time);
             let latest_float = if index > 0 {
                 Some(samples[index - 1])
             } else {
@@ -295,7 +340,8 @@ impl<'a> Evaluator<'a> {
         let window_start = ref_time - range_ms;
         let mut out = Vec::new();
         let mut loaded = 0;
-        for (labels, series) in &selected.series {
+        let cursors = selected.cursors.iter().zip(&selected.window_cursors);
+        for ((labels, series), (end_cursor, start_cursor)) in selected.series.iter().zip(cursors) {
             if series
                 .histogram_times
                 .iter()
@@ -304,8 +350,8 @@ impl<'a> Evaluator<'a> {
                 return native_histogram_error();
             }
             let samples = &series.samples;
-            let from = samples.partition_point(|(t, _)| *t <= window_start);
-            let to = samples.partition_point(|(t, _)| *t <= ref_time);
+            let from = seek(samples, start_cursor, window_start);
+            let to = seek(samples, end_cursor, ref_time);
             if from >= to {
                 continue;
             }
@@ -347,40 +393,15 @@ impl<'a> Evaluator<'a> {
         if first <= window_start {
             first += step;
         }
-        let mut by_labels: HashMap<Arc<Labels>, usize> = HashMap::new();
-        let mut out: Vec<RangeSeries> = Vec::new();
+        let mut out = SeriesAccumulator::default();
         let mut inner_ts = first;
         while inner_ts <= ref_time {
             self.maybe_check_interrupt()?;
             match self.eval(&sq.expr, inner_ts)? {
-                Value::Scalar(v) => {
-                    let key = Arc::new(Labels::empty());
-                    let index = *by_labels.entry(Arc::clone(&key)).or_insert_with(|| {
-                        out.push(RangeSeries {
-                            labels: key,
-                            points: Vec::new(),
-                            drop_name: false,
-                        });
-                        out.len() - 1
-                    });
-                    out[index].points.push((inner_ts, v));
-                }
+                Value::Scalar(v) => out.push_scalar(inner_ts, v),
                 Value::Vector(samples) => {
-                    for sample in samples {
-                        let index = match by_labels.get(&sample.labels) {
-                            Some(index) => *index,
-                            None => {
-                                out.push(RangeSeries {
-                                    labels: Arc::clone(&sample.labels),
-                                    points: Vec::new(),
-                                    drop_name: false,
-                                });
-                                by_labels.insert(Arc::clone(&sample.labels), out.len() - 1);
-                                out.len() - 1
-                            }
-                        };
-                        out[index].drop_name |= sample.drop_name;
-                        out[index].points.push((inner_ts, sample.v));
+                    for sample in &samples {
+                        out.push(sample, inner_ts);
                     }
                 }
                 _ => {
@@ -391,7 +412,7 @@ impl<'a> Evaluator<'a> {
             }
             inner_ts += step;
         }
-        Ok(out)
+        Ok(out.series)
     }
 
     fn maybe_check_interrupt(&mut self) -> Result<(), EngineError> {
@@ -503,6 +524,62 @@ pub(crate) fn go_quote_bytes(text: &str) -> String {
     out
 }
 
+/// Collects per-step samples into series. Most steps hand back the very
+/// same label Arcs (selector output is shared between steps), so series are
+/// found by pointer first and by label value only on a miss. Every Arc
+/// whose address is a key is kept alive here, so an address cannot be
+/// reused by a different label set while the map exists.
+#[derive(Default)]
+struct SeriesAccumulator {
+    by_pointer: FastMap<usize, usize>,
+    by_labels: FastMap<Arc<Labels>, usize>,
+    kept_alive: Vec<Arc<Labels>>,
+    series: Vec<RangeSeries>,
+}
+
+impl SeriesAccumulator {
+    fn index_of(&mut self, labels: &Arc<Labels>) -> usize {
+        let pointer = Arc::as_ptr(labels) as usize;
+        if let Some(index) = self.by_pointer.get(&pointer) {
+            return *index;
+        }
+        let index = match self.by_labels.get(labels) {
+            Some(index) => *index,
+            None => {
+                self.series.push(RangeSeries {
+                    labels: Arc::clone(labels),
+                    points: Vec::new(),
+                    drop_name: false,
+                });
+                self.by_labels
+                    .insert(Arc::clone(labels), self.series.len() - 1);
+                self.series.len() - 1
+            }
+        };
+        self.by_pointer.insert(pointer, index);
+        self.kept_alive.push(Arc::clone(labels));
+        index
+    }
+
+    fn push(&mut self, sample: &Sample, t: i64) {
+        let index = self.index_of(&sample.labels);
+        let series = &mut self.series[index];
+        series.drop_name |= sample.drop_name;
+        series.points.push((t, sample.v));
+    }
+
+    fn push_scalar(&mut self, t: i64, v: f64) {
+        if self.series.is_empty() {
+            self.series.push(RangeSeries {
+                labels: Arc::new(Labels::empty()),
+                points: Vec::new(),
+                drop_name: false,
+            });
+        }
+        self.series[0].points.push((t, v));
+    }
+}
+
 pub(crate) fn native_histogram_error<T>() -> Result<T, EngineError> {
     exec_err("native histograms are not supported by the sluice engine")
 }
@@ -543,6 +620,27 @@ fn finish_vector(samples: Vec<Sample>, ts: i64) -> Result<Vec<InstantSample>, En
         });
     }
     Ok(out)
+}
+
+/// Fails like [`finish_vector`] would, but compares hashes first so the
+/// common case (no collision) allocates nothing.
+fn check_collisions_after_name_removal(samples: &[Sample], ts: i64) -> Result<(), EngineError> {
+    let metadata = ["__type__".to_string(), "__unit__".to_string()];
+    let without_name = crate::hashing::KeySpec::AllBut(&metadata);
+    let mut seen: crate::hashing::FastSet<u64> = crate::hashing::FastSet::default();
+    let mut suspicious = false;
+    for sample in samples {
+        let hash = if sample.drop_name || !sample.labels.has(METRIC_NAME) {
+            without_name.hash(&sample.labels)
+        } else {
+            crate::hashing::hash_labels(&sample.labels)
+        };
+        suspicious |= !seen.insert(hash);
+    }
+    if suspicious {
+        finish_vector(samples.to_vec(), ts)?;
+    }
+    Ok(())
 }
 
 fn finish_matrix(series: Vec<RangeSeries>) -> Result<Vec<Series>, EngineError> {
@@ -630,8 +728,7 @@ pub(crate) fn run_range(
         }
     }
     let mut evaluator = Evaluator::new(storage, query, options, start_ms, end_ms, step_ms, true);
-    let mut by_labels: HashMap<Arc<Labels>, usize> = HashMap::new();
-    let mut out: Vec<RangeSeries> = Vec::new();
+    let mut out = SeriesAccumulator::default();
     let mut result_points = 0usize;
     let mut ts = start_ms;
     while ts <= end_ms {
@@ -639,39 +736,17 @@ pub(crate) fn run_range(
         evaluator.current_samples = result_points;
         match evaluator.eval(expr, ts)? {
             Value::Scalar(v) => {
-                let key = Arc::new(Labels::empty());
-                let index = *by_labels.entry(Arc::clone(&key)).or_insert_with(|| {
-                    out.push(RangeSeries {
-                        labels: key,
-                        points: Vec::new(),
-                        drop_name: false,
-                    });
-                    out.len() - 1
-                });
-                out[index].points.push((ts, v));
+                out.push_scalar(ts, v);
                 result_points += 1;
             }
             Value::Vector(samples) => {
                 // Collisions after name removal are errors at each step.
                 if samples.iter().any(|s| s.drop_name) {
-                    finish_vector(samples.clone(), ts)?;
+                    check_collisions_after_name_removal(&samples, ts)?;
                 }
                 result_points += samples.len();
-                for sample in samples {
-                    let index = match by_labels.get(&sample.labels) {
-                        Some(index) => *index,
-                        None => {
-                            out.push(RangeSeries {
-                                labels: Arc::clone(&sample.labels),
-                                points: Vec::new(),
-                                drop_name: sample.drop_name,
-                            });
-                            by_labels.insert(Arc::clone(&sample.labels), out.len() - 1);
-                            out.len() - 1
-                        }
-                    };
-                    out[index].drop_name |= sample.drop_name;
-                    out[index].points.push((ts, sample.v));
+                for sample in &samples {
+                    out.push(sample, ts);
                 }
             }
             _ => {
@@ -687,7 +762,7 @@ pub(crate) fn run_range(
         }
         ts += step_ms;
     }
-    let series = finish_matrix(out)?;
+    let series = finish_matrix(out.series)?;
     Ok(evaluator.into_output(QueryValue::Matrix(series)))
 }
 
@@ -697,5 +772,20 @@ pub(crate) fn type_name(value_type: ValueType) -> &'static str {
         ValueType::Scalar => "scalar",
         ValueType::Matrix => "range vector",
         ValueType::String => "string",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seek_matches_partition_point_in_any_order() {
+        let samples: Vec<(i64, f64)> = (0..100).map(|i| (i * 10, 0.0)).collect();
+        let cursor = Cell::new(0);
+        for bound in [-5, 0, 5, 15, 995, 2000, 500, 499, 10, 990, 991] {
+            let expected = samples.partition_point(|(t, _)| *t <= bound);
+            assert_eq!(seek(&samples, &cursor, bound), expected, "bound {bound}");
+        }
     }
 }

@@ -98,9 +98,14 @@ impl Labels {
         self.set(name, "");
     }
 
+    /// The labels without the metric name and the metadata labels that
+    /// describe it (`__type__`, `__unit__`), which go with the name when an
+    /// operation changes what the series measures.
     pub fn without_metric_name(&self) -> Labels {
         let mut copy = self.clone();
         copy.remove(METRIC_NAME);
+        copy.remove("__type__");
+        copy.remove("__unit__");
         copy
     }
 

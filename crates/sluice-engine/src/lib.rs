@@ -15,6 +15,7 @@ mod aggregate;
 mod binary;
 mod eval;
 mod functions;
+mod hashing;
 pub mod labels;
 pub mod storage;
 
@@ -184,4 +185,142 @@ impl Engine {
 
 fn parse(query: &str) -> Result<promql_parser::parser::Expr, EngineError> {
     promql_parser::parser::parse(query).map_err(EngineError::BadData)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    fn store() -> MemoryStorage {
+        let storage = MemoryStorage::new();
+        for instance in 0..4 {
+            let labels = Labels::from_pairs([
+                ("__name__", "up".to_string()),
+                ("instance", format!("i{instance}")),
+            ]);
+            let samples: Vec<(i64, f64)> =
+                (0..10).map(|i| (i * 60_000, f64::from(instance))).collect();
+            storage.append(&labels, &samples);
+        }
+        storage
+    }
+
+    #[test]
+    fn instant_selector_honours_lookback() {
+        let storage = store();
+        let engine = Engine::new();
+        let options = QueryOptions::default();
+        let inside = engine
+            .instant(&storage, "up", 9 * 60_000 + 299_000, &options)
+            .expect("evaluates");
+        let QueryValue::Vector(samples) = inside.value else {
+            panic!("vector expected")
+        };
+        assert_eq!(samples.len(), 4);
+        let outside = engine
+            .instant(&storage, "up", 9 * 60_000 + 300_000, &options)
+            .expect("evaluates");
+        assert_eq!(outside.value, QueryValue::Vector(Vec::new()));
+    }
+
+    #[test]
+    fn staleness_marker_hides_series() {
+        let storage = store();
+        let labels = Labels::from_pairs([("__name__", "up"), ("instance", "i0")]);
+        storage.append(&labels, &[(600_000, storage::stale_nan())]);
+        let output = Engine::new()
+            .instant(&storage, "up", 610_000, &QueryOptions::default())
+            .expect("evaluates");
+        let QueryValue::Vector(samples) = output.value else {
+            panic!("vector expected")
+        };
+        assert_eq!(samples.len(), 3);
+    }
+
+    #[test]
+    fn shards_partition_the_series() {
+        let storage = store();
+        let engine = Engine::new();
+        let mut seen = 0;
+        for index in 0..3 {
+            let options = QueryOptions {
+                shard: Some(Shard { index, count: 3 }),
+                ..QueryOptions::default()
+            };
+            let output = engine
+                .range(&storage, "up", 0, 540_000, 60_000, &options)
+                .expect("evaluates");
+            let QueryValue::Matrix(series) = output.value else {
+                panic!("matrix expected")
+            };
+            seen += series.len();
+        }
+        assert_eq!(seen, 4);
+    }
+
+    #[test]
+    fn sample_limit_is_an_execution_error() {
+        let storage = store();
+        let options = QueryOptions {
+            max_samples: 10,
+            ..QueryOptions::default()
+        };
+        let error = Engine::new()
+            .instant(&storage, "up[10m]", 540_000, &options)
+            .expect_err("too many samples");
+        assert_eq!(error.error_type(), "execution");
+    }
+
+    #[test]
+    fn cancellation_and_deadline_are_honoured() {
+        let storage = store();
+        let engine = Engine::new();
+        let cancel = Arc::new(AtomicBool::new(false));
+        cancel.store(true, Ordering::Relaxed);
+        let options = QueryOptions {
+            cancel: Some(cancel),
+            ..QueryOptions::default()
+        };
+        let error = engine
+            .range(&storage, "up", 0, 540_000, 60_000, &options)
+            .expect_err("cancelled");
+        assert_eq!(error, EngineError::Canceled);
+        let options = QueryOptions {
+            deadline: Some(Instant::now()),
+            ..QueryOptions::default()
+        };
+        let error = engine
+            .range(&storage, "up", 0, 540_000, 60_000, &options)
+            .expect_err("timed out");
+        assert_eq!(error, EngineError::Timeout);
+    }
+
+    #[test]
+    fn native_histograms_are_refused() {
+        let storage = store();
+        let labels = Labels::from_pairs([("__name__", "latency")]);
+        storage.append_histogram(&labels, 0);
+        let error = Engine::new()
+            .instant(&storage, "latency", 0, &QueryOptions::default())
+            .expect_err("refused");
+        assert_eq!(error.error_type(), "execution");
+    }
+
+    #[test]
+    fn range_query_rejects_range_vectors() {
+        let storage = store();
+        let error = Engine::new()
+            .range(
+                &storage,
+                "up[5m]",
+                0,
+                60_000,
+                60_000,
+                &QueryOptions::default(),
+            )
+            .expect_err("bad data");
+        assert_eq!(error.error_type(), "bad_data");
+    }
 }

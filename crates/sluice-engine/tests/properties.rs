@@ -19,8 +19,11 @@ fn storage_from(series: &[(u8, Vec<Option<f64>>)]) -> MemoryStorage {
             ("group", format!("g{group}")),
             ("instance", format!("i{index}")),
         ]);
-        let samples: Vec<(i64, f64)> =
-            values.iter().enumerate().filter_map(|(i, v)| v.map(|v| (i as i64 * STEP_MS, v))).collect();
+        let samples: Vec<(i64, f64)> = values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| (i as i64 * STEP_MS, v)))
+            .collect();
         storage.append(&labels, &samples);
     }
     storage
@@ -28,7 +31,10 @@ fn storage_from(series: &[(u8, Vec<Option<f64>>)]) -> MemoryStorage {
 
 fn series_strategy() -> impl Strategy<Value = Vec<(u8, Vec<Option<f64>>)>> {
     prop::collection::vec(
-        (0u8..3, prop::collection::vec(prop::option::weighted(0.85, -1000.0f64..1000.0), 1..40)),
+        (
+            0u8..3,
+            prop::collection::vec(prop::option::weighted(0.85, -1000.0f64..1000.0), 1..40),
+        ),
         1..24,
     )
 }
@@ -38,11 +44,28 @@ type Points = BTreeMap<Labels, BTreeMap<i64, f64>>;
 /// How partial results of one aggregation combine.
 type Combine = fn(f64, f64) -> f64;
 
-fn range_points(storage: &MemoryStorage, query: &str, start: i64, end: i64, step: i64, shard: Option<Shard>) -> Points {
-    let options = QueryOptions { shard, ..QueryOptions::default() };
-    let output = Engine::new().range(storage, query, start, end, step, &options).expect("query evaluates");
-    let QueryValue::Matrix(series) = output.value else { panic!("range query returns a matrix") };
-    series.into_iter().map(|s| (s.labels, s.points.into_iter().collect())).collect()
+fn range_points(
+    storage: &MemoryStorage,
+    query: &str,
+    start: i64,
+    end: i64,
+    step: i64,
+    shard: Option<Shard>,
+) -> Points {
+    let options = QueryOptions {
+        shard,
+        ..QueryOptions::default()
+    };
+    let output = Engine::new()
+        .range(storage, query, start, end, step, &options)
+        .expect("query evaluates");
+    let QueryValue::Matrix(series) = output.value else {
+        panic!("range query returns a matrix")
+    };
+    series
+        .into_iter()
+        .map(|s| (s.labels, s.points.into_iter().collect()))
+        .collect()
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -50,12 +73,25 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 fn assert_same(whole: &Points, merged: &Points) -> Result<(), TestCaseError> {
-    prop_assert_eq!(whole.keys().collect::<Vec<_>>(), merged.keys().collect::<Vec<_>>());
+    prop_assert_eq!(
+        whole.keys().collect::<Vec<_>>(),
+        merged.keys().collect::<Vec<_>>()
+    );
     for (labels, points) in whole {
         let other = &merged[labels];
-        prop_assert_eq!(points.keys().collect::<Vec<_>>(), other.keys().collect::<Vec<_>>());
+        prop_assert_eq!(
+            points.keys().collect::<Vec<_>>(),
+            other.keys().collect::<Vec<_>>()
+        );
         for (t, v) in points {
-            prop_assert!(close(*v, other[t]), "{} at {}: whole {} vs merged {}", labels, t, v, other[t]);
+            prop_assert!(
+                close(*v, other[t]),
+                "{} at {}: whole {} vs merged {}",
+                labels,
+                t,
+                v,
+                other[t]
+            );
         }
     }
     Ok(())
@@ -68,7 +104,10 @@ fn merge_shards(parts: &[Points], combine: Combine) -> Points {
         for (labels, points) in part {
             let entry = merged.entry(labels.clone()).or_default();
             for (t, v) in points {
-                entry.entry(*t).and_modify(|existing| *existing = combine(*existing, *v)).or_insert(*v);
+                entry
+                    .entry(*t)
+                    .and_modify(|existing| *existing = combine(*existing, *v))
+                    .or_insert(*v);
             }
         }
     }

@@ -17,6 +17,11 @@ use sluice_frontend::{Frontend, FrontendConfig};
 use sluice_querier::{LocalConnect, PrometheusExecutor, QuerierConfig, QuerierMetrics};
 use tokio::sync::watch;
 
+// Answering a query allocates many small buffers (headers, labels, JSON);
+// mimalloc serves those markedly faster than glibc's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let config = match config::load(&args, &|name| std::env::var(name).ok()) {
@@ -93,9 +98,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let runs_querier = config.targets.contains(&Role::Querier);
 
     let http_address = listen_address(&config.http_listen_address, config.http_listen_port)?;
-    let http_listener = tokio::net::TcpListener::bind(http_address)
-        .await
-        .with_context(|| format!("binding the HTTP server to {http_address}"))?;
+    // Responses must leave at once, not wait on Nagle for the client's ACK.
+    let http_listener = axum::serve::ListenerExt::tap_io(
+        tokio::net::TcpListener::bind(http_address)
+            .await
+            .with_context(|| format!("binding the HTTP server to {http_address}"))?,
+        |stream| {
+            let _ = stream.set_nodelay(true);
+        },
+    );
 
     let frontend = runs_frontend.then(|| {
         let frontend_config: FrontendConfig = config.frontend.clone();

@@ -1,0 +1,227 @@
+//! What sluice costs in front of Prometheus, measured in one run on the same
+//! data: the same requests straight to a real Prometheus and through sluice
+//! (`-target=all`: a frontend and its in-process querier).
+//!
+//! Run with `cargo bench -p sluice --bench frontend_overhead`. It prints the
+//! median and p99 latency of a cheap one-series instant query from one client,
+//! and the throughput of 32 concurrent keep-alive clients for that query and
+//! for an aggregation over every series of a metric, each as sluice's figure,
+//! Prometheus's, and their ratio. Ratios, not absolute times, are the result:
+//! the machine is shared and both sides are measured back to back.
+
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use sluice_testkit::{ChildProcess, Dataset, PrometheusServer, TempDir, form_urlencode, free_port};
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+const CHEAP_QUERY: &str = "node_temperature_celsius{instance=\"node-normal\"}";
+const AGGREGATION: &str = "sum by (job) (rate(http_requests_total[5m]))";
+const LATENCY_SAMPLES: usize = 1000;
+/// Each side is measured this many times, alternating, and the median kept:
+/// a burst of unrelated load on the shared machine then hits one round, not
+/// one side.
+const ROUNDS: usize = 3;
+const CONCURRENT_CLIENTS: usize = 32;
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(5);
+
+fn client() -> HttpClient {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(CONCURRENT_CLIENTS * 2)
+        .build(connector)
+}
+
+async fn get(client: &HttpClient, url: &hyper::Uri) -> usize {
+    let response = client.get(url.clone()).await.expect("request");
+    assert_eq!(response.status(), 200, "{url}");
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    body.len()
+}
+
+fn query_uri(base: &str, query: &str, time: &str) -> hyper::Uri {
+    format!(
+        "{base}/api/v1/query?{}",
+        form_urlencode(&[("query", query), ("time", time)])
+    )
+    .parse()
+    .expect("uri")
+}
+
+struct Latency {
+    median: Duration,
+    p99: Duration,
+}
+
+async fn latency(client: &HttpClient, uri: &hyper::Uri) -> Latency {
+    for _ in 0..200 {
+        get(client, uri).await;
+    }
+    let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
+    for _ in 0..LATENCY_SAMPLES {
+        let started = Instant::now();
+        get(client, uri).await;
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    Latency {
+        median: samples[samples.len() / 2],
+        p99: samples[samples.len() * 99 / 100],
+    }
+}
+
+async fn throughput(client: &HttpClient, uri: &hyper::Uri) -> f64 {
+    // Warm the connection pool and both servers first.
+    let mut warmup = tokio::task::JoinSet::new();
+    for _ in 0..CONCURRENT_CLIENTS {
+        let (client, uri) = (client.clone(), uri.clone());
+        warmup.spawn(async move {
+            for _ in 0..20 {
+                get(&client, &uri).await;
+            }
+        });
+    }
+    while warmup.join_next().await.is_some() {}
+    let deadline = Instant::now() + THROUGHPUT_WINDOW;
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CONCURRENT_CLIENTS {
+        let (client, uri) = (client.clone(), uri.clone());
+        workers.spawn(async move {
+            let mut done = 0u64;
+            while Instant::now() < deadline {
+                get(&client, &uri).await;
+                done += 1;
+            }
+            done
+        });
+    }
+    let mut total = 0;
+    while let Some(done) = workers.join_next().await {
+        total += done.expect("worker");
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo bench` passes --bench; other arguments are ignored.
+    let dataset = Dataset::new();
+    let prometheus = PrometheusServer::start(&dataset).await;
+    let logs = TempDir::new("sluice-bench").expect("temp dir");
+    let port = free_port();
+    let grpc_port = free_port();
+    let mut sluice = ChildProcess::start(
+        env!("CARGO_BIN_EXE_sluice"),
+        &[
+            "-server.http-listen-address=127.0.0.1".to_owned(),
+            format!("-server.http-listen-port={port}"),
+            "-server.grpc-listen-address=127.0.0.1".to_owned(),
+            format!("-server.grpc-listen-port={grpc_port}"),
+            format!("-querier.downstream-url={}", prometheus.url()),
+            // Only slow requests are logged, as in production.
+            "-query-frontend.log-queries-longer-than=10s".to_owned(),
+        ],
+        &[],
+        &logs.path().join("sluice.log"),
+    )
+    .expect("start sluice");
+    let sluice_url = format!("http://127.0.0.1:{port}");
+    sluice
+        .wait_http_ok(&format!("{sluice_url}/ready"), Duration::from_secs(30))
+        .await;
+
+    let time = format!("{}", (dataset.start_ms() + 86_400_000) / 1000);
+    let client = client();
+    let targets = [
+        ("prometheus", prometheus.url()),
+        ("sluice", sluice_url.clone()),
+    ];
+
+    println!(
+        "sluice frontend overhead: Prometheus at {} vs sluice -target=all in front of it",
+        prometheus.url()
+    );
+    println!(
+        "data: {} series over 3 days; {CONCURRENT_CLIENTS} keep-alive clients for throughput, {}s windows",
+        dataset.series().len(),
+        THROUGHPUT_WINDOW.as_secs()
+    );
+
+    let mut rounds: Vec<Vec<Latency>> = vec![Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        for (index, (_, base)) in targets.iter().enumerate() {
+            rounds[index].push(latency(&client, &query_uri(base, CHEAP_QUERY, &time)).await);
+        }
+    }
+    let latencies: Vec<(&str, Latency)> = targets
+        .iter()
+        .zip(rounds)
+        .map(|((name, _), mut measured)| {
+            measured.sort_by_key(|round| round.median);
+            (*name, measured.swap_remove(ROUNDS / 2))
+        })
+        .collect();
+    println!(
+        "\ncheap instant query ({CHEAP_QUERY}), one client, {ROUNDS} alternating rounds of {LATENCY_SAMPLES} requests (median round):"
+    );
+    for (name, measured) in &latencies {
+        println!(
+            "  {name:<11} median {:.3} ms   p99 {:.3} ms",
+            millis(measured.median),
+            millis(measured.p99)
+        );
+    }
+    let added_median = millis(latencies[1].1.median) - millis(latencies[0].1.median);
+    let added_p99 = millis(latencies[1].1.p99) - millis(latencies[0].1.p99);
+    println!(
+        "  sluice adds {added_median:.3} ms to the median, {added_p99:.3} ms to p99 (bar: at most 0.5 ms to the median)"
+    );
+
+    for (label, query, bar) in [
+        ("cheap instant query", CHEAP_QUERY, 0.50),
+        ("aggregation over all series", AGGREGATION, 0.85),
+    ] {
+        let mut measured: Vec<Vec<f64>> = vec![Vec::new(), Vec::new()];
+        for _ in 0..ROUNDS {
+            for (index, (_, base)) in targets.iter().enumerate() {
+                measured[index].push(throughput(&client, &query_uri(base, query, &time)).await);
+            }
+        }
+        let rates: Vec<(&str, f64)> = targets
+            .iter()
+            .zip(measured)
+            .map(|((name, _), mut rounds)| {
+                rounds.sort_by(f64::total_cmp);
+                (*name, rounds[ROUNDS / 2])
+            })
+            .collect();
+        println!(
+            "\n{label} ({query}), {CONCURRENT_CLIENTS} concurrent clients, median of {ROUNDS} alternating rounds:"
+        );
+        for (name, rate) in &rates {
+            println!("  {name:<11} {rate:>9.0} requests/s");
+        }
+        let ratio = rates[1].1 / rates[0].1;
+        println!(
+            "  sluice keeps {:.0}% of Prometheus's throughput (bar: at least {:.0}%)",
+            ratio * 100.0,
+            bar * 100.0
+        );
+    }
+    let _ = sluice.terminate(Duration::from_secs(10)).await;
+}
