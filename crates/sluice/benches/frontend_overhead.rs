@@ -137,7 +137,7 @@ async fn main() {
             "-query-frontend.log-queries-longer-than=10s".to_owned(),
         ],
         &[],
-        &logs.path().join("sluice.log"),
+        logs.path().join("sluice.log"),
     )
     .expect("start sluice");
     let sluice_url = format!("http://127.0.0.1:{port}");

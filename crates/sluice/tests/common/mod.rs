@@ -100,7 +100,7 @@ pub async fn start_sluice(name: &str, args: &[String]) -> SluiceProcess {
         sluice_binary(),
         &all_args,
         &[],
-        &logs.path().join(format!("{name}.log")),
+        logs.path().join(format!("{name}.log")),
     )
     .expect("start sluice");
     process
