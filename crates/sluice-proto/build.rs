@@ -21,5 +21,35 @@ fn main() {
                 .build(),
         )
         .build();
-    tonic_build::manual::Builder::new().compile(&[queue_owner]);
+    let scheduler = tonic_build::manual::Service::builder()
+        .name("Scheduler")
+        .package("sluice.v1")
+        .comment("Served by the query-scheduler to frontends: one pipelined stream per frontend carrying enqueues and cancels, each answered by query id.")
+        .method(
+            tonic_build::manual::Method::builder()
+                .name("frontend_loop")
+                .route_name("FrontendLoop")
+                .input_type("crate::FrontendToScheduler")
+                .output_type("crate::SchedulerToFrontend")
+                .codec_path(codec)
+                .client_streaming()
+                .server_streaming()
+                .build(),
+        )
+        .build();
+    let frontend_results = tonic_build::manual::Service::builder()
+        .name("FrontendResults")
+        .package("sluice.v1")
+        .comment("Served by frontends: results of sub-queries queued through a scheduler come here straight from the querier, never through the scheduler.")
+        .method(
+            tonic_build::manual::Method::builder()
+                .name("query_result")
+                .route_name("QueryResult")
+                .input_type("crate::ResultReport")
+                .output_type("crate::ResultAck")
+                .codec_path(codec)
+                .build(),
+        )
+        .build();
+    tonic_build::manual::Builder::new().compile(&[queue_owner, scheduler, frontend_results]);
 }

@@ -5,19 +5,13 @@ use std::time::Duration;
 
 use sluice_proto::{ApiResponse, ErrorType, QueryRequest, QueryResult};
 use sluice_queue::EnqueueError;
+use sluice_queue::worker_stream::Outcome;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::{Inner, PendingTask};
-
-/// How a handed-out task ended, as seen by the worker stream that ran it.
-/// Moved once through a oneshot, so its size does not matter.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum TaskOutcome {
-    Answered(QueryResult),
-    /// The querier went away with the task (died, connection reset).
-    QuerierLost,
-}
+use crate::Inner;
+use crate::owner::PendingTask;
+use crate::schedulers::EnqueueAnswer;
 
 /// What the client's request learned, for its stats line.
 #[derive(Default)]
@@ -25,6 +19,15 @@ pub(crate) struct DispatchStats {
     pub(crate) attempts: u32,
     pub(crate) samples: u64,
     pub(crate) execution: Duration,
+}
+
+/// How one attempt at a sub-query ended.
+enum Attempt {
+    Answered(QueryResult),
+    /// Worth running again elsewhere (querier lost, scheduler lost or busy).
+    Retry(&'static str, String),
+    /// Final: the client gets this answer.
+    Final(ApiResponse),
 }
 
 impl Inner {
@@ -37,57 +40,32 @@ impl Inner {
         deadline: Instant,
         stats: &mut DispatchStats,
     ) -> ApiResponse {
-        let query_id = self.next_query_id.fetch_add(1, Ordering::Relaxed);
         let max_attempts = self.config.max_retries.max(1) as u32;
+        let mut last_scheduler: Option<String> = None;
         loop {
             stats.attempts += 1;
-            let (reply, answer) = oneshot::channel();
-            let task = PendingTask {
-                query_id,
-                request: request.clone(),
-                deadline,
-                reply,
-            };
-            let queued = match self.queue.enqueue(tenant, task, Some(deadline)) {
-                Ok(queued) => queued,
-                Err(EnqueueError::TooManyRequests) => {
-                    self.metrics
-                        .discarded
-                        .with_label_values(&[tenant, "too_many_requests"])
-                        .inc();
-                    return ApiResponse::error(
-                        ErrorType::TooManyRequests,
-                        "too many outstanding requests",
-                    );
+            // A fresh id per attempt: a late answer to an abandoned attempt
+            // can then never be mistaken for this one's.
+            let query_id = self.next_query_id.fetch_add(1, Ordering::Relaxed);
+            let attempt = match &self.schedulers {
+                Some(_) => {
+                    self.attempt_via_scheduler(
+                        query_id,
+                        tenant,
+                        request.clone(),
+                        deadline,
+                        &mut last_scheduler,
+                    )
+                    .await
                 }
-                Err(EnqueueError::Stopped) => {
-                    return ApiResponse::error(
-                        ErrorType::Unavailable,
-                        "the query-frontend is shutting down",
-                    );
+                None => {
+                    self.attempt_locally(query_id, tenant, request.clone(), deadline)
+                        .await
                 }
             };
-            let outcome = tokio::time::timeout_at(deadline, answer).await;
-            // Leaves the queue now if no worker took it (timeout, or our
-            // caller dropping this future because its client went away).
-            drop(queued);
-            let retry_reason = match outcome {
-                Err(_elapsed) => {
-                    self.metrics
-                        .discarded
-                        .with_label_values(&[tenant, "timeout"])
-                        .inc();
-                    return timeout_error(self.config.query_timeout);
-                }
-                Ok(Err(_unanswered)) => {
-                    // The task was dropped unanswered: it expired in the queue
-                    // or the queue stopped.
-                    if Instant::now() >= deadline {
-                        return timeout_error(self.config.query_timeout);
-                    }
-                    "unanswered"
-                }
-                Ok(Ok(TaskOutcome::Answered(result))) => {
+            let (reason, error) = match attempt {
+                Attempt::Final(response) => return response,
+                Attempt::Answered(result) => {
                     if let Some(execution) = &result.stats {
                         stats.samples = execution.samples;
                         stats.execution =
@@ -99,26 +77,131 @@ impl Inner {
                     if !result.retryable || stats.attempts >= max_attempts {
                         return response;
                     }
-                    tracing::debug!(tenant, query_id, error = %response.error, "retrying failed sub-query");
-                    "failed"
+                    ("failed", response.error)
                 }
-                Ok(Ok(TaskOutcome::QuerierLost)) => {
-                    if stats.attempts >= max_attempts {
-                        return ApiResponse::error(
-                            ErrorType::Internal,
-                            "the querier running this query went away, and so did every retry",
-                        );
-                    }
-                    "querier_lost"
-                }
+                Attempt::Retry(reason, error) => (reason, error),
             };
             if stats.attempts >= max_attempts {
-                return ApiResponse::error(ErrorType::Internal, "query failed on every retry");
+                return ApiResponse::error(
+                    ErrorType::Internal,
+                    format!("query failed after {} tries: {error}", stats.attempts),
+                );
             }
-            self.metrics
-                .retries
-                .with_label_values(&[retry_reason])
-                .inc();
+            tracing::debug!(tenant, query_id, reason, %error, "retrying sub-query");
+            self.metrics.retries.with_label_values(&[reason]).inc();
+        }
+    }
+
+    async fn attempt_locally(
+        &self,
+        query_id: u64,
+        tenant: &str,
+        request: QueryRequest,
+        deadline: Instant,
+    ) -> Attempt {
+        let (reply, answer) = oneshot::channel();
+        let task = PendingTask {
+            query_id,
+            request: Some(request),
+            deadline,
+            reply,
+        };
+        let queued = match self.queue.enqueue(tenant, task, Some(deadline)) {
+            Ok(queued) => queued,
+            Err(EnqueueError::TooManyRequests) => return self.too_many_requests(tenant),
+            Err(EnqueueError::Stopped) => {
+                return Attempt::Final(ApiResponse::error(
+                    ErrorType::Unavailable,
+                    "the query-frontend is shutting down",
+                ));
+            }
+        };
+        let outcome = tokio::time::timeout_at(deadline, answer).await;
+        // Leaves the queue now if no worker took it (timeout, or our caller
+        // dropping this future because its client went away).
+        drop(queued);
+        self.settle(tenant, outcome, deadline)
+    }
+
+    async fn attempt_via_scheduler(
+        &self,
+        query_id: u64,
+        tenant: &str,
+        request: QueryRequest,
+        deadline: Instant,
+        last_scheduler: &mut Option<String>,
+    ) -> Attempt {
+        let pool = self.schedulers.as_ref().expect("scheduler mode");
+        let (answer, guard, outcome) = pool
+            .enqueue(query_id, tenant, request, deadline, last_scheduler.as_deref())
+            .await;
+        if let Some(guard) = &guard {
+            *last_scheduler = Some(guard.scheduler().to_owned());
+        }
+        match answer {
+            EnqueueAnswer::TooManyRequests => self.too_many_requests(tenant),
+            EnqueueAnswer::TryElsewhere(error) => {
+                if Instant::now() >= deadline {
+                    return Attempt::Final(timeout_error(self.config.query_timeout));
+                }
+                // Nothing connected at all: wait a moment rather than burn
+                // every retry in a microsecond.
+                if guard.is_none() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Attempt::Retry("scheduler", error)
+            }
+            EnqueueAnswer::Queued => {
+                let outcome = tokio::time::timeout_at(
+                    deadline,
+                    outcome.expect("a queued attempt has an outcome"),
+                )
+                .await;
+                // Dropping the guard cancels the sub-query at the scheduler
+                // unless its result arrived.
+                drop(guard);
+                self.settle(tenant, outcome, deadline)
+            }
+        }
+    }
+
+    fn too_many_requests(&self, tenant: &str) -> Attempt {
+        self.metrics
+            .discarded
+            .with_label_values(&[tenant, "too_many_requests"])
+            .inc();
+        Attempt::Final(ApiResponse::error(
+            ErrorType::TooManyRequests,
+            "too many outstanding requests",
+        ))
+    }
+
+    fn settle(
+        &self,
+        tenant: &str,
+        outcome: Result<Result<Outcome, oneshot::error::RecvError>, tokio::time::error::Elapsed>,
+        deadline: Instant,
+    ) -> Attempt {
+        match outcome {
+            Err(_elapsed) => {
+                self.metrics
+                    .discarded
+                    .with_label_values(&[tenant, "timeout"])
+                    .inc();
+                Attempt::Final(timeout_error(self.config.query_timeout))
+            }
+            Ok(Err(_unanswered)) => {
+                // Dropped unanswered: it expired in the queue or the queue stopped.
+                if Instant::now() >= deadline {
+                    return Attempt::Final(timeout_error(self.config.query_timeout));
+                }
+                Attempt::Retry("unanswered", "the sub-query was dropped unanswered".into())
+            }
+            Ok(Ok(Outcome::Answered(result))) => Attempt::Answered(result),
+            Ok(Ok(Outcome::QuerierLost)) => Attempt::Retry(
+                "querier_lost",
+                "the querier running the query went away".into(),
+            ),
         }
     }
 }

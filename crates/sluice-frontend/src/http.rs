@@ -177,10 +177,7 @@ impl Drop for InflightGuard<'_> {
 }
 
 fn ready(inner: &Arc<Inner>) -> Response {
-    let ready = !inner
-        .shutting_down
-        .load(std::sync::atomic::Ordering::Relaxed)
-        && inner.queue.connected_queriers() > 0;
+    let ready = inner.is_ready();
     let (status, text) = if ready {
         (StatusCode::OK, "ready\n")
     } else if inner
@@ -191,7 +188,11 @@ fn ready(inner: &Arc<Inner>) -> Response {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no querier is connected\n",
+            if inner.schedulers.is_some() {
+                "not ready: no query-scheduler is connected\n"
+            } else {
+                "not ready: no querier is connected\n"
+            },
         )
     };
     let mut response = Response::new(Body::from(text));

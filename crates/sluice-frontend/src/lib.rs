@@ -14,6 +14,7 @@ mod dispatch;
 mod http;
 mod metrics;
 mod owner;
+mod schedulers;
 mod tenant;
 
 use std::pin::Pin;
@@ -22,11 +23,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use sluice_proto::{OwnerToQuerier, QuerierToOwner};
+use sluice_proto::{OwnerToQuerier, QuerierToOwner, ResultAck, ResultReport};
 use sluice_queue::{QueueConfig, RequestQueue};
 use tokio::sync::mpsc;
 
 pub use metrics::FrontendMetrics;
+use owner::PendingTask;
+use schedulers::SchedulerPool;
 
 /// How a frontend is set up.
 #[derive(Clone, Debug)]
@@ -50,6 +53,14 @@ pub struct FrontendConfig {
     pub max_body_bytes: usize,
     /// Log a stats line for every request (otherwise only for slow ones).
     pub log_queries_longer_than: Duration,
+    /// Query-schedulers to queue through (`host:port`, DNS names allowed);
+    /// empty means this frontend owns its queue and queriers pull from it.
+    pub scheduler_addresses: Vec<String>,
+    /// This frontend's gRPC `host:port` as queriers reach it, sent to
+    /// schedulers so results come straight back here.
+    pub advertised_address: String,
+    /// How often scheduler names are resolved again.
+    pub scheduler_dns_refresh: Duration,
 }
 
 impl Default for FrontendConfig {
@@ -64,16 +75,11 @@ impl Default for FrontendConfig {
             max_query_lookback: Duration::ZERO,
             max_body_bytes: 10 * 1024 * 1024,
             log_queries_longer_than: Duration::ZERO,
+            scheduler_addresses: Vec::new(),
+            advertised_address: String::new(),
+            scheduler_dns_refresh: Duration::from_secs(10),
         }
     }
-}
-
-/// The task a querier worker is handed, with the way back to the waiting client.
-pub(crate) struct PendingTask {
-    pub(crate) query_id: u64,
-    pub(crate) request: sluice_proto::QueryRequest,
-    pub(crate) deadline: tokio::time::Instant,
-    pub(crate) reply: tokio::sync::oneshot::Sender<dispatch::TaskOutcome>,
 }
 
 pub(crate) struct Inner {
@@ -82,6 +88,20 @@ pub(crate) struct Inner {
     pub(crate) metrics: FrontendMetrics,
     pub(crate) next_query_id: AtomicU64,
     pub(crate) shutting_down: AtomicBool,
+    /// Set when sub-queries go through query-schedulers.
+    pub(crate) schedulers: Option<Arc<SchedulerPool>>,
+}
+
+impl Inner {
+    fn is_ready(&self) -> bool {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return false;
+        }
+        match &self.schedulers {
+            Some(pool) => pool.any_connected(),
+            None => self.queue.connected_queriers() > 0,
+        }
+    }
 }
 
 /// A query-frontend. Cheap to clone; all clones are the same frontend.
@@ -95,6 +115,8 @@ pub type LocalOwnerStream =
     Pin<Box<dyn Stream<Item = Result<OwnerToQuerier, tonic::Status>> + Send>>;
 
 impl Frontend {
+    /// A frontend; with scheduler addresses configured it starts connecting
+    /// to them, so it must be called inside a Tokio runtime.
     pub fn new(config: FrontendConfig, registry: &prometheus::Registry) -> Frontend {
         let queue = RequestQueue::new(QueueConfig {
             max_outstanding_per_tenant: config.max_outstanding_per_tenant,
@@ -102,13 +124,30 @@ impl Frontend {
             ..QueueConfig::default()
         });
         let metrics = FrontendMetrics::new(registry, queue.clone());
+        let schedulers = (!config.scheduler_addresses.is_empty()).then(|| {
+            SchedulerPool::start(
+                config.scheduler_addresses.clone(),
+                config.advertised_address.clone(),
+                config.scheduler_dns_refresh,
+                metrics.connected_schedulers.clone(),
+            )
+        });
         Frontend {
             inner: Arc::new(Inner {
                 config,
                 queue,
                 metrics,
-                next_query_id: AtomicU64::new(1),
+                // Ids only need to be unique per frontend process; starting
+                // from the clock keeps a restarted frontend from reusing the
+                // ids of its previous life while results for them may linger.
+                next_query_id: AtomicU64::new(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|elapsed| elapsed.as_nanos() as u64)
+                        .unwrap_or(1),
+                ),
                 shutting_down: AtomicBool::new(false),
+                schedulers,
             }),
         }
     }
@@ -116,6 +155,20 @@ impl Frontend {
     /// The HTTP API: Prometheus's query endpoints, `/ready` and `/metrics`.
     pub fn router(&self, registry: prometheus::Registry) -> axum::Router {
         http::router(self.inner.clone(), registry)
+    }
+
+    /// The gRPC service queriers and schedulers send results of sub-queries
+    /// queued through a scheduler to.
+    pub fn results_service(
+        &self,
+    ) -> sluice_proto::frontend_results::frontend_results_server::FrontendResultsServer<ResultsService>
+    {
+        sluice_proto::frontend_results::frontend_results_server::FrontendResultsServer::new(
+            ResultsService {
+                inner: self.inner.clone(),
+            },
+        )
+        .max_decoding_message_size(usize::MAX)
     }
 
     /// The gRPC service querier workers connect to.
@@ -135,7 +188,12 @@ impl Frontend {
         let (to_owner, from_querier) = mpsc::channel(4);
         let (to_querier, from_owner) = mpsc::channel(4);
         let inbound = tokio_stream::wrappers::ReceiverStream::new(from_querier).map(Ok);
-        tokio::spawn(owner::serve_worker(self.inner.clone(), inbound, to_querier));
+        tokio::spawn(sluice_queue::worker_stream::serve_worker(
+            self.inner.queue.clone(),
+            self.inner.metrics.owner.clone(),
+            inbound,
+            to_querier,
+        ));
         (
             to_owner,
             Box::pin(tokio_stream::wrappers::ReceiverStream::new(from_owner)),
@@ -149,6 +207,20 @@ impl Frontend {
             && self.inner.queue.connected_queriers() > 0
     }
 
+    /// Runs one request for `tenant` the way an HTTP request is run (queue,
+    /// retries, deadline), without HTTP: for embedding and benchmarks.
+    pub async fn execute(
+        &self,
+        tenant: &str,
+        request: sluice_proto::QueryRequest,
+    ) -> sluice_proto::ApiResponse {
+        let deadline = tokio::time::Instant::now() + self.inner.config.query_timeout;
+        let mut stats = dispatch::DispatchStats::default();
+        self.inner
+            .dispatch(tenant, request, deadline, &mut stats)
+            .await
+    }
+
     /// Marks the frontend as going away: `/ready` fails from now on so load
     /// balancers stop sending, while queued work is still served.
     pub fn begin_shutdown(&self) {
@@ -159,5 +231,32 @@ impl Frontend {
     /// queued and then their streams end.
     pub fn stop_queue(&self) {
         self.inner.queue.stop();
+    }
+}
+
+/// Receives results of sub-queries queued through a scheduler.
+pub struct ResultsService {
+    inner: Arc<Inner>,
+}
+
+#[tonic::async_trait]
+impl sluice_proto::frontend_results::frontend_results_server::FrontendResults for ResultsService {
+    async fn query_result(
+        &self,
+        request: tonic::Request<ResultReport>,
+    ) -> Result<tonic::Response<ResultAck>, tonic::Status> {
+        let report = request.into_inner();
+        let Some(result) = report.result else {
+            return Err(tonic::Status::invalid_argument("report without a result"));
+        };
+        match &self.inner.schedulers {
+            Some(pool) => pool.deliver(&report.tenant, result)?,
+            None => {
+                return Err(tonic::Status::failed_precondition(
+                    "this query-frontend does not use a query-scheduler",
+                ));
+            }
+        }
+        Ok(tonic::Response::new(ResultAck {}))
     }
 }

@@ -1,9 +1,10 @@
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use sluice_queue::RequestQueue;
+use sluice_queue::worker_stream::OwnerMetrics;
 
-use crate::PendingTask;
+use crate::owner::PendingTask;
 
 /// The frontend's metrics. Queue lengths are read from the queue when
 /// scraped, so they are never stale and cost nothing per request.
@@ -12,12 +13,13 @@ pub struct FrontendMetrics {
     pub(crate) queue: RequestQueue<PendingTask>,
     pub(crate) queue_length: IntGaugeVec,
     pub(crate) discarded: IntCounterVec,
-    pub(crate) queue_duration: Histogram,
     pub(crate) inflight: IntGauge,
     pub(crate) connected_queriers: IntGauge,
-    pub(crate) connected_workers: IntGauge,
+    pub(crate) connected_schedulers: IntGauge,
     pub(crate) request_duration: HistogramVec,
     pub(crate) retries: IntCounterVec,
+    /// Shared with the worker streams that drain the frontend's own queue.
+    pub(crate) owner: OwnerMetrics,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -27,30 +29,17 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 impl FrontendMetrics {
     pub(crate) fn new(registry: &Registry, queue: RequestQueue<PendingTask>) -> FrontendMetrics {
+        let owner = sluice_queue::worker_stream::register_owner_metrics(registry);
         let metrics = FrontendMetrics {
             queue,
+            discarded: owner.discarded.clone(),
+            owner,
             queue_length: IntGaugeVec::new(
                 Opts::new(
                     "sluice_queue_length",
                     "Sub-queries waiting in the queue, by tenant.",
                 ),
                 &["tenant"],
-            )
-            .expect("valid metric"),
-            discarded: IntCounterVec::new(
-                Opts::new(
-                    "sluice_discarded_requests_total",
-                    "Requests that were never run, by tenant and reason.",
-                ),
-                &["tenant", "reason"],
-            )
-            .expect("valid metric"),
-            queue_duration: Histogram::with_opts(
-                HistogramOpts::new(
-                    "sluice_queue_duration_seconds",
-                    "Time sub-queries waited in the queue before a querier took them.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
             )
             .expect("valid metric"),
             inflight: IntGauge::new(
@@ -63,9 +52,9 @@ impl FrontendMetrics {
                 "Distinct queriers with at least one worker connected.",
             )
             .expect("valid metric"),
-            connected_workers: IntGauge::new(
-                "sluice_connected_querier_workers",
-                "Querier worker streams connected to this frontend.",
+            connected_schedulers: IntGauge::new(
+                "sluice_connected_schedulers",
+                "Query-schedulers this frontend has a live stream to.",
             )
             .expect("valid metric"),
             request_duration: HistogramVec::new(
@@ -88,11 +77,9 @@ impl FrontendMetrics {
         };
         for collector in [
             Box::new(metrics.queue_length.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(metrics.discarded.clone()),
-            Box::new(metrics.queue_duration.clone()),
             Box::new(metrics.inflight.clone()),
             Box::new(metrics.connected_queriers.clone()),
-            Box::new(metrics.connected_workers.clone()),
+            Box::new(metrics.connected_schedulers.clone()),
             Box::new(metrics.request_duration.clone()),
             Box::new(metrics.retries.clone()),
         ] {

@@ -1,19 +1,59 @@
-//! The queue owner's end of a querier worker stream: hand the worker one
-//! queued task, wait for its result (or its death), repeat.
+//! The frontend as a queue owner: querier workers connect here (over gRPC or
+//! in-process) and drain the frontend's own queue.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
-use sluice_proto::{
-    CancelTask, OwnerMessage, OwnerToQuerier, QuerierMessage, QuerierToOwner, QueryTask,
-};
-use tokio::sync::mpsc;
+use sluice_proto::{OwnerToQuerier, QueryRequest, QueryTask};
+use sluice_queue::worker_stream::{Assignment, Outcome};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::Inner;
-use crate::dispatch::TaskOutcome;
 
-/// The gRPC face of [`serve_worker`].
+/// A sub-query waiting in the frontend's own queue, with the way back to the
+/// client request waiting for it.
+pub(crate) struct PendingTask {
+    pub(crate) query_id: u64,
+    pub(crate) request: Option<QueryRequest>,
+    pub(crate) deadline: Instant,
+    pub(crate) reply: oneshot::Sender<Outcome>,
+}
+
+impl Assignment for PendingTask {
+    fn query_id(&self) -> u64 {
+        self.query_id
+    }
+
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+
+    async fn abandoned(&mut self) {
+        self.reply.closed().await;
+    }
+
+    fn task(&mut self, tenant: &str, queued_for: Duration, now: Instant) -> QueryTask {
+        QueryTask {
+            query_id: self.query_id,
+            tenant: tenant.to_owned(),
+            request: self.request.take(),
+            frontend_address: String::new(),
+            queued_ns: queued_for.as_nanos() as i64,
+            deadline_remaining_ms: self.deadline.saturating_duration_since(now).as_millis() as i64,
+        }
+    }
+
+    fn finish(self, outcome: Outcome) {
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// The gRPC face of the frontend's queue.
 pub struct OwnerService {
     pub(crate) inner: Arc<Inner>,
 }
@@ -25,138 +65,17 @@ impl sluice_proto::queue_owner::queue_owner_server::QueueOwner for OwnerService 
 
     async fn process(
         &self,
-        request: tonic::Request<tonic::Streaming<QuerierToOwner>>,
+        request: tonic::Request<tonic::Streaming<sluice_proto::QuerierToOwner>>,
     ) -> Result<tonic::Response<Self::ProcessStream>, tonic::Status> {
         let (to_querier, from_owner) = mpsc::channel(4);
-        tokio::spawn(serve_worker(
-            self.inner.clone(),
+        tokio::spawn(sluice_queue::worker_stream::serve_worker(
+            self.inner.queue.clone(),
+            self.inner.metrics.owner.clone(),
             request.into_inner(),
             to_querier,
         ));
         Ok(tonic::Response::new(
             tokio_stream::wrappers::ReceiverStream::new(from_owner),
         ))
-    }
-}
-
-fn task_message(message: OwnerMessage) -> Result<OwnerToQuerier, tonic::Status> {
-    Ok(OwnerToQuerier {
-        message: Some(message),
-    })
-}
-
-/// Serves one worker until it says goodbye, its stream ends, or the queue stops.
-/// Returning drops `outbound`, which ends the stream on the querier's side.
-pub(crate) async fn serve_worker<S>(
-    inner: Arc<Inner>,
-    mut inbound: S,
-    outbound: mpsc::Sender<Result<OwnerToQuerier, tonic::Status>>,
-) where
-    S: Stream<Item = Result<QuerierToOwner, tonic::Status>> + Unpin + Send + 'static,
-{
-    let hello = match inbound.next().await {
-        Some(Ok(QuerierToOwner {
-            message: Some(QuerierMessage::Hello(hello)),
-        })) => hello,
-        other => {
-            tracing::debug!(?other, "worker stream did not start with hello");
-            return;
-        }
-    };
-    let querier = inner.queue.register_querier(&hello.querier_id);
-    inner.metrics.connected_workers.inc();
-    let _connected = DecrementOnDrop(&inner.metrics.connected_workers);
-    loop {
-        let dequeued = tokio::select! {
-            dequeued = inner.queue.dequeue(&querier) => match dequeued {
-                Some(dequeued) => dequeued,
-                // The queue stopped and is empty: we are shutting down.
-                None => return,
-            },
-            message = inbound.next() => match message {
-                Some(Ok(QuerierToOwner { message: Some(QuerierMessage::Goodbye(_)) })) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => continue,
-            },
-        };
-        let task = dequeued.item;
-        if task.reply.is_closed() {
-            // The client left after its task was handed to us; nothing to run.
-            inner
-                .metrics
-                .discarded
-                .with_label_values(&[&*dequeued.tenant, "canceled"])
-                .inc();
-            continue;
-        }
-        let now = Instant::now();
-        if now >= task.deadline {
-            inner
-                .metrics
-                .discarded
-                .with_label_values(&[&*dequeued.tenant, "expired"])
-                .inc();
-            continue;
-        }
-        let queued_for = dequeued.enqueued_at.elapsed();
-        inner
-            .metrics
-            .queue_duration
-            .observe(queued_for.as_secs_f64());
-        let query_id = task.query_id;
-        let mut reply = task.reply;
-        let sent = outbound
-            .send(task_message(OwnerMessage::Task(QueryTask {
-                query_id,
-                tenant: dequeued.tenant.to_string(),
-                request: Some(task.request),
-                frontend_address: String::new(),
-                queued_ns: queued_for.as_nanos() as i64,
-                deadline_remaining_ms: (task.deadline - now).as_millis() as i64,
-            })))
-            .await;
-        if sent.is_err() {
-            let _ = reply.send(TaskOutcome::QuerierLost);
-            return;
-        }
-        let mut cancel_sent = false;
-        let mut said_goodbye = false;
-        let result = loop {
-            tokio::select! {
-                message = inbound.next() => match message {
-                    Some(Ok(QuerierToOwner { message: Some(QuerierMessage::Result(result)) })) if result.query_id == query_id => break Some(result),
-                    Some(Ok(QuerierToOwner { message: Some(QuerierMessage::Goodbye(_)) })) => said_goodbye = true,
-                    Some(Ok(_)) => {}
-                    None | Some(Err(_)) => break None,
-                },
-                _ = reply.closed(), if !cancel_sent => {
-                    // The client went away: tell the querier to stop, then wait
-                    // for the worker to be free again.
-                    cancel_sent = true;
-                    if outbound.send(task_message(OwnerMessage::Cancel(CancelTask { query_id }))).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        };
-        match result {
-            Some(result) => {
-                let _ = reply.send(TaskOutcome::Answered(result));
-            }
-            None => {
-                let _ = reply.send(TaskOutcome::QuerierLost);
-                return;
-            }
-        }
-        if said_goodbye {
-            return;
-        }
-    }
-}
-
-struct DecrementOnDrop<'a>(&'a prometheus::IntGauge);
-
-impl Drop for DecrementOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }

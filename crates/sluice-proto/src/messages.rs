@@ -486,3 +486,91 @@ impl ApiResponse {
         self.error_type() != ErrorType::None
     }
 }
+
+// ---------------------------------------------------------------------------
+// Frontend ↔ query-scheduler, and results sent straight to a frontend.
+// ---------------------------------------------------------------------------
+
+/// The first message on a frontend's stream to a scheduler.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FrontendHello {
+    /// The frontend's gRPC address, where queriers send results.
+    #[prost(string, tag = "1")]
+    pub frontend_address: String,
+}
+
+/// Queue one sub-query. `query_id` is unique per frontend.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EnqueueRequest {
+    #[prost(uint64, tag = "1")]
+    pub query_id: u64,
+    #[prost(string, tag = "2")]
+    pub tenant: String,
+    #[prost(message, optional, tag = "3")]
+    pub request: Option<QueryRequest>,
+    /// Milliseconds the sub-query may still wait and run.
+    #[prost(int64, tag = "4")]
+    pub deadline_remaining_ms: i64,
+}
+
+/// Forget a sub-query: its client went away.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct CancelRequest {
+    #[prost(uint64, tag = "1")]
+    pub query_id: u64,
+}
+
+/// Frontend → scheduler.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FrontendToScheduler {
+    #[prost(oneof = "FrontendMessage", tags = "1, 2, 3")]
+    pub message: Option<FrontendMessage>,
+}
+
+/// What a frontend can say to a scheduler.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum FrontendMessage {
+    #[prost(message, tag = "1")]
+    Hello(FrontendHello),
+    #[prost(message, tag = "2")]
+    Enqueue(EnqueueRequest),
+    #[prost(message, tag = "3")]
+    Cancel(CancelRequest),
+}
+
+/// How a scheduler took an enqueue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, prost::Enumeration)]
+#[repr(i32)]
+pub enum EnqueueStatus {
+    Ok = 0,
+    /// The tenant's queue is full: the client gets 429.
+    TooManyRequests = 1,
+    Error = 2,
+    /// The scheduler is going away: try another one.
+    ShuttingDown = 3,
+}
+
+/// Scheduler → frontend: the answer to one enqueue.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SchedulerToFrontend {
+    #[prost(uint64, tag = "1")]
+    pub query_id: u64,
+    #[prost(enumeration = "EnqueueStatus", tag = "2")]
+    pub status: i32,
+    #[prost(string, tag = "3")]
+    pub error: String,
+}
+
+/// A result delivered to the frontend that asked, by a querier (or by a
+/// scheduler reporting that the querier running it was lost).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ResultReport {
+    #[prost(string, tag = "1")]
+    pub tenant: String,
+    #[prost(message, optional, tag = "2")]
+    pub result: Option<QueryResult>,
+}
+
+/// The frontend's receipt for a [`ResultReport`].
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct ResultAck {}

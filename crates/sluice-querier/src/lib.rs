@@ -39,7 +39,8 @@ pub type LocalConnect =
 pub struct QuerierConfig {
     /// Identifies this querier to owners (fairness, shuffle sharding).
     pub querier_id: String,
-    /// `host:port` of every queue owner; DNS names may resolve to many.
+    /// `host:port` of every queue owner (query-frontends or
+    /// query-schedulers); DNS names may resolve to many.
     pub owner_addresses: Vec<String>,
     /// Total sub-queries run at once, across all owners.
     pub max_concurrent: usize,
@@ -90,13 +91,14 @@ pub async fn run<E: Executor>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut pools: BTreeMap<String, TargetPool> = BTreeMap::new();
+    let delivery = sluice_proto::delivery::ResultDelivery::default();
     let mut refresh = tokio::time::interval(config.dns_refresh);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = refresh.tick() => {
                 let wanted = resolve_targets(&config, local.as_ref()).await;
-                rebalance(&config, &executor, &metrics, &mut pools, wanted);
+                rebalance(&delivery, &config, &executor, &metrics, &mut pools, wanted);
             }
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
@@ -173,6 +175,7 @@ impl TargetPool {
 /// Splits `max_concurrent` across the wanted owners, starting and stopping
 /// workers to match. Stopped workers finish their task first.
 fn rebalance<E: Executor>(
+    delivery: &sluice_proto::delivery::ResultDelivery,
     config: &QuerierConfig,
     executor: &Arc<E>,
     metrics: &QuerierMetrics,
@@ -207,6 +210,7 @@ fn rebalance<E: Executor>(
         while pool.workers.len() < share {
             pool.workers.push(worker::spawn(worker::WorkerSetup {
                 target: pool.target.clone(),
+                delivery: delivery.clone(),
                 executor: executor.clone(),
                 querier_id: config.querier_id.clone(),
                 max_concurrent: config.max_concurrent as u32,

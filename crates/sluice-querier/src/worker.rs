@@ -14,6 +14,8 @@ use crate::{Executor, OwnerStream, QuerierMetrics, Target};
 
 pub(crate) struct WorkerSetup<E> {
     pub(crate) target: Target,
+    /// For tasks from a scheduler: their results go straight to the frontend.
+    pub(crate) delivery: sluice_proto::delivery::ResultDelivery,
     pub(crate) executor: Arc<E>,
     pub(crate) querier_id: String,
     pub(crate) max_concurrent: u32,
@@ -123,13 +125,18 @@ async fn session<E: Executor>(
         match next {
             Some(Ok(owner_message)) => match owner_message.message {
                 Some(OwnerMessage::Task(task)) => {
-                    let Some(result) = run_task(setup, task, &mut stream).await else {
+                    let frontend_address = task.frontend_address.clone();
+                    let tenant = task.tenant.clone();
+                    let Some(mut result) = run_task(setup, task, &mut stream).await else {
                         return if said_goodbye {
                             SessionEnd::Stopped
                         } else {
                             SessionEnd::Broken
                         };
                     };
+                    if !frontend_address.is_empty() {
+                        result = deliver_to_frontend(setup, &frontend_address, &tenant, result).await;
+                    }
                     if sender
                         .send(message(QuerierMessage::Result(result)))
                         .await
@@ -162,6 +169,36 @@ async fn session<E: Executor>(
             }
         }
     }
+}
+
+/// Sends a scheduler's task's result to the frontend that asked, and returns
+/// what the scheduler is told: the same result without its payload, which
+/// only says the worker is free (results never travel through a scheduler).
+async fn deliver_to_frontend<E: Executor>(
+    setup: &WorkerSetup<E>,
+    frontend_address: &str,
+    tenant: &str,
+    mut result: QueryResult,
+) -> QueryResult {
+    let canceled = result
+        .response
+        .as_ref()
+        .is_some_and(|response| response.error_type() == ErrorType::Canceled);
+    let response = result.response.take();
+    if !canceled {
+        let report = QueryResult {
+            response,
+            ..result.clone()
+        };
+        if let Err(error) = setup
+            .delivery
+            .deliver(frontend_address, tenant, report, Duration::from_secs(10))
+            .await
+        {
+            tracing::warn!(%error, query_id = result.query_id, "result not delivered");
+        }
+    }
+    result
 }
 
 /// Runs one task while watching the stream for its cancellation. Returns

@@ -3,8 +3,10 @@
 //! its own bounded FIFO; queriers are served tenants round robin so that one
 //! tenant's burst cannot starve the others, and with shuffle sharding a tenant
 //! is confined to a stable subset of queriers so that a bad tenant can only
-//! hurt part of the fleet. The queue is generic over the item type and knows
-//! nothing about queries or the wire protocol.
+//! hurt part of the fleet. The queue itself is generic over the item type and
+//! knows nothing about queries; [`worker_stream`] is the owner's side of the
+//! pull protocol that queriers drain it with, shared by the query-frontend
+//! and the query-scheduler.
 //!
 //! Time is read from [`tokio::time::Instant`], so tests can drive deadlines and
 //! the querier forget delay with `tokio::time::pause()` and `advance()`.
@@ -12,6 +14,7 @@
 mod shard;
 #[cfg(test)]
 mod tests;
+pub mod worker_stream;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;

@@ -17,6 +17,7 @@ use sluice_api::params::parse_duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Role {
     QueryFrontend,
+    QueryScheduler,
     Querier,
 }
 
@@ -31,10 +32,11 @@ impl Role {
             match name {
                 "all" => roles.extend([Role::QueryFrontend, Role::Querier]),
                 "query-frontend" => roles.push(Role::QueryFrontend),
+                "query-scheduler" => roles.push(Role::QueryScheduler),
                 "querier" => roles.push(Role::Querier),
                 other => {
                     return Err(format!(
-                        "unknown target {other:?}: expected all, query-frontend or querier"
+                        "unknown target {other:?}: expected all, query-frontend, query-scheduler or querier"
                     ));
                 }
             }
@@ -65,6 +67,9 @@ pub(crate) struct Config {
     pub(crate) querier_downstream_url: String,
     pub(crate) querier_id: String,
     pub(crate) querier_dns_lookup_period: Duration,
+    pub(crate) querier_scheduler_addresses: Vec<String>,
+    pub(crate) frontend_instance_address: String,
+    pub(crate) scheduler: sluice_scheduler::SchedulerConfig,
 }
 
 type Apply = fn(&mut Config, &str) -> Result<(), String>;
@@ -152,7 +157,7 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "target",
         "target",
         "all",
-        "Comma-separated roles to run: all, query-frontend, querier. 'all' runs a frontend and a querier serving it in one process.",
+        "Comma-separated roles to run: all, query-frontend, query-scheduler, querier. 'all' runs a frontend and a querier serving it in one process.",
         |config, value| config.targets = Role::parse_list(value)?
     ),
     setting!(
@@ -271,6 +276,58 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |config, value| config.querier_frontend_addresses.extend(parse_list(value))
     ),
     setting!(
+        "querier.scheduler-address",
+        "querier.scheduler_address",
+        "",
+        "Comma-separated host:port of query-schedulers to pull work from (instead of frontends); names are re-resolved every -querier.dns-lookup-period.",
+        |config, value| config.querier_scheduler_addresses.extend(parse_list(value))
+    ),
+    setting!(
+        "query-frontend.scheduler-address",
+        "frontend.scheduler_address",
+        "",
+        "Comma-separated host:port of query-schedulers to queue sub-queries through; empty means this frontend owns its queue.",
+        |config, value| config
+            .frontend
+            .scheduler_addresses
+            .extend(parse_list(value))
+    ),
+    setting!(
+        "query-frontend.scheduler-dns-lookup-period",
+        "frontend.scheduler_dns_lookup_period",
+        "10s",
+        "How often query-scheduler addresses are resolved again.",
+        |config, value| config.frontend.scheduler_dns_refresh = parse_go_duration(value)?
+    ),
+    setting!(
+        "query-frontend.instance-addr",
+        "frontend.instance_addr",
+        "",
+        "The address queriers reach this frontend's gRPC server at; empty means the gRPC listen address, or this host's address when that listens on all interfaces.",
+        |config, value| config.frontend_instance_address = value.to_owned()
+    ),
+    setting!(
+        "query-scheduler.max-outstanding-requests-per-tenant",
+        "scheduler.max_outstanding_requests_per_tenant",
+        "100",
+        "Sub-queries a query-scheduler queues per tenant before answering too-many-requests (429 at the frontend).",
+        |config, value| config.scheduler.max_outstanding_per_tenant = parse_number(value)?
+    ),
+    setting!(
+        "query-scheduler.max-queriers-per-tenant",
+        "scheduler.max_queriers_per_tenant",
+        "0",
+        "Queriers a tenant's sub-queries may run on at a query-scheduler (shuffle sharding); 0 means all.",
+        |config, value| config.scheduler.max_queriers_per_tenant = parse_number(value)?
+    ),
+    setting!(
+        "query-scheduler.querier-forget-delay",
+        "scheduler.querier_forget_delay",
+        "0s",
+        "How long a disconnected querier keeps its place in tenants' shuffle shards, so a restart does not reshuffle them.",
+        |config, value| config.scheduler.querier_forget_delay = parse_go_duration(value)?
+    ),
+    setting!(
         "querier.max-concurrent",
         "querier.max_concurrent",
         "20",
@@ -323,6 +380,9 @@ fn blank_config() -> Config {
         querier_downstream_url: String::new(),
         querier_id: String::new(),
         querier_dns_lookup_period: Duration::ZERO,
+        querier_scheduler_addresses: Vec::new(),
+        frontend_instance_address: String::new(),
+        scheduler: sluice_scheduler::SchedulerConfig::default(),
     }
 }
 
@@ -537,15 +597,24 @@ fn validate(config: &mut Config) -> Result<(), String> {
                     .into(),
             );
         }
-        if !runs_frontend && config.querier_frontend_addresses.is_empty() {
+        if !runs_frontend
+            && config.querier_frontend_addresses.is_empty()
+            && config.querier_scheduler_addresses.is_empty()
+        {
             return Err(
-                "-target=querier needs -querier.frontend-address (the frontends to pull work from)"
+                "-target=querier needs -querier.frontend-address or -querier.scheduler-address (where to pull work from)"
                     .into(),
             );
         }
         if config.querier_max_concurrent == 0 {
             return Err("-querier.max-concurrent must be at least 1".into());
         }
+    }
+    if runs_frontend && config.targets.contains(&Role::QueryScheduler) {
+        return Err(
+            "run query-scheduler in its own process: a frontend beside it would own a second queue"
+                .into(),
+        );
     }
     if config.frontend.max_retries == 0 {
         return Err("-query-frontend.max-retries-per-request must be at least 1".into());

@@ -108,21 +108,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
     );
 
+    let runs_scheduler = config.targets.contains(&Role::QueryScheduler);
     let frontend = runs_frontend.then(|| {
-        let frontend_config: FrontendConfig = config.frontend.clone();
+        let mut frontend_config: FrontendConfig = config.frontend.clone();
+        frontend_config.advertised_address = advertised_address(&config);
         Frontend::new(frontend_config, &registry)
     });
+    let scheduler = runs_scheduler
+        .then(|| sluice_scheduler::Scheduler::new(config.scheduler.clone(), &registry));
 
-    // The gRPC server exists for queriers in other processes.
+    // The gRPC server exists for queriers, schedulers and frontends in other processes.
     let (grpc_stop, grpc_stopped) = watch::channel(false);
     let mut grpc_task = None;
-    if let Some(frontend) = &frontend {
+    if frontend.is_some() || scheduler.is_some() {
         let grpc_address = listen_address(&config.grpc_listen_address, config.grpc_listen_port)?;
         let grpc_listener = tokio::net::TcpListener::bind(grpc_address)
             .await
             .with_context(|| format!("binding the gRPC server to {grpc_address}"))?;
         tracing::info!(address = %grpc_address, "gRPC server listening");
-        let service = frontend.grpc_service();
+        let mut routes = tonic::service::RoutesBuilder::default();
+        if let Some(frontend) = &frontend {
+            routes.add_service(frontend.grpc_service());
+            routes.add_service(frontend.results_service());
+        }
+        if let Some(scheduler) = &scheduler {
+            routes.add_service(scheduler.frontend_service());
+            routes.add_service(scheduler.querier_service());
+        }
+        let routes = routes.routes();
         let mut stopped = grpc_stopped.clone();
         grpc_task = Some(tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
@@ -130,7 +143,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .tcp_nodelay(true)
                 .http2_keepalive_interval(Some(Duration::from_secs(10)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-                .add_service(service)
+                .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 })
@@ -154,7 +167,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let metrics = QuerierMetrics::new(&registry);
         let querier_config = QuerierConfig {
             querier_id: config.querier_id.clone(),
-            owner_addresses: config.querier_frontend_addresses.clone(),
+            owner_addresses: config
+                .querier_frontend_addresses
+                .iter()
+                .chain(&config.querier_scheduler_addresses)
+                .cloned()
+                .collect(),
             max_concurrent: config.querier_max_concurrent,
             dns_refresh: config.querier_dns_lookup_period,
             shutdown_grace: config.graceful_shutdown_timeout,
@@ -186,9 +204,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         )));
     }
 
-    let router = match &frontend {
-        Some(frontend) => frontend.router(registry.clone()),
-        None => querier_router(registry.clone(), querier_connected.clone()),
+    let router = match (&frontend, &scheduler) {
+        (Some(frontend), _) => frontend.router(registry.clone()),
+        (None, Some(scheduler)) => scheduler_router(registry.clone(), scheduler.clone()),
+        (None, None) => querier_router(registry.clone(), querier_connected.clone()),
     };
     tracing::info!(address = %http_address, targets = ?config.targets, "sluice HTTP server listening");
 
@@ -223,6 +242,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(frontend) = &frontend {
         frontend.stop_queue();
     }
+    // A scheduler refuses new work (frontends go to another scheduler) and
+    // hands out what it holds before it goes.
+    if let Some(scheduler) = &scheduler {
+        scheduler.begin_shutdown();
+        let drained = tokio::time::timeout(grace, async {
+            while scheduler.queued() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                queued = scheduler.queued(),
+                "query-scheduler stopped with sub-queries still queued"
+            );
+        }
+    }
     // 3. The querier says goodbye to every owner and finishes what it runs.
     let _ = querier_stop.send(true);
     if let Some(task) = querier_task {
@@ -238,6 +274,78 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("sluice stopped");
     Ok(())
+}
+
+/// The address queriers reach this frontend's gRPC server at.
+fn advertised_address(config: &Config) -> String {
+    let port = config.grpc_listen_port;
+    let configured = config.frontend_instance_address.trim();
+    if !configured.is_empty() {
+        return if configured.contains(':')
+            && !configured.starts_with('[')
+            && configured.matches(':').count() == 1
+        {
+            configured.to_owned()
+        } else {
+            format!("{configured}:{port}")
+        };
+    }
+    let listen = config.grpc_listen_address.trim();
+    if !listen.is_empty() && listen != "0.0.0.0" && listen != "::" {
+        return format!("{listen}:{port}");
+    }
+    // Listening everywhere: the host name's first non-loopback address is
+    // what other machines most likely reach us by.
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    if !host.is_empty()
+        && let Ok(addresses) = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+        && let Some(address) = addresses
+            .into_iter()
+            .find(|address| !address.ip().is_loopback())
+    {
+        return address.to_string();
+    }
+    format!("127.0.0.1:{port}")
+}
+
+/// A scheduler serves `/ready` (a querier is connected) and `/metrics`.
+fn scheduler_router(
+    registry: prometheus::Registry,
+    scheduler: sluice_scheduler::Scheduler,
+) -> axum::Router {
+    use axum::http::StatusCode;
+    let ready_scheduler = scheduler.clone();
+    axum::Router::new()
+        .route(
+            "/ready",
+            axum::routing::get(move || {
+                let scheduler = ready_scheduler.clone();
+                async move {
+                    if scheduler.is_ready() {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: no querier is connected\n",
+                        )
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let registry = registry.clone();
+                let scheduler = scheduler.clone();
+                async move {
+                    scheduler.refresh_metrics();
+                    let mut body = String::new();
+                    let _ =
+                        prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut body);
+                    body
+                }
+            }),
+        )
 }
 
 /// A querier on its own serves only `/ready` and `/metrics`.

@@ -1,0 +1,253 @@
+//! The queue owner's side of a querier worker stream, shared by the
+//! query-frontend (which owns a queue when no scheduler is configured) and the
+//! query-scheduler: hand the worker one queued task, wait for its result, its
+//! cancellation or the worker's death, repeat.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use prometheus::{Histogram, IntCounterVec, IntGauge};
+use sluice_proto::{
+    CancelTask, OwnerMessage, OwnerToQuerier, QuerierMessage, QuerierToOwner, QueryResult,
+    QueryTask,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::RequestQueue;
+
+/// How a handed-out task ended, as seen by the worker stream that ran it.
+#[allow(clippy::large_enum_variant)] // moved once, its size does not matter
+pub enum Outcome {
+    Answered(QueryResult),
+    /// The querier went away with the task (died, connection reset).
+    QuerierLost,
+}
+
+/// A queued unit of work and the way back to whoever waits for it.
+pub trait Assignment: Send + 'static {
+    fn query_id(&self) -> u64;
+    fn deadline(&self) -> Instant;
+    /// True once whoever waits for the answer has gone.
+    fn is_abandoned(&self) -> bool;
+    /// Resolves when whoever waits for the answer goes away; cancel-safe.
+    fn abandoned(&mut self) -> impl Future<Output = ()> + Send;
+    /// The message handing this work to a querier.
+    fn task(&mut self, tenant: &str, queued_for: Duration, now: Instant) -> QueryTask;
+    /// Reports how the work ended.
+    fn finish(self, outcome: Outcome);
+}
+
+/// The metrics every queue owner keeps about its workers.
+#[derive(Clone)]
+pub struct OwnerMetrics {
+    pub queue_duration: Histogram,
+    /// By tenant and reason.
+    pub discarded: IntCounterVec,
+    pub connected_workers: IntGauge,
+    /// Tasks running now, by querier.
+    pub inflight_per_querier: prometheus::IntGaugeVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0,
+];
+
+/// Registers the metrics of a queue owner (frontend or scheduler) under the
+/// same names for both, so one dashboard serves either.
+pub fn register_owner_metrics(registry: &prometheus::Registry) -> OwnerMetrics {
+    use prometheus::{HistogramOpts, IntGaugeVec, Opts};
+    let metrics = OwnerMetrics {
+        queue_duration: Histogram::with_opts(
+            HistogramOpts::new(
+                "sluice_queue_duration_seconds",
+                "Time sub-queries waited in the queue before a querier took them.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric"),
+        discarded: IntCounterVec::new(
+            Opts::new(
+                "sluice_discarded_requests_total",
+                "Requests that were never run, by tenant and reason.",
+            ),
+            &["tenant", "reason"],
+        )
+        .expect("valid metric"),
+        connected_workers: IntGauge::new(
+            "sluice_connected_querier_workers",
+            "Querier worker streams connected to this queue owner.",
+        )
+        .expect("valid metric"),
+        inflight_per_querier: IntGaugeVec::new(
+            Opts::new(
+                "sluice_querier_tasks_inflight",
+                "Sub-queries handed to each querier and not yet answered.",
+            ),
+            &["querier"],
+        )
+        .expect("valid metric"),
+    };
+    for collector in [
+        Box::new(metrics.queue_duration.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(metrics.discarded.clone()),
+        Box::new(metrics.connected_workers.clone()),
+        Box::new(metrics.inflight_per_querier.clone()),
+    ] {
+        registry
+            .register(collector)
+            .expect("owner metrics registered once");
+    }
+    metrics
+}
+
+fn owner_message(message: OwnerMessage) -> Result<OwnerToQuerier, tonic::Status> {
+    Ok(OwnerToQuerier {
+        message: Some(message),
+    })
+}
+
+/// Backoff for a querier that reports running more than it wants: short and
+/// jittered, so it sheds load without every worker pausing in step.
+fn flow_control_pause() -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.subsec_nanos())
+        .unwrap_or(0);
+    Duration::from_millis(10 + u64::from(nanos % 40))
+}
+
+/// Serves one worker until it says goodbye, its stream ends, or the queue
+/// stops and drains. Returning drops `outbound`, which ends the stream on the
+/// querier's side.
+pub async fn serve_worker<A, S>(
+    queue: RequestQueue<A>,
+    metrics: OwnerMetrics,
+    mut inbound: S,
+    outbound: mpsc::Sender<Result<OwnerToQuerier, tonic::Status>>,
+) where
+    A: Assignment,
+    S: Stream<Item = Result<QuerierToOwner, tonic::Status>> + Unpin + Send + 'static,
+{
+    let hello = match inbound.next().await {
+        Some(Ok(QuerierToOwner {
+            message: Some(QuerierMessage::Hello(hello)),
+        })) => hello,
+        other => {
+            tracing::debug!(?other, "worker stream did not start with hello");
+            return;
+        }
+    };
+    let querier_id = hello.querier_id;
+    let querier = queue.register_querier(&querier_id);
+    metrics.connected_workers.inc();
+    let _connected = OnDrop(|| metrics.connected_workers.dec());
+    let inflight = metrics
+        .inflight_per_querier
+        .with_label_values(&[querier_id.as_str()]);
+    loop {
+        let dequeued = tokio::select! {
+            dequeued = queue.dequeue(&querier) => match dequeued {
+                Some(dequeued) => dequeued,
+                // The queue stopped and is empty, or this querier is leaving.
+                None => return,
+            },
+            message = inbound.next() => match message {
+                Some(Ok(QuerierToOwner { message: Some(QuerierMessage::Goodbye(_)) })) => {
+                    queue.notify_querier_shutdown(&querier_id);
+                    return;
+                }
+                None | Some(Err(_)) => return,
+                Some(Ok(_)) => continue,
+            },
+        };
+        let tenant = dequeued.tenant;
+        let mut assignment = dequeued.item;
+        if assignment.is_abandoned() {
+            metrics
+                .discarded
+                .with_label_values(&[&*tenant, "canceled"])
+                .inc();
+            continue;
+        }
+        let now = Instant::now();
+        if now >= assignment.deadline() {
+            metrics
+                .discarded
+                .with_label_values(&[&*tenant, "expired"])
+                .inc();
+            continue;
+        }
+        let queued_for = now.saturating_duration_since(dequeued.enqueued_at);
+        metrics.queue_duration.observe(queued_for.as_secs_f64());
+        let query_id = assignment.query_id();
+        let task = assignment.task(&tenant, queued_for, now);
+        if outbound
+            .send(owner_message(OwnerMessage::Task(task)))
+            .await
+            .is_err()
+        {
+            assignment.finish(Outcome::QuerierLost);
+            return;
+        }
+        inflight.inc();
+        let mut cancel_sent = false;
+        let mut said_goodbye = false;
+        let result = loop {
+            tokio::select! {
+                message = inbound.next() => match message {
+                    Some(Ok(QuerierToOwner { message: Some(QuerierMessage::Result(result)) }))
+                        if result.query_id == query_id => break Some(result),
+                    Some(Ok(QuerierToOwner { message: Some(QuerierMessage::Goodbye(_)) })) => {
+                        said_goodbye = true;
+                        queue.notify_querier_shutdown(&querier_id);
+                    }
+                    Some(Ok(_)) => {}
+                    None | Some(Err(_)) => break None,
+                },
+                _ = assignment.abandoned(), if !cancel_sent => {
+                    // Whoever asked went away: tell the querier to stop, then
+                    // wait for the worker to be free again.
+                    cancel_sent = true;
+                    let cancel = owner_message(OwnerMessage::Cancel(CancelTask { query_id }));
+                    if outbound.send(cancel).await.is_err() {
+                        inflight.dec();
+                        assignment.finish(Outcome::QuerierLost);
+                        return;
+                    }
+                }
+            }
+        };
+        inflight.dec();
+        let Some(result) = result else {
+            assignment.finish(Outcome::QuerierLost);
+            return;
+        };
+        let over_limit = result.current_concurrency > result.desired_concurrency;
+        assignment.finish(Outcome::Answered(result));
+        if said_goodbye {
+            return;
+        }
+        if over_limit {
+            // Flow control: this querier runs more than it wants; let its
+            // other work finish before handing this worker more.
+            tokio::select! {
+                _ = tokio::time::sleep(flow_control_pause()) => {}
+                message = inbound.next() => match message {
+                    Some(Ok(QuerierToOwner { message: Some(QuerierMessage::Goodbye(_)) })) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+    }
+}
+
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}

@@ -1,0 +1,223 @@
+//! Fairness at a real scheduler over gRPC, with a scripted frontend and a
+//! scripted querier that finishes one task at a time: the querier is the
+//! deterministic slow executor, so the order of service is exact.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use sluice_proto::queue_owner::queue_owner_client::QueueOwnerClient;
+use sluice_proto::scheduler::scheduler_client::SchedulerClient;
+use sluice_proto::{
+    EnqueueRequest, EnqueueStatus, FrontendHello, FrontendMessage, FrontendToScheduler,
+    InstantQuery, OwnerMessage, QuerierHello, QuerierMessage, QuerierToOwner, QueryKind,
+    QueryRequest, QueryResult,
+};
+use sluice_scheduler::{Scheduler, SchedulerConfig};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+async fn start_scheduler(config: SchedulerConfig) -> (String, Scheduler) {
+    let scheduler = Scheduler::new(config, &prometheus::Registry::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let server = scheduler.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(server.frontend_service())
+            .add_service(server.querier_service())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+    });
+    (address, scheduler)
+}
+
+fn request(tenant: &str, query_id: u64) -> FrontendToScheduler {
+    FrontendToScheduler {
+        message: Some(FrontendMessage::Enqueue(EnqueueRequest {
+            query_id,
+            tenant: tenant.to_owned(),
+            request: Some(QueryRequest {
+                kind: Some(QueryKind::Instant(InstantQuery {
+                    query: format!("up + {query_id}"),
+                    ..InstantQuery::default()
+                })),
+            }),
+            deadline_remaining_ms: 60_000,
+        })),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_tenant_is_served_within_a_bounded_number_of_dequeues_beside_a_flood() {
+    let (address, scheduler) = start_scheduler(SchedulerConfig::default()).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    // The frontend: the flood enqueues 150 (its queue holds 100), then the
+    // quiet tenant asks 5 times.
+    let (to_scheduler, outbound) = mpsc::channel(512);
+    to_scheduler
+        .send(FrontendToScheduler {
+            message: Some(FrontendMessage::Hello(FrontendHello {
+                // Nobody listens here: the scripted querier never delivers.
+                frontend_address: "127.0.0.1:1".to_owned(),
+            })),
+        })
+        .await
+        .unwrap();
+    let mut answers = SchedulerClient::new(channel.clone())
+        .frontend_loop(ReceiverStream::new(outbound))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut statuses = std::collections::HashMap::new();
+    for query_id in 0..150 {
+        to_scheduler.send(request("flood", query_id)).await.unwrap();
+    }
+    for query_id in 1000..1005 {
+        to_scheduler.send(request("quiet", query_id)).await.unwrap();
+    }
+    for _ in 0..155 {
+        let answer = answers.next().await.unwrap().unwrap();
+        statuses.insert(answer.query_id, answer.status());
+    }
+    let rejected_flood = (0..150)
+        .filter(|id| statuses[id] == EnqueueStatus::TooManyRequests)
+        .count();
+    assert_eq!(rejected_flood, 50, "the flood is bounded at 100 queued");
+    for id in 1000..1005 {
+        assert_eq!(
+            statuses[&id],
+            EnqueueStatus::Ok,
+            "the quiet tenant is never refused"
+        );
+    }
+
+    // The querier: one worker, answering each task before taking the next.
+    let (to_owner, inbound) = mpsc::channel(4);
+    to_owner
+        .send(QuerierToOwner {
+            message: Some(QuerierMessage::Hello(QuerierHello {
+                querier_id: "only".to_owned(),
+                max_concurrency: 1,
+            })),
+        })
+        .await
+        .unwrap();
+    let mut tasks = QueueOwnerClient::new(channel)
+        .process(ReceiverStream::new(inbound))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut served = Vec::new();
+    for _ in 0..105 {
+        let message = tokio::time::timeout(Duration::from_secs(10), tasks.next())
+            .await
+            .expect("a task")
+            .unwrap()
+            .unwrap();
+        let Some(OwnerMessage::Task(task)) = message.message else {
+            panic!("expected a task");
+        };
+        served.push((task.tenant.clone(), task.query_id));
+        to_owner
+            .send(QuerierToOwner {
+                message: Some(QuerierMessage::Result(QueryResult {
+                    query_id: task.query_id,
+                    current_concurrency: 1,
+                    desired_concurrency: 1,
+                    ..QueryResult::default()
+                })),
+            })
+            .await
+            .unwrap();
+    }
+    let quiet_positions: Vec<usize> = served
+        .iter()
+        .enumerate()
+        .filter(|(_, (tenant, _))| tenant == "quiet")
+        .map(|(position, _)| position)
+        .collect();
+    assert_eq!(quiet_positions.len(), 5);
+    // Round robin: the quiet tenant's k-th request is served by dequeue 2k+1
+    // at the latest, however long the flood's queue is.
+    for (k, position) in quiet_positions.iter().enumerate() {
+        assert!(
+            *position <= 2 * k + 1,
+            "quiet request {k} served at dequeue {position}: {served:?}"
+        );
+    }
+    // FIFO within each tenant.
+    let flood_order: Vec<u64> = served
+        .iter()
+        .filter(|(tenant, _)| tenant == "flood")
+        .map(|(_, id)| *id)
+        .collect();
+    assert!(flood_order.windows(2).all(|pair| pair[0] < pair[1]));
+    assert_eq!(scheduler.queued(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_removes_a_queued_sub_query_at_once() {
+    let (address, scheduler) = start_scheduler(SchedulerConfig::default()).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (to_scheduler, outbound) = mpsc::channel(16);
+    to_scheduler
+        .send(FrontendToScheduler {
+            message: Some(FrontendMessage::Hello(FrontendHello {
+                frontend_address: "127.0.0.1:1".to_owned(),
+            })),
+        })
+        .await
+        .unwrap();
+    let mut answers = SchedulerClient::new(channel)
+        .frontend_loop(ReceiverStream::new(outbound))
+        .await
+        .unwrap()
+        .into_inner();
+    to_scheduler.send(request("tenant", 7)).await.unwrap();
+    assert_eq!(
+        answers.next().await.unwrap().unwrap().status(),
+        EnqueueStatus::Ok
+    );
+    assert_eq!(scheduler.queued(), 1);
+    to_scheduler
+        .send(FrontendToScheduler {
+            message: Some(FrontendMessage::Cancel(sluice_proto::CancelRequest {
+                query_id: 7,
+            })),
+        })
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while scheduler.queued() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cancel did not remove the sub-query"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A frontend that goes away takes its queued sub-queries with it.
+    to_scheduler.send(request("tenant", 8)).await.unwrap();
+    assert_eq!(
+        answers.next().await.unwrap().unwrap().status(),
+        EnqueueStatus::Ok
+    );
+    drop(to_scheduler);
+    drop(answers);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while scheduler.queued() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a gone frontend's work stayed queued"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
