@@ -133,7 +133,13 @@ impl Inner {
     ) -> Attempt {
         let pool = self.schedulers.as_ref().expect("scheduler mode");
         let (answer, guard, outcome) = pool
-            .enqueue(query_id, tenant, request, deadline, last_scheduler.as_deref())
+            .enqueue(
+                query_id,
+                tenant,
+                request,
+                deadline,
+                last_scheduler.as_deref(),
+            )
             .await;
         if let Some(guard) = &guard {
             *last_scheduler = Some(guard.scheduler().to_owned());

@@ -161,8 +161,9 @@ impl Frontend {
     /// queued through a scheduler to.
     pub fn results_service(
         &self,
-    ) -> sluice_proto::frontend_results::frontend_results_server::FrontendResultsServer<ResultsService>
-    {
+    ) -> sluice_proto::frontend_results::frontend_results_server::FrontendResultsServer<
+        ResultsService,
+    > {
         sluice_proto::frontend_results::frontend_results_server::FrontendResultsServer::new(
             ResultsService {
                 inner: self.inner.clone(),
@@ -202,9 +203,9 @@ impl Frontend {
 
     /// True while at least one querier serves this frontend and it is not
     /// shutting down: a load balancer must not route to a frontend nobody serves.
+    /// With a scheduler: while at least one scheduler stream is up.
     pub fn is_ready(&self) -> bool {
-        !self.inner.shutting_down.load(Ordering::Relaxed)
-            && self.inner.queue.connected_queriers() > 0
+        self.inner.is_ready()
     }
 
     /// Runs one request for `tenant` the way an HTTP request is run (queue,

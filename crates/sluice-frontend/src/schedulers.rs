@@ -92,7 +92,9 @@ impl SchedulerPool {
         for address in &self.addresses {
             match tokio::net::lookup_host(address.as_str()).await {
                 Ok(resolved) => wanted.extend(resolved.map(|socket| socket.to_string())),
-                Err(error) => tracing::warn!(%address, %error, "cannot resolve query-scheduler address"),
+                Err(error) => {
+                    tracing::warn!(%address, %error, "cannot resolve query-scheduler address")
+                }
             }
         }
         let mut connections = self.connections.lock().expect("connections lock");
@@ -112,7 +114,11 @@ impl SchedulerPool {
                 continue;
             }
             let (ready_sender, ready) = oneshot::channel::<Arc<Connection>>();
-            let task = tokio::spawn(connection_loop(Arc::downgrade(self), address.clone(), ready));
+            let task = tokio::spawn(connection_loop(
+                Arc::downgrade(self),
+                address.clone(),
+                ready,
+            ));
             let connection = Arc::new(Connection {
                 address: address.clone(),
                 sender: Mutex::new(None),
@@ -175,7 +181,11 @@ impl SchedulerPool {
         request: QueryRequest,
         deadline: Instant,
         avoid: Option<&str>,
-    ) -> (EnqueueAnswer, Option<RemoteGuard>, Option<oneshot::Receiver<Outcome>>) {
+    ) -> (
+        EnqueueAnswer,
+        Option<RemoteGuard>,
+        Option<oneshot::Receiver<Outcome>>,
+    ) {
         let Some(connection) = self.pick(avoid) else {
             return (
                 EnqueueAnswer::TryElsewhere("no query-scheduler is connected".into()),
@@ -185,7 +195,10 @@ impl SchedulerPool {
         };
         let Some(sender) = connection.sender.lock().expect("sender lock").clone() else {
             return (
-                EnqueueAnswer::TryElsewhere(format!("query-scheduler {} disconnected", connection.address)),
+                EnqueueAnswer::TryElsewhere(format!(
+                    "query-scheduler {} disconnected",
+                    connection.address
+                )),
                 None,
                 None,
             );
@@ -215,24 +228,35 @@ impl SchedulerPool {
             query_id,
             tenant: tenant.to_owned(),
             request: Some(request),
-            deadline_remaining_ms: deadline.saturating_duration_since(Instant::now()).as_millis()
-                as i64,
+            deadline_remaining_ms: deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis() as i64,
         }));
         if sender.send(enqueue).await.is_err() {
             connection.acks.lock().expect("acks lock").remove(&query_id);
             return (
-                EnqueueAnswer::TryElsewhere(format!("query-scheduler {} disconnected", connection.address)),
+                EnqueueAnswer::TryElsewhere(format!(
+                    "query-scheduler {} disconnected",
+                    connection.address
+                )),
                 Some(guard),
                 None,
             );
         }
         let answer = match tokio::time::timeout_at(deadline, ack).await {
-            Ok(Ok(answer)) => answer,
+            Ok(Ok(EnqueueAnswer::Queued)) => EnqueueAnswer::Queued,
+            Ok(Ok(refused)) => {
+                // Never queued: nothing to cancel at the scheduler.
+                guard.disarm();
+                return (refused, Some(guard), None);
+            }
             Ok(Err(_)) => EnqueueAnswer::TryElsewhere(format!(
                 "query-scheduler {} went away",
                 connection.address
             )),
-            Err(_) => EnqueueAnswer::TryElsewhere("timed out waiting for the query-scheduler".into()),
+            Err(_) => {
+                EnqueueAnswer::TryElsewhere("timed out waiting for the query-scheduler".into())
+            }
         };
         (answer, Some(guard), Some(outcome))
     }
@@ -262,12 +286,7 @@ impl SchedulerPool {
     fn connection_lost(&self, connection: &Connection) {
         connection.connected.store(false, Ordering::Relaxed);
         connection.sender.lock().expect("sender lock").take();
-        let acks: Vec<_> = connection
-            .acks
-            .lock()
-            .expect("acks lock")
-            .drain()
-            .collect();
+        let acks: Vec<_> = connection.acks.lock().expect("acks lock").drain().collect();
         for (_, ack) in acks {
             let _ = ack.send(EnqueueAnswer::TryElsewhere(format!(
                 "lost the stream to query-scheduler {}",
@@ -304,6 +323,15 @@ impl RemoteGuard {
     pub(crate) fn scheduler(&self) -> &str {
         &self.scheduler
     }
+
+    /// Forgets the attempt without telling the scheduler (it never queued it).
+    fn disarm(&self) {
+        self.pool
+            .pending
+            .lock()
+            .expect("pending lock")
+            .remove(&self.query_id);
+    }
 }
 
 impl Drop for RemoteGuard {
@@ -335,14 +363,18 @@ async fn connection_loop(
     let Ok(connection) = ready.await else { return };
     let mut backoff = Duration::from_millis(50);
     loop {
-        let Some(strong_pool) = pool.upgrade() else { return };
+        let Some(strong_pool) = pool.upgrade() else {
+            return;
+        };
         let frontend_address = strong_pool.frontend_address.clone();
         drop(strong_pool);
         match run_connection(&connection, &address, frontend_address, &pool).await {
             Ok(()) => backoff = Duration::from_millis(50),
             Err(error) => tracing::debug!(%address, %error, "query-scheduler stream failed"),
         }
-        let Some(strong_pool) = pool.upgrade() else { return };
+        let Some(strong_pool) = pool.upgrade() else {
+            return;
+        };
         strong_pool.connection_lost(&connection);
         drop(strong_pool);
         tokio::time::sleep(backoff).await;
@@ -362,7 +394,10 @@ async fn run_connection(
         .connect_timeout(Duration::from_secs(2))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10));
-    let channel = endpoint.connect().await.map_err(|error| error.to_string())?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|error| error.to_string())?;
     let mut client = SchedulerClient::new(channel)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
@@ -398,9 +433,9 @@ async fn run_connection(
         let _ = ack.send(match status {
             EnqueueStatus::Ok => EnqueueAnswer::Queued,
             EnqueueStatus::TooManyRequests => EnqueueAnswer::TooManyRequests,
-            EnqueueStatus::ShuttingDown => EnqueueAnswer::TryElsewhere(format!(
-                "query-scheduler {address} is shutting down"
-            )),
+            EnqueueStatus::ShuttingDown => {
+                EnqueueAnswer::TryElsewhere(format!("query-scheduler {address} is shutting down"))
+            }
             EnqueueStatus::Error => EnqueueAnswer::TryElsewhere(answer.error),
         });
     }

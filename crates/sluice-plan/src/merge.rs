@@ -1,0 +1,236 @@
+//! Concatenating matrix answers by time, and slicing them by time.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use sluice_proto::{Label, QueryData, ResultType, Series};
+
+/// Prometheus's `labels.Compare`: pairwise by name then value, then the
+/// shorter set first. This is the order the engine sorts a matrix in, so a
+/// merged answer must use it to be byte-identical to an unsplit one.
+pub fn compare_labels(a: &[Label], b: &[Label]) -> Ordering {
+    for (x, y) in a.iter().zip(b) {
+        let order = x.name.cmp(&y.name).then_with(|| x.value.cmp(&y.value));
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Sorts samples by timestamp and keeps the first of equal timestamps. Only
+/// needed when parts overlap (cache extents), so it is a repair, not the
+/// normal path.
+fn repair(series: &mut Series) {
+    if !series.timestamps_ms.is_sorted_by(|a, b| a < b) {
+        let mut samples: Vec<(i64, f64)> = series.samples().collect();
+        samples.sort_by_key(|&(timestamp, _)| timestamp);
+        samples.dedup_by_key(|&mut (timestamp, _)| timestamp);
+        (series.timestamps_ms, series.values) = samples.into_iter().unzip();
+    }
+    if !series
+        .histograms
+        .is_sorted_by(|a, b| a.timestamp_ms < b.timestamp_ms)
+    {
+        series.histograms.sort_by_key(|sample| sample.timestamp_ms);
+        series.histograms.dedup_by_key(|sample| sample.timestamp_ms);
+    }
+}
+
+/// Concatenates matrices, given in time order, into one: each series (by
+/// label set) gets the samples of every part in order, float and histogram
+/// samples alike, and the series are sorted as Prometheus sorts a matrix.
+/// Parts may overlap; the earlier part wins on a shared timestamp. `stats_json`
+/// is not carried over: statistics of parts do not add up to the whole's.
+pub fn concat_data(parts: impl IntoIterator<Item = QueryData>) -> QueryData {
+    let mut index: HashMap<Vec<Label>, usize> = HashMap::new();
+    let mut merged: Vec<Series> = Vec::new();
+    let mut needs_repair = Vec::new();
+    for part in parts {
+        for series in part.series {
+            match index.get(&series.labels) {
+                None => {
+                    index.insert(series.labels.clone(), merged.len());
+                    merged.push(series);
+                    needs_repair.push(false);
+                }
+                Some(&at) => {
+                    let into = &mut merged[at];
+                    let floats_in_order =
+                        match (into.timestamps_ms.last(), series.timestamps_ms.first()) {
+                            (Some(last), Some(first)) => last < first,
+                            _ => true,
+                        };
+                    let histograms_in_order =
+                        match (into.histograms.last(), series.histograms.first()) {
+                            (Some(last), Some(first)) => last.timestamp_ms < first.timestamp_ms,
+                            _ => true,
+                        };
+                    needs_repair[at] |= !(floats_in_order && histograms_in_order);
+                    into.timestamps_ms.extend(series.timestamps_ms);
+                    into.values.extend(series.values);
+                    into.histograms.extend(series.histograms);
+                }
+            }
+        }
+    }
+    for (series, repair_it) in merged.iter_mut().zip(needs_repair) {
+        if repair_it {
+            repair(series);
+        }
+    }
+    merged.sort_by(|a, b| compare_labels(&a.labels, &b.labels));
+    QueryData {
+        result_type: ResultType::Matrix as i32,
+        series: merged,
+        ..QueryData::default()
+    }
+}
+
+/// The part of a matrix with timestamps in `[start_ms, end_ms]`; series left
+/// without samples are dropped, as Prometheus omits them from a matrix.
+pub fn slice_data(data: &QueryData, start_ms: i64, end_ms: i64) -> QueryData {
+    let inside = |timestamp: i64| start_ms <= timestamp && timestamp <= end_ms;
+    let series = data
+        .series
+        .iter()
+        .filter_map(|series| {
+            let mut sliced = Series {
+                labels: series.labels.clone(),
+                ..Series::default()
+            };
+            for (timestamp, value) in series.samples().filter(|&(t, _)| inside(t)) {
+                sliced.push(timestamp, value);
+            }
+            sliced.histograms = series
+                .histograms
+                .iter()
+                .filter(|sample| inside(sample.timestamp_ms))
+                .cloned()
+                .collect();
+            (!sliced.timestamps_ms.is_empty() || !sliced.histograms.is_empty()).then_some(sliced)
+        })
+        .collect();
+    QueryData {
+        result_type: ResultType::Matrix as i32,
+        series,
+        ..QueryData::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_proto::HistogramSample;
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<Label> {
+        pairs
+            .iter()
+            .map(|(name, value)| Label {
+                name: (*name).into(),
+                value: (*value).into(),
+            })
+            .collect()
+    }
+
+    fn series(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> Series {
+        let mut series = Series {
+            labels: labels(pairs),
+            ..Series::default()
+        };
+        for &(timestamp, value) in samples {
+            series.push(timestamp, value);
+        }
+        series
+    }
+
+    fn matrix(series: Vec<Series>) -> QueryData {
+        QueryData {
+            result_type: ResultType::Matrix as i32,
+            series,
+            ..QueryData::default()
+        }
+    }
+
+    #[test]
+    fn labels_compare_like_prometheus() {
+        let a = labels(&[("a", "1")]);
+        let ab = labels(&[("a", "1"), ("b", "1")]);
+        let a2 = labels(&[("a", "2")]);
+        let b = labels(&[("b", "0")]);
+        assert_eq!(compare_labels(&a, &ab), Ordering::Less);
+        assert_eq!(compare_labels(&ab, &a2), Ordering::Less);
+        assert_eq!(compare_labels(&a2, &b), Ordering::Less);
+        assert_eq!(compare_labels(&[], &a), Ordering::Less);
+        assert_eq!(compare_labels(&ab, &ab), Ordering::Equal);
+        // Byte order, as Go compares strings: "Z" < "a".
+        assert_eq!(
+            compare_labels(&labels(&[("a", "Z")]), &labels(&[("a", "a")])),
+            Ordering::Less
+        );
+    }
+
+    #[test]
+    fn concatenates_per_series_and_sorts_series() {
+        let first = matrix(vec![
+            series(&[("job", "b")], &[(1, 1.0)]),
+            series(&[("job", "a")], &[(1, 2.0)]),
+        ]);
+        let second = matrix(vec![
+            series(&[("job", "a")], &[(2, 3.0)]),
+            series(&[("job", "c")], &[(2, 4.0)]),
+        ]);
+        let merged = concat_data([first, second]);
+        assert_eq!(
+            merged.series,
+            vec![
+                series(&[("job", "a")], &[(1, 2.0), (2, 3.0)]),
+                series(&[("job", "b")], &[(1, 1.0)]),
+                series(&[("job", "c")], &[(2, 4.0)]),
+            ]
+        );
+        assert_eq!(merged.result_type, ResultType::Matrix as i32);
+    }
+
+    #[test]
+    fn histograms_concatenate_too() {
+        let histogram = |timestamp_ms| HistogramSample {
+            timestamp_ms,
+            count: 1.0,
+            ..HistogramSample::default()
+        };
+        let mut first = series(&[("a", "1")], &[]);
+        first.histograms.push(histogram(1));
+        let mut second = series(&[("a", "1")], &[]);
+        second.histograms.push(histogram(2));
+        let merged = concat_data([matrix(vec![first]), matrix(vec![second])]);
+        assert_eq!(
+            merged.series[0].histograms,
+            vec![histogram(1), histogram(2)]
+        );
+    }
+
+    #[test]
+    fn overlapping_parts_keep_one_sample_per_timestamp() {
+        let first = matrix(vec![series(&[("a", "1")], &[(1, 1.0), (2, 2.0)])]);
+        let second = matrix(vec![series(&[("a", "1")], &[(2, 9.0), (3, 3.0)])]);
+        let merged = concat_data([first, second]);
+        assert_eq!(
+            merged.series,
+            vec![series(&[("a", "1")], &[(1, 1.0), (2, 2.0), (3, 3.0)])]
+        );
+    }
+
+    #[test]
+    fn slicing_drops_series_left_empty() {
+        let data = matrix(vec![
+            series(&[("a", "1")], &[(1, 1.0), (2, 2.0), (3, 3.0)]),
+            series(&[("a", "2")], &[(5, 1.0)]),
+        ]);
+        let sliced = slice_data(&data, 2, 3);
+        assert_eq!(
+            sliced.series,
+            vec![series(&[("a", "1")], &[(2, 2.0), (3, 3.0)])]
+        );
+    }
+}

@@ -1,0 +1,271 @@
+//! The plan: a tree whose leaves are sub-queries to run or cached extents,
+//! and whose inner nodes merge their children.
+
+use sluice_proto::{ApiResponse, ErrorType, QueryData, RangeQuery, ResponseData};
+
+use crate::cache::Extent;
+use crate::merge::concat_data;
+
+/// How one range query is answered.
+///
+/// The tree is explicit so the frontend can count, schedule and report its
+/// leaves, and so later node kinds (re-aggregating shards, leaves bound to
+/// storage blocks, merges run on queriers) extend it rather than replace it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    /// A sub-query a querier must run.
+    Query(RangeQuery),
+    /// A ready-made answer from the results cache, already cut to the part
+    /// of the time range it answers.
+    Cached(Extent),
+    /// Children answering consecutive, non-overlapping time ranges, in time
+    /// order; their matrices are concatenated per series.
+    Concat(Vec<Plan>),
+}
+
+impl Plan {
+    /// The plan for split pieces: one leaf per piece, concatenated. A single
+    /// piece is its own plan, so its answer passes through untouched.
+    pub fn for_pieces(pieces: Vec<RangeQuery>) -> Plan {
+        if pieces.len() == 1 {
+            let mut pieces = pieces;
+            return Plan::Query(pieces.remove(0));
+        }
+        Plan::Concat(pieces.into_iter().map(Plan::Query).collect())
+    }
+
+    /// The sub-queries to run, depth first, left to right: the order
+    /// [`Plan::merge`] expects their answers in.
+    pub fn queries(&self) -> Vec<&RangeQuery> {
+        let mut queries = Vec::new();
+        self.collect_queries(&mut queries);
+        queries
+    }
+
+    fn collect_queries<'a>(&'a self, into: &mut Vec<&'a RangeQuery>) {
+        match self {
+            Plan::Query(query) => into.push(query),
+            Plan::Cached(_) => {}
+            Plan::Concat(children) => children
+                .iter()
+                .for_each(|child| child.collect_queries(into)),
+        }
+    }
+
+    /// Number of cached leaves, for the frontend's hit/miss statistics.
+    pub fn cached_leaves(&self) -> usize {
+        match self {
+            Plan::Query(_) => 0,
+            Plan::Cached(_) => 1,
+            Plan::Concat(children) => children.iter().map(Plan::cached_leaves).sum(),
+        }
+    }
+
+    /// Samples (float and histogram) the cached leaves supply, for the
+    /// frontend's "served from cache" statistics.
+    pub fn cached_samples(&self) -> usize {
+        match self {
+            Plan::Query(_) => 0,
+            Plan::Cached(extent) => extent.data.as_ref().map_or(0, |data| {
+                data.series
+                    .iter()
+                    .map(|series| series.timestamps_ms.len() + series.histograms.len())
+                    .sum()
+            }),
+            Plan::Concat(children) => children.iter().map(Plan::cached_samples).sum(),
+        }
+    }
+
+    /// The final answer, given the answers to [`Plan::queries`] in that order.
+    ///
+    /// A plan that is a single query leaf returns that leaf's answer as it
+    /// came (stats and all). Otherwise: the first error answer, in plan order,
+    /// is the answer; else a success matrix with every part concatenated, and
+    /// the warnings and infos of every answer, each once, in first-seen order.
+    /// A wrong number of answers, or a success that is not a query answer, is
+    /// an internal error rather than a panic.
+    pub fn merge(&self, answers: Vec<ApiResponse>) -> ApiResponse {
+        let expected = self.queries().len();
+        if answers.len() != expected {
+            return ApiResponse::error(
+                ErrorType::Internal,
+                format!(
+                    "plan has {expected} sub-queries but got {} answers",
+                    answers.len()
+                ),
+            );
+        }
+        if let Plan::Query(_) = self {
+            return answers.into_iter().next().unwrap_or_default();
+        }
+        let mut answers = answers.into_iter();
+        let mut merged = Merged::default();
+        if let Err(error) = merged.add(self, &mut answers) {
+            return *error;
+        }
+        let mut response = ApiResponse::success(ResponseData::Query(concat_data(merged.parts)));
+        response.warnings = merged.warnings;
+        response.infos = merged.infos;
+        response
+    }
+}
+
+/// Accumulates the parts of a merge.
+#[derive(Default)]
+struct Merged {
+    parts: Vec<QueryData>,
+    warnings: Vec<String>,
+    infos: Vec<String>,
+}
+
+fn push_unique(into: &mut Vec<String>, items: Vec<String>) {
+    for item in items {
+        if !into.contains(&item) {
+            into.push(item);
+        }
+    }
+}
+
+impl Merged {
+    fn add(
+        &mut self,
+        plan: &Plan,
+        answers: &mut impl Iterator<Item = ApiResponse>,
+    ) -> Result<(), Box<ApiResponse>> {
+        match plan {
+            Plan::Query(_) => {
+                let Some(answer) = answers.next() else {
+                    return Err(Box::new(ApiResponse::error(
+                        ErrorType::Internal,
+                        "missing sub-query answer",
+                    )));
+                };
+                if answer.is_error() {
+                    return Err(Box::new(answer));
+                }
+                push_unique(&mut self.warnings, answer.warnings);
+                push_unique(&mut self.infos, answer.infos);
+                match answer.data {
+                    Some(ResponseData::Query(data)) => self.parts.push(data),
+                    // A success without data has nothing to contribute.
+                    None => {}
+                    Some(_) => {
+                        return Err(Box::new(ApiResponse::error(
+                            ErrorType::Internal,
+                            "sub-query answered with non-query data",
+                        )));
+                    }
+                }
+            }
+            Plan::Cached(extent) => self.parts.push(extent.data.clone().unwrap_or_default()),
+            Plan::Concat(children) => {
+                for child in children {
+                    self.add(child, answers)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_proto::{Label, ResultType, Series};
+
+    fn piece(start_ms: i64, end_ms: i64) -> RangeQuery {
+        RangeQuery {
+            query: "up".into(),
+            start_ms,
+            end_ms,
+            step_ms: 1,
+            ..RangeQuery::default()
+        }
+    }
+
+    fn answer(samples: &[(i64, f64)], warnings: &[&str]) -> ApiResponse {
+        let mut series = Series {
+            labels: vec![Label {
+                name: "a".into(),
+                value: "1".into(),
+            }],
+            ..Series::default()
+        };
+        for &(timestamp, value) in samples {
+            series.push(timestamp, value);
+        }
+        let mut response = ApiResponse::success(ResponseData::Query(QueryData {
+            result_type: ResultType::Matrix as i32,
+            series: vec![series],
+            ..QueryData::default()
+        }));
+        response.warnings = warnings.iter().map(|w| (*w).to_owned()).collect();
+        response
+    }
+
+    #[test]
+    fn a_single_piece_passes_through() {
+        let plan = Plan::for_pieces(vec![piece(0, 5)]);
+        let mut original = answer(&[(0, 1.0)], &[]);
+        if let Some(ResponseData::Query(data)) = &mut original.data {
+            data.stats_json = "{}".into();
+        }
+        assert_eq!(plan.merge(vec![original.clone()]), original);
+    }
+
+    #[test]
+    fn warnings_are_a_union_in_first_seen_order() {
+        let plan = Plan::for_pieces(vec![piece(0, 1), piece(2, 3), piece(4, 5)]);
+        let merged = plan.merge(vec![
+            answer(&[(0, 0.0)], &["b", "a"]),
+            answer(&[(2, 0.0)], &["a", "c"]),
+            answer(&[(4, 0.0)], &["b"]),
+        ]);
+        assert_eq!(merged.warnings, vec!["b", "a", "c"]);
+        assert_eq!(merged.http_status, 200);
+    }
+
+    #[test]
+    fn the_first_error_is_the_answer() {
+        let plan = Plan::for_pieces(vec![piece(0, 1), piece(2, 3), piece(4, 5)]);
+        let first = ApiResponse::error(ErrorType::Timeout, "slow");
+        let second = ApiResponse::error(ErrorType::Execution, "bad");
+        let merged = plan.merge(vec![answer(&[], &[]), first.clone(), second]);
+        assert_eq!(merged, first);
+    }
+
+    #[test]
+    fn no_series_is_an_empty_matrix() {
+        let plan = Plan::Concat(vec![]);
+        let merged = plan.merge(vec![]);
+        let Some(ResponseData::Query(data)) = merged.data else {
+            panic!("expected query data");
+        };
+        assert!(data.series.is_empty());
+        assert_eq!(data.result_type, ResultType::Matrix as i32);
+    }
+
+    #[test]
+    fn wrong_answer_count_is_an_internal_error() {
+        let plan = Plan::for_pieces(vec![piece(0, 1), piece(2, 3)]);
+        assert!(plan.merge(vec![answer(&[], &[])]).is_error());
+    }
+
+    #[test]
+    fn cached_leaves_and_answers_concatenate_in_plan_order() {
+        let cached = Extent {
+            start_ms: 0,
+            end_ms: 1,
+            data: match answer(&[(0, 1.0), (1, 2.0)], &[]).data {
+                Some(ResponseData::Query(data)) => Some(data),
+                _ => None,
+            },
+        };
+        let plan = Plan::Concat(vec![Plan::Cached(cached), Plan::Query(piece(2, 3))]);
+        assert_eq!(plan.queries(), vec![&piece(2, 3)]);
+        assert_eq!(plan.cached_leaves(), 1);
+        assert_eq!(plan.cached_samples(), 2);
+        let merged = plan.merge(vec![answer(&[(2, 3.0)], &[])]);
+        assert_eq!(merged, answer(&[(0, 1.0), (1, 2.0), (2, 3.0)], &[]));
+    }
+}
