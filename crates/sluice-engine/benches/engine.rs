@@ -1,9 +1,10 @@
 //! Benchmarks of the engine over a synthetic day of data: 10,000 series
 //! (8,000 counters, 2,000 classic-histogram buckets) at a 15s interval.
 //!
-//! Each query is a range query over the last hour of the day at a 60s step
-//! (what a dashboard panel asks for); the samples each query reads are
-//! printed once so that time per sample can be derived from the times.
+//! Each query runs as a range query over the last hour of the day at a 60s
+//! step (what a dashboard panel asks for) and as an instant query at the end
+//! of the day; the samples each query reads are printed once so that time
+//! per sample can be derived from the times.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -124,6 +125,29 @@ fn engine_benchmarks(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    let mut instant = c.benchmark_group("instant");
+    instant.sample_size(10);
+    instant.measurement_time(Duration::from_secs(3));
+    for (name, query) in QUERIES {
+        let output = engine
+            .instant(&storage, query, end, &options)
+            .expect("benchmark query evaluates");
+        eprintln!(
+            "instant {name}: reads {} samples per run",
+            output.samples_read
+        );
+        instant.bench_function(*name, |b| {
+            b.iter(|| {
+                black_box(
+                    engine
+                        .instant(&storage, query, end, &options)
+                        .expect("query evaluates"),
+                )
+            })
+        });
+    }
+    instant.finish();
 }
 
 criterion_group!(benches, engine_benchmarks);

@@ -182,7 +182,10 @@ pub(crate) fn eval_aggregate(
                     param_expr,
                 );
             }
+            let node = aggregate as *const AggregateExpr as usize;
             Ok(Value::Vector(simple_aggregate(
+                ev,
+                node,
                 op,
                 param.unwrap_or(f64::NAN),
                 input,
@@ -194,6 +197,8 @@ pub(crate) fn eval_aggregate(
 }
 
 fn simple_aggregate(
+    ev: &mut Evaluator<'_>,
+    node: usize,
     op: &str,
     q: f64,
     input: Vec<Sample>,
@@ -206,7 +211,7 @@ fn simple_aggregate(
     let spec = key_spec(modifier);
     let mut index_by_key: FastMap<u64, usize> = FastMap::default();
     for sample in input {
-        let key = spec.hash(&sample.labels);
+        let key = ev.group_key(node, &sample.labels, |labels| spec.hash(labels));
         let f = sample.v;
         let index = match index_by_key.get(&key) {
             Some(index) => *index,

@@ -21,10 +21,6 @@ use crate::labels::{Labels, METRIC_NAME};
 use crate::storage::{Storage, StoredSeries, is_stale_nan};
 use crate::{EngineError, InstantSample, QueryOptions, QueryOutput, QueryValue, Series};
 
-/// Subqueries without an explicit step use this resolution (Prometheus'
-/// default global evaluation interval).
-const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
-
 /// One element of an instant vector during evaluation.
 #[derive(Clone, Debug)]
 pub(crate) struct Sample {
@@ -43,8 +39,50 @@ pub(crate) struct Sample {
 #[derive(Clone, Debug)]
 pub(crate) struct RangeSeries {
     pub(crate) labels: Arc<Labels>,
-    pub(crate) points: Vec<(i64, f64)>,
+    pub(crate) points: Points,
     pub(crate) drop_name: bool,
+}
+
+/// The points of a range-vector element: usually a window straight into
+/// stored data (no copy per step), or owned when they had to be built
+/// (subqueries) or filtered (staleness markers).
+#[derive(Clone, Debug)]
+pub(crate) enum Points {
+    Owned(Vec<(i64, f64)>),
+    Shared {
+        series: Arc<StoredSeries>,
+        from: usize,
+        to: usize,
+    },
+}
+
+impl Points {
+    pub(crate) fn push(&mut self, point: (i64, f64)) {
+        if let Points::Shared { .. } = self {
+            *self = Points::Owned(self.to_vec());
+        }
+        if let Points::Owned(points) = self {
+            points.push(point);
+        }
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<(i64, f64)> {
+        match self {
+            Points::Owned(points) => points,
+            shared => shared.to_vec(),
+        }
+    }
+}
+
+impl std::ops::Deref for Points {
+    type Target = [(i64, f64)];
+
+    fn deref(&self) -> &[(i64, f64)] {
+        match self {
+            Points::Owned(points) => points,
+            Points::Shared { series, from, to } => &series.samples[*from..*to],
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -69,19 +107,38 @@ struct Selected {
     window_cursors: Vec<Cell<usize>>,
 }
 
-/// `samples.partition_point(|s| s.0 <= bound)`, searched from `cursor`
-/// with an exponential probe, and leaving the answer in `cursor`.
+/// `samples.partition_point(|s| s.0 <= bound)`, found by galloping from
+/// `cursor` (or, for a fresh cursor, from a guess interpolated from the
+/// series' time span), and left in `cursor` for the next step. Both keep the
+/// number of cache-missing probes small: steps move forward a little at a
+/// time, and samples are usually evenly spaced.
 fn seek(samples: &[(i64, f64)], cursor: &Cell<usize>, bound: i64) -> usize {
-    let hint = cursor.get().min(samples.len());
+    let len = samples.len();
+    let hint = match cursor.get() {
+        0 => interpolate(samples, bound),
+        previous => previous.min(len),
+    };
     let answer = if hint > 0 && samples[hint - 1].0 > bound {
-        samples[..hint].partition_point(|(t, _)| *t <= bound)
+        // The answer lies before the hint: gallop backwards. Invariant:
+        // the answer is at most `high` and samples[high] is past the bound.
+        let mut high = hint - 1;
+        let mut width = 1;
+        loop {
+            let low = high.saturating_sub(width);
+            if low == 0 || samples[low - 1].0 <= bound {
+                break low + samples[low..high].partition_point(|(t, _)| *t <= bound);
+            }
+            high = low - 1;
+            width *= 2;
+        }
     } else {
+        // The answer is at or after the hint: gallop forwards.
         let mut low = hint;
         let mut width = 1;
         loop {
             let probe = low + width;
-            if probe > samples.len() || samples[probe - 1].0 > bound {
-                let high = probe.min(samples.len());
+            if probe > len || samples[probe - 1].0 > bound {
+                let high = probe.min(len);
                 break low + samples[low..high].partition_point(|(t, _)| *t <= bound);
             }
             low = probe;
@@ -90,6 +147,21 @@ fn seek(samples: &[(i64, f64)], cursor: &Cell<usize>, bound: i64) -> usize {
     };
     cursor.set(answer);
     answer
+}
+
+/// Where `bound` would fall if the samples were evenly spaced in time.
+fn interpolate(samples: &[(i64, f64)], bound: i64) -> usize {
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+        return 0;
+    };
+    if bound < first.0 {
+        return 0;
+    }
+    if bound >= last.0 || last.0 == first.0 {
+        return samples.len();
+    }
+    let fraction = (bound - first.0) as f64 / (last.0 - first.0) as f64;
+    ((fraction * (samples.len() - 1) as f64) as usize + 1).min(samples.len())
 }
 
 /// Result labels of one vector-matching pair, with the two input label
@@ -105,9 +177,18 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) interval: i64,
     pub(crate) is_range_query: bool,
     selected: HashMap<usize, Rc<Selected>>,
+    /// The time range each selector (by node address) may read, computed
+    /// before evaluation so storage is asked for no more than needed.
+    selector_ranges: FastMap<usize, (i64, i64)>,
     /// Result labels of vector matching, keyed by (node, lhs labels, rhs
     /// labels) pointers; the value keeps the key Arcs alive.
     pub(crate) result_metric_cache: FastMap<(usize, usize, usize), CachedResultMetric>,
+    /// Label sets already checked for counter-like names, by address; the
+    /// value keeps the Arc alive so the address is not reused.
+    counter_checked: FastMap<usize, Arc<Labels>>,
+    /// Aggregation group keys by (aggregation node, input labels address);
+    /// the value keeps the Arc alive so the address is not reused.
+    group_keys: FastMap<(usize, usize), (Arc<Labels>, u64)>,
     warnings: BTreeSet<String>,
     infos: BTreeSet<String>,
     current_samples: usize,
@@ -149,7 +230,10 @@ impl<'a> Evaluator<'a> {
             interval,
             is_range_query,
             selected: HashMap::new(),
+            selector_ranges: FastMap::default(),
             result_metric_cache: FastMap::default(),
+            counter_checked: FastMap::default(),
+            group_keys: FastMap::default(),
             warnings: BTreeSet::new(),
             infos: BTreeSet::new(),
             current_samples: 0,
@@ -223,6 +307,44 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
+    /// The group key of `labels` in the aggregation `node`, computed once
+    /// per query: selector output keeps the same Arcs from step to step.
+    pub(crate) fn group_key(
+        &mut self,
+        node: usize,
+        labels: &Arc<Labels>,
+        compute: impl Fn(&Labels) -> u64,
+    ) -> u64 {
+        let key = (node, Arc::as_ptr(labels) as usize);
+        if let Some((_, hash)) = self.group_keys.get(&key) {
+            return *hash;
+        }
+        let hash = compute(labels);
+        self.group_keys.insert(key, (Arc::clone(labels), hash));
+        hash
+    }
+
+    /// Whether this is the first time `labels` is checked for a counter-like
+    /// name in this query.
+    pub(crate) fn first_counter_check(&mut self, labels: &Arc<Labels>) -> bool {
+        let key = Arc::as_ptr(labels) as usize;
+        if self.counter_checked.contains_key(&key) {
+            return false;
+        }
+        self.counter_checked.insert(key, Arc::clone(labels));
+        true
+    }
+
+    /// The lookback delta in effect; like Prometheus, zero (or less) means
+    /// the 5m default.
+    fn lookback_delta(&self) -> i64 {
+        if self.options.lookback_delta_ms > 0 {
+            self.options.lookback_delta_ms
+        } else {
+            5 * 60 * 1000
+        }
+    }
+
     pub(crate) fn at_time(&self, at: &Option<AtModifier>) -> Option<i64> {
         match at {
             None => None,
@@ -248,15 +370,18 @@ impl<'a> Evaluator<'a> {
         {
             matchers.push(Matcher::new(MatchOp::Equal, METRIC_NAME, name));
         }
-        // The selectors' windows are not tracked per node; reading the whole
-        // store's time range is correct, and storage is free to return more.
+        let (min_time, max_time) = self
+            .selector_ranges
+            .get(&key)
+            .copied()
+            .unwrap_or((i64::MIN, i64::MAX));
         let mut series = Vec::new();
         if vs.matchers.or_matchers.is_empty() {
             for found in self
                 .storage
-                .select(&matchers, i64::MIN, i64::MAX, self.options.shard)?
+                .select(&matchers, min_time, max_time, self.options.shard)?
             {
-                series.push((Arc::new(found.labels.clone()), found));
+                series.push((Arc::clone(&found.labels), found));
             }
         } else {
             let mut seen = BTreeSet::new();
@@ -267,15 +392,18 @@ impl<'a> Evaluator<'a> {
                 }
                 for found in self
                     .storage
-                    .select(&alt, i64::MIN, i64::MAX, self.options.shard)?
+                    .select(&alt, min_time, max_time, self.options.shard)?
                 {
-                    if seen.insert(found.labels.clone()) {
-                        series.push((Arc::new(found.labels.clone()), found));
+                    if seen.insert(Arc::clone(&found.labels)) {
+                        series.push((Arc::clone(&found.labels), found));
                     }
                 }
             }
         }
-        series.sort_by(|a, b| a.0.cmp(&b.0));
+        // Storage usually returns series in label order already.
+        if !series.is_sorted_by(|a, b| a.0 <= b.0) {
+            series.sort_by(|a, b| a.0.cmp(&b.0));
+        }
         let cursors = series.iter().map(|_| Cell::new(0)).collect();
         let window_cursors = series.iter().map(|_| Cell::new(0)).collect();
         let selected = Rc::new(Selected {
@@ -287,6 +415,41 @@ impl<'a> Evaluator<'a> {
         Ok(selected)
     }
 
+    /// The series matching `matchers` that have a sample in the lookback
+    /// window ending at `ref_time`, each with that sample's timestamp. Used
+    /// by `info()`, whose selector is built at evaluation time.
+    pub(crate) fn select_latest(
+        &mut self,
+        matchers: &[Matcher],
+        ref_time: i64,
+    ) -> Result<Vec<(Arc<Labels>, i64)>, EngineError> {
+        let lookback_start = ref_time - self.lookback_delta();
+        let found = self
+            .storage
+            .select(matchers, lookback_start, ref_time, self.options.shard)?;
+        let mut out = Vec::new();
+        for series in found {
+            if series
+                .histogram_times
+                .iter()
+                .any(|t| *t > lookback_start && *t <= ref_time)
+            {
+                return native_histogram_error();
+            }
+            let index = series.samples.partition_point(|(t, _)| *t <= ref_time);
+            if index == 0 {
+                continue;
+            }
+            let (t, v) = series.samples[index - 1];
+            if t <= lookback_start || is_stale_nan(v) {
+                continue;
+            }
+            out.push((Arc::clone(&series.labels), t));
+        }
+        self.add_samples(out.len())?;
+        Ok(out)
+    }
+
     fn eval_vector_selector(
         &mut self,
         vs: &VectorSelector,
@@ -294,8 +457,8 @@ impl<'a> Evaluator<'a> {
     ) -> Result<Vec<Sample>, EngineError> {
         let selected = self.select(vs)?;
         let ref_time = self.selector_ref_time(vs, ts);
-        let lookback_start = ref_time - self.options.lookback_delta_ms;
-        let mut out = Vec::new();
+        let lookback_start = ref_time - self.lookback_delta();
+        let mut out = Vec::with_capacity(selected.series.len());
         for ((labels, series), cursor) in selected.series.iter().zip(&selected.cursors) {
             let samples = &series.samples;
             let index = seek(samples, cursor, ref_time);
@@ -338,7 +501,7 @@ impl<'a> Evaluator<'a> {
         let selected = self.select(vs)?;
         let ref_time = self.selector_ref_time(vs, ts);
         let window_start = ref_time - range_ms;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(selected.series.len());
         let mut loaded = 0;
         let cursors = selected.cursors.iter().zip(&selected.window_cursors);
         for ((labels, series), (end_cursor, start_cursor)) in selected.series.iter().zip(cursors) {
@@ -355,14 +518,24 @@ impl<'a> Evaluator<'a> {
             if from >= to {
                 continue;
             }
-            let points: Vec<(i64, f64)> = samples[from..to]
-                .iter()
-                .copied()
-                .filter(|(_, v)| !is_stale_nan(*v))
-                .collect();
-            if points.is_empty() {
-                continue;
-            }
+            let window = &samples[from..to];
+            let points = if window.iter().any(|(_, v)| is_stale_nan(*v)) {
+                let kept: Vec<(i64, f64)> = window
+                    .iter()
+                    .copied()
+                    .filter(|(_, v)| !is_stale_nan(*v))
+                    .collect();
+                if kept.is_empty() {
+                    continue;
+                }
+                Points::Owned(kept)
+            } else {
+                Points::Shared {
+                    series: Arc::clone(series),
+                    from,
+                    to,
+                }
+            };
             loaded += points.len();
             out.push(RangeSeries {
                 labels: Arc::clone(labels),
@@ -387,7 +560,7 @@ impl<'a> Evaluator<'a> {
             .step
             .map(|s| s.as_millis() as i64)
             .filter(|s| *s > 0)
-            .unwrap_or(DEFAULT_SUBQUERY_STEP_MS);
+            .unwrap_or(self.options.default_subquery_step_ms.max(1));
         let window_start = ref_time - range;
         let mut first = window_start.div_euclid(step) * step;
         if first <= window_start {
@@ -524,6 +697,115 @@ pub(crate) fn go_quote_bytes(text: &str) -> String {
     out
 }
 
+/// Every `@` time in the expression.
+fn collect_at_times(evaluator: &Evaluator<'_>, expr: &Expr, out: &mut Vec<i64>) {
+    let mut note = |at: &Option<AtModifier>| {
+        if let Some(time) = evaluator.at_time(at) {
+            out.push(time);
+        }
+    };
+    match expr {
+        Expr::VectorSelector(vs) => note(&vs.at),
+        Expr::MatrixSelector(ms) => note(&ms.vs.at),
+        Expr::Subquery(sq) => {
+            note(&sq.at);
+            collect_at_times(evaluator, &sq.expr, out);
+        }
+        Expr::Paren(paren) => collect_at_times(evaluator, &paren.expr, out),
+        Expr::Unary(unary) => collect_at_times(evaluator, &unary.expr, out),
+        Expr::Binary(binary) => {
+            collect_at_times(evaluator, &binary.lhs, out);
+            collect_at_times(evaluator, &binary.rhs, out);
+        }
+        Expr::Aggregate(aggregate) => {
+            collect_at_times(evaluator, &aggregate.expr, out);
+            if let Some(param) = &aggregate.param {
+                collect_at_times(evaluator, param, out);
+            }
+        }
+        Expr::Call(call) => {
+            for arg in &call.args.args {
+                collect_at_times(evaluator, arg, out);
+            }
+        }
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+/// Computes a conservative `[min, max]` read range for every selector:
+/// the query's span widened to any `@` time, minus the look-back of the
+/// selector itself and of every enclosing subquery, plus negative offsets.
+fn compute_selector_ranges(
+    expr: &Expr,
+    base: (i64, i64),
+    back: i64,
+    forward: i64,
+    lookback: i64,
+    out: &mut FastMap<usize, (i64, i64)>,
+) {
+    let recurse = |child: &Expr, out: &mut FastMap<usize, (i64, i64)>| {
+        compute_selector_ranges(child, base, back, forward, lookback, out)
+    };
+    match expr {
+        Expr::VectorSelector(vs) => {
+            let offset = offset_ms(&vs.offset);
+            let range = (
+                base.0 - back - lookback - offset.max(0),
+                base.1 + forward + (-offset).max(0),
+            );
+            out.insert(vs as *const VectorSelector as usize, range);
+        }
+        Expr::MatrixSelector(ms) => {
+            let offset = offset_ms(&ms.vs.offset);
+            let own_range = ms.range.as_millis() as i64;
+            let range = (
+                base.0 - back - own_range - offset.max(0),
+                base.1 + forward + (-offset).max(0),
+            );
+            out.insert(&ms.vs as *const VectorSelector as usize, range);
+        }
+        Expr::Subquery(sq) => {
+            let offset = offset_ms(&sq.offset);
+            // Inner steps lie in (ref - range, ref], so no alignment slack is needed.
+            let inner_back = back + sq.range.as_millis() as i64 + offset.max(0);
+            let inner_forward = forward + (-offset).max(0);
+            compute_selector_ranges(&sq.expr, base, inner_back, inner_forward, lookback, out);
+        }
+        Expr::Paren(paren) => recurse(&paren.expr, out),
+        Expr::Unary(unary) => recurse(&unary.expr, out),
+        Expr::Binary(binary) => {
+            recurse(&binary.lhs, out);
+            recurse(&binary.rhs, out);
+        }
+        Expr::Aggregate(aggregate) => {
+            recurse(&aggregate.expr, out);
+            if let Some(param) = &aggregate.param {
+                recurse(param, out);
+            }
+        }
+        Expr::Call(call) => {
+            for arg in &call.args.args {
+                recurse(arg, out);
+            }
+        }
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+impl Evaluator<'_> {
+    fn plan_selector_ranges(&mut self, expr: &Expr) {
+        let mut at_times = vec![self.start, self.end];
+        collect_at_times(self, expr, &mut at_times);
+        let base = (
+            at_times.iter().copied().min().unwrap_or(self.start),
+            at_times.iter().copied().max().unwrap_or(self.end),
+        );
+        let mut ranges = FastMap::default();
+        compute_selector_ranges(expr, base, 0, 0, self.lookback_delta(), &mut ranges);
+        self.selector_ranges = ranges;
+    }
+}
+
 /// Collects per-step samples into series. Most steps hand back the very
 /// same label Arcs (selector output is shared between steps), so series are
 /// found by pointer first and by label value only on a miss. Every Arc
@@ -548,7 +830,7 @@ impl SeriesAccumulator {
             None => {
                 self.series.push(RangeSeries {
                     labels: Arc::clone(labels),
-                    points: Vec::new(),
+                    points: Points::Owned(Vec::new()),
                     drop_name: false,
                 });
                 self.by_labels
@@ -572,7 +854,7 @@ impl SeriesAccumulator {
         if self.series.is_empty() {
             self.series.push(RangeSeries {
                 labels: Arc::new(Labels::empty()),
-                points: Vec::new(),
+                points: Points::Owned(Vec::new()),
                 drop_name: false,
             });
         }
@@ -595,24 +877,30 @@ fn leading_token(expr: &Expr) -> Option<String> {
         Expr::Subquery(sq) => leading_token(&sq.expr),
         Expr::Binary(binary) => leading_token(&binary.lhs),
         Expr::Unary(_) => Some("-".to_string()),
-        Expr::StringLiteral(_) | Expr::NumberLiteral(_) | Expr::Extension(_) => None,
+        Expr::NumberLiteral(number) => Some(format!("{}", number.val)),
+        Expr::StringLiteral(_) | Expr::Extension(_) => None,
     }
 }
 
 /// Removes flagged metric names and rejects label-set collisions, the last
 /// step of every evaluation in Prometheus 3.
 fn finish_vector(samples: Vec<Sample>, ts: i64) -> Result<Vec<InstantSample>, EngineError> {
-    let mut out = Vec::with_capacity(samples.len());
-    let mut seen = std::collections::HashSet::with_capacity(samples.len());
+    let mut out: Vec<InstantSample> = Vec::with_capacity(samples.len());
+    // Collisions are found by hash; only a shared hash is checked exactly.
+    let mut seen: FastMap<u64, Vec<usize>> = FastMap::default();
     for sample in samples {
         let labels = if sample.drop_name {
             sample.labels.without_metric_name()
         } else {
             (*sample.labels).clone()
         };
-        if !seen.insert(labels.clone()) {
+        let same_hash = seen
+            .entry(crate::hashing::hash_labels(&labels))
+            .or_default();
+        if same_hash.iter().any(|index| out[*index].labels == labels) {
             return exec_err("vector cannot contain metrics with the same labelset");
         }
+        same_hash.push(out.len());
         out.push(InstantSample {
             labels,
             timestamp_ms: ts,
@@ -620,27 +908,6 @@ fn finish_vector(samples: Vec<Sample>, ts: i64) -> Result<Vec<InstantSample>, En
         });
     }
     Ok(out)
-}
-
-/// Fails like [`finish_vector`] would, but compares hashes first so the
-/// common case (no collision) allocates nothing.
-fn check_collisions_after_name_removal(samples: &[Sample], ts: i64) -> Result<(), EngineError> {
-    let metadata = ["__type__".to_string(), "__unit__".to_string()];
-    let without_name = crate::hashing::KeySpec::AllBut(&metadata);
-    let mut seen: crate::hashing::FastSet<u64> = crate::hashing::FastSet::default();
-    let mut suspicious = false;
-    for sample in samples {
-        let hash = if sample.drop_name || !sample.labels.has(METRIC_NAME) {
-            without_name.hash(&sample.labels)
-        } else {
-            crate::hashing::hash_labels(&sample.labels)
-        };
-        suspicious |= !seen.insert(hash);
-    }
-    if suspicious {
-        finish_vector(samples.to_vec(), ts)?;
-    }
-    Ok(())
 }
 
 fn finish_matrix(series: Vec<RangeSeries>) -> Result<Vec<Series>, EngineError> {
@@ -654,33 +921,37 @@ fn finish_matrix(series: Vec<RangeSeries>) -> Result<Vec<Series>, EngineError> {
         };
         match merged.get(&labels) {
             Some(index) => {
+                // Both point lists are in time order; a shared timestamp
+                // means two series collided after losing their names.
                 let existing = &mut out[*index];
-                for point in one.points {
-                    if existing.points.iter().any(|p| p.0 == point.0) {
+                let mut combined = Vec::with_capacity(existing.points.len() + one.points.len());
+                let (left, right) = (&existing.points, &one.points);
+                let (mut i, mut j) = (0, 0);
+                while i < left.len() || j < right.len() {
+                    if i < left.len() && j < right.len() && left[i].0 == right[j].0 {
                         return exec_err("vector cannot contain metrics with the same labelset");
                     }
-                    existing.points.push(point);
+                    if j >= right.len() || (i < left.len() && left[i].0 < right[j].0) {
+                        combined.push(left[i]);
+                        i += 1;
+                    } else {
+                        combined.push(right[j]);
+                        j += 1;
+                    }
                 }
-                existing.points.sort_by_key(|p| p.0);
+                existing.points = combined;
             }
             None => {
                 merged.insert(labels.clone(), out.len());
                 out.push(Series {
                     labels,
-                    points: one.points,
+                    points: one.points.into_vec(),
                 });
             }
         }
     }
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(out)
-}
-
-fn unwrap_parens(expr: &Expr) -> &Expr {
-    match expr {
-        Expr::Paren(paren) => unwrap_parens(&paren.expr),
-        other => other,
-    }
 }
 
 pub(crate) fn run_instant(
@@ -691,6 +962,7 @@ pub(crate) fn run_instant(
     options: &QueryOptions,
 ) -> Result<QueryOutput, EngineError> {
     let mut evaluator = Evaluator::new(storage, query, options, time_ms, time_ms, 0, false);
+    evaluator.plan_selector_ranges(expr);
     evaluator.check_interrupt()?;
     let value = evaluator.eval(expr, time_ms)?;
     let value = match value {
@@ -705,7 +977,6 @@ pub(crate) fn run_instant(
         Value::Vector(samples) => QueryValue::Vector(finish_vector(samples, time_ms)?),
         Value::Matrix(series) => QueryValue::Matrix(finish_matrix(series)?),
     };
-    let _ = unwrap_parens(expr);
     Ok(evaluator.into_output(value))
 }
 
@@ -728,6 +999,7 @@ pub(crate) fn run_range(
         }
     }
     let mut evaluator = Evaluator::new(storage, query, options, start_ms, end_ms, step_ms, true);
+    evaluator.plan_selector_ranges(expr);
     let mut out = SeriesAccumulator::default();
     let mut result_points = 0usize;
     let mut ts = start_ms;
@@ -740,10 +1012,8 @@ pub(crate) fn run_range(
                 result_points += 1;
             }
             Value::Vector(samples) => {
-                // Collisions after name removal are errors at each step.
-                if samples.iter().any(|s| s.drop_name) {
-                    check_collisions_after_name_removal(&samples, ts)?;
-                }
+                // Label-set collisions after name removal are caught when the
+                // series are merged at the end (they share a timestamp).
                 result_points += samples.len();
                 for sample in &samples {
                     out.push(sample, ts);
@@ -783,9 +1053,24 @@ mod tests {
     fn seek_matches_partition_point_in_any_order() {
         let samples: Vec<(i64, f64)> = (0..100).map(|i| (i * 10, 0.0)).collect();
         let cursor = Cell::new(0);
-        for bound in [-5, 0, 5, 15, 995, 2000, 500, 499, 10, 990, 991] {
+        for bound in [-5, 0, 5, 15, 995, 2000, 500, 499, 10, 990, 991, 3, 700] {
             let expected = samples.partition_point(|(t, _)| *t <= bound);
             assert_eq!(seek(&samples, &cursor, bound), expected, "bound {bound}");
+        }
+        let uneven: Vec<(i64, f64)> = [0, 1, 2, 3, 500, 501, 502, 990]
+            .iter()
+            .map(|t| (*t, 0.0))
+            .collect();
+        for start in 0..=uneven.len() {
+            for bound in -1..=1000 {
+                let cursor = Cell::new(start);
+                let expected = uneven.partition_point(|(t, _)| *t <= bound);
+                assert_eq!(
+                    seek(&uneven, &cursor, bound),
+                    expected,
+                    "start {start} bound {bound}"
+                );
+            }
         }
     }
 }

@@ -167,6 +167,7 @@ pub(crate) fn eval_call(
     }
 
     let value = match name {
+        "info" => return crate::info::eval_info(ev, call, ts),
         "time" => Value::Scalar(ts as f64 / 1000.0),
         "pi" => Value::Scalar(std::f64::consts::PI),
         "start" => Value::Scalar(ev.start as f64 / 1000.0),
@@ -389,9 +390,36 @@ pub(crate) fn eval_call(
             let window = eval_window(ev, args[0], ts)?;
             let is_counter = name != "delta";
             let is_rate = name == "rate";
-            Value::Vector(map_windows(window, ts, false, |s, start, end| {
+            let mut not_counters = Vec::new();
+            let out = map_windows(window, ts, false, |s, start, end| {
                 extrapolated_rate(&s.points, start, end, is_counter, is_rate)
-            }))
+            });
+            if name != "delta" {
+                // Like Prometheus, hint when a counter function reads a
+                // metric whose name does not say it is a counter. Each label
+                // set is checked once per query, not once per step.
+                for sample in &out {
+                    if !ev.first_counter_check(&sample.labels) {
+                        continue;
+                    }
+                    let metric = sample.labels.metric_name();
+                    let counter_like = ["_total", "_sum", "_count", "_bucket"]
+                        .iter()
+                        .any(|suffix| metric.ends_with(suffix));
+                    if !metric.is_empty() && !counter_like {
+                        not_counters.push(metric.to_string());
+                    }
+                }
+            }
+            for metric in not_counters {
+                ev.info(
+                    format!(
+                        "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}"
+                    ),
+                    args[0],
+                );
+            }
+            Value::Vector(out)
         }
         "irate" | "idelta" => {
             let window = eval_window(ev, args[0], ts)?;

@@ -10,12 +10,18 @@
 //!
 //! Native histograms are out of scope: a query that meets one fails with an
 //! execution error rather than returning a wrong answer.
+//!
+//! Correctness is checked against Prometheus' own PromQL test scripts by
+//! `tests/conformance.rs` (see its header for the environment variables),
+//! the sharding and splitting invariants by `tests/properties.rs`, and
+//! speed by `benches/engine.rs` (`cargo bench -p sluice-engine`).
 
 mod aggregate;
 mod binary;
 mod eval;
 mod functions;
 mod hashing;
+mod info;
 pub mod labels;
 pub mod storage;
 
@@ -58,7 +64,8 @@ impl EngineError {
 /// Per-query settings.
 #[derive(Clone, Debug)]
 pub struct QueryOptions {
-    /// How far back an instant selector looks for a sample (Prometheus: 5m).
+    /// How far back an instant selector looks for a sample; zero or less
+    /// means Prometheus' default, 5m.
     pub lookback_delta_ms: i64,
     /// The most samples a query may hold at once before it fails.
     pub max_samples: usize,
@@ -68,6 +75,9 @@ pub struct QueryOptions {
     pub cancel: Option<Arc<AtomicBool>>,
     /// When set, selectors read only this shard of the series.
     pub shard: Option<Shard>,
+    /// The resolution of subqueries written without a step (`x[1h:]`);
+    /// Prometheus uses its global evaluation interval, 1m by default.
+    pub default_subquery_step_ms: i64,
 }
 
 impl Default for QueryOptions {
@@ -78,6 +88,7 @@ impl Default for QueryOptions {
             deadline: None,
             cancel: None,
             shard: None,
+            default_subquery_step_ms: 60_000,
         }
     }
 }
@@ -132,7 +143,8 @@ pub struct QueryOutput {
     pub warnings: Vec<String>,
     /// Rendered like Prometheus' API: `PromQL info: ... (line:col)`.
     pub infos: Vec<String>,
-    /// Samples read from storage while evaluating.
+    /// Samples loaded by selectors, summed over evaluation steps: a sample
+    /// that several overlapping windows read counts once per window.
     pub samples_read: u64,
 }
 
@@ -168,6 +180,38 @@ impl Engine {
         step_ms: i64,
         options: &QueryOptions,
     ) -> Result<QueryOutput, EngineError> {
+        let expr = parse(query)?;
+        self.range_expr(storage, &expr, query, start_ms, end_ms, step_ms, options)
+    }
+}
+
+impl Engine {
+    /// Like [`Engine::instant`], for an expression the caller has already
+    /// parsed; `query` is its text, used to position annotations.
+    pub fn instant_expr(
+        &self,
+        storage: &dyn Storage,
+        expr: &promql_parser::parser::Expr,
+        query: &str,
+        time_ms: i64,
+        options: &QueryOptions,
+    ) -> Result<QueryOutput, EngineError> {
+        eval::run_instant(storage, query, expr, time_ms, options)
+    }
+
+    /// Like [`Engine::range`], for an expression the caller has already
+    /// parsed; `query` is its text, used to position annotations.
+    #[allow(clippy::too_many_arguments)]
+    pub fn range_expr(
+        &self,
+        storage: &dyn Storage,
+        expr: &promql_parser::parser::Expr,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        options: &QueryOptions,
+    ) -> Result<QueryOutput, EngineError> {
         if step_ms <= 0 {
             return Err(EngineError::BadData(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
@@ -178,8 +222,7 @@ impl Engine {
                 "end timestamp must not be before start time".into(),
             ));
         }
-        let expr = parse(query)?;
-        eval::run_range(storage, query, &expr, start_ms, end_ms, step_ms, options)
+        eval::run_range(storage, query, expr, start_ms, end_ms, step_ms, options)
     }
 }
 
@@ -306,6 +349,122 @@ mod tests {
             .instant(&storage, "latency", 0, &QueryOptions::default())
             .expect_err("refused");
         assert_eq!(error.error_type(), "execution");
+    }
+
+    #[test]
+    fn annotations_carry_positions() {
+        let storage = store();
+        let engine = Engine::new();
+        let options = QueryOptions::default();
+        let sorted = engine
+            .range(&storage, "sort(up)", 0, 120_000, 60_000, &options)
+            .expect("evaluates");
+        assert_eq!(
+            sorted.warnings,
+            vec![
+                "PromQL warning: sort is ineffective for range queries since results are always ordered by labels (1:1)"
+            ]
+        );
+        let quantile = engine
+            .instant(&storage, "quantile(2, up)", 60_000, &options)
+            .expect("evaluates");
+        assert_eq!(
+            quantile.warnings,
+            vec!["PromQL warning: quantile value should be between 0 and 1, got 2 (1:10)"]
+        );
+        let rate = engine
+            .instant(&storage, "rate(up[5m])", 300_000, &options)
+            .expect("evaluates");
+        assert_eq!(
+            rate.infos,
+            vec![
+                "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"up\" (1:6)"
+            ]
+        );
+    }
+
+    fn instant_labels(storage: &MemoryStorage, query: &str) -> Vec<Labels> {
+        let output = Engine::new()
+            .instant(storage, query, 60_000, &QueryOptions::default())
+            .expect("evaluates");
+        let QueryValue::Vector(samples) = output.value else {
+            panic!("vector expected")
+        };
+        let mut labels: Vec<Labels> = samples.into_iter().map(|s| s.labels).collect();
+        labels.sort();
+        labels
+    }
+
+    fn grouped_store() -> MemoryStorage {
+        let storage = MemoryStorage::new();
+        for instance in 0..20 {
+            let labels = Labels::from_pairs([
+                ("__name__", "requests_total".to_string()),
+                ("group", format!("g{}", instance % 2)),
+                ("instance", format!("i{instance}")),
+            ]);
+            storage.append(&labels, &[(0, f64::from(instance))]);
+        }
+        storage
+    }
+
+    #[test]
+    fn limitk_keeps_k_series_per_group() {
+        let storage = grouped_store();
+        assert_eq!(
+            instant_labels(&storage, "limitk(3, requests_total)").len(),
+            3
+        );
+        let by_group = instant_labels(&storage, "limitk by (group) (2, requests_total)");
+        assert_eq!(by_group.len(), 4);
+        assert_eq!(
+            by_group.iter().filter(|l| l.get("group") == "g0").count(),
+            2
+        );
+        assert!(instant_labels(&storage, "limitk(0, requests_total)").is_empty());
+        assert_eq!(
+            instant_labels(&storage, "limitk(100, requests_total)").len(),
+            20
+        );
+    }
+
+    #[test]
+    fn limit_ratio_splits_series_into_complementary_sets() {
+        let storage = grouped_store();
+        let all = instant_labels(&storage, "requests_total");
+        for ratio in [0.1, 0.25, 0.5, 0.9] {
+            let kept = instant_labels(&storage, &format!("limit_ratio({ratio}, requests_total)"));
+            let rest = instant_labels(
+                &storage,
+                &format!("limit_ratio({}, requests_total)", ratio - 1.0),
+            );
+            assert!(
+                kept.iter().all(|l| !rest.contains(l)),
+                "ratio {ratio}: sets overlap"
+            );
+            let mut union: Vec<Labels> = kept.into_iter().chain(rest).collect();
+            union.sort();
+            assert_eq!(union, all, "ratio {ratio}: sets do not cover all series");
+        }
+        assert_eq!(
+            instant_labels(&storage, "limit_ratio(1, requests_total)"),
+            all
+        );
+        assert!(instant_labels(&storage, "limit_ratio(0, requests_total)").is_empty());
+        let capped = Engine::new()
+            .instant(
+                &storage,
+                "limit_ratio(1.1, requests_total)",
+                60_000,
+                &QueryOptions::default(),
+            )
+            .expect("evaluates");
+        assert_eq!(
+            capped.warnings,
+            vec![
+                "PromQL warning: ratio value should be between -1 and 1, got 1.1, capping to 1 (1:13)"
+            ]
+        );
     }
 
     #[test]

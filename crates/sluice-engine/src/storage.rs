@@ -38,7 +38,9 @@ impl Shard {
 /// engine refuses to evaluate but must notice.
 #[derive(Clone, Debug, Default)]
 pub struct StoredSeries {
-    pub labels: Labels,
+    /// Shared, so that the engine hands the same label set to every step
+    /// without copying it.
+    pub labels: Arc<Labels>,
     pub samples: Vec<(i64, f64)>,
     pub histogram_times: Vec<i64>,
 }
@@ -77,7 +79,7 @@ impl MemoryStorage {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let entry = guard.entry(labels.clone()).or_insert_with(|| {
             Arc::new(StoredSeries {
-                labels: labels.clone(),
+                labels: Arc::new(labels.clone()),
                 ..StoredSeries::default()
             })
         });
@@ -95,7 +97,7 @@ impl MemoryStorage {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let entry = guard.entry(labels.clone()).or_insert_with(|| {
             Arc::new(StoredSeries {
-                labels: labels.clone(),
+                labels: Arc::new(labels.clone()),
                 ..StoredSeries::default()
             })
         });

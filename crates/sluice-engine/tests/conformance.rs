@@ -10,11 +10,22 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
+use promql_parser::parser::{AtModifier, Expr};
 use regex::Regex;
 use sluice_engine::storage::stale_nan;
 use sluice_engine::{
     Engine, EngineError, Labels, MemoryStorage, QueryOptions, QueryOutput, QueryValue,
 };
+
+/// Writes straight to stderr: the test harness captures `println!`, but the
+/// report (and above all a notice that conformance did not run) must be
+/// seen on every `cargo test`.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 const REQUIRED_FILES: &[&str] = &[
     "aggregators",
@@ -373,6 +384,16 @@ fn parse_script(text: &str) -> Result<Vec<Command>, String> {
             let mut mentions_histogram = keyword == "load_with_nhcb";
             i += 1;
             while i < lines.len() && !lines[i].is_empty() {
+                // Start-timestamp lines (`metric@st ...`) describe data this
+                // engine has no notion of; the float samples still load.
+                if lines[i]
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|head| head.ends_with("@st"))
+                {
+                    i += 1;
+                    continue;
+                }
                 let (labels, points, has_histogram) =
                     parse_series_line(&lines[i]).map_err(|e| format!("line {}: {e}", i + 1))?;
                 mentions_histogram |= has_histogram;
@@ -769,6 +790,52 @@ fn run_case(
     case: &EvalCase,
     data_has_histograms: bool,
 ) -> Outcome {
+    let outcome = run_case_plain(engine, storage, case, data_has_histograms);
+    if !matches!(outcome, Outcome::Pass) || case.range.is_some() || case.mentions_histogram {
+        return outcome;
+    }
+    let at = case.instant_at.unwrap_or(0);
+    let Some(variant) = at_modifier_variant(&case.query, at) else {
+        return outcome;
+    };
+    let times = if at == 0 {
+        vec![-1000, 0, 1000]
+    } else {
+        vec![-10 * at, 0, at / 5, at, 10 * at]
+    };
+    let options = QueryOptions {
+        max_samples: MAX_SAMPLES,
+        ..QueryOptions::default()
+    };
+    for time in times {
+        let result = engine.instant_expr(storage, &variant, &case.query, time, &options);
+        let failure = match result {
+            Err(error) if data_has_histograms && is_histogram_error(&error) => {
+                return Outcome::Skip("@-modifier re-run reads native-histogram samples".into());
+            }
+            Err(error) if case.is_fail() => case.check_failure(&error).err(),
+            Err(error) => Some(format!("unexpected error: {error}")),
+            Ok(_) if case.is_fail() => Some("expected an error but got none".into()),
+            Ok(output) => case
+                .check_annotations(&output)
+                .and_then(|()| case.compare(&output.value))
+                .err(),
+        };
+        if let Some(reason) = failure {
+            return Outcome::Fail(format!(
+                "@-modifier re-run at {time}ms ({variant}): {reason}"
+            ));
+        }
+    }
+    outcome
+}
+
+fn run_case_plain(
+    engine: &Engine,
+    storage: &MemoryStorage,
+    case: &EvalCase,
+    data_has_histograms: bool,
+) -> Outcome {
     if case.mentions_histogram {
         return Outcome::Skip("expects a native-histogram result".into());
     }
@@ -855,6 +922,64 @@ fn run_case(
         }
     }
     Outcome::Pass
+}
+
+/// Prometheus' runner also re-runs every instant query with `@ <eval time>`
+/// added to each selector and subquery (not inside a subquery that has one)
+/// at other evaluation times, which must not change the result.
+fn at_modifier_variant(query: &str, at_ms: i64) -> Option<Expr> {
+    fn visit(expr: &mut Expr, at: &AtModifier, unsafe_call: &mut bool) {
+        const UNSAFE: &[&str] = &[
+            "days_in_month",
+            "day_of_month",
+            "day_of_week",
+            "day_of_year",
+            "end",
+            "hour",
+            "minute",
+            "month",
+            "year",
+            "predict_linear",
+            "range",
+            "start",
+            "step",
+            "time",
+            "timestamp",
+        ];
+        match expr {
+            Expr::VectorSelector(vs) if vs.at.is_none() => vs.at = Some(at.clone()),
+            Expr::MatrixSelector(ms) if ms.vs.at.is_none() => ms.vs.at = Some(at.clone()),
+            // Selectors inside a subquery keep their own times: the
+            // subquery's @ already pins them.
+            Expr::Subquery(sq) if sq.at.is_none() => sq.at = Some(at.clone()),
+            Expr::Call(call) => {
+                *unsafe_call |= UNSAFE.contains(&call.func.name);
+                for arg in &mut call.args.args {
+                    visit(arg, at, unsafe_call);
+                }
+            }
+            Expr::Aggregate(aggregate) => {
+                visit(&mut aggregate.expr, at, unsafe_call);
+                if let Some(param) = &mut aggregate.param {
+                    visit(param, at, unsafe_call);
+                }
+            }
+            Expr::Binary(binary) => {
+                visit(&mut binary.lhs, at, unsafe_call);
+                visit(&mut binary.rhs, at, unsafe_call);
+            }
+            Expr::Paren(paren) => visit(&mut paren.expr, at, unsafe_call),
+            Expr::Unary(unary) => visit(&mut unary.expr, at, unsafe_call),
+            _ => {}
+        }
+    }
+    let mut expr = promql_parser::parser::parse(query).ok()?;
+    let at = AtModifier::At(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms.max(0) as u64),
+    );
+    let mut unsafe_call = false;
+    visit(&mut expr, &at, &mut unsafe_call);
+    if unsafe_call { None } else { Some(expr) }
 }
 
 fn load(storage: &MemoryStorage, step: i64, series: &[(Labels, Vec<Point>)]) -> bool {
@@ -974,13 +1099,13 @@ fn expected_failures() -> BTreeSet<String> {
 fn promql_conformance() {
     let dir = testdata_dir();
     if !dir.is_dir() {
-        eprintln!("\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-        eprintln!(
+        say!("\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+        say!(
             "!! PromQL conformance did NOT run: {} is missing",
             dir.display()
         );
-        eprintln!("!! set SLUICE_PROMQLTEST_DIR to the promqltest testdata directory");
-        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n");
+        say!("!! set SLUICE_PROMQLTEST_DIR to the promqltest testdata directory");
+        say!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n");
         assert!(
             std::env::var("SLUICE_REQUIRE_CONFORMANCE").as_deref() != Ok("1"),
             "SLUICE_REQUIRE_CONFORMANCE=1 but the conformance test data is missing"
@@ -1016,7 +1141,7 @@ fn promql_conformance() {
         let report = match run_file(path) {
             Ok(report) => report,
             Err(error) => {
-                println!("{stem}: could not be parsed: {error}");
+                say!("{stem}: could not be parsed: {error}");
                 if required {
                     regressions.push(format!("{stem}: script could not be parsed: {error}"));
                 }
@@ -1024,13 +1149,13 @@ fn promql_conformance() {
             }
         };
         for (line, reason) in &report.skipped {
-            println!("SKIP {stem}.test:{line}: {reason}");
+            say!("SKIP {stem}.test:{line}: {reason}");
         }
         for (line, reason) in &report.failed {
             let id = format!("{stem}:{line}");
             failing_ids.insert(id.clone());
             if verbose || (required && !allowed.contains(&id)) {
-                println!("FAIL {stem}.test:{line}: {reason}");
+                say!("FAIL {stem}.test:{line}: {reason}");
             }
             if required {
                 required_failing += 1;
@@ -1058,13 +1183,16 @@ fn promql_conformance() {
             now_passing.push(id.clone());
         }
     }
-    println!(
+    say!(
         "\n{:<22} {:>8} {:>8} {:>8}  required",
-        "file", "passed", "failed", "skipped"
+        "file",
+        "passed",
+        "failed",
+        "skipped"
     );
     let mut totals = (0, 0, 0);
     for (file, (passed, failed, skipped, required)) in &table {
-        println!(
+        say!(
             "{file:<22} {passed:>8} {failed:>8} {skipped:>8}  {}",
             if *required { "yes" } else { "no" }
         );
@@ -1072,17 +1200,31 @@ fn promql_conformance() {
         totals.1 += failed;
         totals.2 += skipped;
     }
-    println!(
+    say!(
         "{:<22} {:>8} {:>8} {:>8}",
-        "total", totals.0, totals.1, totals.2
+        "total",
+        totals.0,
+        totals.1,
+        totals.2
     );
+    let required_totals = table
+        .values()
+        .filter(|row| row.3)
+        .fold((0, 0), |acc, row| (acc.0 + row.0, acc.1 + row.2));
+    if required_failing == 0 && only.is_none() {
+        say!(
+            "\nall required conformance cases pass: {} passed, {} skipped (native histograms only)",
+            required_totals.0,
+            required_totals.1
+        );
+    }
     if required_failing > 0 {
-        println!(
+        say!(
             "\n!!!! {required_failing} REQUIRED conformance cases are still failing (listed in conformance-expected-failures.txt) !!!!"
         );
     }
     if !now_passing.is_empty() {
-        println!(
+        say!(
             "\nthese listed cases now pass; remove them from conformance-expected-failures.txt: {now_passing:?}"
         );
     }

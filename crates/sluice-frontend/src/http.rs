@@ -17,6 +17,7 @@ use sluice_proto::{
 use tokio::time::Instant;
 
 use crate::Inner;
+use crate::acceleration::AccelerationStats;
 use crate::dispatch::{DispatchStats, humanize};
 use crate::tenant::tenant_of;
 
@@ -342,14 +343,47 @@ async fn api(
     };
     let deadline = started + inner.config.query_timeout;
     let mut stats = DispatchStats::default();
-    let response = inner
-        .dispatch(
-            &tenant,
-            QueryRequest { kind: Some(kind) },
-            deadline,
-            &mut stats,
-        )
-        .await;
+    let mut acceleration = AccelerationStats::default();
+    // `Cache-Control: no-store` asks for an answer computed now and kept nowhere.
+    let no_store = parts
+        .headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|directive| directive.trim().eq_ignore_ascii_case("no-store"));
+    let response = match kind {
+        QueryKind::Range(query) => {
+            inner
+                .run_range_query(
+                    &tenant,
+                    query,
+                    deadline,
+                    no_store,
+                    &mut stats,
+                    &mut acceleration,
+                )
+                .await
+        }
+        QueryKind::Metadata(query) => {
+            let request = QueryRequest {
+                kind: Some(QueryKind::Metadata(query)),
+            };
+            inner
+                .run_metadata_query(&tenant, request, deadline, no_store, &mut stats)
+                .await
+        }
+        other => {
+            inner
+                .dispatch_collapsed(
+                    &tenant,
+                    QueryRequest { kind: Some(other) },
+                    deadline,
+                    &mut stats,
+                )
+                .await
+        }
+    };
     let elapsed = started.elapsed();
     if elapsed >= inner.config.log_queries_longer_than {
         tracing::info!(
@@ -361,7 +395,11 @@ async fn api(
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             execution_ms = stats.execution.as_secs_f64() * 1000.0,
             attempts = stats.attempts,
+            pieces = acceleration.pieces,
+            sub_queries = acceleration.sub_queries,
+            cached_extents = acceleration.cached_extents,
             samples = stats.samples,
+            samples_from_cache = acceleration.samples_from_cache,
             error = %response.error,
             "query stats"
         );

@@ -10,6 +10,7 @@
 //! and returns its typed result. The answer is encoded as Prometheus JSON once,
 //! at the edge.
 
+mod acceleration;
 mod dispatch;
 mod http;
 mod metrics;
@@ -61,6 +62,22 @@ pub struct FrontendConfig {
     pub advertised_address: String,
     /// How often scheduler names are resolved again.
     pub scheduler_dns_refresh: Duration,
+    /// Range queries are split at this interval, boundaries at UTC midnight
+    /// for a day (0 = off).
+    pub split_interval: Duration,
+    /// Pieces of one query run at once.
+    pub max_query_parallelism: usize,
+    /// Round start and end down to the step: better cache hits, different answers.
+    pub align_queries_with_step: bool,
+    /// The results cache; `None` turns it off.
+    pub results_cache: Option<sluice_cache::CacheConfig>,
+    /// The newest data is never cached: it may still change.
+    pub max_cache_freshness: Duration,
+    pub results_cache_ttl: Duration,
+    /// How long `series`, `labels` and label values answers are cached (0 = off).
+    pub metadata_cache_ttl: Duration,
+    /// Range queries use the results cache (it may exist for metadata alone).
+    pub cache_range_results: bool,
 }
 
 impl Default for FrontendConfig {
@@ -78,6 +95,20 @@ impl Default for FrontendConfig {
             scheduler_addresses: Vec::new(),
             advertised_address: String::new(),
             scheduler_dns_refresh: Duration::from_secs(10),
+            split_interval: Duration::from_secs(24 * 3600),
+            max_query_parallelism: 14,
+            align_queries_with_step: false,
+            results_cache: Some(sluice_cache::CacheConfig {
+                name: "results".to_owned(),
+                backend: sluice_cache::BackendConfig::InProcess(
+                    sluice_cache::InProcessConfig::with_max_bytes(512 * 1024 * 1024),
+                ),
+                compression: sluice_cache::Compression::None,
+            }),
+            max_cache_freshness: Duration::from_secs(600),
+            results_cache_ttl: Duration::from_secs(7 * 24 * 3600),
+            metadata_cache_ttl: Duration::ZERO,
+            cache_range_results: true,
         }
     }
 }
@@ -90,6 +121,8 @@ pub(crate) struct Inner {
     pub(crate) shutting_down: AtomicBool,
     /// Set when sub-queries go through query-schedulers.
     pub(crate) schedulers: Option<Arc<SchedulerPool>>,
+    pub(crate) results_cache: Option<sluice_cache::SharedCache>,
+    pub(crate) collapser: acceleration::Collapser,
 }
 
 impl Inner {
@@ -116,14 +149,29 @@ pub type LocalOwnerStream =
 
 impl Frontend {
     /// A frontend; with scheduler addresses configured it starts connecting
-    /// to them, so it must be called inside a Tokio runtime.
-    pub fn new(config: FrontendConfig, registry: &prometheus::Registry) -> Frontend {
+    /// to them, so it must be called inside a Tokio runtime. Fails only on a
+    /// cache configuration that cannot work.
+    pub fn new(
+        config: FrontendConfig,
+        registry: &prometheus::Registry,
+    ) -> Result<Frontend, String> {
         let queue = RequestQueue::new(QueueConfig {
             max_outstanding_per_tenant: config.max_outstanding_per_tenant,
             max_queriers_per_tenant: config.max_queriers_per_tenant,
             ..QueueConfig::default()
         });
         let metrics = FrontendMetrics::new(registry, queue.clone());
+        let results_cache = match &config.results_cache {
+            Some(cache_config) => {
+                let cache_metrics = sluice_cache::CacheMetrics::register(registry)
+                    .map_err(|error| format!("registering cache metrics: {error}"))?;
+                Some(
+                    sluice_cache::build(cache_config.clone(), &cache_metrics)
+                        .map_err(|error| format!("results cache: {error}"))?,
+                )
+            }
+            None => None,
+        };
         let schedulers = (!config.scheduler_addresses.is_empty()).then(|| {
             SchedulerPool::start(
                 config.scheduler_addresses.clone(),
@@ -132,7 +180,7 @@ impl Frontend {
                 metrics.connected_schedulers.clone(),
             )
         });
-        Frontend {
+        Ok(Frontend {
             inner: Arc::new(Inner {
                 config,
                 queue,
@@ -148,8 +196,10 @@ impl Frontend {
                 ),
                 shutting_down: AtomicBool::new(false),
                 schedulers,
+                results_cache,
+                collapser: acceleration::Collapser::default(),
             }),
-        }
+        })
     }
 
     /// The HTTP API: Prometheus's query endpoints, `/ready` and `/metrics`.

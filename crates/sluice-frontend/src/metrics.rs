@@ -18,6 +18,11 @@ pub struct FrontendMetrics {
     pub(crate) connected_schedulers: IntGauge,
     pub(crate) request_duration: HistogramVec,
     pub(crate) retries: IntCounterVec,
+    pub(crate) sub_queries: prometheus::IntCounter,
+    pub(crate) collapsed: prometheus::IntCounter,
+    pub(crate) pieces: prometheus::Histogram,
+    pub(crate) samples: IntCounterVec,
+    pub(crate) metadata_cache_hits: prometheus::IntCounter,
     /// Shared with the worker streams that drain the frontend's own queue.
     pub(crate) owner: OwnerMetrics,
 }
@@ -66,6 +71,37 @@ impl FrontendMetrics {
                 &["route", "status_code"],
             )
             .expect("valid metric"),
+            sub_queries: prometheus::IntCounter::new(
+                "sluice_subqueries_total",
+                "Sub-queries this frontend sent to queriers (retries not counted).",
+            )
+            .expect("valid metric"),
+            collapsed: prometheus::IntCounter::new(
+                "sluice_collapsed_subqueries_total",
+                "Sub-queries answered by an identical one already in flight.",
+            )
+            .expect("valid metric"),
+            pieces: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "sluice_query_pieces",
+                    "Pieces a range query was split into.",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+            )
+            .expect("valid metric"),
+            samples: IntCounterVec::new(
+                Opts::new(
+                    "sluice_samples_total",
+                    "Samples of range query answers, by where they came from (computed by queriers, or the results cache).",
+                ),
+                &["source"],
+            )
+            .expect("valid metric"),
+            metadata_cache_hits: prometheus::IntCounter::new(
+                "sluice_metadata_cache_hits_total",
+                "series, labels and label values answers served from the cache.",
+            )
+            .expect("valid metric"),
             retries: IntCounterVec::new(
                 Opts::new(
                     "sluice_retries_total",
@@ -82,6 +118,11 @@ impl FrontendMetrics {
             Box::new(metrics.connected_schedulers.clone()),
             Box::new(metrics.request_duration.clone()),
             Box::new(metrics.retries.clone()),
+            Box::new(metrics.sub_queries.clone()),
+            Box::new(metrics.collapsed.clone()),
+            Box::new(metrics.pieces.clone()),
+            Box::new(metrics.samples.clone()),
+            Box::new(metrics.metadata_cache_hits.clone()),
         ] {
             registry
                 .register(collector)

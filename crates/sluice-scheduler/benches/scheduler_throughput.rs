@@ -123,7 +123,8 @@ async fn main() {
                 ..FrontendConfig::default()
             },
             &prometheus::Registry::new(),
-        );
+        )
+        .expect("frontend");
         let results = frontend.results_service();
         tokio::spawn(async move {
             tonic::transport::Server::builder()

@@ -70,6 +70,18 @@ pub(crate) struct Config {
     pub(crate) querier_scheduler_addresses: Vec<String>,
     pub(crate) frontend_instance_address: String,
     pub(crate) scheduler: sluice_scheduler::SchedulerConfig,
+    pub(crate) cache: CacheSettings,
+}
+
+/// The results cache as configured, turned into a backend in `validate`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CacheSettings {
+    pub(crate) enabled: bool,
+    pub(crate) backend: String,
+    pub(crate) memcached_addresses: Vec<String>,
+    pub(crate) memcached_timeout: Duration,
+    pub(crate) in_process_max_bytes: u64,
+    pub(crate) compression: String,
 }
 
 type Apply = fn(&mut Config, &str) -> Result<(), String>;
@@ -328,6 +340,90 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |config, value| config.scheduler.querier_forget_delay = parse_go_duration(value)?
     ),
     setting!(
+        "query-frontend.split-queries-by-interval",
+        "frontend.split_queries_by_interval",
+        "24h",
+        "Split range queries at this interval (boundaries at UTC midnight for a day) and run the pieces in parallel; 0 turns splitting off.",
+        |config, value| config.frontend.split_interval = parse_go_duration(value)?
+    ),
+    setting!(
+        "querier.max-query-parallelism",
+        "frontend.max_query_parallelism",
+        "14",
+        "Pieces of one query run at once.",
+        |config, value| config.frontend.max_query_parallelism = parse_number(value)?
+    ),
+    setting!(
+        bool "query-frontend.align-queries-with-step",
+        "frontend.align_queries_with_step",
+        "false",
+        "Round range queries' start and end down to a multiple of the step: more cache hits, but answers differ from the backend's.",
+        |config, value| config.frontend.align_queries_with_step = parse_bool(value)?
+    ),
+    setting!(
+        bool "query-frontend.cache-results",
+        "frontend.cache_results",
+        "true",
+        "Cache range query results per piece and compute only the time the cache does not cover.",
+        |config, value| config.cache.enabled = parse_bool(value)?
+    ),
+    setting!(
+        "query-frontend.results-cache.backend",
+        "frontend.results_cache.backend",
+        "inprocess",
+        "Where results are cached: inprocess (bounded by -query-frontend.results-cache.inprocess.max-size-bytes) or memcached.",
+        |config, value| config.cache.backend = value.to_owned()
+    ),
+    setting!(
+        "query-frontend.results-cache.memcached.addresses",
+        "frontend.results_cache.memcached.addresses",
+        "",
+        "Comma-separated host:port of memcached servers; keys are spread across them by consistent hashing.",
+        |config, value| config.cache.memcached_addresses.extend(parse_list(value))
+    ),
+    setting!(
+        "query-frontend.results-cache.memcached.timeout",
+        "frontend.results_cache.memcached.timeout",
+        "200ms",
+        "Longest a memcached operation may take before it counts as a miss.",
+        |config, value| config.cache.memcached_timeout = parse_go_duration(value)?
+    ),
+    setting!(
+        "query-frontend.results-cache.inprocess.max-size-bytes",
+        "frontend.results_cache.inprocess.max_size_bytes",
+        "536870912",
+        "Bytes the in-process results cache may hold; least recently used entries go first.",
+        |config, value| config.cache.in_process_max_bytes = parse_number(value)?
+    ),
+    setting!(
+        "query-frontend.results-cache.compression",
+        "frontend.results_cache.compression",
+        "",
+        "Compress cached results: empty for none, or lz4.",
+        |config, value| config.cache.compression = value.to_owned()
+    ),
+    setting!(
+        "query-frontend.results-cache.ttl",
+        "frontend.results_cache.ttl",
+        "7d",
+        "How long cached results are kept.",
+        |config, value| config.frontend.results_cache_ttl = parse_go_duration(value)?
+    ),
+    setting!(
+        "query-frontend.max-cache-freshness",
+        "frontend.max_cache_freshness",
+        "10m",
+        "Results newer than this are never cached: they may still change.",
+        |config, value| config.frontend.max_cache_freshness = parse_go_duration(value)?
+    ),
+    setting!(
+        "query-frontend.metadata-cache-ttl",
+        "frontend.metadata_cache_ttl",
+        "0s",
+        "Cache series, labels and label values answers this long (in the results cache's backend); 0 turns it off.",
+        |config, value| config.frontend.metadata_cache_ttl = parse_go_duration(value)?
+    ),
+    setting!(
         "querier.max-concurrent",
         "querier.max_concurrent",
         "20",
@@ -383,6 +479,7 @@ fn blank_config() -> Config {
         querier_scheduler_addresses: Vec::new(),
         frontend_instance_address: String::new(),
         scheduler: sluice_scheduler::SchedulerConfig::default(),
+        cache: CacheSettings::default(),
     }
 }
 
@@ -624,6 +721,50 @@ fn validate(config: &mut Config) -> Result<(), String> {
             "-log.format must be logfmt or json, not {:?}",
             config.log_format
         ));
+    }
+    config.frontend.results_cache = if config.cache.enabled
+        || !config.frontend.metadata_cache_ttl.is_zero()
+    {
+        let compression = match config.cache.compression.as_str() {
+            "" | "none" => sluice_cache::Compression::None,
+            "lz4" => sluice_cache::Compression::Lz4,
+            other => {
+                return Err(format!(
+                    "-query-frontend.results-cache.compression must be empty or lz4, not {other:?}"
+                ));
+            }
+        };
+        let backend = match config.cache.backend.as_str() {
+            "inprocess" => sluice_cache::BackendConfig::InProcess(
+                sluice_cache::InProcessConfig::with_max_bytes(config.cache.in_process_max_bytes),
+            ),
+            "memcached" => {
+                if config.cache.memcached_addresses.is_empty() {
+                    return Err("-query-frontend.results-cache.backend=memcached needs -query-frontend.results-cache.memcached.addresses".into());
+                }
+                let mut memcached =
+                    sluice_cache::MemcachedConfig::new(config.cache.memcached_addresses.clone());
+                memcached.timeout = config.cache.memcached_timeout;
+                sluice_cache::BackendConfig::Memcached(memcached)
+            }
+            other => {
+                return Err(format!(
+                    "-query-frontend.results-cache.backend must be inprocess or memcached, not {other:?}"
+                ));
+            }
+        };
+        Some(sluice_cache::CacheConfig {
+            name: "results".to_owned(),
+            backend,
+            compression,
+        })
+    } else {
+        None
+    };
+    if !config.cache.enabled {
+        // Metadata caching alone still needs the backend, but range queries
+        // must then skip it: a zero freshness window is not "off", so mark it.
+        config.frontend.cache_range_results = false;
     }
     if config.querier_id.is_empty() {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "querier".into());

@@ -109,11 +109,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let runs_scheduler = config.targets.contains(&Role::QueryScheduler);
-    let frontend = runs_frontend.then(|| {
-        let mut frontend_config: FrontendConfig = config.frontend.clone();
-        frontend_config.advertised_address = advertised_address(&config);
-        Frontend::new(frontend_config, &registry)
-    });
+    let frontend = match runs_frontend {
+        true => {
+            let mut frontend_config: FrontendConfig = config.frontend.clone();
+            frontend_config.advertised_address = advertised_address(&config);
+            Some(Frontend::new(frontend_config, &registry).map_err(anyhow::Error::msg)?)
+        }
+        false => None,
+    };
     let scheduler = runs_scheduler
         .then(|| sluice_scheduler::Scheduler::new(config.scheduler.clone(), &registry));
 

@@ -1,0 +1,321 @@
+//! Query acceleration: a range query is aligned (opt-in), split by day, looked
+//! up in the results cache piece by piece, and only the time the cache does
+//! not cover is run, in parallel, through the queue. Identical sub-queries in
+//! flight at once are run once and their answer shared.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use prost::Message;
+use sluice_plan::{CacheEntry, CacheKey, CacheOptions, Plan};
+use sluice_proto::{ApiResponse, ErrorType, QueryKind, QueryRequest, RangeQuery, ResponseData};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::Inner;
+use crate::dispatch::DispatchStats;
+
+/// What acceleration did for one request, for its stats line and metrics.
+#[derive(Default)]
+pub(crate) struct AccelerationStats {
+    pub(crate) pieces: usize,
+    pub(crate) sub_queries: usize,
+    pub(crate) cached_extents: usize,
+    pub(crate) samples_from_cache: usize,
+}
+
+type Shared = watch::Receiver<Option<Arc<ApiResponse>>>;
+
+/// Sub-queries in flight, by tenant and request, so identical ones run once.
+#[derive(Default)]
+pub(crate) struct Collapser {
+    in_flight: Mutex<HashMap<Vec<u8>, Shared>>,
+}
+
+/// Removes a leader's entry however its future ends (answered or dropped),
+/// so followers never wait on a leader that is gone.
+struct LeaderGuard<'a> {
+    collapser: &'a Collapser,
+    key: Vec<u8>,
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        self.collapser
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .remove(&self.key);
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Inner {
+    /// Runs a sub-query, or waits for the identical one already running.
+    pub(crate) async fn dispatch_collapsed(
+        &self,
+        tenant: &str,
+        request: QueryRequest,
+        deadline: Instant,
+        stats: &mut DispatchStats,
+    ) -> ApiResponse {
+        // The tenant is part of the key: tenants never share answers.
+        let mut key = Vec::with_capacity(tenant.len() + 1 + request.encoded_len());
+        key.extend_from_slice(tenant.as_bytes());
+        key.push(0);
+        request.encode(&mut key).expect("a Vec grows as needed");
+        loop {
+            let existing = self
+                .collapser
+                .in_flight
+                .lock()
+                .expect("in-flight lock")
+                .get(&key)
+                .cloned();
+            if let Some(mut shared) = existing {
+                match tokio::time::timeout_at(deadline, shared.wait_for(Option::is_some)).await {
+                    Ok(Ok(answer)) => {
+                        self.metrics.collapsed.inc();
+                        return answer.as_deref().cloned().expect("waited for Some");
+                    }
+                    // The leader's client left before it finished: lead instead.
+                    Ok(Err(_)) => continue,
+                    Err(_) => {
+                        return ApiResponse::error(
+                            ErrorType::Timeout,
+                            format!(
+                                "query timed out after {}",
+                                crate::dispatch::humanize(self.config.query_timeout)
+                            ),
+                        );
+                    }
+                }
+            }
+            let (publish, shared) = watch::channel(None);
+            {
+                let mut in_flight = self.collapser.in_flight.lock().expect("in-flight lock");
+                if in_flight.contains_key(&key) {
+                    continue;
+                }
+                in_flight.insert(key.clone(), shared);
+            }
+            let guard = LeaderGuard {
+                collapser: &self.collapser,
+                key,
+            };
+            self.metrics.sub_queries.inc();
+            let response = self.dispatch(tenant, request, deadline, stats).await;
+            drop(guard);
+            // Only pay for a copy when someone is waiting for it.
+            if publish.receiver_count() > 0 {
+                publish.send_replace(Some(Arc::new(response.clone())));
+            }
+            return response;
+        }
+    }
+
+    /// Runs a range query through alignment, splitting and the results cache.
+    pub(crate) async fn run_range_query(
+        &self,
+        tenant: &str,
+        query: RangeQuery,
+        deadline: Instant,
+        no_store: bool,
+        stats: &mut DispatchStats,
+        acceleration: &mut AccelerationStats,
+    ) -> ApiResponse {
+        let config = &self.config;
+        let query = if config.align_queries_with_step {
+            sluice_plan::align(&query)
+        } else {
+            query
+        };
+        let split_ms = config.split_interval.as_millis() as i64;
+        let pieces = if split_ms > 0 {
+            sluice_plan::split(&query, split_ms)
+        } else {
+            vec![query]
+        };
+        acceleration.pieces = pieces.len();
+        self.metrics.pieces.observe(pieces.len() as f64);
+        // Cache entries are keyed per day even when splitting is off, so a
+        // query moved forward still finds what its earlier run stored.
+        let key_interval_ms = if split_ms > 0 {
+            split_ms
+        } else {
+            sluice_plan::DEFAULT_SPLIT_INTERVAL_MS
+        };
+        let cache = self
+            .results_cache
+            .as_ref()
+            .filter(|_| !no_store && config.cache_range_results);
+        let keys: Vec<CacheKey> = pieces
+            .iter()
+            .map(|piece| sluice_plan::cache_key(tenant, piece, key_interval_ms))
+            .collect();
+        let entries: Vec<Option<CacheEntry>> = match cache {
+            Some(cache) => {
+                let storage_keys: Vec<String> = keys.iter().map(CacheKey::storage_key).collect();
+                let found = cache.get_many(&storage_keys).await;
+                keys.iter()
+                    .zip(&storage_keys)
+                    .map(|(key, storage_key)| {
+                        found
+                            .get(storage_key)
+                            .and_then(|bytes| sluice_plan::decode_entry(bytes, key))
+                    })
+                    .collect()
+            }
+            None => vec![None; pieces.len()],
+        };
+        let piece_plans: Vec<Plan> = pieces
+            .iter()
+            .zip(&entries)
+            .map(|(piece, entry)| match cache {
+                Some(_) => sluice_plan::plan_with_cache(piece, entry.as_ref()),
+                None => Plan::Query(piece.clone()),
+            })
+            .collect();
+        let plan = if piece_plans.len() == 1 {
+            piece_plans[0].clone()
+        } else {
+            Plan::Concat(piece_plans.clone())
+        };
+        acceleration.cached_extents = plan.cached_leaves();
+        acceleration.samples_from_cache = plan.cached_samples();
+        let leaves: Vec<RangeQuery> = plan.queries().into_iter().cloned().collect();
+        acceleration.sub_queries = leaves.len();
+        let parallelism = config.max_query_parallelism.max(1);
+        let answers: Vec<(ApiResponse, DispatchStats)> = futures_util::stream::iter(leaves)
+            .map(|leaf| async move {
+                let mut leaf_stats = DispatchStats::default();
+                let request = QueryRequest {
+                    kind: Some(QueryKind::Range(leaf)),
+                };
+                let answer = self
+                    .dispatch_collapsed(tenant, request, deadline, &mut leaf_stats)
+                    .await;
+                (answer, leaf_stats)
+            })
+            .buffered(parallelism)
+            .collect()
+            .await;
+        let mut responses = Vec::with_capacity(answers.len());
+        for (answer, leaf_stats) in answers {
+            stats.attempts += leaf_stats.attempts;
+            stats.samples += leaf_stats.samples;
+            stats.execution += leaf_stats.execution;
+            responses.push(answer);
+        }
+        self.metrics
+            .samples
+            .with_label_values(&["computed"])
+            .inc_by(stats.samples);
+        self.metrics
+            .samples
+            .with_label_values(&["cache"])
+            .inc_by(acceleration.samples_from_cache as u64);
+        let merged = plan.merge(responses.clone());
+        if let Some(cache) = cache {
+            let options = CacheOptions {
+                max_freshness_ms: config.max_cache_freshness.as_millis() as i64,
+                ..CacheOptions::default()
+            };
+            let now = now_ms();
+            let mut remaining = responses.into_iter();
+            let mut writes = Vec::new();
+            for (((piece, key), entry), piece_plan) in
+                pieces.iter().zip(&keys).zip(&entries).zip(&piece_plans)
+            {
+                let own: Vec<ApiResponse> = remaining
+                    .by_ref()
+                    .take(piece_plan.queries().len())
+                    .collect();
+                if let Some(updated) = sluice_plan::updated_entry(
+                    key,
+                    piece,
+                    entry.as_ref(),
+                    piece_plan,
+                    &own,
+                    now,
+                    &options,
+                ) {
+                    writes.push((key.storage_key(), sluice_plan::encode_entry(&updated)));
+                }
+            }
+            if !writes.is_empty() {
+                // Off the request's path: the client does not wait for the cache.
+                let cache = cache.clone();
+                let ttl = config.results_cache_ttl;
+                tokio::spawn(async move { cache.set_many(writes, ttl).await });
+            }
+        }
+        merged
+    }
+
+    /// Serves `series`, `labels` and label values from the metadata cache
+    /// when enabled, else runs them (and stores clean answers briefly).
+    pub(crate) async fn run_metadata_query(
+        &self,
+        tenant: &str,
+        request: QueryRequest,
+        deadline: Instant,
+        no_store: bool,
+        stats: &mut DispatchStats,
+    ) -> ApiResponse {
+        let ttl = self.config.metadata_cache_ttl;
+        let cache = self
+            .results_cache
+            .as_ref()
+            .filter(|_| !no_store && !ttl.is_zero());
+        let Some(cache) = cache else {
+            return self
+                .dispatch_collapsed(tenant, request, deadline, stats)
+                .await;
+        };
+        let key = metadata_key(tenant, &request);
+        let found = cache.get_many(std::slice::from_ref(&key)).await;
+        if let Some(answer) = found
+            .get(&key)
+            .and_then(|bytes| ApiResponse::decode(bytes.as_slice()).ok())
+            .filter(|answer| {
+                matches!(
+                    answer.data,
+                    Some(ResponseData::Series(_) | ResponseData::Strings(_))
+                )
+            })
+        {
+            self.metrics.metadata_cache_hits.inc();
+            return answer;
+        }
+        let answer = self
+            .dispatch_collapsed(tenant, request, deadline, stats)
+            .await;
+        if !answer.is_error() && answer.warnings.is_empty() && answer.infos.is_empty() {
+            let cache = cache.clone();
+            let bytes = answer.encode_to_vec();
+            tokio::spawn(async move { cache.set_many(vec![(key, bytes)], ttl).await });
+        }
+        answer
+    }
+}
+
+/// The metadata cache key: the tenant and the whole request, so nothing is
+/// ever shared across tenants or across different matchers and ranges.
+fn metadata_key(tenant: &str, request: &QueryRequest) -> String {
+    let mut key = String::from("metadata:");
+    key.push_str(tenant);
+    key.push(':');
+    for byte in request.encode_to_vec() {
+        key.push_str(&format!("{byte:02x}"));
+    }
+    key
+}
