@@ -349,6 +349,9 @@ fn vector_vector(
                     card,
                     include,
                 ));
+                if result_cache.len() >= crate::eval::POINTER_CACHE_LIMIT {
+                    result_cache.clear();
+                }
                 result_cache.insert(
                     key,
                     (

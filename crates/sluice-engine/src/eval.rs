@@ -93,6 +93,12 @@ pub(crate) enum Value {
     Matrix(Vec<RangeSeries>),
 }
 
+/// The most entries a cache keyed by label-set address may hold. Such
+/// caches keep their Arcs alive; expressions that build new label sets at
+/// every step (e.g. `label_replace`) would otherwise grow them without
+/// bound. Clearing only costs recomputation.
+pub(crate) const POINTER_CACHE_LIMIT: usize = 1 << 18;
+
 pub(crate) fn exec_err<T>(message: impl Into<String>) -> Result<T, EngineError> {
     Err(EngineError::Execution(message.into()))
 }
@@ -320,6 +326,9 @@ impl<'a> Evaluator<'a> {
             return *hash;
         }
         let hash = compute(labels);
+        if self.group_keys.len() >= POINTER_CACHE_LIMIT {
+            self.group_keys.clear();
+        }
         self.group_keys.insert(key, (Arc::clone(labels), hash));
         hash
     }
@@ -330,6 +339,9 @@ impl<'a> Evaluator<'a> {
         let key = Arc::as_ptr(labels) as usize;
         if self.counter_checked.contains_key(&key) {
             return false;
+        }
+        if self.counter_checked.len() >= POINTER_CACHE_LIMIT {
+            self.counter_checked.clear();
         }
         self.counter_checked.insert(key, Arc::clone(labels));
         true
@@ -838,6 +850,10 @@ impl SeriesAccumulator {
                 self.series.len() - 1
             }
         };
+        if self.kept_alive.len() >= POINTER_CACHE_LIMIT {
+            self.by_pointer.clear();
+            self.kept_alive.clear();
+        }
         self.by_pointer.insert(pointer, index);
         self.kept_alive.push(Arc::clone(labels));
         index

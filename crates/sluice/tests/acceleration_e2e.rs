@@ -1,0 +1,332 @@
+//! End-to-end tests of query acceleration against a real Prometheus (and a
+//! real memcached): splitting by day, the results cache with extents and
+//! partial hits, tenant isolation, collapsed forwarding.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{DelayProxy, SluiceProcess, start_sluice};
+use sluice_testkit::{
+    Dataset, MemcachedServer, PrometheusServer, form_urlencode, http_get, http_get_with_headers,
+};
+
+const MINUTE_MS: i64 = 60_000;
+const QUERY: &str = "sum by (job) (rate(http_requests_total[5m]))";
+
+fn seconds(ms: i64) -> String {
+    if ms % 1000 == 0 {
+        (ms / 1000).to_string()
+    } else {
+        format!("{}.{:03}", ms / 1000, ms % 1000)
+    }
+}
+
+fn range_path(query: &str, start_ms: i64, end_ms: i64, step: &str) -> String {
+    format!(
+        "/api/v1/query_range?{}",
+        form_urlencode(&[
+            ("query", query),
+            ("start", &seconds(start_ms)),
+            ("end", &seconds(end_ms)),
+            ("step", step),
+        ])
+    )
+}
+
+async fn start_all(name: &str, prometheus_url: &str, extra: &[&str]) -> SluiceProcess {
+    let mut args = vec![
+        "-target=all".to_owned(),
+        format!("-querier.downstream-url={prometheus_url}"),
+    ];
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    let sluice = start_sluice(name, &args).await;
+    sluice.wait_ready_status(200, Duration::from_secs(20)).await;
+    sluice
+}
+
+/// Asks sluice and Prometheus the same thing; they must answer the same bytes.
+async fn assert_same(sluice: &SluiceProcess, prometheus: &PrometheusServer, path: &str) -> Vec<u8> {
+    let (want_status, _, want) = http_get(&format!("{}{path}", prometheus.url())).await;
+    let (status, _, got) = http_get(&format!("{}{path}", sluice.url())).await;
+    assert_eq!(
+        status,
+        want_status,
+        "{path}: {}",
+        String::from_utf8_lossy(&got)
+    );
+    if got != want {
+        let position = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(0);
+        panic!(
+            "{path}: differs at byte {position}\n sluice:     {}\n prometheus: {}",
+            String::from_utf8_lossy(
+                &got[position.saturating_sub(60)..(position + 60).min(got.len())]
+            ),
+            String::from_utf8_lossy(
+                &want[position.saturating_sub(60)..(position + 60).min(want.len())]
+            )
+        );
+    }
+    got
+}
+
+/// A tiny deterministic generator, so a failing case can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, bound: i64) -> i64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % bound as u64) as i64
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_answers_equal_unsplit_ones_for_random_ranges_and_steps() {
+    let dataset = Dataset::new();
+    let prometheus = PrometheusServer::start(&dataset).await;
+    // Cache off: every request is split and computed afresh.
+    let sluice = start_all(
+        "split",
+        &prometheus.url(),
+        &["-query-frontend.cache-results=false"],
+    )
+    .await;
+    let seed = 0x5eed_u64;
+    let mut random = Lcg(seed);
+    let queries = [
+        QUERY,
+        "node_temperature_celsius",
+        "ephemeral_worker_up",
+        "max_over_time(node_temperature_celsius[1h])",
+        "sum(http_requests_total offset 1h)",
+        "count(edge_case_labels)",
+    ];
+    let span = dataset.end_ms() - dataset.start_ms();
+    let steps = ["15", "60", "77", "300", "3600", "1.5", "1m30s"];
+    for case in 0..60 {
+        let start = dataset.start_ms() - 6 * 3_600_000
+            + random.next(span) / 1000 * 1000
+            + random.next(1000);
+        let length = (random.next(span) / 2).max(1000);
+        let step = steps[random.next(steps.len() as i64) as usize];
+        let step_ms = match step {
+            "1.5" => 1500,
+            "1m30s" => 90_000,
+            other => other.parse::<i64>().unwrap() * 1000,
+        };
+        // Stay under Prometheus's 11,000 points.
+        let end = start + length.min(step_ms * 10_000);
+        let query = queries[random.next(queries.len() as i64) as usize];
+        let path = range_path(query, start, end, step);
+        eprintln!("case {case} (seed {seed:#x}): {path}");
+        assert_same(&sluice, &prometheus, &path).await;
+    }
+    assert!(sluice.metric("sluice_query_pieces_count").await >= 60.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_answers_repeats_and_computes_only_new_time() {
+    let dataset = Dataset::new();
+    let prometheus = PrometheusServer::start(&dataset).await;
+    let sluice = start_all("cache", &prometheus.url(), &[]).await;
+    let end = dataset.end_ms() - 6 * 3_600_000;
+    let start = end - 2 * 86_400_000;
+    let path = range_path(QUERY, start, end, "60");
+
+    let cold = assert_same(&sluice, &prometheus, &path).await;
+    let after_cold = sluice.metric("sluice_subqueries_total").await;
+    assert!(
+        after_cold >= 3.0,
+        "two days from a non-midnight start are three pieces"
+    );
+
+    // The same query again: nothing reaches the queriers.
+    let warm = assert_same(&sluice, &prometheus, &path).await;
+    assert_eq!(warm, cold);
+    assert_eq!(sluice.metric("sluice_subqueries_total").await, after_cold);
+
+    // Moved forward five minutes: only the five new minutes are computed.
+    let moved = range_path(QUERY, start + 5 * MINUTE_MS, end + 5 * MINUTE_MS, "60");
+    let computed_before = sluice
+        .metric("sluice_samples_total{source=\"computed\"}")
+        .await;
+    assert_same(&sluice, &prometheus, &moved).await;
+    assert_eq!(
+        sluice.metric("sluice_subqueries_total").await,
+        after_cold + 1.0,
+        "one sub-query for the missing time"
+    );
+    let computed = sluice
+        .metric("sluice_samples_total{source=\"computed\"}")
+        .await
+        - computed_before;
+    // Four jobs, five new minutes at a 60s step: a handful of samples, not days.
+    assert!(
+        computed <= 4.0 * 6.0,
+        "computed {computed} samples for five new minutes"
+    );
+
+    // Cache-Control: no-store bypasses the cache.
+    let before = sluice.metric("sluice_subqueries_total").await;
+    let (status, _, body) = http_get_with_headers(
+        &format!("{}{path}", sluice.url()),
+        &[("Cache-Control", "no-store")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, cold);
+    assert!(sluice.metric("sluice_subqueries_total").await > before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_never_share_cached_answers() {
+    let dataset = Dataset::new();
+    let prometheus = PrometheusServer::start(&dataset).await;
+    let sluice = start_all(
+        "tenants",
+        &prometheus.url(),
+        &[
+            "-auth.multitenancy-enabled=true",
+            "-query-frontend.metadata-cache-ttl=1m",
+        ],
+    )
+    .await;
+    let path = range_path(
+        QUERY,
+        dataset.start_ms(),
+        dataset.start_ms() + 86_400_000,
+        "300",
+    );
+    let url = format!("{}{path}", sluice.url());
+    let (status, _, first) = http_get_with_headers(&url, &[("X-Scope-OrgID", "team-a")]).await;
+    assert_eq!(status, 200);
+    let after_a = sluice.metric("sluice_subqueries_total").await;
+    http_get_with_headers(&url, &[("X-Scope-OrgID", "team-a")]).await;
+    assert_eq!(
+        sluice.metric("sluice_subqueries_total").await,
+        after_a,
+        "team-a's repeat is cached"
+    );
+    // The same query from another tenant is computed for that tenant.
+    let (status, _, second) = http_get_with_headers(&url, &[("X-Scope-OrgID", "team-b")]).await;
+    assert_eq!(status, 200);
+    assert_eq!(second, first, "same data downstream, same answer");
+    assert!(
+        sluice.metric("sluice_subqueries_total").await > after_a,
+        "team-b must not be served team-a's cache entry"
+    );
+    // The metadata cache is per tenant too.
+    let labels = format!("{}/api/v1/labels", sluice.url());
+    http_get_with_headers(&labels, &[("X-Scope-OrgID", "team-a")]).await;
+    let before = sluice.metric("sluice_subqueries_total").await;
+    http_get_with_headers(&labels, &[("X-Scope-OrgID", "team-a")]).await;
+    assert_eq!(sluice.metric("sluice_metadata_cache_hits_total").await, 1.0);
+    assert_eq!(sluice.metric("sluice_subqueries_total").await, before);
+    http_get_with_headers(&labels, &[("X-Scope-OrgID", "team-b")]).await;
+    assert_eq!(sluice.metric("sluice_subqueries_total").await, before + 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memcached_backed_cache_survives_memcached_dying() {
+    let dataset = Dataset::new();
+    let prometheus = PrometheusServer::start(&dataset).await;
+    let mut first = MemcachedServer::start().await;
+    let second = MemcachedServer::start().await;
+    let sluice = start_all(
+        "memcached",
+        &prometheus.url(),
+        &[
+            "-query-frontend.results-cache.backend=memcached",
+            &format!(
+                "-query-frontend.results-cache.memcached.addresses={},{}",
+                first.address(),
+                second.address()
+            ),
+            "-query-frontend.results-cache.compression=lz4",
+        ],
+    )
+    .await;
+    let paths: Vec<String> = (0..6)
+        .map(|day| {
+            let start = dataset.start_ms() + day * 9 * 3_600_000;
+            range_path(QUERY, start, start + 30 * 3_600_000, "120")
+        })
+        .collect();
+    for path in &paths {
+        assert_same(&sluice, &prometheus, path).await;
+    }
+    // Writes are asynchronous; wait until a repeat is all cache.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = sluice.metric("sluice_subqueries_total").await;
+        for path in &paths {
+            assert_same(&sluice, &prometheus, path).await;
+        }
+        if sluice.metric("sluice_subqueries_total").await == before {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "repeats never came from memcached"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One memcached dies mid-run: its entries become misses, answers stay right.
+    first.process().kill();
+    let before = sluice.metric("sluice_subqueries_total").await;
+    for path in &paths {
+        assert_same(&sluice, &prometheus, path).await;
+    }
+    assert!(
+        sluice.metric("sluice_subqueries_total").await > before,
+        "the dead server's pieces were computed again"
+    );
+    drop(second);
+    for path in &paths {
+        assert_same(&sluice, &prometheus, path).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_identical_queries_reach_the_queriers_once_per_piece() {
+    let dataset = Dataset::new();
+    let prometheus = PrometheusServer::start(&dataset).await;
+    // Every new downstream connection waits, so the fifty overlap in flight.
+    let slow = DelayProxy::start(prometheus.port(), Duration::from_millis(300)).await;
+    let sluice = start_all(
+        "collapse",
+        &slow.url(),
+        &["-query-frontend.cache-results=false"],
+    )
+    .await;
+    let path = range_path(
+        QUERY,
+        dataset.start_ms() + 3_600_000,
+        dataset.start_ms() + 3 * 86_400_000,
+        "60",
+    );
+    let url = format!("{}{path}", sluice.url());
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let url = url.clone();
+        clients.spawn(async move { http_get(&url).await });
+    }
+    let (_, _, expected) = http_get(&format!("{}{path}", prometheus.url())).await;
+    while let Some(answer) = clients.join_next().await {
+        let (status, _, body) = answer.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body, expected);
+    }
+    // 01:00 on day one to midnight after day three: three days' pieces and
+    // a fourth holding the last point alone.
+    let pieces = sluice.metric("sluice_query_pieces_sum").await / 50.0;
+    assert_eq!(pieces, 4.0);
+    assert_eq!(sluice.metric("sluice_subqueries_total").await, pieces);
+    assert_eq!(
+        sluice.metric("sluice_collapsed_subqueries_total").await,
+        49.0 * pieces
+    );
+}
