@@ -278,10 +278,9 @@ pub fn write_float_string(out: &mut Vec<u8>, value: f64) {
 }
 
 /// Go's `strconv.AppendFloat(f, 'f' or 'e', -1, 64)` as Prometheus chooses
-/// between them. Rust's shortest round-trip digits are the same digits Go
-/// picks; only the exponent spelling differs, which is fixed up here.
+/// between them: plain notation, except exponent form for magnitudes below
+/// 1e-6 or from 1e21 up.
 pub fn write_go_float(out: &mut Vec<u8>, value: f64) {
-    use std::io::Write;
     if value.is_nan() {
         out.extend_from_slice(b"NaN");
         return;
@@ -291,28 +290,6 @@ pub fn write_go_float(out: &mut Vec<u8>, value: f64) {
         return;
     }
     let magnitude = value.abs();
-    if magnitude != 0.0 && !(1e-6..1e21).contains(&magnitude) {
-        // Rust writes `1.5e-7`; Go writes `1.5e-07`: an explicit sign and at
-        // least two exponent digits.
-        let start = out.len();
-        write!(out, "{value:e}").expect("writing to a Vec cannot fail");
-        let exponent_at = out[start..]
-            .iter()
-            .position(|&byte| byte == b'e')
-            .map(|position| start + position)
-            .expect("exponent form has an 'e'");
-        let exponent: Vec<u8> = out.split_off(exponent_at + 1);
-        let (negative, digits) = match exponent.split_first() {
-            Some((b'-', rest)) => (true, rest),
-            _ => (false, exponent.as_slice()),
-        };
-        out.push(if negative { b'-' } else { b'+' });
-        if digits.len() < 2 {
-            out.push(b'0');
-        }
-        out.extend_from_slice(digits);
-        return;
-    }
     // Integral values are the common case (counters) and need no float formatting.
     if value == value.trunc() && magnitude < 1e15 {
         if value == 0.0 && value.is_sign_negative() {
@@ -322,18 +299,114 @@ pub fn write_go_float(out: &mut Vec<u8>, value: f64) {
         push_integer(out, value as i64);
         return;
     }
-    write!(out, "{value}").expect("writing to a Vec cannot fail");
+    let exponent_form = magnitude != 0.0 && !(1e-6..1e21).contains(&magnitude);
+    write_shortest(out, value, exponent_form);
+}
+
+/// Writes `value` (finite) with the shortest digits that read back exactly,
+/// the digits Go's strconv also picks, in Go's plain or exponent spelling.
+///
+/// Ryu finds the digits several times faster than `{}` formatting, which
+/// dominated encoding large answers; its own spelling (`1e21`, `1.0`,
+/// `1.5e-7`) is rewritten here into Go's.
+fn write_shortest(out: &mut Vec<u8>, value: f64, exponent_form: bool) {
+    let mut buffer = ryu::Buffer::new();
+    let text = buffer.format_finite(value).as_bytes();
+    let (negative, text) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    // Split into significant digits and the exponent of the first digit:
+    // value = d1.d2d3... × 10^exponent.
+    let (mantissa, mut exponent) = match text.iter().position(|&byte| byte == b'e') {
+        Some(at) => {
+            let parsed: i32 = std::str::from_utf8(&text[at + 1..])
+                .ok()
+                .and_then(|digits| digits.parse().ok())
+                .expect("ryu writes a decimal exponent");
+            (&text[..at], parsed)
+        }
+        None => (text, 0),
+    };
+    let mut digits = [0u8; 24];
+    let mut count = 0;
+    let mut point = None;
+    let mut leading = true;
+    let mut skipped_leading = 0i32;
+    for &byte in mantissa {
+        if byte == b'.' {
+            point = Some(count as i32 + skipped_leading);
+            continue;
+        }
+        if leading && byte == b'0' {
+            skipped_leading += 1;
+            continue;
+        }
+        leading = false;
+        digits[count] = byte;
+        count += 1;
+    }
+    let point = point.unwrap_or(count as i32 + skipped_leading);
+    // The first significant digit sits at index `skipped_leading` of the
+    // mantissa; the point after `point` characters.
+    exponent += point - skipped_leading - 1;
+    while count > 1 && digits[count - 1] == b'0' {
+        count -= 1;
+    }
+    let digits = &digits[..count];
+    if negative {
+        out.push(b'-');
+    }
+    if exponent_form {
+        out.push(digits[0]);
+        if digits.len() > 1 {
+            out.push(b'.');
+            out.extend_from_slice(&digits[1..]);
+        }
+        out.push(b'e');
+        out.push(if exponent < 0 { b'-' } else { b'+' });
+        let magnitude = exponent.unsigned_abs();
+        if magnitude < 10 {
+            out.push(b'0');
+        }
+        push_unsigned(out, u64::from(magnitude));
+        return;
+    }
+    if exponent < 0 {
+        out.extend_from_slice(b"0.");
+        for _ in 0..(-exponent - 1) {
+            out.push(b'0');
+        }
+        out.extend_from_slice(digits);
+        return;
+    }
+    let integer_digits = exponent as usize + 1;
+    if digits.len() <= integer_digits {
+        out.extend_from_slice(digits);
+        for _ in digits.len()..integer_digits {
+            out.push(b'0');
+        }
+    } else {
+        out.extend_from_slice(&digits[..integer_digits]);
+        out.push(b'.');
+        out.extend_from_slice(&digits[integer_digits..]);
+    }
 }
 
 /// Go's `strconv.FormatFloat(f, 'f', -1, 64)`: shortest digits, never an exponent.
 fn write_go_plain_float(out: &mut Vec<u8>, value: f64) {
-    use std::io::Write;
     if value.is_nan() {
         out.extend_from_slice(b"NaN");
     } else if value.is_infinite() {
         out.extend_from_slice(if value > 0.0 { b"+Inf" } else { b"-Inf" });
+    } else if value == 0.0 {
+        out.extend_from_slice(if value.is_sign_negative() {
+            b"-0"
+        } else {
+            b"0"
+        });
     } else {
-        write!(out, "{value}").expect("writing to a Vec cannot fail");
+        write_shortest(out, value, false);
     }
 }
 
@@ -354,18 +427,7 @@ fn write_go_json_number(out: &mut Vec<u8>, value: f64) {
 }
 
 fn push_unsigned(out: &mut Vec<u8>, value: u64) {
-    let mut digits = [0u8; 20];
-    let mut position = digits.len();
-    let mut remaining = value;
-    loop {
-        position -= 1;
-        digits[position] = b'0' + (remaining % 10) as u8;
-        remaining /= 10;
-        if remaining == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[position..]);
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
 fn push_integer(out: &mut Vec<u8>, value: i64) {
@@ -494,6 +556,117 @@ mod tests {
         for (value, expected) in cases {
             assert_eq!(float(value), expected, "formatting {value:e}");
         }
+    }
+
+    /// The straightforward spelling via `{}`/`{:e}`, kept as the reference
+    /// the fast path must match exactly.
+    fn reference_go_float(value: f64, exponent_form: bool) -> String {
+        if value.is_nan() {
+            return "NaN".into();
+        }
+        if value.is_infinite() {
+            return if value > 0.0 { "+Inf" } else { "-Inf" }.into();
+        }
+        if !exponent_form {
+            return format!("{value}");
+        }
+        let text = format!("{value:e}");
+        let (mantissa, exponent) = text.split_once('e').unwrap();
+        let (sign, digits) = match exponent.strip_prefix('-') {
+            Some(digits) => ('-', digits),
+            None => ('+', exponent),
+        };
+        format!("{mantissa}e{sign}{digits:0>2}")
+    }
+
+    /// Checks `fast` against the straightforward spelling: same notation and
+    /// length (both shortest), reads back exactly, and where the two differ
+    /// it is an exact tie that Go (like Ryu) breaks to the even digit, while
+    /// Rust's `{}` rounds half up.
+    fn check_against_reference(fast: &str, value: f64, exponent_form: bool) -> Result<(), String> {
+        let reference = reference_go_float(value, exponent_form);
+        if fast == reference {
+            return Ok(());
+        }
+        let parsed: f64 = fast
+            .replace("+Inf", "inf")
+            .parse()
+            .map_err(|_| format!("{fast} does not parse"))?;
+        if parsed.to_bits() != value.to_bits() {
+            return Err(format!("{fast} reads back as {parsed:e}, not {value:e}"));
+        }
+        if fast.len() != reference.len() {
+            return Err(format!(
+                "{fast} vs reference {reference}: not the same length"
+            ));
+        }
+        let differing: Vec<usize> = fast
+            .bytes()
+            .zip(reference.bytes())
+            .enumerate()
+            .filter(|(_, (ours, theirs))| ours != theirs)
+            .map(|(index, _)| index)
+            .collect();
+        let last_digit = fast
+            .bytes()
+            .enumerate()
+            .filter(|(_, byte)| byte.is_ascii_digit())
+            .take_while(|(index, _)| !exponent_form || fast[..*index].find('e').is_none())
+            .last()
+            .map(|(index, _)| index);
+        if differing.len() != 1 || Some(differing[0]) != last_digit {
+            return Err(format!(
+                "{fast} vs reference {reference}: differ beyond the last digit"
+            ));
+        }
+        if !(fast.as_bytes()[differing[0]] - b'0').is_multiple_of(2) {
+            return Err(format!(
+                "{fast} vs reference {reference}: a tie must go to the even digit"
+            ));
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+        #[test]
+        fn fast_float_spelling_matches_the_reference(bits in proptest::prelude::any::<u64>()) {
+            let value = f64::from_bits(bits);
+            let magnitude = value.abs();
+            let exponent_form = magnitude != 0.0 && !(1e-6..1e21).contains(&magnitude);
+            let mut fast = Vec::new();
+            write_go_float(&mut fast, value);
+            let fast = String::from_utf8(fast).unwrap();
+            proptest::prop_assert!(check_against_reference(&fast, value, exponent_form).is_ok(), "{:?}", check_against_reference(&fast, value, exponent_form));
+            let mut plain = Vec::new();
+            write_go_plain_float(&mut plain, value);
+            let plain = String::from_utf8(plain).unwrap();
+            proptest::prop_assert!(check_against_reference(&plain, value, false).is_ok(), "{:?}", check_against_reference(&plain, value, false));
+        }
+
+        #[test]
+        fn fast_float_spelling_matches_for_everyday_values(mantissa in -1_000_000_000i64..1_000_000_000, scale in -12i32..24) {
+            let value = mantissa as f64 * 10f64.powi(scale);
+            let magnitude = value.abs();
+            let exponent_form = magnitude != 0.0 && !(1e-6..1e21).contains(&magnitude);
+            let mut fast = Vec::new();
+            write_go_float(&mut fast, value);
+            let fast = String::from_utf8(fast).unwrap();
+            proptest::prop_assert!(check_against_reference(&fast, value, exponent_form).is_ok(), "{:?}", check_against_reference(&fast, value, exponent_form));
+        }
+    }
+
+    #[test]
+    // These literals are exact binary values (halfway between two 16-digit
+    // decimals): the digits clippy calls excessive are the point of the test.
+    #[allow(clippy::excessive_precision)]
+    fn exact_ties_round_to_even_as_prometheus_prints_them() {
+        // Printed by Prometheus 2.42 for `vector(<literal>)`.
+        assert_eq!(float(-87399920427669.625), "-87399920427669.62");
+        assert_eq!(float(87399920427669.875), "87399920427669.88");
+        assert_eq!(float(1125899906842624.5), "1125899906842624.5");
+        assert_eq!(float(2.5e-7), "2.5e-07");
+        assert_eq!(float(1.0000000000000002), "1.0000000000000002");
     }
 
     #[test]

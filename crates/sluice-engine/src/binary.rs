@@ -293,7 +293,7 @@ fn vector_vector(
     let mut one_by_sig: FastMap<u64, Sample> = FastMap::default();
     let mut one_order: Vec<u64> = Vec::with_capacity(one.len());
     for sample in &one {
-        let sig = matching.signature(&sample.labels);
+        let sig = ev.group_key(node, &sample.labels, |labels| matching.signature(labels));
         if let Some(existing) = one_by_sig.get(&sig) {
             let side = if one_to_many { "left" } else { "right" };
             let mut first = existing.labels.to_string();
@@ -310,6 +310,10 @@ fn vector_vector(
         one_by_sig.insert(sig, sample.clone());
     }
 
+    let many_sigs: Vec<u64> = many
+        .iter()
+        .map(|sample| ev.group_key(node, &sample.labels, |labels| matching.signature(labels)))
+        .collect();
     let is_one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
     let mut matched_one_to_one: FastSet<u64> = FastSet::default();
     let mut matched_many: FastMap<u64, FastSet<u64>> = FastMap::default();
@@ -391,8 +395,7 @@ fn vector_vector(
     };
 
     let mut matched_sigs: FastSet<u64> = FastSet::default();
-    for many_sample in &many {
-        let sig = matching.signature(&many_sample.labels);
+    for (many_sample, sig) in many.iter().zip(many_sigs) {
         match one_by_sig.get(&sig) {
             Some(one_sample) => {
                 matched_sigs.insert(sig);

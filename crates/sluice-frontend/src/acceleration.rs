@@ -319,3 +319,128 @@ fn metadata_key(tenant: &str, request: &QueryRequest) -> String {
     }
     key
 }
+
+/// The encoded answers of recent range queries whose whole range is older
+/// than the freshness window, so their answer can no longer change: an exact
+/// repeat (a dashboard reloaded) is served as stored bytes, skipping the
+/// decoding, merging and JSON encoding that dominate a warm query's cost.
+/// Bounded by bytes; the oldest entries go first.
+pub(crate) struct AnswerMemo {
+    max_bytes: usize,
+    state: Mutex<MemoState>,
+}
+
+#[derive(Default)]
+struct MemoState {
+    answers: HashMap<Vec<u8>, bytes::Bytes>,
+    order: std::collections::VecDeque<Vec<u8>>,
+    bytes: usize,
+}
+
+impl AnswerMemo {
+    pub(crate) fn new(max_bytes: usize) -> AnswerMemo {
+        AnswerMemo {
+            max_bytes,
+            state: Mutex::new(MemoState::default()),
+        }
+    }
+
+    /// The memo key of `query` for `tenant`, when its answer is settled:
+    /// nothing in its range is newer than `now - max_freshness`, and nothing
+    /// in it reads data from after its own range (`@`, negative offsets).
+    pub(crate) fn key(
+        tenant: &str,
+        query: &RangeQuery,
+        max_freshness: std::time::Duration,
+    ) -> Option<Vec<u8>> {
+        if query.end_ms > now_ms() - max_freshness.as_millis() as i64 {
+            return None;
+        }
+        let compact: String = query.query.split_whitespace().collect();
+        if compact.contains('@') || compact.contains("offset-") {
+            return None;
+        }
+        // The timeout shapes how long we wait, not what the answer is.
+        let keyed = RangeQuery {
+            timeout_ms: 0,
+            ..query.clone()
+        };
+        let mut key = Vec::with_capacity(tenant.len() + 1 + keyed.encoded_len());
+        key.extend_from_slice(tenant.as_bytes());
+        key.push(0);
+        keyed.encode(&mut key).expect("a Vec grows as needed");
+        Some(key)
+    }
+
+    pub(crate) fn get(&self, key: &[u8]) -> Option<bytes::Bytes> {
+        self.state
+            .lock()
+            .expect("memo lock")
+            .answers
+            .get(key)
+            .cloned()
+    }
+
+    pub(crate) fn put(&self, key: Vec<u8>, answer: bytes::Bytes) {
+        if answer.len() > self.max_bytes / 4 {
+            return;
+        }
+        let mut state = self.state.lock().expect("memo lock");
+        if state.answers.contains_key(&key) {
+            return;
+        }
+        state.bytes += answer.len() + key.len();
+        state.order.push_back(key.clone());
+        state.answers.insert(key, answer);
+        while state.bytes > self.max_bytes {
+            let Some(oldest) = state.order.pop_front() else {
+                break;
+            };
+            if let Some(evicted) = state.answers.remove(&oldest) {
+                state.bytes -= evicted.len() + oldest.len();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(text: &str, end_ms: i64) -> RangeQuery {
+        RangeQuery {
+            query: text.to_owned(),
+            start_ms: end_ms - 3_600_000,
+            end_ms,
+            step_ms: 60_000,
+            ..RangeQuery::default()
+        }
+    }
+
+    #[test]
+    fn only_settled_answers_are_memoised() {
+        let freshness = std::time::Duration::from_secs(600);
+        let old = now_ms() - 86_400_000;
+        assert!(AnswerMemo::key("a", &query("up", old), freshness).is_some());
+        assert!(AnswerMemo::key("a", &query("up", now_ms()), freshness).is_none());
+        assert!(AnswerMemo::key("a", &query("up @ end()", old), freshness).is_none());
+        assert!(AnswerMemo::key("a", &query("up offset -1h", old), freshness).is_none());
+        assert_ne!(
+            AnswerMemo::key("a", &query("up", old), freshness),
+            AnswerMemo::key("b", &query("up", old), freshness),
+            "tenants never share"
+        );
+    }
+
+    #[test]
+    fn the_memo_is_bounded_and_forgets_the_oldest() {
+        let memo = AnswerMemo::new(400);
+        for index in 0u8..10 {
+            memo.put(vec![index], bytes::Bytes::from(vec![index; 90]));
+        }
+        assert!(memo.get(&[0]).is_none(), "the oldest went first");
+        assert_eq!(memo.get(&[9]).unwrap().len(), 90);
+        let state = memo.state.lock().unwrap();
+        assert!(state.bytes <= 400);
+    }
+}

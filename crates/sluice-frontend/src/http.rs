@@ -126,8 +126,8 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn json_response(status: u16, body: Vec<u8>, content_type: &str) -> Response {
-    let mut response = Response::new(Body::from(body));
+fn json_response(status: u16, body: impl Into<Body>, content_type: &str) -> Response {
+    let mut response = Response::new(body.into());
     *response.status_mut() =
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(
@@ -352,6 +352,23 @@ async fn api(
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .any(|directive| directive.trim().eq_ignore_ascii_case("no-store"));
+    let memo_key = match (&kind, &inner.memo) {
+        (QueryKind::Range(query), Some(_)) if !no_store => {
+            crate::acceleration::AnswerMemo::key(&tenant, query, inner.config.max_cache_freshness)
+        }
+        _ => None,
+    };
+    if let (Some(key), Some(memo)) = (&memo_key, &inner.memo)
+        && let Some(answer) = memo.get(key)
+    {
+        inner.metrics.memo_hits.inc();
+        let mut response = Response::new(Body::from(answer));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return response;
+    }
     let response = match kind {
         QueryKind::Range(query) => {
             inner
@@ -403,6 +420,15 @@ async fn api(
             error = %response.error,
             "query stats"
         );
+    }
+    if let (Some(key), Some(memo)) = (memo_key, &inner.memo)
+        && !response.is_error()
+        && response.warnings.is_empty()
+        && response.infos.is_empty()
+    {
+        let body = bytes::Bytes::from(json::encode_response(&response));
+        memo.put(key, body.clone());
+        return json_response(200, body, "application/json");
     }
     encode(&response)
 }

@@ -78,6 +78,8 @@ pub struct FrontendConfig {
     pub metadata_cache_ttl: Duration,
     /// Range queries use the results cache (it may exist for metadata alone).
     pub cache_range_results: bool,
+    /// Bytes of encoded answers kept for exact repeats of settled range queries.
+    pub answer_memo_bytes: usize,
 }
 
 impl Default for FrontendConfig {
@@ -109,6 +111,7 @@ impl Default for FrontendConfig {
             results_cache_ttl: Duration::from_secs(7 * 24 * 3600),
             metadata_cache_ttl: Duration::ZERO,
             cache_range_results: true,
+            answer_memo_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -123,6 +126,8 @@ pub(crate) struct Inner {
     pub(crate) schedulers: Option<Arc<SchedulerPool>>,
     pub(crate) results_cache: Option<sluice_cache::SharedCache>,
     pub(crate) collapser: acceleration::Collapser,
+    /// Encoded answers of settled range queries (see [`acceleration::AnswerMemo`]).
+    pub(crate) memo: Option<acceleration::AnswerMemo>,
 }
 
 impl Inner {
@@ -180,6 +185,9 @@ impl Frontend {
                 metrics.connected_schedulers.clone(),
             )
         });
+        let memo =
+            (results_cache.is_some() && config.cache_range_results && config.answer_memo_bytes > 0)
+                .then(|| acceleration::AnswerMemo::new(config.answer_memo_bytes));
         Ok(Frontend {
             inner: Arc::new(Inner {
                 config,
@@ -196,6 +204,7 @@ impl Frontend {
                 ),
                 shutting_down: AtomicBool::new(false),
                 schedulers,
+                memo,
                 results_cache,
                 collapser: acceleration::Collapser::default(),
             }),

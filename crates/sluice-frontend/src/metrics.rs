@@ -23,6 +23,7 @@ pub struct FrontendMetrics {
     pub(crate) pieces: prometheus::Histogram,
     pub(crate) samples: IntCounterVec,
     pub(crate) metadata_cache_hits: prometheus::IntCounter,
+    pub(crate) memo_hits: prometheus::IntCounter,
     /// Shared with the worker streams that drain the frontend's own queue.
     pub(crate) owner: OwnerMetrics,
 }
@@ -102,6 +103,11 @@ impl FrontendMetrics {
                 "series, labels and label values answers served from the cache.",
             )
             .expect("valid metric"),
+            memo_hits: prometheus::IntCounter::new(
+                "sluice_answer_memo_hits_total",
+                "Range queries answered with the stored bytes of an identical settled answer.",
+            )
+            .expect("valid metric"),
             retries: IntCounterVec::new(
                 Opts::new(
                     "sluice_retries_total",
@@ -123,6 +129,7 @@ impl FrontendMetrics {
             Box::new(metrics.pieces.clone()),
             Box::new(metrics.samples.clone()),
             Box::new(metrics.metadata_cache_hits.clone()),
+            Box::new(metrics.memo_hits.clone()),
         ] {
             registry
                 .register(collector)

@@ -135,7 +135,8 @@ async fn session<E: Executor>(
                         };
                     };
                     if !frontend_address.is_empty() {
-                        result = deliver_to_frontend(setup, &frontend_address, &tenant, result).await;
+                        result =
+                            deliver_to_frontend(setup, &frontend_address, &tenant, result).await;
                     }
                     if sender
                         .send(message(QuerierMessage::Result(result)))

@@ -8,15 +8,27 @@
 
 use std::fmt::Write as _;
 
-/// 2026-01-05T00:00:00Z in milliseconds: the (inclusive) end of the data.
+/// 2026-01-05T00:00:00Z in milliseconds: the (inclusive) end of the data,
+/// whatever its length.
 const END_MS: i64 = 1_767_571_200_000;
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
-/// Three days gives query splitting by day several full days plus partial
-/// edges to work on.
-const START_MS: i64 = END_MS - 3 * DAY_MS;
-/// 60 s keeps the file (~100 series × 4321 points) small enough that promtool
-/// backfills it in a few seconds.
+const HOUR_MS: i64 = 60 * 60 * 1000;
+/// Length of [`Dataset::new`]: three days give query splitting by day several
+/// full days plus partial edges to work on.
+const DEFAULT_DAYS: u32 = 3;
+/// The shortest data set that still contains every special time below.
+const MIN_DAYS: u32 = 2;
+/// 60 s keeps the file (~100 series × 4321 points for 3 days) small enough
+/// that promtool backfills it in a few seconds.
 const STEP_MS: i64 = 60_000;
+/// Last sample of `ephemeral_worker_up{worker="vanishing"}`:
+/// 2026-01-03T12:00:00Z, the middle of the default 3-day range. An absolute
+/// time, so it is the same for every length.
+const VANISHING_SERIES_END_MS: i64 = END_MS - 36 * HOUR_MS;
+/// First sample after the reset of the counter-reset series:
+/// 2026-01-03T06:00:00Z (a day and 6 h into the default 3-day range). An
+/// absolute time, so it is the same for every length.
+const COUNTER_RESET_MS: i64 = END_MS - 42 * HOUR_MS;
 
 const JOBS: [&str; 4] = ["api", "web", "auth", "billing"];
 const INSTANCES_PER_JOB: usize = 3;
@@ -117,7 +129,8 @@ enum Generator {
 }
 
 /// The standard data set: 3 days ending 2026-01-05T00:00:00Z, one sample
-/// every 60 s for every series.
+/// every 60 s for every series ([`Dataset::new`]); [`Dataset::with_days`]
+/// gives the same series over a longer range with the same end.
 ///
 /// Contents (see [`Dataset::series`] for the exact list):
 /// - `http_requests_total{job,instance,method,code}`: 4 jobs × 3 instances ×
@@ -133,19 +146,53 @@ enum Generator {
 ///   [`EDGE_CASE_LABEL_VALUES`] (value = index + 1).
 /// - `ephemeral_worker_up{worker}`: `worker="steady"` spans the whole range,
 ///   `worker="vanishing"` stops at [`Dataset::vanishing_series_end_ms`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+///
+/// Values are a function of the series and the sample index counted from
+/// [`Dataset::start_ms`], so a longer data set is not a superset of the
+/// 3-day one: only its special times ([`Dataset::counter_reset_ms`],
+/// [`Dataset::vanishing_series_end_ms`]) and end are the same.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Dataset {
-    _private: (),
+    /// Length in days: the first sample is at `END_MS - days * DAY_MS`.
+    days: u32,
+}
+
+impl Default for Dataset {
+    fn default() -> Dataset {
+        Dataset::new()
+    }
 }
 
 impl Dataset {
+    /// The standard 3-day data set (2026-01-02T00:00:00Z to
+    /// 2026-01-05T00:00:00Z).
     pub fn new() -> Dataset {
-        Dataset { _private: () }
+        Dataset::with_days(DEFAULT_DAYS)
     }
 
-    /// Timestamp of the first sample of every series (2026-01-02T00:00:00Z).
+    /// The same series over `days` days ending at the same
+    /// 2026-01-05T00:00:00Z (so starting `days` days before it), e.g. for
+    /// benchmarks that need more data. `with_days(3) == new()`.
+    ///
+    /// The counter reset and the vanishing series keep their absolute times,
+    /// which lie within the last 2 days; panics if `days < 2`.
+    pub fn with_days(days: u32) -> Dataset {
+        assert!(
+            days >= MIN_DAYS,
+            "Dataset::with_days({days}): the data set needs at least {MIN_DAYS} days"
+        );
+        Dataset { days }
+    }
+
+    /// Length of the data set in days.
+    pub fn days(&self) -> u32 {
+        self.days
+    }
+
+    /// Timestamp of the first sample of every series: `days()` days before
+    /// [`Dataset::end_ms`] (2026-01-02T00:00:00Z for [`Dataset::new`]).
     pub fn start_ms(&self) -> i64 {
-        START_MS
+        END_MS - i64::from(self.days) * DAY_MS
     }
 
     /// Timestamp of the last sample (2026-01-05T00:00:00Z, inclusive).
@@ -160,12 +207,12 @@ impl Dataset {
 
     /// All sample timestamps of a full-range series, in order.
     pub fn timestamps(&self) -> impl Iterator<Item = i64> + use<> {
-        (START_MS..=END_MS).step_by(STEP_MS as usize)
+        (self.start_ms()..=END_MS).step_by(STEP_MS as usize)
     }
 
     /// Number of samples of a full-range series.
     pub fn points_per_series(&self) -> usize {
-        ((END_MS - START_MS) / STEP_MS + 1) as usize
+        ((END_MS - self.start_ms()) / STEP_MS + 1) as usize
     }
 
     /// Metric names present, as used in PromQL selectors.
@@ -179,9 +226,10 @@ impl Dataset {
     }
 
     /// Timestamp of the last sample of `ephemeral_worker_up{worker="vanishing"}`
-    /// (2026-01-03T12:00:00Z, the middle of the range).
+    /// (2026-01-03T12:00:00Z, the middle of the 3-day range; the same for
+    /// every length).
     pub fn vanishing_series_end_ms(&self) -> i64 {
-        START_MS + (END_MS - START_MS) / 2
+        VANISHING_SERIES_END_MS
     }
 
     /// The `http_requests_total` series that resets to a small value once.
@@ -193,9 +241,10 @@ impl Dataset {
     }
 
     /// Timestamp of the first sample after the reset of
-    /// [`Dataset::counter_reset_series`] (2026-01-03T06:00:00Z).
+    /// [`Dataset::counter_reset_series`] (2026-01-03T06:00:00Z, the same for
+    /// every length).
     pub fn counter_reset_ms(&self) -> i64 {
-        START_MS + DAY_MS + 6 * 60 * 60 * 1000
+        COUNTER_RESET_MS
     }
 
     /// Every series, grouped by metric family in the order they are written.
@@ -283,7 +332,7 @@ impl Dataset {
     /// The samples `(timestamp_ms, value)` of `series`, in time order; exactly
     /// what the OpenMetrics text (and hence Prometheus) holds.
     pub fn samples(&self, series: &Series) -> Vec<(i64, f64)> {
-        let reset_index = ((self.counter_reset_ms() - START_MS) / STEP_MS) as u64;
+        let reset_index = ((self.counter_reset_ms() - self.start_ms()) / STEP_MS) as u64;
         match series.generator {
             Generator::Counter {
                 seed,
@@ -366,7 +415,7 @@ impl Dataset {
         assert!(chunk_ms > 0, "chunk_ms must be positive");
         let all = self.all_samples();
         let mut out = Vec::new();
-        let mut from = START_MS.div_euclid(chunk_ms) * chunk_ms;
+        let mut from = self.start_ms().div_euclid(chunk_ms) * chunk_ms;
         while from <= END_MS {
             let until = from.saturating_add(chunk_ms);
             out.push(self.render(&all, from, until));
@@ -393,7 +442,7 @@ impl Dataset {
             samples.partition_point(|(t, _)| *t < from)
                 ..samples.partition_point(|(t, _)| *t < until)
         };
-        // ~100 series × 4321 points × ~70 bytes for the whole range.
+        // ~100 series × 4321 points × ~70 bytes for the whole 3-day range.
         let mut out = String::with_capacity(1 << 20);
         let write_family = |out: &mut String, metric: &str| {
             for (_, prefix, samples) in all.iter().filter(|(s, _, _)| s.metric == metric) {
@@ -629,5 +678,119 @@ mod tests {
             .find(|s| s.label("worker") == Some("vanishing"))
             .unwrap();
         assert_eq!(d.samples(&s).last().unwrap().0, d.vanishing_series_end_ms());
+    }
+
+    #[test]
+    fn with_days_3_is_new() {
+        let (a, b) = (Dataset::with_days(3), Dataset::new());
+        assert_eq!(a, b);
+        assert_eq!(Dataset::default(), b);
+        let hash = |d: &Dataset| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            d.hash(&mut h);
+            h.finish()
+        };
+        assert_eq!(hash(&a), hash(&b));
+        assert_eq!(a.days(), 3);
+        assert_eq!(a.start_ms(), 1_767_312_000_000); // 2026-01-02T00:00:00Z
+        assert_eq!(a.end_ms(), 1_767_571_200_000); // 2026-01-05T00:00:00Z
+        assert_eq!(a.vanishing_series_end_ms(), 1_767_441_600_000); // 2026-01-03T12:00Z
+        assert_eq!(a.counter_reset_ms(), 1_767_420_000_000); // 2026-01-03T06:00Z
+        assert_eq!(a.openmetrics(), b.openmetrics());
+        assert_ne!(Dataset::with_days(8), b);
+    }
+
+    #[test]
+    fn with_days_8_has_8_days_of_points() {
+        let d = Dataset::with_days(8);
+        let d3 = Dataset::new();
+        assert_eq!(d.days(), 8);
+        assert_eq!(d.end_ms(), d3.end_ms());
+        assert_eq!(d.start_ms(), d3.end_ms() - 8 * DAY_MS);
+        assert_eq!(d.points_per_series(), 8 * 24 * 60 + 1);
+        assert_eq!(d.timestamps().count(), d.points_per_series());
+        assert_eq!(d.series(), d3.series());
+        for s in d.series() {
+            let samples = d.samples(&s);
+            assert_eq!(samples[0].0, d.start_ms(), "{s:?}");
+            if s.label("worker") == Some("vanishing") {
+                assert_eq!(samples.last().unwrap().0, d3.vanishing_series_end_ms());
+            } else {
+                assert_eq!(samples.len(), d.points_per_series(), "{s:?}");
+                assert_eq!(samples.last().unwrap().0, d.end_ms(), "{s:?}");
+            }
+        }
+        // The counter still resets exactly once, at the same absolute time.
+        let reset = d.counter_reset_series();
+        let resets: Vec<i64> = d
+            .samples(&reset)
+            .windows(2)
+            .filter(|w| w[1].1 < w[0].1)
+            .map(|w| w[1].0)
+            .collect();
+        assert_eq!(resets, vec![d3.counter_reset_ms()]);
+        // 8 days of 6 h chunks plus the one holding the end sample.
+        assert_eq!(d.openmetrics_chunks(6 * 60 * 60 * 1000).len(), 33);
+    }
+
+    #[test]
+    #[should_panic(expected = "at least 2 days")]
+    fn with_days_rejects_data_sets_missing_the_special_times() {
+        Dataset::with_days(1);
+    }
+
+    /// Backfills the 8-day data set (cached like the 3-day one, under its own
+    /// key) and checks the first day, which the 3-day one does not cover, is
+    /// queryable with exactly the generated values.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prometheus_serves_the_first_day_of_an_8_day_data_set() {
+        let d = Dataset::with_days(8);
+        let started = std::time::Instant::now();
+        let prom = crate::PrometheusServer::start(&d).await;
+        eprintln!("8-day prometheus ready in {:.1?}", started.elapsed());
+
+        let series = d
+            .series()
+            .into_iter()
+            .find(|s| s.label("instance") == Some("node-normal"))
+            .unwrap();
+        let (from, until) = (d.start_ms(), d.start_ms() + DAY_MS);
+        let url = format!(
+            "{}/api/v1/query_range?{}",
+            prom.url(),
+            crate::form_urlencode(&[
+                (
+                    "query",
+                    r#"node_temperature_celsius{instance="node-normal"}"#
+                ),
+                ("start", &(from / 1000).to_string()),
+                ("end", &(until / 1000).to_string()),
+                ("step", "3600"),
+            ])
+        );
+        let (status, _, body) = crate::http_get(&url).await;
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let result = body["data"]["result"].as_array().unwrap();
+        assert_eq!(result.len(), 1, "{body}");
+        let got: Vec<(i64, f64)> = result[0]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    (v[0].as_f64().unwrap() * 1000.0) as i64,
+                    v[1].as_str().unwrap().parse().unwrap(),
+                )
+            })
+            .collect();
+        let expected: Vec<(i64, f64)> = d
+            .samples(&series)
+            .into_iter()
+            .filter(|(t, _)| *t <= until && (t - from) % (60 * 60 * 1000) == 0)
+            .collect();
+        assert_eq!(expected.len(), 25);
+        assert_eq!(got, expected);
     }
 }

@@ -417,6 +417,13 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |config, value| config.frontend.max_cache_freshness = parse_go_duration(value)?
     ),
     setting!(
+        "query-frontend.answer-memo-size-bytes",
+        "frontend.answer_memo_size_bytes",
+        "67108864",
+        "Bytes of encoded answers kept in memory for exact repeats of range queries that can no longer change (older than -query-frontend.max-cache-freshness); 0 turns it off.",
+        |config, value| config.frontend.answer_memo_bytes = parse_number(value)?
+    ),
+    setting!(
         "query-frontend.metadata-cache-ttl",
         "frontend.metadata_cache_ttl",
         "0s",

@@ -147,6 +147,8 @@ async fn the_cache_answers_repeats_and_computes_only_new_time() {
     let warm = assert_same(&sluice, &prometheus, &path).await;
     assert_eq!(warm, cold);
     assert_eq!(sluice.metric("sluice_subqueries_total").await, after_cold);
+    // An exact repeat of a settled answer comes from the answer memo.
+    assert_eq!(sluice.metric("sluice_answer_memo_hits_total").await, 1.0);
 
     // Moved forward five minutes: only the five new minutes are computed.
     let moved = range_path(QUERY, start + 5 * MINUTE_MS, end + 5 * MINUTE_MS, "60");
@@ -246,6 +248,9 @@ async fn memcached_backed_cache_survives_memcached_dying() {
                 second.address()
             ),
             "-query-frontend.results-cache.compression=lz4",
+            // Exact repeats would be answered from memory before memcached
+            // is asked; this test is about memcached.
+            "-query-frontend.answer-memo-size-bytes=0",
         ],
     )
     .await;
