@@ -8,6 +8,10 @@
 //! for an aggregation over every series of a metric, each as sluice's figure,
 //! Prometheus's, and their ratio. Ratios, not absolute times, are the result:
 //! the machine is shared and both sides are measured back to back.
+//!
+//! Every request is distinct (its own evaluation time, a millisecond apart):
+//! identical concurrent requests would be collapsed into one sub-query by
+//! sluice, a feature, but not the overhead measured here.
 
 use std::time::{Duration, Instant};
 
@@ -49,10 +53,16 @@ async fn get(client: &HttpClient, url: &hyper::Uri) -> usize {
     body.len()
 }
 
-fn query_uri(base: &str, query: &str, time: &str) -> hyper::Uri {
+/// Hands out evaluation times: distinct per request, inside the data set.
+static NEXT_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+fn query_uri(base: &str, query: &str, first_time_ms: i64) -> hyper::Uri {
+    let offset = NEXT_OFFSET_MS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 86_400_000;
+    let time_ms = first_time_ms + offset;
+    let time = format!("{}.{:03}", time_ms / 1000, time_ms % 1000);
     format!(
         "{base}/api/v1/query?{}",
-        form_urlencode(&[("query", query), ("time", time)])
+        form_urlencode(&[("query", query), ("time", &time)])
     )
     .parse()
     .expect("uri")
@@ -63,14 +73,14 @@ struct Latency {
     p99: Duration,
 }
 
-async fn latency(client: &HttpClient, uri: &hyper::Uri) -> Latency {
+async fn latency(client: &HttpClient, base: &str, query: &str, first_time_ms: i64) -> Latency {
     for _ in 0..200 {
-        get(client, uri).await;
+        get(client, &query_uri(base, query, first_time_ms)).await;
     }
     let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
     for _ in 0..LATENCY_SAMPLES {
         let started = Instant::now();
-        get(client, uri).await;
+        get(client, &query_uri(base, query, first_time_ms)).await;
         samples.push(started.elapsed());
     }
     samples.sort();
@@ -80,14 +90,14 @@ async fn latency(client: &HttpClient, uri: &hyper::Uri) -> Latency {
     }
 }
 
-async fn throughput(client: &HttpClient, uri: &hyper::Uri) -> f64 {
+async fn throughput(client: &HttpClient, base: &str, query: &str, first_time_ms: i64) -> f64 {
     // Warm the connection pool and both servers first.
     let mut warmup = tokio::task::JoinSet::new();
     for _ in 0..CONCURRENT_CLIENTS {
-        let (client, uri) = (client.clone(), uri.clone());
+        let (client, base, query) = (client.clone(), base.to_owned(), query.to_owned());
         warmup.spawn(async move {
             for _ in 0..20 {
-                get(&client, &uri).await;
+                get(&client, &query_uri(&base, &query, first_time_ms)).await;
             }
         });
     }
@@ -96,11 +106,11 @@ async fn throughput(client: &HttpClient, uri: &hyper::Uri) -> f64 {
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..CONCURRENT_CLIENTS {
-        let (client, uri) = (client.clone(), uri.clone());
+        let (client, base, query) = (client.clone(), base.to_owned(), query.to_owned());
         workers.spawn(async move {
             let mut done = 0u64;
             while Instant::now() < deadline {
-                get(&client, &uri).await;
+                get(&client, &query_uri(&base, &query, first_time_ms)).await;
                 done += 1;
             }
             done
@@ -145,7 +155,7 @@ async fn main() {
         .wait_http_ok(&format!("{sluice_url}/ready"), Duration::from_secs(30))
         .await;
 
-    let time = format!("{}", (dataset.start_ms() + 86_400_000) / 1000);
+    let first_time_ms = dataset.start_ms() + 86_400_000;
     let client = client();
     let targets = [
         ("prometheus", prometheus.url()),
@@ -165,7 +175,7 @@ async fn main() {
     let mut rounds: Vec<Vec<Latency>> = vec![Vec::new(), Vec::new()];
     for _ in 0..ROUNDS {
         for (index, (_, base)) in targets.iter().enumerate() {
-            rounds[index].push(latency(&client, &query_uri(base, CHEAP_QUERY, &time)).await);
+            rounds[index].push(latency(&client, base, CHEAP_QUERY, first_time_ms).await);
         }
     }
     let latencies: Vec<(&str, Latency)> = targets
@@ -199,7 +209,7 @@ async fn main() {
         let mut measured: Vec<Vec<f64>> = vec![Vec::new(), Vec::new()];
         for _ in 0..ROUNDS {
             for (index, (_, base)) in targets.iter().enumerate() {
-                measured[index].push(throughput(&client, &query_uri(base, query, &time)).await);
+                measured[index].push(throughput(&client, base, query, first_time_ms).await);
             }
         }
         let rates: Vec<(&str, f64)> = targets
