@@ -50,6 +50,17 @@ fn main() {
                 .codec_path(codec)
                 .build(),
         )
+        .method(
+            tonic_build::manual::Method::builder()
+                .name("result_stream")
+                .route_name("ResultStream")
+                .input_type("crate::ResultReport")
+                .output_type("crate::ResultAck")
+                .codec_path(codec)
+                .client_streaming()
+                .server_streaming()
+                .build(),
+        )
         .build();
     tonic_build::manual::Builder::new().compile(&[queue_owner, scheduler, frontend_results]);
 }

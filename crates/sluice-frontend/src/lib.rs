@@ -317,6 +317,40 @@ impl sluice_proto::frontend_results::frontend_results_server::FrontendResults fo
                 ));
             }
         }
-        Ok(tonic::Response::new(ResultAck {}))
+        Ok(tonic::Response::new(ResultAck::default()))
+    }
+
+    type ResultStreamStream =
+        tokio_stream::wrappers::ReceiverStream<Result<ResultAck, tonic::Status>>;
+
+    async fn result_stream(
+        &self,
+        request: tonic::Request<tonic::Streaming<ResultReport>>,
+    ) -> Result<tonic::Response<Self::ResultStreamStream>, tonic::Status> {
+        let Some(pool) = self.inner.schedulers.clone() else {
+            return Err(tonic::Status::failed_precondition(
+                "this query-frontend does not use a query-scheduler",
+            ));
+        };
+        let mut reports = request.into_inner();
+        let (acks, stream) = mpsc::channel(1024);
+        tokio::spawn(async move {
+            while let Some(Ok(report)) = reports.next().await {
+                let Some(result) = report.result else {
+                    continue;
+                };
+                let query_id = result.query_id;
+                let error = match pool.deliver(&report.tenant, result) {
+                    Ok(()) => String::new(),
+                    Err(status) => status.message().to_owned(),
+                };
+                if acks.send(Ok(ResultAck { query_id, error })).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(tonic::Response::new(
+            tokio_stream::wrappers::ReceiverStream::new(stream),
+        ))
     }
 }

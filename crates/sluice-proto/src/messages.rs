@@ -572,5 +572,12 @@ pub struct ResultReport {
 }
 
 /// The frontend's receipt for a [`ResultReport`].
-#[derive(Clone, Copy, PartialEq, prost::Message)]
-pub struct ResultAck {}
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ResultAck {
+    /// On the results stream: which report this acknowledges.
+    #[prost(uint64, tag = "1")]
+    pub query_id: u64,
+    /// Empty when the result was taken; why not otherwise.
+    #[prost(string, tag = "2")]
+    pub error: String,
+}

@@ -122,7 +122,12 @@ async fn workload(dataset: &Dataset, prometheus: &PrometheusServer) -> Vec<(Stri
 async fn a_scheduler_cluster_answers_like_prometheus_and_loses_nothing() {
     let dataset = Dataset::new();
     let prometheus = PrometheusServer::start(&dataset).await;
-    let mut cluster = start_cluster(&prometheus, &["-querier.timeout=15s"]).await;
+    // The results cache off: every request must cross the schedulers.
+    let mut cluster = start_cluster(
+        &prometheus,
+        &["-querier.timeout=15s", "-query-frontend.cache-results=false"],
+    )
+    .await;
     let expected = Arc::new(workload(&dataset, &prometheus).await);
 
     // Every frontend answers every request exactly as Prometheus does.
