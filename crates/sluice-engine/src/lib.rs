@@ -18,6 +18,7 @@
 
 mod aggregate;
 mod binary;
+mod blocking;
 mod eval;
 mod functions;
 mod hashing;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+pub use blocking::evaluate_off_runtime;
 pub use labels::{Label, Labels};
 pub use storage::{MemoryStorage, Shard, Storage, StoredSeries};
 

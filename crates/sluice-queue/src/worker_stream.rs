@@ -48,6 +48,8 @@ pub struct OwnerMetrics {
     pub connected_workers: IntGauge,
     /// Tasks running now, by querier.
     pub inflight_per_querier: prometheus::IntGaugeVec,
+    /// Times a worker was held back because its querier ran over its limit.
+    pub flow_control_backoffs: prometheus::IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -89,12 +91,18 @@ pub fn register_owner_metrics(registry: &prometheus::Registry) -> OwnerMetrics {
             &["querier"],
         )
         .expect("valid metric"),
+        flow_control_backoffs: prometheus::IntCounter::new(
+            "sluice_flow_control_backoffs_total",
+            "Times a querier worker was held back because its querier reported running more than it wants.",
+        )
+        .expect("valid metric"),
     };
     for collector in [
         Box::new(metrics.queue_duration.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(metrics.discarded.clone()),
         Box::new(metrics.connected_workers.clone()),
         Box::new(metrics.inflight_per_querier.clone()),
+        Box::new(metrics.flow_control_backoffs.clone()),
     ] {
         registry
             .register(collector)
@@ -233,6 +241,7 @@ pub async fn serve_worker<A, S>(
         if over_limit {
             // Flow control: this querier runs more than it wants; let its
             // other work finish before handing this worker more.
+            metrics.flow_control_backoffs.inc();
             tokio::select! {
                 _ = tokio::time::sleep(flow_control_pause()) => {}
                 message = inbound.next() => match message {

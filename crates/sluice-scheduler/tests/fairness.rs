@@ -17,7 +17,14 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 async fn start_scheduler(config: SchedulerConfig) -> (String, Scheduler) {
-    let scheduler = Scheduler::new(config, &prometheus::Registry::new());
+    start_scheduler_with(config, &prometheus::Registry::new()).await
+}
+
+async fn start_scheduler_with(
+    config: SchedulerConfig,
+    registry: &prometheus::Registry,
+) -> (String, Scheduler) {
+    let scheduler = Scheduler::new(config, registry);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let server = scheduler.clone();
@@ -220,4 +227,122 @@ async fn a_cancel_removes_a_queued_sub_query_at_once() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_querier_over_its_concurrency_is_backed_off_while_others_are_served() {
+    let registry = prometheus::Registry::new();
+    let (address, _scheduler) = start_scheduler_with(SchedulerConfig::default(), &registry).await;
+    let backoffs = || {
+        registry
+            .gather()
+            .iter()
+            .find(|family| family.name() == "sluice_flow_control_backoffs_total")
+            .map(|family| family.get_metric()[0].get_counter().get_value())
+            .unwrap_or(0.0)
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (to_scheduler, outbound) = mpsc::channel(16);
+    to_scheduler
+        .send(FrontendToScheduler {
+            message: Some(FrontendMessage::Hello(FrontendHello {
+                frontend_address: "127.0.0.1:1".to_owned(),
+            })),
+        })
+        .await
+        .unwrap();
+    let mut answers = SchedulerClient::new(channel.clone())
+        .frontend_loop(ReceiverStream::new(outbound))
+        .await
+        .unwrap()
+        .into_inner();
+    let connect = |querier_id: &'static str| {
+        let channel = channel.clone();
+        async move {
+            let (to_owner, inbound) = mpsc::channel(4);
+            to_owner
+                .send(QuerierToOwner {
+                    message: Some(QuerierMessage::Hello(QuerierHello {
+                        querier_id: querier_id.to_owned(),
+                        max_concurrency: 1,
+                    })),
+                })
+                .await
+                .unwrap();
+            let tasks = QueueOwnerClient::new(channel)
+                .process(ReceiverStream::new(inbound))
+                .await
+                .unwrap()
+                .into_inner();
+            (to_owner, tasks)
+        }
+    };
+    // Only the busy querier is there for the first task.
+    let (busy_sender, mut busy_tasks) = connect("busy").await;
+    to_scheduler.send(request("tenant", 1)).await.unwrap();
+    assert_eq!(
+        answers.next().await.unwrap().unwrap().status(),
+        EnqueueStatus::Ok
+    );
+    let first = busy_tasks.next().await.unwrap().unwrap();
+    assert!(matches!(first.message, Some(OwnerMessage::Task(ref task)) if task.query_id == 1));
+    // A second querier joins; then the busy one answers saying it runs more
+    // than it wants (flow control), so the next task must go to the other.
+    let (idle_sender, mut idle_tasks) = connect("idle").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    busy_sender
+        .send(QuerierToOwner {
+            message: Some(QuerierMessage::Result(QueryResult {
+                query_id: 1,
+                current_concurrency: 3,
+                desired_concurrency: 1,
+                ..QueryResult::default()
+            })),
+        })
+        .await
+        .unwrap();
+    to_scheduler.send(request("tenant", 2)).await.unwrap();
+    assert_eq!(
+        answers.next().await.unwrap().unwrap().status(),
+        EnqueueStatus::Ok
+    );
+    let second = tokio::time::timeout(Duration::from_secs(5), idle_tasks.next())
+        .await
+        .expect("the idle querier is served")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(second.message, Some(OwnerMessage::Task(ref task)) if task.query_id == 2));
+    assert_eq!(
+        backoffs(),
+        1.0,
+        "the over-limit querier was backed off once"
+    );
+    // A result within the querier's limit costs no backoff.
+    idle_sender
+        .send(QuerierToOwner {
+            message: Some(QuerierMessage::Result(QueryResult {
+                query_id: 2,
+                current_concurrency: 1,
+                desired_concurrency: 1,
+                ..QueryResult::default()
+            })),
+        })
+        .await
+        .unwrap();
+    to_scheduler.send(request("tenant", 3)).await.unwrap();
+    assert_eq!(
+        answers.next().await.unwrap().unwrap().status(),
+        EnqueueStatus::Ok
+    );
+    let third = tokio::time::timeout(Duration::from_secs(5), idle_tasks.next())
+        .await
+        .expect("served again")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(third.message, Some(OwnerMessage::Task(ref task)) if task.query_id == 3));
+    assert_eq!(backoffs(), 1.0);
 }

@@ -125,7 +125,10 @@ async fn a_scheduler_cluster_answers_like_prometheus_and_loses_nothing() {
     // The results cache off: every request must cross the schedulers.
     let mut cluster = start_cluster(
         &prometheus,
-        &["-querier.timeout=15s", "-query-frontend.cache-results=false"],
+        &[
+            "-querier.timeout=15s",
+            "-query-frontend.cache-results=false",
+        ],
     )
     .await;
     let expected = Arc::new(workload(&dataset, &prometheus).await);
