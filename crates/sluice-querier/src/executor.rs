@@ -175,6 +175,29 @@ fn form_body(pairs: &[(&str, &str)]) -> String {
     serializer.finish()
 }
 
+/// The parameters instant and range queries share, each sent only when the
+/// client gave it, so the downstream applies its own defaults otherwise.
+fn append_query_options(
+    form: &mut form_urlencoded::Serializer<'_, String>,
+    timeout_ms: i64,
+    lookback_delta_ms: i64,
+    stats: &str,
+    limit: u64,
+) {
+    if timeout_ms > 0 {
+        form.append_pair("timeout", &duration_param(timeout_ms));
+    }
+    if lookback_delta_ms > 0 {
+        form.append_pair("lookback_delta", &duration_param(lookback_delta_ms));
+    }
+    if !stats.is_empty() {
+        form.append_pair("stats", stats);
+    }
+    if limit > 0 {
+        form.append_pair("limit", &limit.to_string());
+    }
+}
+
 fn duration_param(ms: i64) -> String {
     format_time_param(ms)
 }
@@ -196,52 +219,41 @@ impl Executor for PrometheusExecutor {
         };
         match kind {
             QueryKind::Instant(query) => {
-                let time = format_time_param(query.time_ms);
-                let timeout_param = duration_param(query.timeout_ms);
-                let lookback = duration_param(query.lookback_delta_ms);
-                let mut pairs = vec![("query", query.query.as_str()), ("time", time.as_str())];
-                if query.timeout_ms > 0 {
-                    pairs.push(("timeout", timeout_param.as_str()));
-                }
-                if query.lookback_delta_ms > 0 {
-                    pairs.push(("lookback_delta", lookback.as_str()));
-                }
-                if !query.stats.is_empty() {
-                    pairs.push(("stats", query.stats.as_str()));
-                }
-                let limit = query.limit.to_string();
-                if query.limit > 0 {
-                    pairs.push(("limit", limit.as_str()));
-                }
-                let builder = post_form(&self.query_url, form_body(&pairs));
+                // Built in a block: the serializer is not Send and must not
+                // live across the await below.
+                let body = {
+                    let mut form = form_urlencoded::Serializer::new(String::new());
+                    form.append_pair("query", &query.query)
+                        .append_pair("time", &format_time_param(query.time_ms));
+                    append_query_options(
+                        &mut form,
+                        query.timeout_ms,
+                        query.lookback_delta_ms,
+                        &query.stats,
+                        query.limit,
+                    );
+                    form.finish()
+                };
+                let builder = post_form(&self.query_url, body);
                 self.send(tenant, builder, Some(Expected::Query)).await
             }
             QueryKind::Range(query) => {
-                let start = format_time_param(query.start_ms);
-                let end = format_time_param(query.end_ms);
-                let step = duration_param(query.step_ms);
-                let timeout_param = duration_param(query.timeout_ms);
-                let lookback = duration_param(query.lookback_delta_ms);
-                let mut pairs = vec![
-                    ("query", query.query.as_str()),
-                    ("start", start.as_str()),
-                    ("end", end.as_str()),
-                    ("step", step.as_str()),
-                ];
-                if query.timeout_ms > 0 {
-                    pairs.push(("timeout", timeout_param.as_str()));
-                }
-                if query.lookback_delta_ms > 0 {
-                    pairs.push(("lookback_delta", lookback.as_str()));
-                }
-                if !query.stats.is_empty() {
-                    pairs.push(("stats", query.stats.as_str()));
-                }
-                let limit = query.limit.to_string();
-                if query.limit > 0 {
-                    pairs.push(("limit", limit.as_str()));
-                }
-                let builder = post_form(&self.query_range_url, form_body(&pairs));
+                let body = {
+                    let mut form = form_urlencoded::Serializer::new(String::new());
+                    form.append_pair("query", &query.query)
+                        .append_pair("start", &format_time_param(query.start_ms))
+                        .append_pair("end", &format_time_param(query.end_ms))
+                        .append_pair("step", &duration_param(query.step_ms));
+                    append_query_options(
+                        &mut form,
+                        query.timeout_ms,
+                        query.lookback_delta_ms,
+                        &query.stats,
+                        query.limit,
+                    );
+                    form.finish()
+                };
+                let builder = post_form(&self.query_range_url, body);
                 self.send(tenant, builder, Some(Expected::Query)).await
             }
             QueryKind::Metadata(query) => {

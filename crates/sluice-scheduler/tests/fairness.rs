@@ -54,32 +54,71 @@ fn request(tenant: &str, query_id: u64) -> FrontendToScheduler {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quiet_tenant_is_served_within_a_bounded_number_of_dequeues_beside_a_flood() {
-    let (address, scheduler) = start_scheduler(SchedulerConfig::default()).await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+type Answers = tonic::Streaming<sluice_proto::SchedulerToFrontend>;
+type Tasks = tonic::Streaming<sluice_proto::OwnerToQuerier>;
+
+async fn connect(address: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .unwrap()
         .connect()
         .await
-        .unwrap();
+        .unwrap()
+}
 
-    // The frontend: the flood enqueues 150 (its queue holds 100), then the
-    // quiet tenant asks 5 times.
-    let (to_scheduler, outbound) = mpsc::channel(512);
+/// A scripted frontend's stream; nobody listens at its address, so a
+/// scripted querier is the only thing that could deliver results.
+async fn frontend_stream(
+    channel: &tonic::transport::Channel,
+    capacity: usize,
+) -> (mpsc::Sender<FrontendToScheduler>, Answers) {
+    let (to_scheduler, outbound) = mpsc::channel(capacity);
     to_scheduler
         .send(FrontendToScheduler {
             message: Some(FrontendMessage::Hello(FrontendHello {
-                // Nobody listens here: the scripted querier never delivers.
                 frontend_address: "127.0.0.1:1".to_owned(),
             })),
         })
         .await
         .unwrap();
-    let mut answers = SchedulerClient::new(channel.clone())
+    let answers = SchedulerClient::new(channel.clone())
         .frontend_loop(ReceiverStream::new(outbound))
         .await
         .unwrap()
         .into_inner();
+    (to_scheduler, answers)
+}
+
+/// A scripted querier worker's stream.
+async fn querier_stream(
+    channel: &tonic::transport::Channel,
+    querier_id: &str,
+) -> (mpsc::Sender<QuerierToOwner>, Tasks) {
+    let (to_owner, inbound) = mpsc::channel(4);
+    to_owner
+        .send(QuerierToOwner {
+            message: Some(QuerierMessage::Hello(QuerierHello {
+                querier_id: querier_id.to_owned(),
+                max_concurrency: 1,
+            })),
+        })
+        .await
+        .unwrap();
+    let tasks = QueueOwnerClient::new(channel.clone())
+        .process(ReceiverStream::new(inbound))
+        .await
+        .unwrap()
+        .into_inner();
+    (to_owner, tasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_tenant_is_served_within_a_bounded_number_of_dequeues_beside_a_flood() {
+    let (address, scheduler) = start_scheduler(SchedulerConfig::default()).await;
+    let channel = connect(&address).await;
+
+    // The frontend: the flood enqueues 150 (its queue holds 100), then the
+    // quiet tenant asks 5 times.
+    let (to_scheduler, mut answers) = frontend_stream(&channel, 512).await;
     let mut statuses = std::collections::HashMap::new();
     for query_id in 0..150 {
         to_scheduler.send(request("flood", query_id)).await.unwrap();
@@ -104,21 +143,7 @@ async fn a_quiet_tenant_is_served_within_a_bounded_number_of_dequeues_beside_a_f
     }
 
     // The querier: one worker, answering each task before taking the next.
-    let (to_owner, inbound) = mpsc::channel(4);
-    to_owner
-        .send(QuerierToOwner {
-            message: Some(QuerierMessage::Hello(QuerierHello {
-                querier_id: "only".to_owned(),
-                max_concurrency: 1,
-            })),
-        })
-        .await
-        .unwrap();
-    let mut tasks = QueueOwnerClient::new(channel)
-        .process(ReceiverStream::new(inbound))
-        .await
-        .unwrap()
-        .into_inner();
+    let (to_owner, mut tasks) = querier_stream(&channel, "only").await;
     let mut served = Vec::new();
     for _ in 0..105 {
         let message = tokio::time::timeout(Duration::from_secs(10), tasks.next())
@@ -170,25 +195,8 @@ async fn a_quiet_tenant_is_served_within_a_bounded_number_of_dequeues_beside_a_f
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_removes_a_queued_sub_query_at_once() {
     let (address, scheduler) = start_scheduler(SchedulerConfig::default()).await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let (to_scheduler, outbound) = mpsc::channel(16);
-    to_scheduler
-        .send(FrontendToScheduler {
-            message: Some(FrontendMessage::Hello(FrontendHello {
-                frontend_address: "127.0.0.1:1".to_owned(),
-            })),
-        })
-        .await
-        .unwrap();
-    let mut answers = SchedulerClient::new(channel)
-        .frontend_loop(ReceiverStream::new(outbound))
-        .await
-        .unwrap()
-        .into_inner();
+    let channel = connect(&address).await;
+    let (to_scheduler, mut answers) = frontend_stream(&channel, 16).await;
     to_scheduler.send(request("tenant", 7)).await.unwrap();
     assert_eq!(
         answers.next().await.unwrap().unwrap().status(),
@@ -241,48 +249,10 @@ async fn a_querier_over_its_concurrency_is_backed_off_while_others_are_served() 
             .map(|family| family.get_metric()[0].get_counter().get_value())
             .unwrap_or(0.0)
     };
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let (to_scheduler, outbound) = mpsc::channel(16);
-    to_scheduler
-        .send(FrontendToScheduler {
-            message: Some(FrontendMessage::Hello(FrontendHello {
-                frontend_address: "127.0.0.1:1".to_owned(),
-            })),
-        })
-        .await
-        .unwrap();
-    let mut answers = SchedulerClient::new(channel.clone())
-        .frontend_loop(ReceiverStream::new(outbound))
-        .await
-        .unwrap()
-        .into_inner();
-    let connect = |querier_id: &'static str| {
-        let channel = channel.clone();
-        async move {
-            let (to_owner, inbound) = mpsc::channel(4);
-            to_owner
-                .send(QuerierToOwner {
-                    message: Some(QuerierMessage::Hello(QuerierHello {
-                        querier_id: querier_id.to_owned(),
-                        max_concurrency: 1,
-                    })),
-                })
-                .await
-                .unwrap();
-            let tasks = QueueOwnerClient::new(channel)
-                .process(ReceiverStream::new(inbound))
-                .await
-                .unwrap()
-                .into_inner();
-            (to_owner, tasks)
-        }
-    };
+    let channel = connect(&address).await;
+    let (to_scheduler, mut answers) = frontend_stream(&channel, 16).await;
     // Only the busy querier is there for the first task.
-    let (busy_sender, mut busy_tasks) = connect("busy").await;
+    let (busy_sender, mut busy_tasks) = querier_stream(&channel, "busy").await;
     to_scheduler.send(request("tenant", 1)).await.unwrap();
     assert_eq!(
         answers.next().await.unwrap().unwrap().status(),
@@ -292,7 +262,7 @@ async fn a_querier_over_its_concurrency_is_backed_off_while_others_are_served() 
     assert!(matches!(first.message, Some(OwnerMessage::Task(ref task)) if task.query_id == 1));
     // A second querier joins; then the busy one answers saying it runs more
     // than it wants (flow control), so the next task must go to the other.
-    let (idle_sender, mut idle_tasks) = connect("idle").await;
+    let (idle_sender, mut idle_tasks) = querier_stream(&channel, "idle").await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     busy_sender
         .send(QuerierToOwner {
