@@ -18,13 +18,12 @@ mod owner;
 mod schedulers;
 mod tenant;
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
-use sluice_proto::{OwnerToQuerier, QuerierToOwner, ResultAck, ResultReport};
+use futures_util::StreamExt;
+use sluice_proto::{ResultAck, ResultReport};
 use sluice_queue::{QueueConfig, RequestQueue};
 use tokio::sync::mpsc;
 
@@ -148,10 +147,6 @@ pub struct Frontend {
     inner: Arc<Inner>,
 }
 
-/// The owner → worker half of an in-process worker stream.
-pub type LocalOwnerStream =
-    Pin<Box<dyn Stream<Item = Result<OwnerToQuerier, tonic::Status>> + Send>>;
-
 impl Frontend {
     /// A frontend; with scheduler addresses configured it starts connecting
     /// to them, so it must be called inside a Tokio runtime. Fails only on a
@@ -242,22 +237,26 @@ impl Frontend {
         .max_encoding_message_size(usize::MAX)
     }
 
-    /// Opens a worker stream from a querier in this same process: the same
-    /// protocol as gRPC, carried by channels, with no encoding.
-    pub fn connect_local(&self) -> (mpsc::Sender<QuerierToOwner>, LocalOwnerStream) {
-        let (to_owner, from_querier) = mpsc::channel(4);
-        let (to_querier, from_owner) = mpsc::channel(4);
-        let inbound = tokio_stream::wrappers::ReceiverStream::new(from_querier).map(Ok);
-        tokio::spawn(sluice_queue::worker_stream::serve_worker(
+    /// Serves one worker of a querier in this same process straight from
+    /// the queue (see [`sluice_queue::worker_stream::serve_inline`]) until
+    /// `stop` is raised or the queue is stopped and drained.
+    pub async fn serve_local_worker<F, Fut>(
+        &self,
+        querier_id: String,
+        stop: tokio::sync::watch::Receiver<bool>,
+        execute: F,
+    ) where
+        F: Fn(sluice_proto::QueryTask) -> Fut,
+        Fut: std::future::Future<Output = sluice_proto::QueryResult>,
+    {
+        sluice_queue::worker_stream::serve_inline(
             self.inner.queue.clone(),
             self.inner.metrics.owner.clone(),
-            inbound,
-            to_querier,
-        ));
-        (
-            to_owner,
-            Box::pin(tokio_stream::wrappers::ReceiverStream::new(from_owner)),
+            querier_id,
+            stop,
+            execute,
         )
+        .await;
     }
 
     /// True while at least one querier serves this frontend and it is not

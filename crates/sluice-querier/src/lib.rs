@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
+use futures_util::future::BoxFuture;
 use sluice_proto::{OwnerToQuerier, QuerierToOwner};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -29,10 +30,18 @@ pub use metrics::QuerierMetrics;
 /// The owner → worker half of a worker stream.
 pub type OwnerStream = Pin<Box<dyn Stream<Item = Result<OwnerToQuerier, tonic::Status>> + Send>>;
 
-/// Opens an in-process worker stream to a queue owner living in the same
-/// process (`-target=all`), skipping gRPC and protobuf encoding entirely.
-pub type LocalConnect =
-    Arc<dyn Fn() -> (mpsc::Sender<QuerierToOwner>, OwnerStream) + Send + Sync + 'static>;
+/// Runs one task for an in-process queue owner and returns its result.
+pub type LocalExecute = Arc<
+    dyn Fn(sluice_proto::QueryTask) -> BoxFuture<'static, sluice_proto::QueryResult> + Send + Sync,
+>;
+
+/// Serves one worker of a querier whose queue owner lives in the same
+/// process (`-target=all`): called with the querier id, the worker's stop
+/// signal and the way to run a task, it hands tasks over directly until
+/// stopped, with no gRPC, no encoding and no stream in between.
+pub type LocalConnect = Arc<
+    dyn Fn(String, watch::Receiver<bool>, LocalExecute) -> BoxFuture<'static, ()> + Send + Sync,
+>;
 
 /// How a querier is set up.
 #[derive(Clone, Debug)]
@@ -60,7 +69,7 @@ enum Target {
 impl Target {
     async fn connect(&self) -> Result<(mpsc::Sender<QuerierToOwner>, OwnerStream), String> {
         match self {
-            Target::Local(connect) => Ok(connect()),
+            Target::Local(_) => Err("an in-process owner is served inline".to_owned()),
             Target::Grpc(channel) => {
                 let mut client =
                     sluice_proto::queue_owner::queue_owner_client::QueueOwnerClient::new(

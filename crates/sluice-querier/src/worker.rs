@@ -10,7 +10,7 @@ use sluice_proto::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::{Executor, OwnerStream, QuerierMetrics, Target};
+use crate::{Executor, LocalExecute, OwnerStream, QuerierMetrics, Target};
 
 pub(crate) struct WorkerSetup<E> {
     pub(crate) target: Target,
@@ -57,6 +57,19 @@ enum SessionEnd {
 }
 
 async fn run<E: Executor>(setup: WorkerSetup<E>, mut stop: watch::Receiver<bool>) {
+    if let Target::Local(serve) = &setup.target {
+        // The queue owner lives in this process: it hands tasks to this
+        // worker directly, with no stream in between.
+        let serve = serve.clone();
+        let querier_id = setup.querier_id.clone();
+        let setup = Arc::new(setup);
+        let execute: LocalExecute = Arc::new(move |task| {
+            let setup = setup.clone();
+            Box::pin(async move { execute_task(&setup, task).await })
+        });
+        serve(querier_id, stop, execute).await;
+        return;
+    }
     let mut backoff = Duration::from_millis(50);
     loop {
         if *stop.borrow() {
@@ -202,13 +215,9 @@ async fn deliver_to_frontend<E: Executor>(
     result
 }
 
-/// Runs one task while watching the stream for its cancellation. Returns
-/// `None` when the stream broke mid-task (the owner retries elsewhere).
-async fn run_task<E: Executor>(
-    setup: &WorkerSetup<E>,
-    task: QueryTask,
-    stream: &mut OwnerStream,
-) -> Option<QueryResult> {
+/// Runs one task with the executor and builds its result. Dropping the
+/// future aborts the execution (and its downstream request).
+async fn execute_task<E: Executor>(setup: &WorkerSetup<E>, task: QueryTask) -> QueryResult {
     let started = Instant::now();
     setup.metrics.inflight.inc();
     let _inflight = scopeguard(|| setup.metrics.inflight.dec());
@@ -218,23 +227,60 @@ async fn run_task<E: Executor>(
     let timeout =
         Duration::from_millis(task.deadline_remaining_ms.max(1) as u64) + Duration::from_secs(1);
     let request = task.request.unwrap_or_default();
-    let execution = setup.executor.execute(&task.tenant, &request, timeout);
+    let execution = setup
+        .executor
+        .execute(&task.tenant, &request, timeout)
+        .await;
+    let outcome = if execution.response.is_error() {
+        "error"
+    } else {
+        "success"
+    };
+    let elapsed = started.elapsed();
+    setup.metrics.duration.observe(elapsed.as_secs_f64());
+    setup.metrics.requests.with_label_values(&[outcome]).inc();
+    let samples = count_samples(&execution.response);
+    QueryResult {
+        query_id: task.query_id,
+        response: Some(execution.response),
+        retryable: execution.retryable,
+        current_concurrency: setup.metrics.inflight.get().max(0) as u32,
+        desired_concurrency: setup.max_concurrent,
+        stats: Some(ExecutionStats {
+            execution_ns: elapsed.as_nanos() as i64,
+            samples,
+        }),
+    }
+}
+
+/// Runs one task while watching the stream for its cancellation. Returns
+/// `None` when the stream broke mid-task (the owner retries elsewhere).
+async fn run_task<E: Executor>(
+    setup: &WorkerSetup<E>,
+    task: QueryTask,
+    stream: &mut OwnerStream,
+) -> Option<QueryResult> {
+    let query_id = task.query_id;
+    let execution = execute_task(setup, task);
     tokio::pin!(execution);
-    let (response, retryable, outcome) = loop {
+    loop {
         tokio::select! {
-            execution = &mut execution => {
-                let outcome = if execution.response.is_error() { "error" } else { "success" };
-                break (execution.response, execution.retryable, outcome);
-            }
+            result = &mut execution => return Some(result),
             next = stream.next() => match next {
                 Some(Ok(owner_message)) => match owner_message.message {
-                    Some(OwnerMessage::Cancel(cancel)) if cancel.query_id == task.query_id => {
+                    Some(OwnerMessage::Cancel(cancel)) if cancel.query_id == query_id => {
                         // Dropping the execution future aborts the downstream request.
-                        break (
-                            ApiResponse::error(ErrorType::Canceled, "query canceled by its client"),
-                            false,
-                            "canceled",
-                        );
+                        setup.metrics.requests.with_label_values(&["canceled"]).inc();
+                        return Some(QueryResult {
+                            query_id,
+                            response: Some(ApiResponse::error(
+                                ErrorType::Canceled,
+                                "query canceled by its client",
+                            )),
+                            current_concurrency: setup.metrics.inflight.get().max(0) as u32,
+                            desired_concurrency: setup.max_concurrent,
+                            ..QueryResult::default()
+                        });
                     }
                     _ => {}
                 },
@@ -244,22 +290,7 @@ async fn run_task<E: Executor>(
                 }
             }
         }
-    };
-    let elapsed = started.elapsed();
-    setup.metrics.duration.observe(elapsed.as_secs_f64());
-    setup.metrics.requests.with_label_values(&[outcome]).inc();
-    let samples = count_samples(&response);
-    Some(QueryResult {
-        query_id: task.query_id,
-        response: Some(response),
-        retryable,
-        current_concurrency: setup.metrics.inflight.get().max(0) as u32,
-        desired_concurrency: setup.max_concurrent,
-        stats: Some(ExecutionStats {
-            execution_ns: elapsed.as_nanos() as i64,
-            samples,
-        }),
-    })
+    }
 }
 
 fn count_samples(response: &ApiResponse) -> u64 {

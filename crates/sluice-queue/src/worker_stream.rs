@@ -253,6 +253,83 @@ pub async fn serve_worker<A, S>(
     }
 }
 
+/// Serves one in-process worker straight from the queue: the same rules as
+/// [`serve_worker`] (skip abandoned and expired work, cancel on abandonment,
+/// finish every task taken) with no stream in between. A querier in the same
+/// process as its queue owner (`-target=all`) uses this, saving two task
+/// hand-offs per sub-query on the hot path. Returns once `stop` is raised
+/// (after finishing the running task) or the queue is stopped and drained.
+pub async fn serve_inline<A, F, Fut>(
+    queue: RequestQueue<A>,
+    metrics: OwnerMetrics,
+    querier_id: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    execute: F,
+) where
+    A: Assignment,
+    F: Fn(QueryTask) -> Fut,
+    Fut: Future<Output = QueryResult>,
+{
+    let querier = queue.register_querier(&querier_id);
+    metrics.connected_workers.inc();
+    let _connected = OnDrop(|| metrics.connected_workers.dec());
+    let inflight = metrics
+        .inflight_per_querier
+        .with_label_values(&[querier_id.as_str()]);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let dequeued = tokio::select! {
+            dequeued = queue.dequeue(&querier) => match dequeued {
+                Some(dequeued) => dequeued,
+                None => return,
+            },
+            _ = stop.changed() => return,
+        };
+        let tenant = dequeued.tenant;
+        let mut assignment = dequeued.item;
+        if assignment.is_abandoned() {
+            metrics
+                .discarded
+                .with_label_values(&[&*tenant, "canceled"])
+                .inc();
+            continue;
+        }
+        let now = Instant::now();
+        if now >= assignment.deadline() {
+            metrics
+                .discarded
+                .with_label_values(&[&*tenant, "expired"])
+                .inc();
+            continue;
+        }
+        let queued_for = now.saturating_duration_since(dequeued.enqueued_at);
+        metrics.queue_duration.observe(queued_for.as_secs_f64());
+        let query_id = assignment.query_id();
+        let task = assignment.task(&tenant, queued_for, now);
+        inflight.inc();
+        let execution = execute(task);
+        tokio::pin!(execution);
+        let result = tokio::select! {
+            result = &mut execution => result,
+            _ = assignment.abandoned() => {
+                // Dropping the execution stops it (and its downstream request).
+                QueryResult {
+                    query_id,
+                    response: Some(sluice_proto::ApiResponse::error(
+                        sluice_proto::ErrorType::Canceled,
+                        "query canceled by its client",
+                    )),
+                    ..QueryResult::default()
+                }
+            }
+        };
+        inflight.dec();
+        assignment.finish(Outcome::Answered(result));
+    }
+}
+
 struct OnDrop<F: FnMut()>(F);
 
 impl<F: FnMut()> Drop for OnDrop<F> {

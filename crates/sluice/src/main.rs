@@ -165,7 +165,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
         let local: Option<LocalConnect> = frontend.as_ref().map(|frontend| {
             let frontend = frontend.clone();
-            Arc::new(move || frontend.connect_local()) as LocalConnect
+            Arc::new(
+                move |querier_id, stop, execute: sluice_querier::LocalExecute| {
+                    let frontend = frontend.clone();
+                    Box::pin(async move {
+                        frontend
+                            .serve_local_worker(querier_id, stop, move |task| execute(task))
+                            .await
+                    }) as futures_util::future::BoxFuture<'static, ()>
+                },
+            ) as LocalConnect
         });
         let metrics = QuerierMetrics::new(&registry);
         let querier_config = QuerierConfig {

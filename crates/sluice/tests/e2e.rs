@@ -744,3 +744,37 @@ async fn shutdown_finishes_what_is_running() {
             .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_in_one_process_cancels_the_downstream_request() {
+    // `-target=all` hands tasks to its own querier inline, without streams:
+    // a client hanging up must still reach the downstream.
+    let mut hole = BlackHole::start().await;
+    let sluice = common::start_sluice(
+        "all",
+        &[
+            "-target=all".to_owned(),
+            format!("-querier.downstream-url={}", hole.url()),
+        ],
+    )
+    .await;
+    sluice.wait_ready_status(200, Duration::from_secs(10)).await;
+    let url = format!("{}/api/v1/query?query=up&time=1", sluice.url());
+    let client = tokio::spawn(async move { http_get(&url).await });
+    assert!(matches!(
+        hole.next_event(Duration::from_secs(10)).await,
+        BlackHoleEvent::RequestReceived(_)
+    ));
+    client.abort();
+    assert_eq!(
+        hole.next_event(Duration::from_secs(10)).await,
+        BlackHoleEvent::Closed
+    );
+    sluice
+        .wait_metric(
+            "sluice_querier_inflight_requests",
+            0.0,
+            Duration::from_secs(5),
+        )
+        .await;
+}
