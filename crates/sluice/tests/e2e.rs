@@ -388,6 +388,8 @@ async fn bad_input_gets_prometheus_errors() {
     let tenanted = start_frontend(&[
         "-auth.multitenancy-enabled=true",
         "-query-frontend.max-total-query-length=1d",
+        // The data set lies months in the past: all of it is beyond this.
+        "-querier.max-query-lookback=1h",
     ])
     .await;
     let _tenanted_querier = start_querier("querier-t", &tenanted, &prometheus.url(), &[]).await;
@@ -608,6 +610,30 @@ async fn bad_input_gets_prometheus_errors() {
         String::from_utf8_lossy(&body),
         r#"{"status":"error","errorType":"bad_data","error":"the query time range exceeds the limit (query length: 2d, limit: 1d)"}"#
     );
+
+    // A range entirely older than the lookback limit is answered empty,
+    // without reaching the queriers.
+    let old_range = [
+        ("query", "http_requests_total"),
+        ("start", &dataset.start_ms().div_euclid(1000).to_string()),
+        ("end", &(dataset.start_ms() / 1000 + 3600).to_string()),
+        ("step", "60"),
+    ];
+    let (status, _, body) = http_get_with_headers(
+        &format!(
+            "{}/api/v1/query_range?{}",
+            tenanted.url(),
+            form_urlencode(&old_range)
+        ),
+        &[("X-Scope-OrgID", "team-a")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#
+    );
+    assert_eq!(tenanted.metric("sluice_subqueries_total").await, 0.0);
 
     let (status, _, body) = http_get(&format!("{}/api/v1/query?query=up", tenanted.url())).await;
     assert_eq!(status, 401);
