@@ -223,28 +223,28 @@ impl Inner {
             .samples
             .with_label_values(&["cache"])
             .inc_by(acceleration.samples_from_cache as u64);
-        let merged = plan.merge(responses.clone());
+        // The write-back reads the answers; the merge then consumes them, so
+        // no answer is copied on the way.
         if let Some(cache) = cache {
             let options = CacheOptions {
                 max_freshness_ms: config.max_cache_freshness.as_millis() as i64,
                 ..CacheOptions::default()
             };
             let now = now_ms();
-            let mut remaining = responses.into_iter();
+            let mut first_answer = 0;
             let mut writes = Vec::new();
             for (((piece, key), entry), piece_plan) in
                 pieces.iter().zip(&keys).zip(&entries).zip(&piece_plans)
             {
-                let own: Vec<ApiResponse> = remaining
-                    .by_ref()
-                    .take(piece_plan.queries().len())
-                    .collect();
+                let piece_answers = piece_plan.queries().len();
+                let own = &responses[first_answer..first_answer + piece_answers];
+                first_answer += piece_answers;
                 if let Some(updated) = sluice_plan::updated_entry(
                     key,
                     piece,
                     entry.as_ref(),
                     piece_plan,
-                    &own,
+                    own,
                     now,
                     &options,
                 ) {
@@ -258,7 +258,7 @@ impl Inner {
                 tokio::spawn(async move { cache.set_many(writes, ttl).await });
             }
         }
-        merged
+        plan.merge(responses)
     }
 
     /// Serves `series`, `labels` and label values from the metadata cache

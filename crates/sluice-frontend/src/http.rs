@@ -202,7 +202,7 @@ fn ready(inner: &Arc<Inner>) -> Response {
 }
 
 fn metrics(state: &AppState) -> Response {
-    state.inner.metrics.refresh_from_queue();
+    state.inner.metrics.owner.refresh_from(&state.inner.queue);
     let encoder = prometheus::TextEncoder::new();
     let mut body = String::new();
     if let Err(error) = encoder.encode_utf8(&state.registry.gather(), &mut body) {

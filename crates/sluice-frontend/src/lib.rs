@@ -160,7 +160,7 @@ impl Frontend {
             max_queriers_per_tenant: config.max_queriers_per_tenant,
             ..QueueConfig::default()
         });
-        let metrics = FrontendMetrics::new(registry, queue.clone());
+        let metrics = FrontendMetrics::new(registry);
         let results_cache = match &config.results_cache {
             Some(cache_config) => {
                 let cache_metrics = sluice_cache::CacheMetrics::register(registry)

@@ -1,20 +1,12 @@
-use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
-use sluice_queue::RequestQueue;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 use sluice_queue::worker_stream::OwnerMetrics;
-
-use crate::owner::PendingTask;
 
 /// The frontend's metrics. Queue lengths are read from the queue when
 /// scraped, so they are never stale and cost nothing per request.
 #[derive(Clone)]
 pub struct FrontendMetrics {
-    pub(crate) queue: RequestQueue<PendingTask>,
-    pub(crate) queue_length: IntGaugeVec,
     pub(crate) discarded: IntCounterVec,
     pub(crate) inflight: IntGauge,
-    pub(crate) connected_queriers: IntGauge,
     pub(crate) connected_schedulers: IntGauge,
     pub(crate) request_duration: HistogramVec,
     pub(crate) retries: IntCounterVec,
@@ -34,28 +26,14 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 impl FrontendMetrics {
-    pub(crate) fn new(registry: &Registry, queue: RequestQueue<PendingTask>) -> FrontendMetrics {
+    pub(crate) fn new(registry: &Registry) -> FrontendMetrics {
         let owner = sluice_queue::worker_stream::register_owner_metrics(registry);
         let metrics = FrontendMetrics {
-            queue,
             discarded: owner.discarded.clone(),
             owner,
-            queue_length: IntGaugeVec::new(
-                Opts::new(
-                    "sluice_queue_length",
-                    "Sub-queries waiting in the queue, by tenant.",
-                ),
-                &["tenant"],
-            )
-            .expect("valid metric"),
             inflight: IntGauge::new(
                 "sluice_inflight_requests",
                 "Client requests being answered now.",
-            )
-            .expect("valid metric"),
-            connected_queriers: IntGauge::new(
-                "sluice_connected_queriers",
-                "Distinct queriers with at least one worker connected.",
             )
             .expect("valid metric"),
             connected_schedulers: IntGauge::new(
@@ -118,9 +96,7 @@ impl FrontendMetrics {
             .expect("valid metric"),
         };
         for collector in [
-            Box::new(metrics.queue_length.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(metrics.inflight.clone()),
-            Box::new(metrics.connected_queriers.clone()),
+            Box::new(metrics.inflight.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(metrics.connected_schedulers.clone()),
             Box::new(metrics.request_duration.clone()),
             Box::new(metrics.retries.clone()),
@@ -136,17 +112,5 @@ impl FrontendMetrics {
                 .expect("frontend metrics registered once");
         }
         metrics
-    }
-
-    /// Copies the queue's live state into gauges just before a scrape.
-    pub(crate) fn refresh_from_queue(&self) {
-        self.queue_length.reset();
-        for (tenant, length) in self.queue.tenant_lengths() {
-            self.queue_length
-                .with_label_values(&[&*tenant])
-                .set(length as i64);
-        }
-        self.connected_queriers
-            .set(self.queue.connected_queriers() as i64);
     }
 }

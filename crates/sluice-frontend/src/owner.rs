@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sluice_proto::{OwnerToQuerier, QueryRequest, QueryTask};
 use sluice_queue::worker_stream::{Assignment, Outcome};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::Inner;
@@ -67,15 +67,12 @@ impl sluice_proto::queue_owner::queue_owner_server::QueueOwner for OwnerService 
         &self,
         request: tonic::Request<tonic::Streaming<sluice_proto::QuerierToOwner>>,
     ) -> Result<tonic::Response<Self::ProcessStream>, tonic::Status> {
-        let (to_querier, from_owner) = mpsc::channel(4);
-        tokio::spawn(sluice_queue::worker_stream::serve_worker(
-            self.inner.queue.clone(),
-            self.inner.metrics.owner.clone(),
-            request.into_inner(),
-            to_querier,
-        ));
         Ok(tonic::Response::new(
-            tokio_stream::wrappers::ReceiverStream::new(from_owner),
+            sluice_queue::worker_stream::spawn_worker_stream(
+                self.inner.queue.clone(),
+                self.inner.metrics.owner.clone(),
+                request.into_inner(),
+            ),
         ))
     }
 }

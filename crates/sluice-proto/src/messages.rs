@@ -305,10 +305,6 @@ pub struct QuerierHello {
     pub max_concurrency: u32,
 }
 
-/// The worker is idle and asks for one task.
-#[derive(Clone, Copy, PartialEq, prost::Message)]
-pub struct QuerierReady {}
-
 /// The querier is shutting down: the owner must send this worker nothing more
 /// and end the stream once the worker's task (if any) is answered.
 #[derive(Clone, Copy, PartialEq, prost::Message)]
@@ -347,7 +343,7 @@ pub struct QueryResult {
 /// Querier worker → queue owner.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct QuerierToOwner {
-    #[prost(oneof = "QuerierMessage", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "QuerierMessage", tags = "1, 3, 4")]
     pub message: Option<QuerierMessage>,
 }
 
@@ -358,8 +354,8 @@ pub struct QuerierToOwner {
 pub enum QuerierMessage {
     #[prost(message, tag = "1")]
     Hello(QuerierHello),
-    #[prost(message, tag = "2")]
-    Ready(QuerierReady),
+    // Tag 2 is reserved: a worker asks for its next task by answering the
+    // last one (or saying hello), so no separate "ready" message exists.
     #[prost(message, tag = "3")]
     Result(QueryResult),
     #[prost(message, tag = "4")]

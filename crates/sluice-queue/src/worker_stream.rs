@@ -50,6 +50,24 @@ pub struct OwnerMetrics {
     pub inflight_per_querier: prometheus::IntGaugeVec,
     /// Times a worker was held back because its querier ran over its limit.
     pub flow_control_backoffs: prometheus::IntCounter,
+    /// Queued sub-queries by tenant, read from the queue at scrape time.
+    pub queue_length: prometheus::IntGaugeVec,
+    pub connected_queriers: IntGauge,
+}
+
+impl OwnerMetrics {
+    /// Copies the queue's live state into gauges just before a scrape, so
+    /// they are never stale and cost nothing per request.
+    pub fn refresh_from<A: Send + 'static>(&self, queue: &RequestQueue<A>) {
+        self.queue_length.reset();
+        for (tenant, length) in queue.tenant_lengths() {
+            self.queue_length
+                .with_label_values(&[&*tenant])
+                .set(length as i64);
+        }
+        self.connected_queriers
+            .set(queue.connected_queriers() as i64);
+    }
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -91,6 +109,19 @@ pub fn register_owner_metrics(registry: &prometheus::Registry) -> OwnerMetrics {
             &["querier"],
         )
         .expect("valid metric"),
+        queue_length: IntGaugeVec::new(
+            Opts::new(
+                "sluice_queue_length",
+                "Sub-queries waiting in the queue, by tenant.",
+            ),
+            &["tenant"],
+        )
+        .expect("valid metric"),
+        connected_queriers: IntGauge::new(
+            "sluice_connected_queriers",
+            "Distinct queriers with at least one worker connected.",
+        )
+        .expect("valid metric"),
         flow_control_backoffs: prometheus::IntCounter::new(
             "sluice_flow_control_backoffs_total",
             "Times a querier worker was held back because its querier reported running more than it wants.",
@@ -103,6 +134,8 @@ pub fn register_owner_metrics(registry: &prometheus::Registry) -> OwnerMetrics {
         Box::new(metrics.connected_workers.clone()),
         Box::new(metrics.inflight_per_querier.clone()),
         Box::new(metrics.flow_control_backoffs.clone()),
+        Box::new(metrics.queue_length.clone()),
+        Box::new(metrics.connected_queriers.clone()),
     ] {
         registry
             .register(collector)
@@ -150,8 +183,7 @@ pub async fn serve_worker<A, S>(
     };
     let querier_id = hello.querier_id;
     let querier = queue.register_querier(&querier_id);
-    metrics.connected_workers.inc();
-    let _connected = OnDrop(|| metrics.connected_workers.dec());
+    let _connected = ConnectedWorker::new(&metrics.connected_workers);
     let inflight = metrics
         .inflight_per_querier
         .with_label_values(&[querier_id.as_str()]);
@@ -171,27 +203,10 @@ pub async fn serve_worker<A, S>(
                 Some(Ok(_)) => continue,
             },
         };
-        let tenant = dequeued.tenant;
-        let mut assignment = dequeued.item;
-        if assignment.is_abandoned() {
-            metrics
-                .discarded
-                .with_label_values(&[&*tenant, "canceled"])
-                .inc();
+        let Some((mut assignment, task)) = hand_out(dequeued, &metrics) else {
             continue;
-        }
-        let now = Instant::now();
-        if now >= assignment.deadline() {
-            metrics
-                .discarded
-                .with_label_values(&[&*tenant, "expired"])
-                .inc();
-            continue;
-        }
-        let queued_for = now.saturating_duration_since(dequeued.enqueued_at);
-        metrics.queue_duration.observe(queued_for.as_secs_f64());
-        let query_id = assignment.query_id();
-        let task = assignment.task(&tenant, queued_for, now);
+        };
+        let query_id = task.query_id;
         if outbound
             .send(owner_message(OwnerMessage::Task(task)))
             .await
@@ -271,8 +286,7 @@ pub async fn serve_inline<A, F, Fut>(
     Fut: Future<Output = QueryResult>,
 {
     let querier = queue.register_querier(&querier_id);
-    metrics.connected_workers.inc();
-    let _connected = OnDrop(|| metrics.connected_workers.dec());
+    let _connected = ConnectedWorker::new(&metrics.connected_workers);
     let inflight = metrics
         .inflight_per_querier
         .with_label_values(&[querier_id.as_str()]);
@@ -287,27 +301,10 @@ pub async fn serve_inline<A, F, Fut>(
             },
             _ = stop.changed() => return,
         };
-        let tenant = dequeued.tenant;
-        let mut assignment = dequeued.item;
-        if assignment.is_abandoned() {
-            metrics
-                .discarded
-                .with_label_values(&[&*tenant, "canceled"])
-                .inc();
+        let Some((mut assignment, task)) = hand_out(dequeued, &metrics) else {
             continue;
-        }
-        let now = Instant::now();
-        if now >= assignment.deadline() {
-            metrics
-                .discarded
-                .with_label_values(&[&*tenant, "expired"])
-                .inc();
-            continue;
-        }
-        let queued_for = now.saturating_duration_since(dequeued.enqueued_at);
-        metrics.queue_duration.observe(queued_for.as_secs_f64());
-        let query_id = assignment.query_id();
-        let task = assignment.task(&tenant, queued_for, now);
+        };
+        let query_id = task.query_id;
         inflight.inc();
         let execution = execute(task);
         tokio::pin!(execution);
@@ -330,10 +327,60 @@ pub async fn serve_inline<A, F, Fut>(
     }
 }
 
-struct OnDrop<F: FnMut()>(F);
-
-impl<F: FnMut()> Drop for OnDrop<F> {
-    fn drop(&mut self) {
-        (self.0)();
+/// Turns a dequeued item into the task for a worker, or `None` when nobody
+/// waits for it any more or its deadline passed (counted as discarded).
+fn hand_out<A: Assignment>(
+    dequeued: crate::Dequeued<A>,
+    metrics: &OwnerMetrics,
+) -> Option<(A, QueryTask)> {
+    let tenant = dequeued.tenant;
+    let mut assignment = dequeued.item;
+    let now = Instant::now();
+    let discarded = if assignment.is_abandoned() {
+        Some("canceled")
+    } else if now >= assignment.deadline() {
+        Some("expired")
+    } else {
+        None
+    };
+    if let Some(reason) = discarded {
+        metrics
+            .discarded
+            .with_label_values(&[&*tenant, reason])
+            .inc();
+        return None;
     }
+    let queued_for = now.saturating_duration_since(dequeued.enqueued_at);
+    metrics.queue_duration.observe(queued_for.as_secs_f64());
+    let task = assignment.task(&tenant, queued_for, now);
+    Some((assignment, task))
+}
+
+/// Counts a connected worker for as long as it lives.
+struct ConnectedWorker(IntGauge);
+
+impl ConnectedWorker {
+    fn new(gauge: &IntGauge) -> ConnectedWorker {
+        gauge.inc();
+        ConnectedWorker(gauge.clone())
+    }
+}
+
+impl Drop for ConnectedWorker {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Serves one gRPC worker stream from `queue` in a task of its own and
+/// returns the stream the owner answers on: the body of every queue owner's
+/// `Process` method.
+pub fn spawn_worker_stream<A: Assignment>(
+    queue: RequestQueue<A>,
+    metrics: OwnerMetrics,
+    inbound: tonic::Streaming<QuerierToOwner>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<OwnerToQuerier, tonic::Status>> {
+    let (to_querier, from_owner) = mpsc::channel(4);
+    tokio::spawn(serve_worker(queue, metrics, inbound, to_querier));
+    tokio_stream::wrappers::ReceiverStream::new(from_owner)
 }

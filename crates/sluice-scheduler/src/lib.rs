@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntGauge, Registry};
 use sluice_proto::delivery::ResultDelivery;
 use sluice_proto::{
     ApiResponse, EnqueueStatus, ErrorType, FrontendMessage, FrontendToScheduler, OwnerToQuerier,
@@ -131,9 +131,7 @@ impl Assignment for SchedulerTask {
 #[derive(Clone)]
 struct SchedulerMetrics {
     owner: OwnerMetrics,
-    queue_length: IntGaugeVec,
     connected_frontends: IntGauge,
-    connected_queriers: IntGauge,
 }
 
 struct Inner {
@@ -159,34 +157,15 @@ impl Scheduler {
         let owner = sluice_queue::worker_stream::register_owner_metrics(registry);
         let metrics = SchedulerMetrics {
             owner,
-            queue_length: IntGaugeVec::new(
-                Opts::new(
-                    "sluice_queue_length",
-                    "Sub-queries waiting in the queue, by tenant.",
-                ),
-                &["tenant"],
-            )
-            .expect("valid metric"),
             connected_frontends: IntGauge::new(
                 "sluice_scheduler_connected_frontends",
                 "Query-frontend streams connected to this scheduler.",
             )
             .expect("valid metric"),
-            connected_queriers: IntGauge::new(
-                "sluice_connected_queriers",
-                "Distinct queriers with at least one worker connected.",
-            )
-            .expect("valid metric"),
         };
-        for collector in [
-            Box::new(metrics.queue_length.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(metrics.connected_frontends.clone()),
-            Box::new(metrics.connected_queriers.clone()),
-        ] {
-            registry
-                .register(collector)
-                .expect("scheduler metrics registered once");
-        }
+        registry
+            .register(Box::new(metrics.connected_frontends.clone()))
+            .expect("scheduler metrics registered once");
         Scheduler {
             inner: Arc::new(Inner {
                 queue,
@@ -227,17 +206,7 @@ impl Scheduler {
 
     /// Copies live queue state into gauges just before a scrape.
     pub fn refresh_metrics(&self) {
-        let metrics = &self.inner.metrics;
-        metrics.queue_length.reset();
-        for (tenant, length) in self.inner.queue.tenant_lengths() {
-            metrics
-                .queue_length
-                .with_label_values(&[&*tenant])
-                .set(length as i64);
-        }
-        metrics
-            .connected_queriers
-            .set(self.inner.queue.connected_queriers() as i64);
+        self.inner.metrics.owner.refresh_from(&self.inner.queue);
     }
 
     /// Refuses new sub-queries (frontends then use another scheduler) while
@@ -411,15 +380,12 @@ impl sluice_proto::queue_owner::queue_owner_server::QueueOwner for QuerierLoop {
         &self,
         request: tonic::Request<tonic::Streaming<QuerierToOwner>>,
     ) -> Result<tonic::Response<Self::ProcessStream>, tonic::Status> {
-        let (to_querier, from_scheduler) = mpsc::channel(4);
-        tokio::spawn(sluice_queue::worker_stream::serve_worker(
-            self.inner.queue.clone(),
-            self.inner.metrics.owner.clone(),
-            request.into_inner(),
-            to_querier,
-        ));
         Ok(tonic::Response::new(
-            tokio_stream::wrappers::ReceiverStream::new(from_scheduler),
+            sluice_queue::worker_stream::spawn_worker_stream(
+                self.inner.queue.clone(),
+                self.inner.metrics.owner.clone(),
+                request.into_inner(),
+            ),
         ))
     }
 }

@@ -11,23 +11,15 @@
 
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use sluice_testkit::{ChildProcess, Dataset, PrometheusServer, TempDir, form_urlencode, free_port};
+mod support;
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+use http_body_util::{BodyExt, Empty};
+use sluice_testkit::{Dataset, PrometheusServer, form_urlencode};
+use support::{HttpClient, millis, start_sluice};
 
 const QUERY: &str = "sum by (job) (rate(http_requests_total[5m]))";
 const DAY_MS: i64 = 86_400_000;
 const MINUTE_MS: i64 = 60_000;
-
-fn client() -> HttpClient {
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).build(connector)
-}
 
 /// One request's duration and body.
 async fn timed(client: &HttpClient, url: &str, no_store: bool) -> (Duration, Vec<u8>) {
@@ -65,35 +57,13 @@ fn median(mut durations: Vec<Duration>) -> Duration {
     durations[durations.len() / 2]
 }
 
-fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let dataset = Dataset::with_days(8);
     let prometheus = PrometheusServer::start(&dataset).await;
-    let logs = TempDir::new("sluice-bench-acceleration").expect("temp dir");
-    let port = free_port();
-    let mut sluice = ChildProcess::start(
-        env!("CARGO_BIN_EXE_sluice"),
-        &[
-            "-server.http-listen-address=127.0.0.1".to_owned(),
-            format!("-server.http-listen-port={port}"),
-            "-server.grpc-listen-address=127.0.0.1".to_owned(),
-            format!("-server.grpc-listen-port={}", free_port()),
-            format!("-querier.downstream-url={}", prometheus.url()),
-            "-query-frontend.log-queries-longer-than=1m".to_owned(),
-        ],
-        &[],
-        logs.path().join("sluice.log"),
-    )
-    .expect("start sluice");
-    let sluice_url = format!("http://127.0.0.1:{port}");
-    sluice
-        .wait_http_ok(&format!("{sluice_url}/ready"), Duration::from_secs(30))
-        .await;
-    let client = client();
+    let mut sluice = start_sluice(&prometheus.url()).await;
+    let sluice_url = sluice.url.clone();
+    let client = support::client(8);
     let end = dataset.end_ms() - 30 * MINUTE_MS;
     let start = end - 7 * DAY_MS;
     let direct = range_url(&prometheus.url(), start, end);
@@ -172,5 +142,5 @@ async fn main() {
         millis(moved),
         prometheus_time.as_secs_f64() / moved.as_secs_f64()
     );
-    let _ = sluice.terminate(Duration::from_secs(10)).await;
+    let _ = sluice.process.terminate(Duration::from_secs(10)).await;
 }

@@ -15,13 +15,11 @@
 
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use sluice_testkit::{ChildProcess, Dataset, PrometheusServer, TempDir, form_urlencode, free_port};
+mod support;
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+use http_body_util::BodyExt;
+use sluice_testkit::{Dataset, PrometheusServer, form_urlencode};
+use support::{HttpClient, millis, start_sluice};
 
 const CHEAP_QUERY: &str = "node_temperature_celsius{instance=\"node-normal\"}";
 const AGGREGATION: &str = "sum by (job) (rate(http_requests_total[5m]))";
@@ -32,14 +30,6 @@ const LATENCY_SAMPLES: usize = 1000;
 const ROUNDS: usize = 3;
 const CONCURRENT_CLIENTS: usize = 32;
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(5);
-
-fn client() -> HttpClient {
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(CONCURRENT_CLIENTS * 2)
-        .build(connector)
-}
 
 async fn get(client: &HttpClient, url: &hyper::Uri) -> usize {
     let response = client.get(url.clone()).await.expect("request");
@@ -123,40 +113,16 @@ async fn throughput(client: &HttpClient, base: &str, query: &str, first_time_ms:
     total as f64 / started.elapsed().as_secs_f64()
 }
 
-fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // `cargo bench` passes --bench; other arguments are ignored.
     let dataset = Dataset::new();
     let prometheus = PrometheusServer::start(&dataset).await;
-    let logs = TempDir::new("sluice-bench").expect("temp dir");
-    let port = free_port();
-    let grpc_port = free_port();
-    let mut sluice = ChildProcess::start(
-        env!("CARGO_BIN_EXE_sluice"),
-        &[
-            "-server.http-listen-address=127.0.0.1".to_owned(),
-            format!("-server.http-listen-port={port}"),
-            "-server.grpc-listen-address=127.0.0.1".to_owned(),
-            format!("-server.grpc-listen-port={grpc_port}"),
-            format!("-querier.downstream-url={}", prometheus.url()),
-            // Only slow requests are logged, as in production.
-            "-query-frontend.log-queries-longer-than=10s".to_owned(),
-        ],
-        &[],
-        logs.path().join("sluice.log"),
-    )
-    .expect("start sluice");
-    let sluice_url = format!("http://127.0.0.1:{port}");
-    sluice
-        .wait_http_ok(&format!("{sluice_url}/ready"), Duration::from_secs(30))
-        .await;
+    let mut sluice = start_sluice(&prometheus.url()).await;
+    let sluice_url = sluice.url.clone();
 
     let first_time_ms = dataset.start_ms() + 86_400_000;
-    let client = client();
+    let client = support::client(CONCURRENT_CLIENTS * 2);
     let targets = [
         ("prometheus", prometheus.url()),
         ("sluice", sluice_url.clone()),
@@ -233,5 +199,5 @@ async fn main() {
             bar * 100.0
         );
     }
-    let _ = sluice.terminate(Duration::from_secs(10)).await;
+    let _ = sluice.process.terminate(Duration::from_secs(10)).await;
 }

@@ -1,0 +1,63 @@
+//! What the sluice benchmarks share: a keep-alive HTTP client and a sluice
+//! `-target=all` process in front of a downstream.
+
+use std::time::Duration;
+
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use sluice_testkit::{ChildProcess, TempDir, free_port};
+
+pub(crate) type HttpClient =
+    Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+/// A keep-alive client with Nagle off, pooling up to `idle_per_host`.
+pub(crate) fn client(idle_per_host: usize) -> HttpClient {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(idle_per_host)
+        .build(connector)
+}
+
+pub(crate) fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// A running `sluice -target=all` and the URL of its HTTP API.
+pub(crate) struct Sluice {
+    pub(crate) process: ChildProcess,
+    pub(crate) url: String,
+    _logs: TempDir,
+}
+
+/// Starts the benchmarked sluice binary in front of `downstream_url` and
+/// waits until it is ready. Only slow requests are logged, as in production.
+pub(crate) async fn start_sluice(downstream_url: &str) -> Sluice {
+    let logs = TempDir::new("sluice-bench").expect("temp dir");
+    let port = free_port();
+    let mut process = ChildProcess::start(
+        env!("CARGO_BIN_EXE_sluice"),
+        &[
+            "-server.http-listen-address=127.0.0.1".to_owned(),
+            format!("-server.http-listen-port={port}"),
+            "-server.grpc-listen-address=127.0.0.1".to_owned(),
+            format!("-server.grpc-listen-port={}", free_port()),
+            format!("-querier.downstream-url={downstream_url}"),
+            "-query-frontend.log-queries-longer-than=1m".to_owned(),
+        ],
+        &[],
+        logs.path().join("sluice.log"),
+    )
+    .expect("start sluice");
+    let url = format!("http://127.0.0.1:{port}");
+    process
+        .wait_http_ok(&format!("{url}/ready"), Duration::from_secs(30))
+        .await;
+    Sluice {
+        process,
+        url,
+        _logs: logs,
+    }
+}
