@@ -312,6 +312,12 @@ pub fn write_go_float(out: &mut Vec<u8>, value: f64) {
 fn write_shortest(out: &mut Vec<u8>, value: f64, exponent_form: bool) {
     let mut buffer = ryu::Buffer::new();
     let text = buffer.format_finite(value).as_bytes();
+    if !exponent_form && !text.contains(&b'e') {
+        // The common case: Ryu's plain spelling is Go's but for the `.0`
+        // it gives whole numbers (the same shortest digits otherwise).
+        out.extend_from_slice(text.strip_suffix(b".0").unwrap_or(text));
+        return;
+    }
     let (negative, text) = match text.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, text),

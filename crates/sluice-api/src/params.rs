@@ -6,8 +6,9 @@
 //! sees; the results are handed on as Unix milliseconds, truncated the way
 //! Prometheus's `timestamp.FromTime` truncates.
 
+use promql_parser::parser::Expr;
 use promql_parser::parser::value::ValueType;
-use promql_parser::parser::{self, Expr};
+use sluice_promql::parse as parse_promql;
 use sluice_proto::{InstantQuery, MetadataKind, MetadataQuery, RangeQuery};
 
 use crate::ApiError;
@@ -676,7 +677,7 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
 /// Checks that `query` parses as PromQL (with `promql-parser`, whose messages
 /// differ from Prometheus's Go parser).
 pub fn validate_promql(query: &str) -> Result<(), String> {
-    parser::parse(query).map(|_| ())
+    parse_promql(query).map(|_| ())
 }
 
 /// Prometheus's `parser.DocumentedType`.
@@ -694,7 +695,7 @@ fn documented_type(value_type: ValueType) -> &'static str {
 /// the empty string.
 fn validate_series_selector(selector: &str) -> Result<(), String> {
     const NON_EMPTY: &str = "match[] must contain at least one non-empty matcher";
-    match parser::parse(selector) {
+    match parse_promql(selector).as_deref() {
         Ok(Expr::VectorSelector(vs)) if vs.offset.is_none() && vs.at.is_none() => {
             // promql-parser refuses selectors whose matchers all match "";
             // this repeats the check in case it ever stops doing so.
@@ -722,7 +723,7 @@ fn validate_series_selector(selector: &str) -> Result<(), String> {
         Err(message) if message.contains("at least one non-empty matcher") => {
             Err(NON_EMPTY.to_string())
         }
-        Err(message) => Err(message),
+        Err(message) => Err(message.clone()),
     }
 }
 
@@ -801,7 +802,7 @@ pub fn parse_instant_query(form: &Form, now_ms: i64) -> Result<InstantQuery, Api
     let timeout_ms = parse_timeout(form)?;
     let lookback_delta_ms = parse_lookback_delta(form)?;
     let query = form.get("query").unwrap_or_default();
-    parser::parse(query).map_err(|message| invalid_param("query", message))?;
+    parse_promql(query).map_err(|message| invalid_param("query", message))?;
     Ok(InstantQuery {
         query: query.to_string(),
         time_ms,
@@ -859,7 +860,7 @@ pub fn parse_range_query(form: &Form) -> Result<RangeQuery, ApiError> {
     let timeout_ms = parse_timeout(form)?;
     let lookback_delta_ms = parse_lookback_delta(form)?;
     let query = form.get("query").unwrap_or_default();
-    let expr = parser::parse(query).map_err(|message| invalid_param("query", message))?;
+    let expr = parse_promql(query).map_err(|message| invalid_param("query", message))?;
     let value_type = expr.value_type();
     if value_type != ValueType::Vector && value_type != ValueType::Scalar {
         return Err(invalid_param(

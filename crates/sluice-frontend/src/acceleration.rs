@@ -332,7 +332,7 @@ pub(crate) struct AnswerMemo {
 
 #[derive(Default)]
 struct MemoState {
-    answers: HashMap<Vec<u8>, bytes::Bytes>,
+    answers: HashMap<Vec<u8>, Arc<MemoAnswer>>,
     order: std::collections::VecDeque<Vec<u8>>,
     bytes: usize,
 }
@@ -372,7 +372,7 @@ impl AnswerMemo {
         Some(key)
     }
 
-    pub(crate) fn get(&self, key: &[u8]) -> Option<bytes::Bytes> {
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<MemoAnswer>> {
         self.state
             .lock()
             .expect("memo lock")
@@ -381,15 +381,17 @@ impl AnswerMemo {
             .cloned()
     }
 
-    pub(crate) fn put(&self, key: Vec<u8>, answer: bytes::Bytes) {
-        if answer.len() > self.max_bytes / 4 {
+    /// Keeps `answer`. Only its JSON counts against the bound: the gzip
+    /// form, when made, is about a tenth of it.
+    pub(crate) fn put(&self, key: Vec<u8>, answer: Arc<MemoAnswer>) {
+        if answer.json.len() > self.max_bytes / 4 {
             return;
         }
         let mut state = self.state.lock().expect("memo lock");
         if state.answers.contains_key(&key) {
             return;
         }
-        state.bytes += answer.len() + key.len();
+        state.bytes += answer.json.len() + key.len();
         state.order.push_back(key.clone());
         state.answers.insert(key, answer);
         while state.bytes > self.max_bytes {
@@ -397,9 +399,42 @@ impl AnswerMemo {
                 break;
             };
             if let Some(evicted) = state.answers.remove(&oldest) {
-                state.bytes -= evicted.len() + oldest.len();
+                state.bytes -= evicted.json.len() + oldest.len();
             }
         }
+    }
+}
+
+/// One memoised answer: its JSON, and its gzip form once a client that
+/// accepts gzip has asked for it.
+pub(crate) struct MemoAnswer {
+    pub(crate) json: bytes::Bytes,
+    gzip: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl MemoAnswer {
+    pub(crate) fn new(json: bytes::Bytes) -> MemoAnswer {
+        MemoAnswer {
+            json,
+            gzip: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The gzip form, if it was made already.
+    pub(crate) fn gzipped_if_made(&self) -> Option<bytes::Bytes> {
+        self.gzip.get().cloned()
+    }
+
+    /// The answer gzip-compressed, compressed on first use only.
+    pub(crate) fn gzipped(&self) -> bytes::Bytes {
+        self.gzip
+            .get_or_init(|| {
+                bytes::Bytes::from(crate::compression::gzip(
+                    &self.json,
+                    crate::compression::Effort::Small,
+                ))
+            })
+            .clone()
     }
 }
 
@@ -436,10 +471,13 @@ mod tests {
     fn the_memo_is_bounded_and_forgets_the_oldest() {
         let memo = AnswerMemo::new(400);
         for index in 0u8..10 {
-            memo.put(vec![index], bytes::Bytes::from(vec![index; 90]));
+            memo.put(
+                vec![index],
+                Arc::new(MemoAnswer::new(bytes::Bytes::from(vec![index; 90]))),
+            );
         }
         assert!(memo.get(&[0]).is_none(), "the oldest went first");
-        assert_eq!(memo.get(&[9]).unwrap().len(), 90);
+        assert_eq!(memo.get(&[9]).unwrap().json.len(), 90);
         let state = memo.state.lock().unwrap();
         assert!(state.bytes <= 400);
     }

@@ -17,7 +17,8 @@ use sluice_proto::{
 use tokio::time::Instant;
 
 use crate::Inner;
-use crate::acceleration::AccelerationStats;
+use crate::acceleration::{AccelerationStats, MemoAnswer};
+use crate::compression;
 use crate::dispatch::{DispatchStats, humanize};
 use crate::tenant::tenant_of;
 
@@ -152,6 +153,7 @@ fn api_error_response(error: &ApiError) -> Response {
 async fn handle(State(state): State<AppState>, request: http::Request<Body>) -> Response {
     let started = Instant::now();
     let route = Route::of(request.uri().path());
+    let gzip = compression::accepts_gzip(request.headers());
     let inner = state.inner.clone();
     inner.metrics.inflight.inc();
     let _inflight = InflightGuard(&inner.metrics.inflight);
@@ -159,7 +161,12 @@ async fn handle(State(state): State<AppState>, request: http::Request<Body>) -> 
         Route::Ready => ready(&inner),
         Route::Metrics => metrics(&state),
         Route::NotFound => error_response(404, ErrorType::NotFound, "page not found"),
-        _ => api(&inner, &route, request, started).await,
+        _ => api(&inner, &route, request, started, gzip).await,
+    };
+    let response = if gzip {
+        compressed(response).await
+    } else {
+        response
     };
     inner
         .metrics
@@ -175,6 +182,37 @@ impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
         self.0.dec();
     }
+}
+
+/// `response` with its body gzip-compressed, unless it already is or is
+/// too short to gain from it.
+async fn compressed(response: Response) -> Response {
+    use axum::body::HttpBody;
+    let long_enough = response
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|len| len as usize >= compression::MIN_COMPRESSED_LEN);
+    if !long_enough || response.headers().contains_key(header::CONTENT_ENCODING) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(body) = body.collect().await.map(|collected| collected.to_bytes()) else {
+        return error_response(500, ErrorType::Internal, "cannot read the answer");
+    };
+    // Megabytes take milliseconds to compress: off the async workers.
+    let fast = compression::Effort::Fast;
+    let compressed = if body.len() > 64 * 1024 {
+        match tokio::task::spawn_blocking(move || compression::gzip(&body, fast)).await {
+            Ok(compressed) => compressed,
+            Err(_) => return error_response(500, ErrorType::Internal, "compression failed"),
+        }
+    } else {
+        compression::gzip(&body, fast)
+    };
+    compression::mark_gzip(&mut parts.headers);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(compressed))
 }
 
 fn ready(inner: &Arc<Inner>) -> Response {
@@ -221,6 +259,7 @@ async fn api(
     route: &Route,
     request: http::Request<Body>,
     started: Instant,
+    gzip: bool,
 ) -> Response {
     let (parts, body) = request.into_parts();
     if parts.method != Method::GET && parts.method != Method::POST {
@@ -362,12 +401,7 @@ async fn api(
         && let Some(answer) = memo.get(key)
     {
         inner.metrics.memo_hits.inc();
-        let mut response = Response::new(Body::from(answer));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        return response;
+        return memo_response(answer, gzip);
     }
     let response = match kind {
         QueryKind::Range(query) => {
@@ -426,11 +460,29 @@ async fn api(
         && response.warnings.is_empty()
         && response.infos.is_empty()
     {
-        let body = bytes::Bytes::from(json::encode_response(&response));
-        memo.put(key, body.clone());
-        return json_response(200, body, "application/json");
+        let answer = Arc::new(MemoAnswer::new(bytes::Bytes::from(json::encode_response(
+            &response,
+        ))));
+        memo.put(key, answer.clone());
+        return memo_response(answer, gzip);
     }
     encode(&response)
+}
+
+/// A memoised answer as a response, in the form the client accepts. The
+/// gzip form is made once, in the background; until it is ready the answer
+/// goes out as JSON, which `handle` compresses on the fly when asked.
+fn memo_response(answer: Arc<MemoAnswer>, gzip: bool) -> Response {
+    if gzip && answer.json.len() >= compression::MIN_COMPRESSED_LEN {
+        if let Some(body) = answer.gzipped_if_made() {
+            let mut response = json_response(200, body, "application/json");
+            compression::mark_gzip(response.headers_mut());
+            return response;
+        }
+        let making = answer.clone();
+        tokio::task::spawn_blocking(move || making.gzipped());
+    }
+    json_response(200, answer.json.clone(), "application/json")
 }
 
 fn encode(response: &ApiResponse) -> Response {

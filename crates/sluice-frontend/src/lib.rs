@@ -11,6 +11,7 @@
 //! at the edge.
 
 mod acceleration;
+mod compression;
 mod dispatch;
 mod http;
 mod metrics;

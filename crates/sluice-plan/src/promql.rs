@@ -105,7 +105,7 @@ fn walk_mut(expr: &mut Expr, visit: &mut impl FnMut(&mut Expr)) {
 /// The time modifiers of `query`, or `None` when it does not parse or holds
 /// a node this crate cannot reason about (an extension).
 pub(crate) fn time_modifiers(query: &str) -> Option<TimeModifiers> {
-    let expr = parser::parse(query).ok()?;
+    let expr = sluice_promql::parse(query).ok()?;
     let mut modifiers = TimeModifiers::default();
     let mut understood = true;
     walk(&expr, &mut |node| match node {
@@ -180,7 +180,7 @@ pub(crate) fn normalized(mut expr: Expr) -> Expr {
 /// and must give the rewritten tree (up to matcher order); otherwise `None`,
 /// and the caller must not split.
 pub(crate) fn pin_start_end(query: &str, start_ms: i64, end_ms: i64) -> Option<String> {
-    let mut expr = parser::parse(query).ok()?;
+    let mut expr = Expr::clone(&*sluice_promql::parse(query).ok()?);
     let start = ms_to_system_time(start_ms)?;
     let end = ms_to_system_time(end_ms)?;
     walk_mut(&mut expr, &mut |node| match node {

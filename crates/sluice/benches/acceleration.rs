@@ -5,15 +5,22 @@
 //! cache: `Cache-Control: no-store`), (c) through sluice warm (the same query
 //! again), (d) through sluice moved forward 5 minutes (as a dashboard refresh).
 //!
+//! Every step runs twice: once asking for gzip, as Grafana's Go client does
+//! on every request (Prometheus then compresses too), and once asking for
+//! the identity encoding. Times run until the last byte of the answer has
+//! arrived; decompressing it, which is the client's work, is not counted.
+//!
 //! Run with `cargo bench -p sluice --bench acceleration`. Each figure is the
 //! median of several runs with a keep-alive client; the ratios against (a)
 //! are the result.
 
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 mod support;
 
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
 use sluice_testkit::{Dataset, PrometheusServer, form_urlencode};
 use support::{HttpClient, millis, start_sluice};
 
@@ -21,23 +28,59 @@ const QUERY: &str = "sum by (job) (rate(http_requests_total[5m]))";
 const DAY_MS: i64 = 86_400_000;
 const MINUTE_MS: i64 = 60_000;
 
-/// One request's duration and body.
-async fn timed(client: &HttpClient, url: &str, no_store: bool) -> (Duration, Vec<u8>) {
+/// One request's duration (to the last byte) and its body as it came,
+/// still compressed when the server compressed it.
+async fn timed_raw(
+    client: &HttpClient,
+    url: &str,
+    no_store: bool,
+    gzip: bool,
+) -> (Duration, Bytes) {
     let mut request = hyper::Request::get(url);
     if no_store {
         request = request.header("Cache-Control", "no-store");
+    }
+    if gzip {
+        request = request.header("Accept-Encoding", "gzip");
     }
     let request = request.body(Empty::new()).expect("request");
     let started = Instant::now();
     let response = client.request(request).await.expect("response");
     assert_eq!(response.status(), 200, "{url}");
+    let compressed = response
+        .headers()
+        .get("Content-Encoding")
+        .is_some_and(|value| value == "gzip");
     let body = response
         .into_body()
         .collect()
         .await
         .expect("body")
         .to_bytes();
-    (started.elapsed(), body.to_vec())
+    let took = started.elapsed();
+    assert_eq!(
+        compressed, gzip,
+        "gzip is used exactly when asked for: {url}"
+    );
+    (took, body)
+}
+
+/// The JSON of a body from [`timed_raw`].
+fn decoded(body: &[u8], gzip: bool) -> Vec<u8> {
+    if !gzip {
+        return body.to_vec();
+    }
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut decoded)
+        .expect("a gzip body");
+    decoded
+}
+
+/// One request's duration and its decoded body.
+async fn timed(client: &HttpClient, url: &str, no_store: bool, gzip: bool) -> (Duration, Vec<u8>) {
+    let (took, body) = timed_raw(client, url, no_store, gzip).await;
+    (took, decoded(&body, gzip))
 }
 
 fn range_url(base: &str, start_ms: i64, end_ms: i64) -> String {
@@ -57,61 +100,70 @@ fn median(mut durations: Vec<Duration>) -> Duration {
     durations[durations.len() / 2]
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let dataset = Dataset::with_days(8);
-    let prometheus = PrometheusServer::start(&dataset).await;
-    let mut sluice = start_sluice(&prometheus.url()).await;
-    let sluice_url = sluice.url.clone();
-    let client = support::client(8);
-    let end = dataset.end_ms() - 30 * MINUTE_MS;
-    let start = end - 7 * DAY_MS;
-    let direct = range_url(&prometheus.url(), start, end);
-    let through = range_url(&sluice_url, start, end);
+struct Figures {
+    prometheus: Duration,
+    cold: Duration,
+    warm: Duration,
+    moved: Duration,
+}
 
-    println!(
-        "7-day {QUERY}, step 60s, {} series in an 8-day data set",
-        dataset.series().len()
-    );
+/// Steps (a) to (d) with or without gzip. `pass` keeps each pass's
+/// moved-forward ranges apart, so one pass never finds another's answers.
+async fn measure(
+    client: &HttpClient,
+    prometheus_url: &str,
+    sluice_url: &str,
+    start: i64,
+    end: i64,
+    gzip: bool,
+    pass: i64,
+) -> Figures {
+    let direct = range_url(prometheus_url, start, end);
+    let through = range_url(sluice_url, start, end);
     // Warm both sides' connections and Prometheus's page cache first.
-    let (_, expected) = timed(&client, &direct, false).await;
-    let (_, answer) = timed(&client, &through, true).await;
+    let (_, expected) = timed(client, &direct, false, gzip).await;
+    let (_, answer) = timed(client, &through, true, gzip).await;
     assert_eq!(answer, expected, "sluice must answer exactly as Prometheus");
 
     let rounds = 5;
     let (mut prometheus_times, mut cold_times) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        prometheus_times.push(timed(&client, &direct, false).await.0);
-        cold_times.push(timed(&client, &through, true).await.0);
+        prometheus_times.push(timed(client, &direct, false, gzip).await.0);
+        cold_times.push(timed(client, &through, true, gzip).await.0);
     }
     // Populate the cache once, then time repeats.
-    let (_, populated) = timed(&client, &through, false).await;
+    let (_, populated) = timed(client, &through, false, gzip).await;
     assert_eq!(populated, expected);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut warm_times = Vec::new();
+    // Back to back, as a dashboard's panels arrive, and checked afterwards:
+    // checking in between (decompressing a megabyte) would leave the server
+    // idle between requests and time its wake-up, not its answer.
+    let mut warm = Vec::new();
     for _ in 0..25 {
-        let (took, body) = timed(&client, &through, false).await;
-        assert_eq!(body, expected);
+        warm.push(timed_raw(client, &through, false, gzip).await);
+    }
+    let mut warm_times = Vec::new();
+    for (took, body) in warm {
+        assert_eq!(decoded(&body, gzip), expected);
         warm_times.push(took);
     }
     // A dashboard refreshing every 5 minutes: each run is 5 minutes later
     // than the one before it, so only 5 new minutes are missing each time.
     let mut moved_times = Vec::new();
     for shift in 1..=rounds as i64 {
-        let url = range_url(
-            &sluice_url,
-            start + shift * 5 * MINUTE_MS,
-            end + shift * 5 * MINUTE_MS,
-        );
-        let (took, body) = timed(&client, &url, false).await;
-        let (_, want) = timed(
-            &client,
-            &range_url(
-                &prometheus.url(),
-                start + shift * 5 * MINUTE_MS,
-                end + shift * 5 * MINUTE_MS,
-            ),
+        let moved_by = (pass * rounds as i64 + shift) * 5 * MINUTE_MS;
+        let (took, body) = timed(
+            client,
+            &range_url(sluice_url, start + moved_by, end + moved_by),
             false,
+            gzip,
+        )
+        .await;
+        let (_, want) = timed(
+            client,
+            &range_url(prometheus_url, start + moved_by, end + moved_by),
+            false,
+            gzip,
         )
         .await;
         assert_eq!(body, want, "moved-forward answers match Prometheus");
@@ -119,28 +171,67 @@ async fn main() {
         // Let the asynchronous cache write land before the next refresh.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let prometheus_time = median(prometheus_times);
-    let cold = median(cold_times);
-    let warm = median(warm_times);
-    let moved = median(moved_times);
+    Figures {
+        prometheus: median(prometheus_times),
+        cold: median(cold_times),
+        warm: median(warm_times),
+        moved: median(moved_times),
+    }
+}
+
+// One thread is enough for one client sending one request at a time, and
+// spares the wake-ups between threads on every chunk of an answer.
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let dataset = Dataset::with_days(8);
+    let prometheus = PrometheusServer::start(&dataset).await;
+    let mut sluice = start_sluice(&prometheus.url(), &[]).await;
+    let client = support::client(8);
+    // Room for two passes of five 5-minute moves before the data ends.
+    let end = dataset.end_ms() - 60 * MINUTE_MS;
+    let start = end - 7 * DAY_MS;
     println!(
-        "  (a) Prometheus directly:        {:>9.3} ms",
-        millis(prometheus_time)
+        "7-day {QUERY}, step 60s, {} series in an 8-day data set",
+        dataset.series().len()
     );
-    println!(
-        "  (b) sluice cold (split):         {:>9.3} ms  = {:.2}x Prometheus's time (bar: at most 0.5x)",
-        millis(cold),
-        cold.as_secs_f64() / prometheus_time.as_secs_f64()
-    );
-    println!(
-        "  (c) sluice warm (cached):        {:>9.3} ms  = {:.0}x faster than Prometheus (bar: at least 1000x)",
-        millis(warm),
-        prometheus_time.as_secs_f64() / warm.as_secs_f64()
-    );
-    println!(
-        "  (d) sluice moved forward 5 min:  {:>9.3} ms  = {:.0}x faster than Prometheus (bar: at least 150x)",
-        millis(moved),
-        prometheus_time.as_secs_f64() / moved.as_secs_f64()
-    );
+    for (pass, (gzip, label)) in [
+        (true, "asking for gzip, as Grafana does"),
+        (false, "asking for no compression"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let figures = measure(
+            &client,
+            &prometheus.url(),
+            &sluice.url,
+            start,
+            end,
+            gzip,
+            pass as i64,
+        )
+        .await;
+        let base = figures.prometheus.as_secs_f64();
+        println!("\n{label}:");
+        println!(
+            "  (a) Prometheus directly:        {:>9.3} ms",
+            millis(figures.prometheus)
+        );
+        println!(
+            "  (b) sluice cold (split):         {:>9.3} ms  = {:.2}x Prometheus's time (bar: at most 0.5x)",
+            millis(figures.cold),
+            figures.cold.as_secs_f64() / base
+        );
+        println!(
+            "  (c) sluice warm (cached):        {:>9.3} ms  = {:.0}x faster than Prometheus (bar: at least 1000x)",
+            millis(figures.warm),
+            base / figures.warm.as_secs_f64()
+        );
+        println!(
+            "  (d) sluice moved forward 5 min:  {:>9.3} ms  = {:.0}x faster than Prometheus (bar: at least 150x)",
+            millis(figures.moved),
+            base / figures.moved.as_secs_f64()
+        );
+    }
     let _ = sluice.process.terminate(Duration::from_secs(10)).await;
 }

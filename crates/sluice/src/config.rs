@@ -59,6 +59,8 @@ pub(crate) struct Config {
     pub(crate) grpc_listen_address: String,
     pub(crate) grpc_listen_port: u16,
     pub(crate) graceful_shutdown_timeout: Duration,
+    /// Threads of the async runtime; 0 means one per core.
+    pub(crate) worker_threads: usize,
     pub(crate) log_level: String,
     pub(crate) log_format: String,
     pub(crate) frontend: sluice_frontend::FrontendConfig,
@@ -206,6 +208,13 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "30s",
         "How long shutdown waits for in-flight requests and running sub-queries.",
         |config, value| config.graceful_shutdown_timeout = parse_go_duration(value)?
+    ),
+    setting!(
+        "server.worker-threads",
+        "server.worker_threads",
+        "0",
+        "Threads that serve requests; 0 means one per core. On a small machine shared with the backend, fewer threads leave it more CPU.",
+        |config, value| config.worker_threads = parse_number(value)?
     ),
     setting!(
         "log.level",
@@ -475,6 +484,7 @@ fn blank_config() -> Config {
         grpc_listen_address: String::new(),
         grpc_listen_port: 0,
         graceful_shutdown_timeout: Duration::ZERO,
+        worker_threads: 0,
         log_level: String::new(),
         log_format: String::new(),
         frontend: sluice_frontend::FrontendConfig::default(),

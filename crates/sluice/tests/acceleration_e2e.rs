@@ -254,10 +254,17 @@ async fn memcached_backed_cache_survives_memcached_dying() {
         ],
     )
     .await;
-    let paths: Vec<String> = (0..6)
-        .map(|day| {
-            let start = dataset.start_ms() + day * 9 * 3_600_000;
-            range_path(QUERY, start, start + 30 * 3_600_000, "120")
+    // Entries are per day piece and step; these paths make 16 distinct
+    // keys, so the ring puts some on each server (with only the four days
+    // of one step, all four land on one server in about 1 run in 16).
+    let first_ms = dataset.start_ms();
+    let paths: Vec<String> = ["120", "180", "240", "300"]
+        .iter()
+        .flat_map(|step| {
+            (0..6).map(move |day| {
+                let start = first_ms + day * 9 * 3_600_000;
+                range_path(QUERY, start, start + 30 * 3_600_000, step)
+            })
         })
         .collect();
     for path in &paths {
@@ -334,4 +341,89 @@ async fn fifty_identical_queries_reach_the_queriers_once_per_piece() {
         sluice.metric("sluice_collapsed_subqueries_total").await,
         49.0 * pieces
     );
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_str())
+}
+
+fn gunzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut decoded)
+        .expect("a gzip body");
+    decoded
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_gzipped_when_the_client_asks_and_decode_to_prometheus_bytes() {
+    let dataset = Dataset::new();
+    let prometheus = PrometheusServer::start(&dataset).await;
+    let sluice = start_all("gzip", &prometheus.url(), &[]).await;
+    let end = dataset.end_ms() - 6 * 3_600_000;
+    let path = range_path(QUERY, end - 86_400_000, end, "60");
+    let (_, _, expected) = http_get(&format!("{}{path}", prometheus.url())).await;
+    assert!(expected.len() > 10_000, "a large answer");
+    let url = format!("{}{path}", sluice.url());
+    let gzip = [("Accept-Encoding", "gzip")];
+
+    // Computed, then memoised (its gzip form made once), then from the memo.
+    for round in 0..3 {
+        let (status, headers, body) = http_get_with_headers(&url, &gzip).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            header(&headers, "content-encoding"),
+            Some("gzip"),
+            "round {round}"
+        );
+        assert_eq!(header(&headers, "vary"), Some("Accept-Encoding"));
+        assert!(body.len() < expected.len() / 4, "round {round}: compressed");
+        assert_eq!(gunzip(&body), expected, "round {round}");
+    }
+    assert_eq!(sluice.metric("sluice_answer_memo_hits_total").await, 2.0);
+    // Split and computed afresh, compressed on the way out.
+    let (_, headers, body) = http_get_with_headers(
+        &url,
+        &[
+            ("Accept-Encoding", "br, gzip;q=0.5"),
+            ("Cache-Control", "no-store"),
+        ],
+    )
+    .await;
+    assert_eq!(header(&headers, "content-encoding"), Some("gzip"));
+    assert_eq!(gunzip(&body), expected);
+
+    // Not asked, or refused: the identity bytes, from the memo as well.
+    for refusal in [
+        &[][..],
+        &[("Accept-Encoding", "gzip;q=0")][..],
+        &[("Accept-Encoding", "br")][..],
+    ] {
+        let (status, headers, body) = http_get_with_headers(&url, refusal).await;
+        assert_eq!(status, 200);
+        assert_eq!(header(&headers, "content-encoding"), None, "{refusal:?}");
+        assert_eq!(body, expected, "{refusal:?}");
+    }
+    // Short answers and errors go as they are, whatever the client accepts.
+    let (status, headers, body) = http_get_with_headers(
+        &format!("{}/api/v1/query?query=vector(1)&time=1", sluice.url()),
+        &gzip,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-encoding"), None);
+    let (_, _, want) = http_get(&format!(
+        "{}/api/v1/query?query=vector(1)&time=1",
+        prometheus.url()
+    ))
+    .await;
+    assert_eq!(body, want);
+    let (status, headers, _) =
+        http_get_with_headers(&format!("{}/api/v1/query?query=sum(", sluice.url()), &gzip).await;
+    assert_eq!(status, 400);
+    assert_eq!(header(&headers, "content-encoding"), None);
 }

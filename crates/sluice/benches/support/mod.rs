@@ -32,21 +32,24 @@ pub(crate) struct Sluice {
     _logs: TempDir,
 }
 
-/// Starts the benchmarked sluice binary in front of `downstream_url` and
-/// waits until it is ready. Only slow requests are logged, as in production.
-pub(crate) async fn start_sluice(downstream_url: &str) -> Sluice {
+/// Starts the benchmarked sluice binary in front of `downstream_url`, with
+/// `extra` flags, and waits until it is ready. Only slow requests are
+/// logged, as in production.
+pub(crate) async fn start_sluice(downstream_url: &str, extra: &[&str]) -> Sluice {
     let logs = TempDir::new("sluice-bench").expect("temp dir");
     let port = free_port();
+    let mut args = vec![
+        "-server.http-listen-address=127.0.0.1".to_owned(),
+        format!("-server.http-listen-port={port}"),
+        "-server.grpc-listen-address=127.0.0.1".to_owned(),
+        format!("-server.grpc-listen-port={}", free_port()),
+        format!("-querier.downstream-url={downstream_url}"),
+        "-query-frontend.log-queries-longer-than=1m".to_owned(),
+    ];
+    args.extend(extra.iter().map(|flag| (*flag).to_owned()));
     let mut process = ChildProcess::start(
         env!("CARGO_BIN_EXE_sluice"),
-        &[
-            "-server.http-listen-address=127.0.0.1".to_owned(),
-            format!("-server.http-listen-port={port}"),
-            "-server.grpc-listen-address=127.0.0.1".to_owned(),
-            format!("-server.grpc-listen-port={}", free_port()),
-            format!("-querier.downstream-url={downstream_url}"),
-            "-query-frontend.log-queries-longer-than=1m".to_owned(),
-        ],
+        &args,
         &[],
         logs.path().join("sluice.log"),
     )
