@@ -381,3 +381,78 @@ impl Executor for PrometheusExecutor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downstream_urls_are_checked_at_start() {
+        let executor = PrometheusExecutor::new("http://prometheus:9090/", 4).expect("plain http");
+        assert_eq!(executor.base_url, "http://prometheus:9090");
+        assert_eq!(
+            executor.query_range_url.to_string(),
+            "http://prometheus:9090/api/v1/query_range"
+        );
+        let prefixed =
+            PrometheusExecutor::new("http://mimir/prometheus", 4).expect("a path prefix");
+        assert_eq!(
+            prefixed.labels_url.to_string(),
+            "http://mimir/prometheus/api/v1/labels"
+        );
+        let https = PrometheusExecutor::new("https://prometheus:9090", 4)
+            .err()
+            .unwrap();
+        assert!(https.contains("https is not supported"), "{https}");
+        assert!(PrometheusExecutor::new("prometheus:9090", 4).is_err());
+        assert!(PrometheusExecutor::new("http://pro metheus:9090", 4).is_err());
+    }
+
+    fn instant(query: &str) -> QueryRequest {
+        QueryRequest {
+            kind: Some(QueryKind::Instant(sluice_proto::InstantQuery {
+                query: query.into(),
+                time_ms: 1000,
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_downstream_that_never_answers_times_out_and_is_not_retried() {
+        // The kernel accepts connections into the backlog; nobody answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let executor = PrometheusExecutor::new(&format!("http://127.0.0.1:{port}"), 1).unwrap();
+        let execution = executor
+            .execute("anonymous", &instant("up"), Duration::from_millis(200))
+            .await;
+        assert!(!execution.retryable);
+        assert_eq!(execution.response.error_type(), ErrorType::Timeout);
+        drop(silent);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_downstream_is_a_retryable_internal_error() {
+        // A port nothing listens on: bind one, learn it, close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let executor = PrometheusExecutor::new(&format!("http://127.0.0.1:{port}"), 1).unwrap();
+        let execution = executor
+            .execute("anonymous", &instant("up"), Duration::from_secs(5))
+            .await;
+        assert!(execution.retryable);
+        assert_eq!(execution.response.error_type(), ErrorType::Internal);
+        assert!(
+            execution
+                .response
+                .error
+                .starts_with("error contacting downstream"),
+            "{}",
+            execution.response.error
+        );
+    }
+}
