@@ -163,11 +163,19 @@ async fn handle(State(state): State<AppState>, request: http::Request<Body>) -> 
         Route::NotFound => error_response(404, ErrorType::NotFound, "page not found"),
         _ => api(&inner, &route, request, started, gzip).await,
     };
-    let response = if gzip {
+    let mut response = if gzip {
         compressed(response).await
     } else {
         response
     };
+    // An answer long enough to be compressed for some clients varies with
+    // `Accept-Encoding` even when this client got it plain: caches in
+    // front of sluice must keep the two forms apart.
+    if compressible(&response) {
+        response
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
     inner
         .metrics
         .request_duration
@@ -184,16 +192,22 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
+/// Whether `response` is an answer long enough to be compressed, or
+/// already compressed.
+fn compressible(response: &Response) -> bool {
+    use axum::body::HttpBody;
+    response.headers().contains_key(header::CONTENT_ENCODING)
+        || response
+            .body()
+            .size_hint()
+            .exact()
+            .is_some_and(|len| len as usize >= compression::MIN_COMPRESSED_LEN)
+}
+
 /// `response` with its body gzip-compressed, unless it already is or is
 /// too short to gain from it.
 async fn compressed(response: Response) -> Response {
-    use axum::body::HttpBody;
-    let long_enough = response
-        .body()
-        .size_hint()
-        .exact()
-        .is_some_and(|len| len as usize >= compression::MIN_COMPRESSED_LEN);
-    if !long_enough || response.headers().contains_key(header::CONTENT_ENCODING) {
+    if !compressible(&response) || response.headers().contains_key(header::CONTENT_ENCODING) {
         return response;
     }
     let (mut parts, body) = response.into_parts();

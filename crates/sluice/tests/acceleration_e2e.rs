@@ -406,6 +406,11 @@ async fn answers_are_gzipped_when_the_client_asks_and_decode_to_prometheus_bytes
         let (status, headers, body) = http_get_with_headers(&url, refusal).await;
         assert_eq!(status, 200);
         assert_eq!(header(&headers, "content-encoding"), None, "{refusal:?}");
+        assert_eq!(
+            header(&headers, "vary"),
+            Some("Accept-Encoding"),
+            "{refusal:?}"
+        );
         assert_eq!(body, expected, "{refusal:?}");
     }
     // Short answers and errors go as they are, whatever the client accepts.
