@@ -192,6 +192,38 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
+enum BodyError {
+    TooLarge,
+    Unreadable(String),
+}
+
+/// The request body, at most `limit` bytes of it.
+///
+/// A body over the limit is still read to its end (discarding it, up to
+/// four times the limit) before the 413 goes out: closing a socket with
+/// unread data resets the connection, and the client, still sending, would
+/// see a reset instead of the answer.
+async fn read_body(mut body: Body, limit: usize) -> Result<bytes::Bytes, BodyError> {
+    let mut collected = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| BodyError::Unreadable(error.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen <= limit {
+            collected.extend_from_slice(&data);
+        } else if seen > limit.saturating_mul(4) {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(collected.freeze())
+}
+
 /// Whether `response` is an answer long enough to be compressed, or
 /// already compressed.
 fn compressible(response: &Response) -> bool {
@@ -299,23 +331,19 @@ async fn api(
                         .eq_ignore_ascii_case("application/x-www-form-urlencoded")
                 })
             });
-    let limited = http_body_util::Limited::new(body, inner.config.max_body_bytes);
-    let body_bytes = match limited.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            if error
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                return error_response(
-                    413,
-                    ErrorType::BadData,
-                    &format!(
-                        "request body too large: limit is {} bytes",
-                        inner.config.max_body_bytes
-                    ),
-                );
-            }
+    let body_bytes = match read_body(body, inner.config.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => {
+            return error_response(
+                413,
+                ErrorType::BadData,
+                &format!(
+                    "request body too large: limit is {} bytes",
+                    inner.config.max_body_bytes
+                ),
+            );
+        }
+        Err(BodyError::Unreadable(error)) => {
             return error_response(
                 400,
                 ErrorType::BadData,
