@@ -34,7 +34,7 @@ const LATENCY_SAMPLES: usize = 1000;
 /// one side.
 const ROUNDS: usize = 5;
 const CONCURRENT_CLIENTS: usize = 32;
-const THROUGHPUT_WINDOW: Duration = Duration::from_secs(5);
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(10);
 
 async fn get(client: &HttpClient, url: &hyper::Uri) -> usize {
     let response = client.get(url.clone()).await.expect("request");
