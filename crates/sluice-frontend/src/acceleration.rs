@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
+use std::fmt::Write as _;
+
 use prost::Message;
 use sluice_plan::{CacheEntry, CacheKey, CacheOptions, Plan};
 use sluice_proto::{ApiResponse, ErrorType, QueryKind, QueryRequest, RangeQuery, ResponseData};
@@ -58,6 +60,16 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// `message` keyed for `tenant`: the tenant is part of every key, so
+/// tenants never share answers.
+fn tenant_key(tenant: &str, message: &impl Message) -> Vec<u8> {
+    let mut key = Vec::with_capacity(tenant.len() + 1 + message.encoded_len());
+    key.extend_from_slice(tenant.as_bytes());
+    key.push(0);
+    message.encode(&mut key).expect("a Vec grows as needed");
+    key
+}
+
 impl Inner {
     /// Runs a sub-query, or waits for the identical one already running.
     pub(crate) async fn dispatch_collapsed(
@@ -67,11 +79,7 @@ impl Inner {
         deadline: Instant,
         stats: &mut DispatchStats,
     ) -> ApiResponse {
-        // The tenant is part of the key: tenants never share answers.
-        let mut key = Vec::with_capacity(tenant.len() + 1 + request.encoded_len());
-        key.extend_from_slice(tenant.as_bytes());
-        key.push(0);
-        request.encode(&mut key).expect("a Vec grows as needed");
+        let key = tenant_key(tenant, &request);
         loop {
             let existing = self
                 .collapser
@@ -315,7 +323,7 @@ fn metadata_key(tenant: &str, request: &QueryRequest) -> String {
     key.push_str(tenant);
     key.push(':');
     for byte in request.encode_to_vec() {
-        key.push_str(&format!("{byte:02x}"));
+        let _ = write!(key, "{byte:02x}");
     }
     key
 }
@@ -345,19 +353,14 @@ impl AnswerMemo {
         }
     }
 
-    /// The memo key of `query` for `tenant`, when its answer is settled:
-    /// nothing in its range is newer than `now - max_freshness`, and nothing
-    /// in it reads data from after its own range (`@`, negative offsets).
+    /// The memo key of `query` for `tenant`, when its answer is final by
+    /// the results cache's rules ([`sluice_plan::answer_is_final`]).
     pub(crate) fn key(
         tenant: &str,
         query: &RangeQuery,
         max_freshness: std::time::Duration,
     ) -> Option<Vec<u8>> {
-        if query.end_ms > now_ms() - max_freshness.as_millis() as i64 {
-            return None;
-        }
-        let compact: String = query.query.split_whitespace().collect();
-        if compact.contains('@') || compact.contains("offset-") {
+        if !sluice_plan::answer_is_final(query, now_ms(), max_freshness.as_millis() as i64) {
             return None;
         }
         // The timeout shapes how long we wait, not what the answer is.
@@ -365,11 +368,7 @@ impl AnswerMemo {
             timeout_ms: 0,
             ..query.clone()
         };
-        let mut key = Vec::with_capacity(tenant.len() + 1 + keyed.encoded_len());
-        key.extend_from_slice(tenant.as_bytes());
-        key.push(0);
-        keyed.encode(&mut key).expect("a Vec grows as needed");
-        Some(key)
+        Some(tenant_key(tenant, &keyed))
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<MemoAnswer>> {
@@ -465,7 +464,9 @@ mod tests {
         assert!(AnswerMemo::key("a", &query("up", old), freshness).is_some());
         assert!(AnswerMemo::key("a", &query("up", now_ms()), freshness).is_none());
         assert!(AnswerMemo::key("a", &query("up @ end()", old), freshness).is_none());
-        assert!(AnswerMemo::key("a", &query("up offset -1h", old), freshness).is_none());
+        // A negative offset reads past the range: final only once that is.
+        assert!(AnswerMemo::key("a", &query("up offset -2d", old), freshness).is_none());
+        assert!(AnswerMemo::key("a", &query("up offset -1h", old), freshness).is_some());
         assert_ne!(
             AnswerMemo::key("a", &query("up", old), freshness),
             AnswerMemo::key("b", &query("up", old), freshness),

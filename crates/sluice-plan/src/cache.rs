@@ -168,6 +168,29 @@ fn cacheable(piece: &RangeQuery) -> Option<TimeModifiers> {
     (!modifiers.start_or_end).then_some(modifiers)
 }
 
+/// The last evaluation time whose answer is final at `now_ms` (it reads no
+/// data newer than `now_ms - max_freshness_ms`, once negative offsets are
+/// counted), or `None` when a fixed `@` reads data that is not final yet,
+/// which every evaluation time does.
+fn final_until(modifiers: &TimeModifiers, now_ms: i64, max_freshness_ms: i64) -> Option<i64> {
+    let horizon = now_ms.saturating_sub(max_freshness_ms);
+    if let Some(at) = modifiers.max_at_ms
+        && at.saturating_add(modifiers.negative_offsets_ms) > horizon
+    {
+        return None;
+    }
+    Some(horizon.saturating_sub(modifiers.negative_offsets_ms))
+}
+
+/// Whether the whole answer to `query` is final at `now_ms`, by the same
+/// rules as what the results cache may store: it can never change, so its
+/// encoded bytes may be kept as they are.
+pub fn answer_is_final(query: &RangeQuery, now_ms: i64, max_freshness_ms: i64) -> bool {
+    cacheable(query)
+        .and_then(|modifiers| final_until(&modifiers, now_ms, max_freshness_ms))
+        .is_some_and(|until| query.end_ms <= until)
+}
+
 /// The first grid point of `piece` at or after `t`.
 fn grid_ceil(piece: &RangeQuery, t: i64) -> i64 {
     // In i128: `t` may come from untrusted stored bytes or a far clock.
@@ -273,15 +296,7 @@ pub fn updated_entry(
         return None;
     }
     let modifiers = cacheable(piece)?;
-    let final_until = now_ms
-        .saturating_sub(options.max_freshness_ms)
-        .saturating_sub(modifiers.negative_offsets_ms);
-    if let Some(at) = modifiers.max_at_ms
-        && at.saturating_add(modifiers.negative_offsets_ms)
-            > now_ms.saturating_sub(options.max_freshness_ms)
-    {
-        return None;
-    }
+    let final_until = final_until(&modifiers, now_ms, options.max_freshness_ms)?;
 
     let mut fresh = Vec::new();
     for (query, answer) in plan.queries().into_iter().zip(answers) {
