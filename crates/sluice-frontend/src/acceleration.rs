@@ -409,6 +409,9 @@ impl AnswerMemo {
 pub(crate) struct MemoAnswer {
     pub(crate) json: bytes::Bytes,
     gzip: std::sync::OnceLock<bytes::Bytes>,
+    /// Set once the gzip form's making has started: a burst of requests
+    /// starts it once.
+    making_gzip: std::sync::atomic::AtomicBool,
 }
 
 impl MemoAnswer {
@@ -416,6 +419,7 @@ impl MemoAnswer {
         MemoAnswer {
             json,
             gzip: std::sync::OnceLock::new(),
+            making_gzip: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -425,21 +429,24 @@ impl MemoAnswer {
         self.json.len() + self.json.len() / 4
     }
 
-    /// The gzip form, if it was made already.
-    pub(crate) fn gzipped_if_made(&self) -> Option<bytes::Bytes> {
-        self.gzip.get().cloned()
-    }
-
-    /// The answer gzip-compressed, compressed on first use only.
-    pub(crate) fn gzipped(&self) -> bytes::Bytes {
-        self.gzip
-            .get_or_init(|| {
-                bytes::Bytes::from(crate::compression::gzip(
-                    &self.json,
-                    crate::compression::Effort::Small,
-                ))
-            })
-            .clone()
+    /// The gzip form if it is made; otherwise starts making it, once, off
+    /// the async workers, and gives `None` meanwhile.
+    pub(crate) fn gzipped(self: &Arc<Self>) -> Option<bytes::Bytes> {
+        if let Some(made) = self.gzip.get() {
+            return Some(made.clone());
+        }
+        if !self
+            .making_gzip
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            let answer = self.clone();
+            tokio::task::spawn_blocking(move || {
+                let compressed =
+                    crate::compression::gzip(&answer.json, crate::compression::Effort::Small);
+                let _ = answer.gzip.set(bytes::Bytes::from(compressed));
+            });
+        }
+        None
     }
 }
 

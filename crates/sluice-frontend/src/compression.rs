@@ -65,11 +65,10 @@ pub(crate) fn gzip(body: &[u8], effort: Effort) -> Vec<u8> {
     encoder.finish().expect("writing to a Vec does not fail")
 }
 
-/// Marks `headers` as those of a gzip-compressed body whose form depends
-/// on `Accept-Encoding`.
+/// Marks `headers` as those of a gzip-compressed body. (`Vary` is set in
+/// one place for every compressible answer, compressed or not.)
 pub(crate) fn mark_gzip(headers: &mut HeaderMap) {
     headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
 }
 
 #[cfg(test)]

@@ -171,7 +171,9 @@ async fn handle(State(state): State<AppState>, request: http::Request<Body>) -> 
     // An answer long enough to be compressed for some clients varies with
     // `Accept-Encoding` even when this client got it plain: caches in
     // front of sluice must keep the two forms apart.
-    if compressible(&response) {
+    if response.headers().contains_key(header::CONTENT_ENCODING)
+        || long_enough_to_compress(&response)
+    {
         response
             .headers_mut()
             .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
@@ -224,22 +226,22 @@ async fn read_body(mut body: Body, limit: usize) -> Result<bytes::Bytes, BodyErr
     Ok(collected.freeze())
 }
 
-/// Whether `response` is an answer long enough to be compressed, or
-/// already compressed.
-fn compressible(response: &Response) -> bool {
+/// Whether `response`'s body is long enough to gain from compression.
+fn long_enough_to_compress(response: &Response) -> bool {
     use axum::body::HttpBody;
-    response.headers().contains_key(header::CONTENT_ENCODING)
-        || response
-            .body()
-            .size_hint()
-            .exact()
-            .is_some_and(|len| len as usize >= compression::MIN_COMPRESSED_LEN)
+    response
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|len| len as usize >= compression::MIN_COMPRESSED_LEN)
 }
 
 /// `response` with its body gzip-compressed, unless it already is or is
 /// too short to gain from it.
 async fn compressed(response: Response) -> Response {
-    if !compressible(&response) || response.headers().contains_key(header::CONTENT_ENCODING) {
+    if response.headers().contains_key(header::CONTENT_ENCODING)
+        || !long_enough_to_compress(&response)
+    {
         return response;
     }
     let (mut parts, body) = response.into_parts();
@@ -515,14 +517,13 @@ async fn api(
 /// gzip form is made once, in the background; until it is ready the answer
 /// goes out as JSON, which `handle` compresses on the fly when asked.
 fn memo_response(answer: Arc<MemoAnswer>, gzip: bool) -> Response {
-    if gzip && answer.json.len() >= compression::MIN_COMPRESSED_LEN {
-        if let Some(body) = answer.gzipped_if_made() {
-            let mut response = json_response(200, body, "application/json");
-            compression::mark_gzip(response.headers_mut());
-            return response;
-        }
-        let making = answer.clone();
-        tokio::task::spawn_blocking(move || making.gzipped());
+    if gzip
+        && answer.json.len() >= compression::MIN_COMPRESSED_LEN
+        && let Some(body) = answer.gzipped()
+    {
+        let mut response = json_response(200, body, "application/json");
+        compression::mark_gzip(response.headers_mut());
+        return response;
     }
     json_response(200, answer.json.clone(), "application/json")
 }

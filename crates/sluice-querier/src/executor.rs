@@ -107,12 +107,13 @@ impl PrometheusExecutor {
     }
 
     /// One exchange with the downstream: the answer's status, content type
+    /// (kept as the header value: only forwarded answers need it as text)
     /// and whole body, all within `timeout`.
     async fn exchange(
         &self,
         request: Request<Full<Bytes>>,
         timeout: Duration,
-    ) -> Result<(u16, String, Bytes), Failure> {
+    ) -> Result<(u16, Option<header::HeaderValue>, Bytes), Failure> {
         let exchange = async {
             let response = self.client.request(request).await.map_err(|error| {
                 Failure::Transport(format!(
@@ -121,12 +122,7 @@ impl PrometheusExecutor {
                 ))
             })?;
             let status = response.status().as_u16();
-            let content_type = response
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or("application/json")
-                .to_owned();
+            let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
             let body = response
                 .into_body()
                 .collect()
@@ -183,7 +179,11 @@ impl PrometheusExecutor {
                 response: ApiResponse {
                     http_status: u32::from(status),
                     data: Some(ResponseData::Raw(RawData {
-                        content_type,
+                        content_type: content_type
+                            .as_ref()
+                            .and_then(|value| value.to_str().ok())
+                            .unwrap_or("application/json")
+                            .to_owned(),
                         body: body.to_vec(),
                     })),
                     ..ApiResponse::default()
@@ -232,15 +232,20 @@ fn form_body(pairs: &[(&str, &str)]) -> String {
     serializer.finish()
 }
 
-/// The parameters instant and range queries share, each sent only when the
-/// client gave it, so the downstream applies its own defaults otherwise.
-fn append_query_options(
-    form: &mut form_urlencoded::Serializer<'_, String>,
+/// The form of an instant or range query: its own `pairs`, then the
+/// parameters both share, each sent only when the client gave it, so the
+/// downstream applies its own defaults otherwise.
+fn query_form(
+    pairs: &[(&str, &str)],
     timeout_ms: i64,
     lookback_delta_ms: i64,
     stats: &str,
     limit: u64,
-) {
+) -> String {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs {
+        form.append_pair(name, value);
+    }
     if timeout_ms > 0 {
         form.append_pair("timeout", &duration_param(timeout_ms));
     }
@@ -253,6 +258,7 @@ fn append_query_options(
     if limit > 0 {
         form.append_pair("limit", &limit.to_string());
     }
+    form.finish()
 }
 
 fn duration_param(ms: i64) -> String {
@@ -286,39 +292,31 @@ impl Executor for PrometheusExecutor {
         };
         match kind {
             QueryKind::Instant(query) => {
-                // Built in a block: the serializer is not Send and must not
-                // live across the await below.
-                let body = {
-                    let mut form = form_urlencoded::Serializer::new(String::new());
-                    form.append_pair("query", &query.query)
-                        .append_pair("time", &format_time_param(query.time_ms));
-                    append_query_options(
-                        &mut form,
-                        query.timeout_ms,
-                        query.lookback_delta_ms,
-                        &query.stats,
-                        query.limit,
-                    );
-                    form.finish()
-                };
+                let body = query_form(
+                    &[
+                        ("query", &query.query),
+                        ("time", &format_time_param(query.time_ms)),
+                    ],
+                    query.timeout_ms,
+                    query.lookback_delta_ms,
+                    &query.stats,
+                    query.limit,
+                );
                 post_form(&self.query_url, body, Expected::Query).await
             }
             QueryKind::Range(query) => {
-                let body = {
-                    let mut form = form_urlencoded::Serializer::new(String::new());
-                    form.append_pair("query", &query.query)
-                        .append_pair("start", &format_time_param(query.start_ms))
-                        .append_pair("end", &format_time_param(query.end_ms))
-                        .append_pair("step", &duration_param(query.step_ms));
-                    append_query_options(
-                        &mut form,
-                        query.timeout_ms,
-                        query.lookback_delta_ms,
-                        &query.stats,
-                        query.limit,
-                    );
-                    form.finish()
-                };
+                let body = query_form(
+                    &[
+                        ("query", &query.query),
+                        ("start", &format_time_param(query.start_ms)),
+                        ("end", &format_time_param(query.end_ms)),
+                        ("step", &duration_param(query.step_ms)),
+                    ],
+                    query.timeout_ms,
+                    query.lookback_delta_ms,
+                    &query.stats,
+                    query.limit,
+                );
                 post_form(&self.query_range_url, body, Expected::Query).await
             }
             QueryKind::Metadata(query) => {

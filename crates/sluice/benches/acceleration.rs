@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper::body::Bytes;
 use sluice_testkit::{Dataset, PrometheusServer, form_urlencode};
 use support::{HttpClient, millis, start_sluice};
@@ -51,12 +51,7 @@ async fn timed_raw(
         .headers()
         .get("Content-Encoding")
         .is_some_and(|value| value == "gzip");
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let body = support::body_of(response).await;
     let took = started.elapsed();
     assert_eq!(
         compressed, gzip,

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use http_body_util::BodyExt;
 use sluice_testkit::{Dataset, PrometheusServer, form_urlencode};
 use support::{HttpClient, millis, start_sluice};
 
@@ -39,13 +38,7 @@ const THROUGHPUT_WINDOW: Duration = Duration::from_secs(10);
 async fn get(client: &HttpClient, url: &hyper::Uri) -> usize {
     let response = client.get(url.clone()).await.expect("request");
     assert_eq!(response.status(), 200, "{url}");
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    body.len()
+    support::body_of(response).await.len()
 }
 
 /// Hands out evaluation times: distinct per request, inside the data set.

@@ -21,6 +21,17 @@ pub(crate) fn client(idle_per_host: usize) -> HttpClient {
         .build(connector)
 }
 
+/// The whole body of a response, as it came.
+pub(crate) async fn body_of(response: hyper::Response<hyper::body::Incoming>) -> Bytes {
+    use http_body_util::BodyExt;
+    response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+}
+
 pub(crate) fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
