@@ -220,8 +220,10 @@ impl Drop for BlackHole {
     }
 }
 
-/// A TCP proxy that waits `delay` before connecting each new connection to
-/// `upstream`, so a test can catch a request while it is running.
+/// A TCP proxy that holds every request `delay` before passing it on to
+/// `upstream` (each read from the client waits, so requests on a kept-alive
+/// connection are slow too), so a test can catch a request while it is
+/// running.
 pub struct DelayProxy {
     pub port: u16,
     pub connections: tokio::sync::mpsc::UnboundedReceiver<()>,
@@ -239,13 +241,32 @@ impl DelayProxy {
             while let Ok((mut client, _)) = listener.accept().await {
                 let _ = sender.send(());
                 tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let Ok(mut upstream) =
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(upstream) =
                         tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
                     else {
                         return;
                     };
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    let (mut from_client, mut to_client) = client.split();
+                    let (mut from_upstream, mut to_upstream) = upstream.into_split();
+                    let requests = async {
+                        let mut buffer = vec![0u8; 64 * 1024];
+                        while let Ok(read) = from_client.read(&mut buffer).await {
+                            if read == 0 {
+                                break;
+                            }
+                            tokio::time::sleep(delay).await;
+                            if to_upstream.write_all(&buffer[..read]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    let answers = tokio::io::copy(&mut from_upstream, &mut to_client);
+                    // Either side closing ends the connection, as a proxy's would.
+                    tokio::select! {
+                        _ = requests => {}
+                        _ = answers => {}
+                    }
                 });
             }
         });
