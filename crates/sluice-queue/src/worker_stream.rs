@@ -212,7 +212,7 @@ pub async fn serve_worker<A, S>(
             .await
             .is_err()
         {
-            assignment.finish(Outcome::QuerierLost);
+            querier_lost(&queue, &querier_id, assignment);
             return;
         }
         inflight.inc();
@@ -237,7 +237,7 @@ pub async fn serve_worker<A, S>(
                     let cancel = owner_message(OwnerMessage::Cancel(CancelTask { query_id }));
                     if outbound.send(cancel).await.is_err() {
                         inflight.dec();
-                        assignment.finish(Outcome::QuerierLost);
+                        querier_lost(&queue, &querier_id, assignment);
                         return;
                     }
                 }
@@ -245,7 +245,7 @@ pub async fn serve_worker<A, S>(
         };
         inflight.dec();
         let Some(result) = result else {
-            assignment.finish(Outcome::QuerierLost);
+            querier_lost(&queue, &querier_id, assignment);
             return;
         };
         let over_limit = result.current_concurrency > result.desired_concurrency;
@@ -325,6 +325,14 @@ pub async fn serve_inline<A, F, Fut>(
         inflight.dec();
         assignment.finish(Outcome::Answered(result));
     }
+}
+
+/// A worker's stream broke with a task in hand: the task goes back for a
+/// retry, and the querier is treated as gone until it connects again, so
+/// its other (likely dead) workers are not handed the retry one by one.
+fn querier_lost<A: Assignment>(queue: &RequestQueue<A>, querier_id: &str, assignment: A) {
+    queue.notify_querier_shutdown(querier_id);
+    assignment.finish(Outcome::QuerierLost);
 }
 
 /// Turns a dequeued item into the task for a worker, or `None` when nobody
