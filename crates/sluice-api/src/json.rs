@@ -20,12 +20,60 @@ use sluice_proto::{
     ApiResponse, ErrorType, HistogramSample, Label, QueryData, ResponseData, ResultType, Series,
 };
 
+/// Where the float samples of a matrix's series are written. The plain
+/// encoder writes them in place; the query-frontend's fragment memo splices
+/// in encodings it kept from earlier answers instead.
+pub trait SampleSink {
+    /// Writes one series' float samples (`[t,"v"],[t,"v"]`, without the
+    /// enclosing brackets) at the end of `out`, or arranges for them to
+    /// follow what `out` holds.
+    fn write_samples(&mut self, out: &mut Vec<u8>, timestamps_ms: &[i64], values: &[f64]);
+}
+
+/// Writes samples in place.
+struct InPlace;
+
+impl SampleSink for InPlace {
+    fn write_samples(&mut self, out: &mut Vec<u8>, timestamps_ms: &[i64], values: &[f64]) {
+        write_samples(out, timestamps_ms, values);
+    }
+}
+
+/// Writes float samples as Prometheus does inside a series' `values`:
+/// `[t,"v"]` pairs separated by commas, without the enclosing brackets.
+pub fn write_samples(out: &mut Vec<u8>, timestamps_ms: &[i64], values: &[f64]) {
+    debug_assert_eq!(timestamps_ms.len(), values.len());
+    for (index, (timestamp_ms, value)) in timestamps_ms.iter().zip(values).enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_sample_pair(out, *timestamp_ms, *value);
+    }
+}
+
 /// Encodes a whole answer, success or error, as Prometheus would.
 pub fn encode_response(response: &ApiResponse) -> Vec<u8> {
     if let Some(ResponseData::Raw(raw)) = &response.data {
         return raw.body.clone();
     }
-    let mut out = Vec::with_capacity(estimate_size(response));
+    encode_into(
+        Vec::with_capacity(estimate_size(response)),
+        response,
+        &mut InPlace,
+    )
+}
+
+/// Encodes a whole answer with matrix samples going to `sink`; what is
+/// returned is the JSON written after the sink's last samples (for the
+/// plain encoder, the whole answer).
+pub fn encode_response_with(response: &ApiResponse, sink: &mut impl SampleSink) -> Vec<u8> {
+    if let Some(ResponseData::Raw(raw)) = &response.data {
+        return raw.body.clone();
+    }
+    encode_into(Vec::with_capacity(1024), response, sink)
+}
+
+fn encode_into(mut out: Vec<u8>, response: &ApiResponse, sink: &mut impl SampleSink) -> Vec<u8> {
     if response.is_error() {
         out.extend_from_slice(b"{\"status\":\"error\",\"errorType\":");
         write_string(&mut out, response.error_type().as_str());
@@ -34,7 +82,7 @@ pub fn encode_response(response: &ApiResponse) -> Vec<u8> {
     } else {
         out.extend_from_slice(b"{\"status\":\"success\",\"data\":");
         match &response.data {
-            Some(ResponseData::Query(query)) => write_query_data(&mut out, query),
+            Some(ResponseData::Query(query)) => write_query_data(&mut out, query, sink),
             Some(ResponseData::Series(series)) => {
                 out.push(b'[');
                 for (index, label_set) in series.series.iter().enumerate() {
@@ -88,7 +136,7 @@ fn estimate_size(response: &ApiResponse) -> usize {
     }
 }
 
-fn write_query_data(out: &mut Vec<u8>, query: &QueryData) {
+fn write_query_data(out: &mut Vec<u8>, query: &QueryData, sink: &mut impl SampleSink) {
     let result_type = query.result_type();
     out.extend_from_slice(b"{\"resultType\":\"");
     out.extend_from_slice(match result_type {
@@ -115,7 +163,7 @@ fn write_query_data(out: &mut Vec<u8>, query: &QueryData) {
                 if index > 0 {
                     out.push(b',');
                 }
-                write_matrix_series(out, series);
+                write_matrix_series(out, series, sink);
             }
             out.push(b']');
         }
@@ -163,17 +211,12 @@ fn write_vector_element(out: &mut Vec<u8>, series: &Series) {
     out.push(b'}');
 }
 
-fn write_matrix_series(out: &mut Vec<u8>, series: &Series) {
+fn write_matrix_series(out: &mut Vec<u8>, series: &Series, sink: &mut impl SampleSink) {
     out.extend_from_slice(b"{\"metric\":");
     write_labels(out, &series.labels);
     if !series.values.is_empty() {
         out.extend_from_slice(b",\"values\":[");
-        for (index, (timestamp_ms, value)) in series.samples().enumerate() {
-            if index > 0 {
-                out.push(b',');
-            }
-            write_sample_pair(out, timestamp_ms, value);
-        }
+        sink.write_samples(out, &series.timestamps_ms, &series.values);
         out.push(b']');
     }
     if !series.histograms.is_empty() {

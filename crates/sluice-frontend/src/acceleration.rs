@@ -409,6 +409,9 @@ impl AnswerMemo {
 pub(crate) struct MemoAnswer {
     pub(crate) json: bytes::Bytes,
     gzip: std::sync::OnceLock<bytes::Bytes>,
+    /// A larger gzip form made on the way (spliced from kept fragments),
+    /// served until the smaller one is ready, then dropped.
+    quick_gzip: Mutex<Option<bytes::Bytes>>,
     /// Set once the gzip form's making has started: a burst of requests
     /// starts it once.
     making_gzip: std::sync::atomic::AtomicBool,
@@ -419,6 +422,7 @@ impl MemoAnswer {
         MemoAnswer {
             json,
             gzip: std::sync::OnceLock::new(),
+            quick_gzip: Mutex::new(None),
             making_gzip: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -429,8 +433,16 @@ impl MemoAnswer {
         self.json.len() + self.json.len() / 4
     }
 
+    /// Keeps a gzip form made on the way, for use until the smaller one
+    /// is ready.
+    pub(crate) fn set_quick_gzip(&self, body: bytes::Bytes) {
+        if self.gzip.get().is_none() {
+            *self.quick_gzip.lock().expect("quick gzip lock") = Some(body);
+        }
+    }
+
     /// The gzip form if it is made; otherwise starts making it, once, off
-    /// the async workers, and gives `None` meanwhile.
+    /// the async workers, and gives the quick form (if any) meanwhile.
     pub(crate) fn gzipped(self: &Arc<Self>) -> Option<bytes::Bytes> {
         if let Some(made) = self.gzip.get() {
             return Some(made.clone());
@@ -444,9 +456,10 @@ impl MemoAnswer {
                 let compressed =
                     crate::compression::gzip(&answer.json, crate::compression::Effort::Small);
                 let _ = answer.gzip.set(bytes::Bytes::from(compressed));
+                answer.quick_gzip.lock().expect("quick gzip lock").take();
             });
         }
-        None
+        self.quick_gzip.lock().expect("quick gzip lock").clone()
     }
 }
 

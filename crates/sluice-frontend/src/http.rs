@@ -20,6 +20,7 @@ use crate::Inner;
 use crate::acceleration::{AccelerationStats, MemoAnswer};
 use crate::compression;
 use crate::dispatch::{DispatchStats, humanize};
+use crate::fragments::{Assembled, Assembler};
 use crate::tenant::tenant_of;
 
 #[derive(Clone)]
@@ -447,6 +448,10 @@ async fn api(
         inner.metrics.memo_hits.inc();
         return memo_response(answer, gzip);
     }
+    let range_step_ms = match &kind {
+        QueryKind::Range(query) => Some(query.step_ms),
+        _ => None,
+    };
     let response = match kind {
         QueryKind::Range(query) => {
             inner
@@ -499,18 +504,76 @@ async fn api(
             "query stats"
         );
     }
+    // A range answer is assembled from encoded pieces of earlier answers
+    // where it shares their samples (see `fragments`); `no-store` asks
+    // for nothing kept, so it bypasses them.
+    let assembled = match (range_step_ms, &inner.fragments) {
+        (Some(step_ms), Some(fragments))
+            if !no_store
+                && !response.is_error()
+                && matches!(response.data, Some(ResponseData::Query(_))) =>
+        {
+            let mut assembler = Assembler::new(fragments, step_ms);
+            let tail = json::encode_response_with(&response, &mut assembler);
+            let counted = &inner.metrics.fragments;
+            counted.with_label_values(&["kept"]).inc_by(assembler.kept);
+            counted.with_label_values(&["made"]).inc_by(assembler.made);
+            Some(assembler.finish(tail))
+        }
+        _ => None,
+    };
+    let compress = gzip
+        && assembled
+            .as_ref()
+            .is_some_and(|assembled| assembled.len() >= compression::MIN_COMPRESSED_LEN);
     if let (Some(key), Some(memo)) = (memo_key, &inner.memo)
         && !response.is_error()
         && response.warnings.is_empty()
         && response.infos.is_empty()
     {
-        let answer = Arc::new(MemoAnswer::new(bytes::Bytes::from(json::encode_response(
-            &response,
-        ))));
+        let json = match &assembled {
+            Some(assembled) => assembled.json(),
+            None => json::encode_response(&response),
+        };
+        let answer = Arc::new(MemoAnswer::new(bytes::Bytes::from(json)));
         memo.put(key, answer.clone());
+        if let Some(assembled) = assembled.filter(|_| compress) {
+            let Some(body) = assembled_gzip(assembled).await else {
+                return error_response(500, ErrorType::Internal, "compression failed");
+            };
+            answer.set_quick_gzip(body.clone());
+            // Starts the memo's smaller form for repeats.
+            let _ = answer.gzipped();
+            return gzip_json_response(body);
+        }
         return memo_response(answer, gzip);
     }
-    encode(&response)
+    match assembled {
+        Some(assembled) if compress => match assembled_gzip(assembled).await {
+            Some(body) => gzip_json_response(body),
+            None => error_response(500, ErrorType::Internal, "compression failed"),
+        },
+        Some(assembled) => json_response(200, assembled.json(), "application/json"),
+        None => encode(&response),
+    }
+}
+
+/// The gzip form of an assembled answer; off the async workers when much
+/// of it has to be compressed afresh (a first answer).
+async fn assembled_gzip(assembled: Assembled) -> Option<bytes::Bytes> {
+    if assembled.uncompressed_work() > 64 * 1024 {
+        tokio::task::spawn_blocking(move || bytes::Bytes::from(assembled.gzip()))
+            .await
+            .ok()
+    } else {
+        Some(bytes::Bytes::from(assembled.gzip()))
+    }
+}
+
+fn gzip_json_response(body: bytes::Bytes) -> Response {
+    let mut response = json_response(200, body, "application/json");
+    compression::mark_gzip(response.headers_mut());
+    response
 }
 
 /// A memoised answer as a response, in the form the client accepts. The
@@ -521,9 +584,7 @@ fn memo_response(answer: Arc<MemoAnswer>, gzip: bool) -> Response {
         && answer.json.len() >= compression::MIN_COMPRESSED_LEN
         && let Some(body) = answer.gzipped()
     {
-        let mut response = json_response(200, body, "application/json");
-        compression::mark_gzip(response.headers_mut());
-        return response;
+        return gzip_json_response(body);
     }
     json_response(200, answer.json.clone(), "application/json")
 }

@@ -13,6 +13,7 @@
 mod acceleration;
 mod compression;
 mod dispatch;
+mod fragments;
 mod http;
 mod metrics;
 mod owner;
@@ -80,6 +81,9 @@ pub struct FrontendConfig {
     pub cache_range_results: bool,
     /// Bytes of encoded answers kept for exact repeats of settled range queries.
     pub answer_memo_bytes: usize,
+    /// Bytes of encoded pieces of range answers kept for answers that
+    /// contain the same samples (a range moved forward).
+    pub fragment_memo_bytes: usize,
 }
 
 impl Default for FrontendConfig {
@@ -112,6 +116,7 @@ impl Default for FrontendConfig {
             metadata_cache_ttl: Duration::ZERO,
             cache_range_results: true,
             answer_memo_bytes: 64 * 1024 * 1024,
+            fragment_memo_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -128,6 +133,7 @@ pub(crate) struct Inner {
     pub(crate) collapser: acceleration::Collapser,
     /// Encoded answers of settled range queries (see [`acceleration::AnswerMemo`]).
     pub(crate) memo: Option<acceleration::AnswerMemo>,
+    pub(crate) fragments: Option<fragments::FragmentMemo>,
 }
 
 impl Inner {
@@ -184,6 +190,10 @@ impl Frontend {
         let memo =
             (results_cache.is_some() && config.cache_range_results && config.answer_memo_bytes > 0)
                 .then(|| acceleration::AnswerMemo::new(config.answer_memo_bytes));
+        let fragments = (results_cache.is_some()
+            && config.cache_range_results
+            && config.fragment_memo_bytes > 0)
+            .then(|| fragments::FragmentMemo::new(config.fragment_memo_bytes));
         Ok(Frontend {
             inner: Arc::new(Inner {
                 config,
@@ -201,6 +211,7 @@ impl Frontend {
                 shutting_down: AtomicBool::new(false),
                 schedulers,
                 memo,
+                fragments,
                 results_cache,
                 collapser: acceleration::Collapser::default(),
             }),

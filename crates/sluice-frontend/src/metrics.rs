@@ -16,6 +16,7 @@ pub struct FrontendMetrics {
     pub(crate) samples: IntCounterVec,
     pub(crate) metadata_cache_hits: prometheus::IntCounter,
     pub(crate) memo_hits: prometheus::IntCounter,
+    pub(crate) fragments: IntCounterVec,
     /// Shared with the worker streams that drain the frontend's own queue.
     pub(crate) owner: OwnerMetrics,
 }
@@ -86,6 +87,14 @@ impl FrontendMetrics {
                 "Range queries answered with the stored bytes of an identical settled answer.",
             )
             .expect("valid metric"),
+            fragments: IntCounterVec::new(
+                Opts::new(
+                    "sluice_answer_fragments_total",
+                    "Pieces of range answers' samples, by whether their encoding was kept from an earlier answer or made for this one.",
+                ),
+                &["source"],
+            )
+            .expect("valid metric"),
             retries: IntCounterVec::new(
                 Opts::new(
                     "sluice_retries_total",
@@ -106,6 +115,7 @@ impl FrontendMetrics {
             Box::new(metrics.samples.clone()),
             Box::new(metrics.metadata_cache_hits.clone()),
             Box::new(metrics.memo_hits.clone()),
+            Box::new(metrics.fragments.clone()),
         ] {
             registry
                 .register(collector)

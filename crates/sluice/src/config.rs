@@ -433,6 +433,13 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |config, value| config.frontend.answer_memo_bytes = parse_number(value)?
     ),
     setting!(
+        "query-frontend.fragment-memo-size-bytes",
+        "frontend.fragment_memo_size_bytes",
+        "67108864",
+        "Bytes of encoded pieces of range answers (JSON and gzip) kept in memory, so that a range moved forward re-encodes only its edges; 0 turns it off.",
+        |config, value| config.frontend.fragment_memo_bytes = parse_number(value)?
+    ),
+    setting!(
         "query-frontend.metadata-cache-ttl",
         "frontend.metadata_cache_ttl",
         "0s",

@@ -1,0 +1,495 @@
+//! Encoded fragments of range answers, kept for the next answer that
+//! contains the same samples.
+//!
+//! A dashboard refreshed every few minutes asks for a range moved forward a
+//! little: the results cache already spares the backend everything but the
+//! new minutes, but a week of samples still had to be written as JSON and
+//! compressed again, which cost far more than the new minutes themselves.
+//! Here each series' samples are cut at fixed points in time (multiples of
+//! `step × POINTS_PER_FRAGMENT`), and every piece that lies wholly inside
+//! the answer is kept encoded: as JSON, and as a self-contained deflate
+//! segment ending byte-aligned (a sync flush). The next answer containing
+//! the same samples splices those bytes in, so only its edges are encoded
+//! and compressed afresh.
+//!
+//! Fragments are found by their samples (a hash of timestamps and value
+//! bits, then compared exactly), so a fragment can only ever stand in for
+//! exactly the samples it encodes, whatever query or tenant it came from.
+//! The memo is bounded by bytes with two generations: when the newer one
+//! fills, the older one is dropped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use flate2::{Compress, Compression, Crc, FlushCompress};
+use sluice_api::json::{self, SampleSink};
+
+/// Samples per fragment at the query's step: about 4 KiB of JSON, so that
+/// an edge re-encoded afresh is cheap and a fragment still compresses well.
+pub(crate) const POINTS_PER_FRAGMENT: i64 = 128;
+
+/// Fresh JSON shorter than this goes into the gzip stream uncompressed (a
+/// stored block), which costs five bytes and no compressor reset.
+const MIN_DEFLATED_LEN: usize = 256;
+
+/// One run of samples, encoded.
+pub(crate) struct Fragment {
+    timestamps_ms: Box<[i64]>,
+    value_bits: Box<[u64]>,
+    json: Vec<u8>,
+    crc: Crc,
+    /// Made the first time a client asks for gzip.
+    deflate: OnceLock<Vec<u8>>,
+}
+
+impl Fragment {
+    fn new(timestamps_ms: &[i64], values: &[f64]) -> Fragment {
+        let mut encoded = Vec::with_capacity(timestamps_ms.len() * 34);
+        json::write_samples(&mut encoded, timestamps_ms, values);
+        let mut crc = Crc::new();
+        crc.update(&encoded);
+        Fragment {
+            timestamps_ms: timestamps_ms.into(),
+            value_bits: values.iter().map(|value| value.to_bits()).collect(),
+            json: encoded,
+            crc,
+            deflate: OnceLock::new(),
+        }
+    }
+
+    fn holds(&self, timestamps_ms: &[i64], values: &[f64]) -> bool {
+        *self.timestamps_ms == *timestamps_ms
+            && self.value_bits.len() == values.len()
+            && self
+                .value_bits
+                .iter()
+                .zip(values)
+                .all(|(bits, value)| *bits == value.to_bits())
+    }
+
+    /// What the memo counts for this fragment: its samples, its JSON and
+    /// room for its deflate form (about a quarter of the JSON).
+    fn counted_len(&self) -> usize {
+        self.timestamps_ms.len() * 16 + self.json.len() + self.json.len() / 4 + 64
+    }
+}
+
+/// A hash of samples, for finding fragments (equality is checked after).
+fn samples_hash(timestamps_ms: &[i64], values: &[f64]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut hash = timestamps_ms.len() as u64;
+    for (timestamp_ms, value) in timestamps_ms.iter().zip(values) {
+        hash = (hash.rotate_left(5) ^ *timestamp_ms as u64).wrapping_mul(K);
+        hash = (hash.rotate_left(5) ^ value.to_bits()).wrapping_mul(K);
+    }
+    hash
+}
+
+#[derive(Default)]
+struct Generations {
+    current: HashMap<u64, Arc<Fragment>>,
+    previous: HashMap<u64, Arc<Fragment>>,
+    current_bytes: usize,
+}
+
+/// The kept fragments, bounded by bytes.
+pub(crate) struct FragmentMemo {
+    max_bytes: usize,
+    state: Mutex<Generations>,
+}
+
+impl FragmentMemo {
+    pub(crate) fn new(max_bytes: usize) -> FragmentMemo {
+        FragmentMemo {
+            max_bytes,
+            state: Mutex::new(Generations::default()),
+        }
+    }
+
+    /// The fragment for these samples, and whether it was kept from
+    /// before (else it is new, and now kept).
+    fn fragment(&self, timestamps_ms: &[i64], values: &[f64]) -> (Arc<Fragment>, bool) {
+        let hash = samples_hash(timestamps_ms, values);
+        {
+            let mut state = self.state.lock().expect("fragment memo lock");
+            if let Some(found) = state.current.get(&hash) {
+                if found.holds(timestamps_ms, values) {
+                    return (found.clone(), true);
+                }
+            } else if let Some(found) = state.previous.remove(&hash)
+                && found.holds(timestamps_ms, values)
+            {
+                self.keep(&mut state, hash, found.clone());
+                return (found, true);
+            }
+        }
+        // Encoded outside the lock: other requests go on meanwhile.
+        let made = Arc::new(Fragment::new(timestamps_ms, values));
+        self.keep(
+            &mut self.state.lock().expect("fragment memo lock"),
+            hash,
+            made.clone(),
+        );
+        (made, false)
+    }
+
+    /// Keeps `fragment` in the newer generation, first retiring that
+    /// generation when it has no room left. Each generation holds at most
+    /// half the bytes.
+    fn keep(&self, state: &mut Generations, hash: u64, fragment: Arc<Fragment>) {
+        let len = fragment.counted_len();
+        if len > self.max_bytes / 2 {
+            return;
+        }
+        if state.current_bytes + len > self.max_bytes / 2 {
+            state.previous = std::mem::take(&mut state.current);
+            state.current_bytes = 0;
+        }
+        state.current_bytes += len;
+        // A hash collision replaces the older fragment; both stay correct.
+        if let Some(replaced) = state.current.insert(hash, fragment) {
+            state.current_bytes -= replaced.counted_len();
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let state = self.state.lock().expect("fragment memo lock");
+        state.current.len() + state.previous.len()
+    }
+}
+
+/// One stretch of an answer.
+enum Part {
+    /// JSON written for this answer alone.
+    Fresh(Vec<u8>),
+    Kept(Arc<Fragment>),
+}
+
+/// Splits series' samples at fixed points in time and takes the pieces
+/// wholly inside a series from the memo.
+pub(crate) struct Assembler<'a> {
+    memo: &'a FragmentMemo,
+    span_ms: i64,
+    parts: Vec<Part>,
+    /// Fragments taken from the memo, and made for this answer.
+    pub(crate) kept: u64,
+    pub(crate) made: u64,
+}
+
+impl<'a> Assembler<'a> {
+    /// For a range answer at `step_ms`.
+    pub(crate) fn new(memo: &'a FragmentMemo, step_ms: i64) -> Assembler<'a> {
+        Assembler {
+            memo,
+            span_ms: step_ms.max(1).saturating_mul(POINTS_PER_FRAGMENT),
+            parts: Vec::new(),
+            kept: 0,
+            made: 0,
+        }
+    }
+
+    /// The whole answer, given the JSON written after the last samples.
+    pub(crate) fn finish(mut self, tail: Vec<u8>) -> Assembled {
+        if !tail.is_empty() {
+            self.parts.push(Part::Fresh(tail));
+        }
+        Assembled { parts: self.parts }
+    }
+}
+
+impl SampleSink for Assembler<'_> {
+    fn write_samples(&mut self, out: &mut Vec<u8>, timestamps_ms: &[i64], values: &[f64]) {
+        let count = timestamps_ms.len();
+        let mut from = 0;
+        while from < count {
+            let boundary = timestamps_ms[from]
+                .div_euclid(self.span_ms)
+                .saturating_add(1)
+                .saturating_mul(self.span_ms);
+            let to = from + timestamps_ms[from..].partition_point(|t| *t < boundary);
+            if from > 0 {
+                out.push(b',');
+            }
+            // A series' first and last pieces move with the query's range;
+            // only the pieces between them recur in later answers.
+            if from > 0 && to < count {
+                let (fragment, kept) = self
+                    .memo
+                    .fragment(&timestamps_ms[from..to], &values[from..to]);
+                if kept {
+                    self.kept += 1;
+                } else {
+                    self.made += 1;
+                }
+                self.parts.push(Part::Fresh(std::mem::take(out)));
+                self.parts.push(Part::Kept(fragment));
+            } else {
+                json::write_samples(out, &timestamps_ms[from..to], &values[from..to]);
+            }
+            from = to;
+        }
+    }
+}
+
+/// An answer made of fresh JSON and kept fragments.
+pub(crate) struct Assembled {
+    parts: Vec<Part>,
+}
+
+impl Assembled {
+    /// The JSON length.
+    pub(crate) fn len(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                Part::Fresh(json) => json.len(),
+                Part::Kept(fragment) => fragment.json.len(),
+            })
+            .sum()
+    }
+
+    /// Bytes that [`Assembled::gzip`] would have to compress afresh.
+    pub(crate) fn uncompressed_work(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                Part::Fresh(json) => json.len(),
+                Part::Kept(fragment) if fragment.deflate.get().is_none() => fragment.json.len(),
+                Part::Kept(_) => 0,
+            })
+            .sum()
+    }
+
+    /// The answer as JSON.
+    pub(crate) fn json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len());
+        for part in &self.parts {
+            match part {
+                Part::Fresh(json) => out.extend_from_slice(json),
+                Part::Kept(fragment) => out.extend_from_slice(&fragment.json),
+            }
+        }
+        out
+    }
+
+    /// The answer as a gzip stream: kept fragments' deflate segments as
+    /// they are, fresh JSON compressed (or stored, when short) in between.
+    pub(crate) fn gzip(&self) -> Vec<u8> {
+        // RFC 1952 header: deflate, no flags, no time, unknown OS.
+        let mut out = Vec::with_capacity(self.len() / 6 + 64);
+        out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+        let mut crc = Crc::new();
+        let mut compressor: Option<Compress> = None;
+        for part in &self.parts {
+            match part {
+                Part::Fresh(json) if json.is_empty() => {}
+                Part::Fresh(json) => {
+                    crc.update(json);
+                    if json.len() < MIN_DEFLATED_LEN {
+                        write_stored(&mut out, json);
+                    } else {
+                        deflate_segment(&mut compressor, json, &mut out);
+                    }
+                }
+                Part::Kept(fragment) => {
+                    crc.combine(&fragment.crc);
+                    let deflated = fragment.deflate.get_or_init(|| {
+                        let mut segment = Vec::with_capacity(fragment.json.len() / 3 + 64);
+                        deflate_segment(&mut compressor, &fragment.json, &mut segment);
+                        segment
+                    });
+                    out.extend_from_slice(deflated);
+                }
+            }
+        }
+        // The last block: empty, fixed Huffman codes, marked final.
+        out.extend_from_slice(&[0x03, 0x00]);
+        out.extend_from_slice(&crc.sum().to_le_bytes());
+        out.extend_from_slice(&crc.amount().to_le_bytes());
+        out
+    }
+}
+
+/// `data` as deflate stored blocks (the stream is byte-aligned here).
+fn write_stored(out: &mut Vec<u8>, data: &[u8]) {
+    for block in data.chunks(usize::from(u16::MAX)) {
+        let len = block.len() as u16;
+        out.push(0); // not final, stored; the rest of the byte is padding
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+}
+
+/// `data` as a self-contained deflate segment (no reference to anything
+/// before it) ending byte-aligned, so segments can be laid end to end.
+fn deflate_segment(compressor: &mut Option<Compress>, data: &[u8], out: &mut Vec<u8>) {
+    let compressor = match compressor {
+        Some(compressor) => {
+            compressor.reset();
+            compressor
+        }
+        None => compressor.insert(Compress::new(Compression::fast(), false)),
+    };
+    let before = compressor.total_in();
+    loop {
+        let consumed = (compressor.total_in() - before) as usize;
+        out.reserve((data.len() - consumed) / 2 + 64);
+        compressor
+            .compress_vec(&data[consumed..], out, FlushCompress::Sync)
+            .expect("deflate into memory does not fail");
+        // A sync flush is complete once all input is in and room is left over.
+        if (compressor.total_in() - before) as usize == data.len() && out.len() < out.capacity() {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_proto::{ApiResponse, Label, QueryData, ResponseData, ResultType, Series};
+    use std::io::Read;
+
+    fn answer(start_ms: i64, points: i64, step_ms: i64) -> ApiResponse {
+        let series = ["api", "web", "db"]
+            .into_iter()
+            .enumerate()
+            .map(|(index, job)| {
+                let mut series = Series {
+                    labels: vec![Label {
+                        name: "job".into(),
+                        value: job.into(),
+                    }],
+                    ..Series::default()
+                };
+                for point in 0..points {
+                    let t = start_ms + point * step_ms;
+                    // Some gaps, so pieces are not all the same length.
+                    if (t / step_ms) % 97 != 13 {
+                        series.push(t, (t / step_ms) as f64 * 0.25 + index as f64);
+                    }
+                }
+                series
+            })
+            .collect();
+        ApiResponse::success(ResponseData::Query(QueryData {
+            result_type: ResultType::Matrix as i32,
+            series,
+            ..QueryData::default()
+        }))
+    }
+
+    fn assembled(memo: &FragmentMemo, response: &ApiResponse, step_ms: i64) -> Assembled {
+        let mut assembler = Assembler::new(memo, step_ms);
+        let tail = json::encode_response_with(response, &mut assembler);
+        assembler.finish(tail)
+    }
+
+    fn gunzip(body: &[u8]) -> Vec<u8> {
+        let mut decoded = Vec::new();
+        flate2::read::GzDecoder::new(body)
+            .read_to_end(&mut decoded)
+            .expect("a gzip stream");
+        decoded
+    }
+
+    #[test]
+    fn assembled_answers_are_the_plain_encoding_in_both_forms() {
+        let memo = FragmentMemo::new(64 << 20);
+        let step = 60_000;
+        for (start, points) in [(0, 1000), (300_000, 1000), (7_680_000, 3), (60_000, 129)] {
+            let response = answer(1_767_000_000_000 + start, points, step);
+            let plain = json::encode_response(&response);
+            // Twice: once making the fragments, once reusing them.
+            for _ in 0..2 {
+                let assembled = assembled(&memo, &response, step);
+                assert_eq!(assembled.len(), plain.len());
+                assert_eq!(assembled.json(), plain);
+                assert_eq!(gunzip(&assembled.gzip()), plain);
+            }
+        }
+    }
+
+    #[test]
+    fn a_moved_range_reuses_the_pieces_it_shares() {
+        let memo = FragmentMemo::new(64 << 20);
+        let step = 60_000;
+        let first = assembled(&memo, &answer(1_767_000_000_000, 2000, step), step);
+        let _ = first.gzip();
+        let kept = memo.len();
+        assert!(kept > 3 * 10, "{kept} fragments");
+        // Moved forward five steps: nothing new in the middle.
+        let mut assembler = Assembler::new(&memo, step);
+        let tail =
+            json::encode_response_with(&answer(1_767_000_300_000, 2000, step), &mut assembler);
+        assert!(assembler.kept >= 3 * 10, "{} kept", assembler.kept);
+        assert!(assembler.made <= 3, "{} made", assembler.made);
+        let moved = assembler.finish(tail);
+        assert!(memo.len() <= kept + 3, "{} after {kept}", memo.len());
+        let work = moved.uncompressed_work();
+        assert!(
+            work * 5 < moved.len(),
+            "only the edges are compressed afresh: {work} of {}",
+            moved.len()
+        );
+        assert_eq!(
+            gunzip(&moved.gzip()),
+            json::encode_response(&answer(1_767_000_300_000, 2000, step))
+        );
+    }
+
+    #[test]
+    fn a_fragment_stands_only_for_its_own_samples() {
+        let memo = FragmentMemo::new(64 << 20);
+        let (a, kept) = memo.fragment(&[1, 2], &[1.0, 2.0]);
+        assert!(!kept);
+        let (again, kept) = memo.fragment(&[1, 2], &[1.0, 2.0]);
+        assert!(kept && Arc::ptr_eq(&a, &again));
+        let (b, kept) = memo.fragment(&[1, 2], &[1.0, -2.0]);
+        assert!(!kept && !Arc::ptr_eq(&a, &b));
+        assert_eq!(b.json, br#"[0.001,"1"],[0.002,"-2"]"#);
+        let (nan, _) = memo.fragment(&[1], &[f64::NAN]);
+        assert!(Arc::ptr_eq(&nan, &memo.fragment(&[1], &[f64::NAN]).0));
+        assert!(!memo.fragment(&[1], &[0.0]).0.holds(&[1], &[-0.0]));
+    }
+
+    #[test]
+    fn the_memo_is_bounded() {
+        let memo = FragmentMemo::new(64 * 1024);
+        for start in 0..2000 {
+            memo.fragment(&[start, start + 1], &[1.0, 2.0]);
+        }
+        let state = memo.state.lock().unwrap();
+        let bytes: usize = state
+            .current
+            .values()
+            .chain(state.previous.values())
+            .map(|fragment| fragment.counted_len())
+            .sum();
+        assert!(bytes <= 64 * 1024, "{bytes}");
+        assert!(!state.previous.is_empty());
+    }
+
+    #[test]
+    fn stored_blocks_and_segments_make_a_valid_stream() {
+        let long = vec![b'x'; 70_000];
+        let assembled = Assembled {
+            parts: vec![
+                Part::Fresh(b"{".to_vec()),
+                Part::Fresh(long.clone()),
+                Part::Kept(Arc::new(Fragment::new(&[1000], &[1.5]))),
+                Part::Fresh(Vec::new()),
+                Part::Fresh(b"}".to_vec()),
+            ],
+        };
+        let mut want = b"{".to_vec();
+        want.extend_from_slice(&long);
+        want.extend_from_slice(br#"[1,"1.5"]}"#);
+        assert_eq!(gunzip(&assembled.gzip()), want);
+        let mut stored = Vec::new();
+        write_stored(&mut stored, &long);
+        assert_eq!(stored.len(), long.len() + 10, "two stored blocks");
+    }
+}
