@@ -169,37 +169,25 @@ impl Inner {
             .iter()
             .map(|piece| sluice_plan::cache_key(tenant, piece, key_interval_ms))
             .collect();
-        let entries: Vec<Option<CacheEntry>> = match cache {
-            Some(cache) => {
-                let storage_keys: Vec<String> = keys.iter().map(CacheKey::storage_key).collect();
-                let found = cache.get_many(&storage_keys).await;
-                keys.iter()
-                    .zip(&storage_keys)
-                    .map(|(key, storage_key)| {
-                        found
-                            .get(storage_key)
-                            .and_then(|bytes| sluice_plan::decode_entry(bytes, key))
-                    })
-                    .collect()
-            }
+        let entries: Vec<Option<Arc<CacheEntry>>> = match cache {
+            Some(cache) => self.cache_entries(cache, &keys).await,
             None => vec![None; pieces.len()],
         };
-        let piece_plans: Vec<Plan> = pieces
+        let mut piece_plans: Vec<Plan> = pieces
             .iter()
             .zip(&entries)
             .map(|(piece, entry)| match cache {
-                Some(_) => sluice_plan::plan_with_cache(piece, entry.as_ref()),
+                Some(_) => sluice_plan::plan_with_cache(piece, entry.as_deref()),
                 None => Plan::Query(piece.clone()),
             })
             .collect();
-        let plan = if piece_plans.len() == 1 {
-            piece_plans[0].clone()
-        } else {
-            Plan::Concat(piece_plans.clone())
-        };
-        acceleration.cached_extents = plan.cached_leaves();
-        acceleration.samples_from_cache = plan.cached_samples();
-        let leaves: Vec<RangeQuery> = plan.queries().into_iter().cloned().collect();
+        acceleration.cached_extents = piece_plans.iter().map(Plan::cached_leaves).sum();
+        acceleration.samples_from_cache = piece_plans.iter().map(Plan::cached_samples).sum();
+        let leaves: Vec<RangeQuery> = piece_plans
+            .iter()
+            .flat_map(Plan::queries)
+            .cloned()
+            .collect();
         acceleration.sub_queries = leaves.len();
         let parallelism = config.max_query_parallelism.max(1);
         let answers: Vec<(ApiResponse, DispatchStats)> = futures_util::stream::iter(leaves)
@@ -250,13 +238,18 @@ impl Inner {
                 if let Some(updated) = sluice_plan::updated_entry(
                     key,
                     piece,
-                    entry.as_ref(),
+                    entry.as_deref(),
                     piece_plan,
                     own,
                     now,
                     &options,
                 ) {
-                    writes.push((key.storage_key(), sluice_plan::encode_entry(&updated)));
+                    let storage_key = key.storage_key();
+                    let encoded = sluice_plan::encode_entry(&updated);
+                    if let Some(decoded) = &self.decoded_entries {
+                        decoded.put(storage_key.clone(), Arc::new(updated), encoded.len());
+                    }
+                    writes.push((storage_key, encoded));
                 }
             }
             if !writes.is_empty() {
@@ -266,7 +259,57 @@ impl Inner {
                 tokio::spawn(async move { cache.set_many(writes, ttl).await });
             }
         }
-        plan.merge(responses)
+        // The plan goes into the answer: its cached data moves, not copied.
+        let plan = if piece_plans.len() == 1 {
+            piece_plans.pop().expect("one piece plan")
+        } else {
+            Plan::Concat(piece_plans)
+        };
+        plan.into_merged(responses)
+    }
+
+    /// The cache entries for `keys`: from the decoded entries where kept
+    /// there, else read from the cache and decoded (and then kept).
+    async fn cache_entries(
+        &self,
+        cache: &sluice_cache::SharedCache,
+        keys: &[CacheKey],
+    ) -> Vec<Option<Arc<CacheEntry>>> {
+        let storage_keys: Vec<String> = keys.iter().map(CacheKey::storage_key).collect();
+        let mut entries: Vec<Option<Arc<CacheEntry>>> = storage_keys
+            .iter()
+            .map(|storage_key| {
+                self.decoded_entries
+                    .as_ref()
+                    .and_then(|decoded| decoded.get(storage_key))
+            })
+            .collect();
+        let missing: Vec<String> = storage_keys
+            .iter()
+            .zip(&entries)
+            .filter(|(_, entry)| entry.is_none())
+            .map(|(storage_key, _)| storage_key.clone())
+            .collect();
+        if missing.is_empty() {
+            return entries;
+        }
+        let found = cache.get_many(&missing).await;
+        for ((key, storage_key), entry) in keys.iter().zip(storage_keys).zip(&mut entries) {
+            if entry.is_some() {
+                continue;
+            }
+            let Some(bytes) = found.get(&storage_key) else {
+                continue;
+            };
+            let Some(decoded) = sluice_plan::decode_entry(bytes, key).map(Arc::new) else {
+                continue;
+            };
+            if let Some(kept) = &self.decoded_entries {
+                kept.put(storage_key, decoded.clone(), bytes.len());
+            }
+            *entry = Some(decoded);
+        }
+        entries
     }
 
     /// Serves `series`, `labels` and label values from the metadata cache
@@ -404,10 +447,74 @@ impl AnswerMemo {
     }
 }
 
+/// Results cache entries as decoded, for a cache in this process's own
+/// memory. Decoding a week of extents took longer than running the few
+/// minutes a moved range still needs; with the cache in process, this
+/// frontend writes every entry itself, so what it keeps here is never
+/// behind the cache (and a cached extent holds only final data, so an old
+/// copy would still be right, only shorter). Bounded by bytes (twice the
+/// encoded size, for the decoded form); the oldest go first.
+pub(crate) struct DecodedEntries {
+    max_bytes: usize,
+    state: Mutex<DecodedState>,
+}
+
+#[derive(Default)]
+struct DecodedState {
+    entries: HashMap<String, (Arc<CacheEntry>, usize)>,
+    order: std::collections::VecDeque<String>,
+    bytes: usize,
+}
+
+impl DecodedEntries {
+    pub(crate) fn new(max_bytes: usize) -> DecodedEntries {
+        DecodedEntries {
+            max_bytes,
+            state: Mutex::new(DecodedState::default()),
+        }
+    }
+
+    fn get(&self, storage_key: &str) -> Option<Arc<CacheEntry>> {
+        let state = self.state.lock().expect("decoded entries lock");
+        state
+            .entries
+            .get(storage_key)
+            .map(|(entry, _)| entry.clone())
+    }
+
+    /// Keeps `entry`, whose encoding is `encoded_len` bytes, in place of
+    /// any older one under the same key.
+    fn put(&self, storage_key: String, entry: Arc<CacheEntry>, encoded_len: usize) {
+        let counted = encoded_len * 2 + storage_key.len();
+        if counted > self.max_bytes / 4 {
+            return;
+        }
+        let mut state = self.state.lock().expect("decoded entries lock");
+        match state.entries.insert(storage_key.clone(), (entry, counted)) {
+            Some((_, replaced)) => state.bytes -= replaced,
+            None => state.order.push_back(storage_key),
+        }
+        state.bytes += counted;
+        while state.bytes > self.max_bytes {
+            let Some(oldest) = state.order.pop_front() else {
+                break;
+            };
+            if let Some((_, evicted)) = state.entries.remove(&oldest) {
+                state.bytes -= evicted;
+            }
+        }
+    }
+}
+
 /// One memoised answer: its JSON, and its gzip form once a client that
 /// accepts gzip has asked for it.
 pub(crate) struct MemoAnswer {
-    pub(crate) json: bytes::Bytes,
+    json: std::sync::OnceLock<bytes::Bytes>,
+    json_len: usize,
+    /// What the JSON is made from when it is first needed (often in the
+    /// background, for the gzip form), so the request that assembled the
+    /// answer does not wait for a copy of it.
+    assembled: Mutex<Option<crate::fragments::Assembled>>,
     gzip: std::sync::OnceLock<bytes::Bytes>,
     /// A larger gzip form made on the way (spliced from kept fragments),
     /// served until the smaller one is ready, then dropped.
@@ -420,7 +527,21 @@ pub(crate) struct MemoAnswer {
 impl MemoAnswer {
     pub(crate) fn new(json: bytes::Bytes) -> MemoAnswer {
         MemoAnswer {
-            json,
+            json_len: json.len(),
+            json: std::sync::OnceLock::from(json),
+            assembled: Mutex::new(None),
+            gzip: std::sync::OnceLock::new(),
+            quick_gzip: Mutex::new(None),
+            making_gzip: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// An answer whose JSON is made from `assembled` when first needed.
+    pub(crate) fn assembled(assembled: crate::fragments::Assembled) -> MemoAnswer {
+        MemoAnswer {
+            json_len: assembled.len(),
+            json: std::sync::OnceLock::new(),
+            assembled: Mutex::new(Some(assembled)),
             gzip: std::sync::OnceLock::new(),
             quick_gzip: Mutex::new(None),
             making_gzip: std::sync::atomic::AtomicBool::new(false),
@@ -430,7 +551,25 @@ impl MemoAnswer {
     /// What the memo counts for this answer: its JSON and a quarter more
     /// for its gzip form.
     fn counted_len(&self) -> usize {
-        self.json.len() + self.json.len() / 4
+        self.json_len + self.json_len / 4
+    }
+
+    pub(crate) fn json_len(&self) -> usize {
+        self.json_len
+    }
+
+    /// The answer's JSON.
+    pub(crate) fn json(&self) -> bytes::Bytes {
+        self.json
+            .get_or_init(|| {
+                let assembled = self.assembled.lock().expect("assembled lock").take();
+                bytes::Bytes::from(
+                    assembled
+                        .map(|assembled| assembled.json())
+                        .unwrap_or_default(),
+                )
+            })
+            .clone()
     }
 
     /// Keeps a gzip form made on the way, for use until the smaller one
@@ -454,7 +593,7 @@ impl MemoAnswer {
             let answer = self.clone();
             tokio::task::spawn_blocking(move || {
                 let compressed =
-                    crate::compression::gzip(&answer.json, crate::compression::Effort::Small);
+                    crate::compression::gzip(&answer.json(), crate::compression::Effort::Small);
                 let _ = answer.gzip.set(bytes::Bytes::from(compressed));
                 answer.quick_gzip.lock().expect("quick gzip lock").take();
             });
@@ -504,8 +643,71 @@ mod tests {
             );
         }
         assert!(memo.get(&[0]).is_none(), "the oldest went first");
-        assert_eq!(memo.get(&[9]).unwrap().json.len(), 70);
+        assert_eq!(memo.get(&[9]).unwrap().json().len(), 70);
         let state = memo.state.lock().unwrap();
         assert!(state.bytes <= 400);
+    }
+
+    #[test]
+    fn an_assembled_answer_gives_its_json_when_asked() {
+        let fragments = crate::fragments::FragmentMemo::new(1 << 20);
+        let mut series = sluice_proto::Series::default();
+        for point in 0..1000 {
+            series.push(point * 60_000, point as f64 / 3.0);
+        }
+        let response = ApiResponse::success(ResponseData::Query(sluice_proto::QueryData {
+            result_type: sluice_proto::ResultType::Matrix as i32,
+            series: vec![series],
+            ..sluice_proto::QueryData::default()
+        }));
+        let mut assembler = crate::fragments::Assembler::new(&fragments, 60_000);
+        let tail = sluice_api::json::encode_response_with(&response, &mut assembler);
+        let answer = MemoAnswer::assembled(assembler.finish(tail));
+        let want = sluice_api::json::encode_response(&response);
+        assert_eq!(answer.json_len(), want.len());
+        assert_eq!(answer.json(), want);
+        assert_eq!(answer.json(), want, "made once, then kept");
+    }
+
+    fn entry(points: i64) -> Arc<CacheEntry> {
+        let mut series = sluice_proto::Series::default();
+        for point in 0..points {
+            series.push(point, 1.0);
+        }
+        Arc::new(CacheEntry {
+            key: "k".into(),
+            extents: vec![sluice_plan::Extent {
+                start_ms: 0,
+                end_ms: points,
+                data: Some(sluice_proto::QueryData {
+                    series: vec![series],
+                    ..sluice_proto::QueryData::default()
+                }),
+            }],
+        })
+    }
+
+    #[test]
+    fn decoded_entries_are_replaced_in_place_and_bounded() {
+        let decoded = DecodedEntries::new(10_000);
+        decoded.put("a".into(), entry(1), 1000);
+        decoded.put("a".into(), entry(2), 1000);
+        let kept = decoded.get("a").expect("kept");
+        assert_eq!(
+            kept.extents[0].end_ms, 2,
+            "the newer entry replaced the older"
+        );
+        assert_eq!(decoded.state.lock().unwrap().order.len(), 1);
+        for index in 0..20 {
+            decoded.put(format!("key-{index}"), entry(1), 1000);
+        }
+        let state = decoded.state.lock().unwrap();
+        assert!(state.bytes <= 10_000, "{}", state.bytes);
+        assert!(!state.entries.contains_key("a"), "the oldest went first");
+        assert!(state.entries.contains_key("key-19"));
+        drop(state);
+        // Larger than a quarter of the budget: not kept at all.
+        decoded.put("big".into(), entry(1), 2000);
+        assert!(decoded.get("big").is_none());
     }
 }

@@ -21,8 +21,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use flate2::{Compress, Compression, Crc, FlushCompress};
+use flate2::{Compress, Compression, FlushCompress};
 use sluice_api::json::{self, SampleSink};
+use zlib_rs::crc32::{crc32, crc32_combine_gen, crc32_combine_op};
 
 /// Samples per fragment at the query's step: about 4 KiB of JSON, so that
 /// an edge re-encoded afresh is cheap and a fragment still compresses well.
@@ -37,7 +38,10 @@ pub(crate) struct Fragment {
     timestamps_ms: Box<[i64]>,
     value_bits: Box<[u64]>,
     json: Vec<u8>,
-    crc: Crc,
+    /// The JSON's CRC-32, and the operator that appends it to another
+    /// CRC-32 (made once: it depends only on the JSON's length).
+    crc: u32,
+    crc_append: u32,
     /// Made the first time a client asks for gzip.
     deflate: OnceLock<Vec<u8>>,
 }
@@ -46,13 +50,12 @@ impl Fragment {
     fn new(timestamps_ms: &[i64], values: &[f64]) -> Fragment {
         let mut encoded = Vec::with_capacity(timestamps_ms.len() * 34);
         json::write_samples(&mut encoded, timestamps_ms, values);
-        let mut crc = Crc::new();
-        crc.update(&encoded);
         Fragment {
             timestamps_ms: timestamps_ms.into(),
             value_bits: values.iter().map(|value| value.to_bits()).collect(),
+            crc: crc32(0, &encoded),
+            crc_append: crc32_combine_gen(encoded.len() as u64),
             json: encoded,
-            crc,
             deflate: OnceLock::new(),
         }
     }
@@ -276,39 +279,64 @@ impl Assembled {
     /// The answer as a gzip stream: kept fragments' deflate segments as
     /// they are, fresh JSON compressed (or stored, when short) in between.
     pub(crate) fn gzip(&self) -> Vec<u8> {
+        let expected: usize = self
+            .parts
+            .iter()
+            .map(|part| match part {
+                Part::Fresh(json) => json.len() / 3 + 8,
+                Part::Kept(fragment) => fragment
+                    .deflate
+                    .get()
+                    .map_or(fragment.json.len() / 3, Vec::len),
+            })
+            .sum();
         // RFC 1952 header: deflate, no flags, no time, unknown OS.
-        let mut out = Vec::with_capacity(self.len() / 6 + 64);
+        let mut out = Vec::with_capacity(expected + 32);
         out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
-        let mut crc = Crc::new();
-        let mut compressor: Option<Compress> = None;
+        let crc = COMPRESSOR.with_borrow_mut(|compressor| self.write_deflate(compressor, &mut out));
+        // The last block: empty, fixed Huffman codes, marked final; then the
+        // CRC-32 and the length modulo 2^32 (RFC 1952).
+        out.extend_from_slice(&[0x03, 0x00]);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&(self.len() as u32).to_le_bytes());
+        out
+    }
+
+    /// Writes the deflate stream of every part and gives the CRC-32 of
+    /// the JSON it encodes.
+    fn write_deflate(&self, compressor: &mut Option<Compress>, out: &mut Vec<u8>) -> u32 {
+        let mut crc = 0;
         for part in &self.parts {
             match part {
                 Part::Fresh(json) if json.is_empty() => {}
                 Part::Fresh(json) => {
-                    crc.update(json);
+                    crc = crc32(crc, json);
                     if json.len() < MIN_DEFLATED_LEN {
-                        write_stored(&mut out, json);
+                        write_stored(out, json);
                     } else {
-                        deflate_segment(&mut compressor, json, &mut out);
+                        deflate_segment(compressor, json, out);
                     }
                 }
                 Part::Kept(fragment) => {
-                    crc.combine(&fragment.crc);
+                    crc = crc32_combine_op(crc, fragment.crc, fragment.crc_append);
                     let deflated = fragment.deflate.get_or_init(|| {
                         let mut segment = Vec::with_capacity(fragment.json.len() / 3 + 64);
-                        deflate_segment(&mut compressor, &fragment.json, &mut segment);
+                        deflate_segment(compressor, &fragment.json, &mut segment);
                         segment
                     });
                     out.extend_from_slice(deflated);
                 }
             }
         }
-        // The last block: empty, fixed Huffman codes, marked final.
-        out.extend_from_slice(&[0x03, 0x00]);
-        out.extend_from_slice(&crc.sum().to_le_bytes());
-        out.extend_from_slice(&crc.amount().to_le_bytes());
-        out
+        crc
     }
+}
+
+thread_local! {
+    /// One compressor per thread, reset between segments: making one
+    /// allocates and clears a few hundred kilobytes.
+    static COMPRESSOR: std::cell::RefCell<Option<Compress>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// `data` as deflate stored blocks (the stream is byte-aligned here).

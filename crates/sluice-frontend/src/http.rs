@@ -531,26 +531,34 @@ async fn api(
         && response.warnings.is_empty()
         && response.infos.is_empty()
     {
-        let json = match &assembled {
-            Some(assembled) => assembled.json(),
-            None => json::encode_response(&response),
-        };
-        let answer = Arc::new(MemoAnswer::new(bytes::Bytes::from(json)));
-        memo.put(key, answer.clone());
-        if let Some(assembled) = assembled.filter(|_| compress) {
-            let Some(body) = assembled_gzip(assembled).await else {
-                return error_response(500, ErrorType::Internal, "compression failed");
-            };
-            answer.set_quick_gzip(body.clone());
-            // Starts the memo's smaller form for repeats.
-            let _ = answer.gzipped();
-            return gzip_json_response(body);
+        match assembled {
+            Some(assembled) if compress => {
+                let Some((body, assembled)) = assembled_gzip(assembled).await else {
+                    return error_response(500, ErrorType::Internal, "compression failed");
+                };
+                let answer = Arc::new(MemoAnswer::assembled(assembled));
+                answer.set_quick_gzip(body.clone());
+                memo.put(key, answer.clone());
+                // Starts the memo's smaller form for repeats.
+                let _ = answer.gzipped();
+                return gzip_json_response(body);
+            }
+            Some(assembled) => {
+                let answer = Arc::new(MemoAnswer::assembled(assembled));
+                memo.put(key, answer.clone());
+                return memo_response(answer, gzip);
+            }
+            None => {
+                let json = bytes::Bytes::from(json::encode_response(&response));
+                let answer = Arc::new(MemoAnswer::new(json));
+                memo.put(key, answer.clone());
+                return memo_response(answer, gzip);
+            }
         }
-        return memo_response(answer, gzip);
     }
     match assembled {
         Some(assembled) if compress => match assembled_gzip(assembled).await {
-            Some(body) => gzip_json_response(body),
+            Some((body, _)) => gzip_json_response(body),
             None => error_response(500, ErrorType::Internal, "compression failed"),
         },
         Some(assembled) => json_response(200, assembled.json(), "application/json"),
@@ -560,13 +568,13 @@ async fn api(
 
 /// The gzip form of an assembled answer; off the async workers when much
 /// of it has to be compressed afresh (a first answer).
-async fn assembled_gzip(assembled: Assembled) -> Option<bytes::Bytes> {
+async fn assembled_gzip(assembled: Assembled) -> Option<(bytes::Bytes, Assembled)> {
     if assembled.uncompressed_work() > 64 * 1024 {
-        tokio::task::spawn_blocking(move || bytes::Bytes::from(assembled.gzip()))
+        tokio::task::spawn_blocking(move || (bytes::Bytes::from(assembled.gzip()), assembled))
             .await
             .ok()
     } else {
-        Some(bytes::Bytes::from(assembled.gzip()))
+        Some((bytes::Bytes::from(assembled.gzip()), assembled))
     }
 }
 
@@ -581,12 +589,12 @@ fn gzip_json_response(body: bytes::Bytes) -> Response {
 /// goes out as JSON, which `handle` compresses on the fly when asked.
 fn memo_response(answer: Arc<MemoAnswer>, gzip: bool) -> Response {
     if gzip
-        && answer.json.len() >= compression::MIN_COMPRESSED_LEN
+        && answer.json_len() >= compression::MIN_COMPRESSED_LEN
         && let Some(body) = answer.gzipped()
     {
         return gzip_json_response(body);
     }
-    json_response(200, answer.json.clone(), "application/json")
+    json_response(200, answer.json(), "application/json")
 }
 
 fn encode(response: &ApiResponse) -> Response {

@@ -134,6 +134,8 @@ pub(crate) struct Inner {
     /// Encoded answers of settled range queries (see [`acceleration::AnswerMemo`]).
     pub(crate) memo: Option<acceleration::AnswerMemo>,
     pub(crate) fragments: Option<fragments::FragmentMemo>,
+    /// Decoded results cache entries, when the cache is in process.
+    pub(crate) decoded_entries: Option<acceleration::DecodedEntries>,
 }
 
 impl Inner {
@@ -194,6 +196,18 @@ impl Frontend {
             && config.cache_range_results
             && config.fragment_memo_bytes > 0)
             .then(|| fragments::FragmentMemo::new(config.fragment_memo_bytes));
+        // A quarter of an in-process results cache's budget, for its newest
+        // entries in decoded form.
+        let decoded_entries = match config.results_cache.as_ref().map(|cache| &cache.backend) {
+            Some(sluice_cache::BackendConfig::InProcess(in_process))
+                if config.cache_range_results =>
+            {
+                Some(acceleration::DecodedEntries::new(
+                    (in_process.max_bytes / 4) as usize,
+                ))
+            }
+            _ => None,
+        };
         Ok(Frontend {
             inner: Arc::new(Inner {
                 config,
@@ -212,6 +226,7 @@ impl Frontend {
                 schedulers,
                 memo,
                 fragments,
+                decoded_entries,
                 results_cache,
                 collapser: acceleration::Collapser::default(),
             }),

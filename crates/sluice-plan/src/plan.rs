@@ -85,6 +85,12 @@ impl Plan {
     /// A wrong number of answers, or a success that is not a query answer, is
     /// an internal error rather than a panic.
     pub fn merge(&self, answers: Vec<ApiResponse>) -> ApiResponse {
+        self.clone().into_merged(answers)
+    }
+
+    /// [`Plan::merge`], consuming the plan so that cached data moves into
+    /// the answer instead of being copied.
+    pub fn into_merged(self, answers: Vec<ApiResponse>) -> ApiResponse {
         let expected = self.queries().len();
         if answers.len() != expected {
             return ApiResponse::error(
@@ -129,7 +135,7 @@ fn push_unique(into: &mut Vec<String>, items: Vec<String>) {
 impl Merged {
     fn add(
         &mut self,
-        plan: &Plan,
+        plan: Plan,
         answers: &mut impl Iterator<Item = ApiResponse>,
     ) -> Result<(), Box<ApiResponse>> {
         match plan {
@@ -157,7 +163,7 @@ impl Merged {
                     }
                 }
             }
-            Plan::Cached(extent) => self.parts.push(extent.data.clone().unwrap_or_default()),
+            Plan::Cached(extent) => self.parts.push(extent.data.unwrap_or_default()),
             Plan::Concat(children) => {
                 for child in children {
                     self.add(child, answers)?;
