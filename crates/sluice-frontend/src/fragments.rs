@@ -29,6 +29,13 @@ use zlib_rs::crc32::{crc32, crc32_combine_gen, crc32_combine_op};
 /// an edge re-encoded afresh is cheap and a fragment still compresses well.
 pub(crate) const POINTS_PER_FRAGMENT: i64 = 128;
 
+/// The deflate level of segments. zlib-rs's level 1 is a quick mode with
+/// fixed codes; level 2 is its fast matcher with fitted codes, which made a
+/// week-long range answer 30% smaller (257 KB against 364 KB; zlib's level
+/// 6 on the whole answer: 222 KB) in about the same time. Segments are
+/// made once and sent many times, so size counts.
+const SEGMENT_LEVEL: u32 = 2;
+
 /// Fresh JSON shorter than this goes into the gzip stream uncompressed (a
 /// stored block), which costs five bytes and no compressor reset.
 const MIN_DEFLATED_LEN: usize = 256;
@@ -358,7 +365,7 @@ fn deflate_segment(compressor: &mut Option<Compress>, data: &[u8], out: &mut Vec
             compressor.reset();
             compressor
         }
-        None => compressor.insert(Compress::new(Compression::fast(), false)),
+        None => compressor.insert(Compress::new(Compression::new(SEGMENT_LEVEL), false)),
     };
     let before = compressor.total_in();
     loop {
