@@ -173,24 +173,29 @@ impl Inner {
             Some(cache) => self.cache_entries(cache, &keys).await,
             None => vec![None; pieces.len()],
         };
-        let mut piece_plans: Vec<Plan> = pieces
-            .iter()
-            .zip(&entries)
-            .map(|(piece, entry)| match cache {
-                Some(_) => sluice_plan::plan_with_cache(piece, entry.as_deref()),
-                None => Plan::Query(piece.clone()),
-            })
-            .collect();
-        acceleration.cached_extents = piece_plans.iter().map(Plan::cached_leaves).sum();
-        acceleration.samples_from_cache = piece_plans.iter().map(Plan::cached_samples).sum();
-        let leaves: Vec<RangeQuery> = piece_plans
+        // What has to run is known from the extents' ranges alone: it is
+        // sent first, and the cached data is copied out while it runs.
+        let plan_pieces = |with_data: bool| -> Vec<Plan> {
+            pieces
+                .iter()
+                .zip(&entries)
+                .map(|(piece, entry)| match (cache, with_data) {
+                    (Some(_), true) => sluice_plan::plan_with_cache(piece, entry.as_deref()),
+                    (Some(_), false) => {
+                        sluice_plan::plan_queries_with_cache(piece, entry.as_deref())
+                    }
+                    (None, _) => Plan::Query(piece.clone()),
+                })
+                .collect()
+        };
+        let leaves: Vec<RangeQuery> = plan_pieces(false)
             .iter()
             .flat_map(Plan::queries)
             .cloned()
             .collect();
         acceleration.sub_queries = leaves.len();
         let parallelism = config.max_query_parallelism.max(1);
-        let answers: Vec<(ApiResponse, DispatchStats)> = futures_util::stream::iter(leaves)
+        let running = futures_util::stream::iter(leaves)
             .map(|leaf| async move {
                 let mut leaf_stats = DispatchStats::default();
                 let request = QueryRequest {
@@ -202,8 +207,13 @@ impl Inner {
                 (answer, leaf_stats)
             })
             .buffered(parallelism)
-            .collect()
-            .await;
+            .collect::<Vec<(ApiResponse, DispatchStats)>>();
+        // `join` polls its first future first: the sub-queries are queued
+        // before the copying starts.
+        let (answers, mut piece_plans) =
+            futures_util::future::join(running, async { plan_pieces(true) }).await;
+        acceleration.cached_extents = piece_plans.iter().map(Plan::cached_leaves).sum();
+        acceleration.samples_from_cache = piece_plans.iter().map(Plan::cached_samples).sum();
         let mut responses = Vec::with_capacity(answers.len());
         for (answer, leaf_stats) in answers {
             stats.attempts += leaf_stats.attempts;

@@ -64,7 +64,8 @@ mod split;
 
 pub use cache::{
     CacheEntry, CacheKey, CacheOptions, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_FRESHNESS_MS, Extent,
-    answer_is_final, cache_key, decode_entry, encode_entry, plan_with_cache, updated_entry,
+    answer_is_final, cache_key, decode_entry, encode_entry, plan_queries_with_cache,
+    plan_with_cache, updated_entry,
 };
 pub use merge::{compare_labels, concat_data, slice_data};
 pub use plan::Plan;
