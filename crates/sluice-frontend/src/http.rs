@@ -567,9 +567,11 @@ async fn api(
 }
 
 /// The gzip form of an assembled answer; off the async workers when much
-/// of it has to be compressed afresh (a first answer).
+/// of it has to be compressed afresh (a first answer). A moved range's
+/// edges and new pieces are tens of kilobytes, well under a millisecond's
+/// work: handing them to another thread would cost a wake-up instead.
 async fn assembled_gzip(assembled: Assembled) -> Option<(bytes::Bytes, Assembled)> {
-    if assembled.uncompressed_work() > 64 * 1024 {
+    if assembled.uncompressed_work() > 192 * 1024 {
         tokio::task::spawn_blocking(move || (bytes::Bytes::from(assembled.gzip()), assembled))
             .await
             .ok()
