@@ -36,6 +36,10 @@ pub(crate) const POINTS_PER_FRAGMENT: i64 = 128;
 /// made once and sent many times, so size counts.
 const SEGMENT_LEVEL: u32 = 2;
 
+/// The level of JSON written for one answer alone (a series' edges): it is
+/// sent once, so the quickest mode is the right one.
+const FRESH_LEVEL: u32 = 1;
+
 /// Fresh JSON shorter than this goes into the gzip stream uncompressed (a
 /// stored block), which costs five bytes and no compressor reset.
 const MIN_DEFLATED_LEN: usize = 256;
@@ -87,12 +91,14 @@ impl Fragment {
 /// A hash of samples, for finding fragments (equality is checked after).
 fn samples_hash(timestamps_ms: &[i64], values: &[f64]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut hash = timestamps_ms.len() as u64;
+    // Two independent chains, so the multiplications overlap: this runs
+    // over every sample of every answer that uses the memo.
+    let (mut times, mut bits) = (timestamps_ms.len() as u64, K);
     for (timestamp_ms, value) in timestamps_ms.iter().zip(values) {
-        hash = (hash.rotate_left(5) ^ *timestamp_ms as u64).wrapping_mul(K);
-        hash = (hash.rotate_left(5) ^ value.to_bits()).wrapping_mul(K);
+        times = (times.rotate_left(5) ^ *timestamp_ms as u64).wrapping_mul(K);
+        bits = (bits.rotate_left(5) ^ value.to_bits()).wrapping_mul(K);
     }
-    hash
+    (times ^ bits.rotate_left(32)).wrapping_mul(K)
 }
 
 #[derive(Default)]
@@ -300,7 +306,8 @@ impl Assembled {
         // RFC 1952 header: deflate, no flags, no time, unknown OS.
         let mut out = Vec::with_capacity(expected + 32);
         out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
-        let crc = COMPRESSOR.with_borrow_mut(|compressor| self.write_deflate(compressor, &mut out));
+        let crc =
+            COMPRESSORS.with_borrow_mut(|compressors| self.write_deflate(compressors, &mut out));
         // The last block: empty, fixed Huffman codes, marked final; then the
         // CRC-32 and the length modulo 2^32 (RFC 1952).
         out.extend_from_slice(&[0x03, 0x00]);
@@ -311,7 +318,7 @@ impl Assembled {
 
     /// Writes the deflate stream of every part and gives the CRC-32 of
     /// the JSON it encodes.
-    fn write_deflate(&self, compressor: &mut Option<Compress>, out: &mut Vec<u8>) -> u32 {
+    fn write_deflate(&self, compressors: &mut Compressors, out: &mut Vec<u8>) -> u32 {
         let mut crc = 0;
         for part in &self.parts {
             match part {
@@ -321,14 +328,19 @@ impl Assembled {
                     if json.len() < MIN_DEFLATED_LEN {
                         write_stored(out, json);
                     } else {
-                        deflate_segment(compressor, json, out);
+                        deflate_segment(&mut compressors.fresh, FRESH_LEVEL, json, out);
                     }
                 }
                 Part::Kept(fragment) => {
                     crc = crc32_combine_op(crc, fragment.crc, fragment.crc_append);
                     let deflated = fragment.deflate.get_or_init(|| {
                         let mut segment = Vec::with_capacity(fragment.json.len() / 3 + 64);
-                        deflate_segment(compressor, &fragment.json, &mut segment);
+                        deflate_segment(
+                            &mut compressors.kept,
+                            SEGMENT_LEVEL,
+                            &fragment.json,
+                            &mut segment,
+                        );
                         segment
                     });
                     out.extend_from_slice(deflated);
@@ -340,10 +352,16 @@ impl Assembled {
 }
 
 thread_local! {
-    /// One compressor per thread, reset between segments: making one
+    /// Compressors per thread, reset between segments: making one
     /// allocates and clears a few hundred kilobytes.
-    static COMPRESSOR: std::cell::RefCell<Option<Compress>> =
-        const { std::cell::RefCell::new(None) };
+    static COMPRESSORS: std::cell::RefCell<Compressors> =
+        const { std::cell::RefCell::new(Compressors { fresh: None, kept: None }) };
+}
+
+/// One compressor for each level in use.
+struct Compressors {
+    fresh: Option<Compress>,
+    kept: Option<Compress>,
 }
 
 /// `data` as deflate stored blocks (the stream is byte-aligned here).
@@ -359,13 +377,13 @@ fn write_stored(out: &mut Vec<u8>, data: &[u8]) {
 
 /// `data` as a self-contained deflate segment (no reference to anything
 /// before it) ending byte-aligned, so segments can be laid end to end.
-fn deflate_segment(compressor: &mut Option<Compress>, data: &[u8], out: &mut Vec<u8>) {
+fn deflate_segment(compressor: &mut Option<Compress>, level: u32, data: &[u8], out: &mut Vec<u8>) {
     let compressor = match compressor {
         Some(compressor) => {
             compressor.reset();
             compressor
         }
-        None => compressor.insert(Compress::new(Compression::new(SEGMENT_LEVEL), false)),
+        None => compressor.insert(Compress::new(Compression::new(level), false)),
     };
     let before = compressor.total_in();
     loop {
