@@ -223,7 +223,11 @@ impl SampleSink for Assembler<'_> {
                 .div_euclid(self.span_ms)
                 .saturating_add(1)
                 .saturating_mul(self.span_ms);
-            let to = from + timestamps_ms[from..].partition_point(|t| *t < boundary);
+            // At least one sample per piece: the boundary saturates at the
+            // end of time, and a backend's samples may come out of order.
+            // Any cut gives the same JSON; only reuse depends on it.
+            let to =
+                (from + timestamps_ms[from..].partition_point(|t| *t < boundary)).max(from + 1);
             if from > 0 {
                 out.push(b',');
             }
@@ -491,6 +495,34 @@ mod tests {
             gunzip(&moved.gzip()),
             json::encode_response(&answer(1_767_000_300_000, 2000, step))
         );
+    }
+
+    #[test]
+    fn odd_timestamps_still_encode_exactly() {
+        let memo = FragmentMemo::new(1 << 20);
+        let series = |timestamps: &[i64]| {
+            let mut series = Series::default();
+            for (index, t) in timestamps.iter().enumerate() {
+                series.push(*t, index as f64);
+            }
+            series
+        };
+        for (step, timestamps) in [
+            (60_000, vec![0, i64::MAX - 1, i64::MAX, i64::MAX]),
+            (i64::MAX / 2, vec![i64::MIN, -1, 0, i64::MAX]),
+            (1, (0..2000).rev().collect::<Vec<_>>()),
+            (60_000, vec![5, 3, 9_000_000, 1, 7_700_000, 2]),
+        ] {
+            let response = ApiResponse::success(ResponseData::Query(QueryData {
+                result_type: ResultType::Matrix as i32,
+                series: vec![series(&timestamps)],
+                ..QueryData::default()
+            }));
+            let assembled = assembled(&memo, &response, step);
+            let plain = json::encode_response(&response);
+            assert_eq!(assembled.json(), plain, "{timestamps:?}");
+            assert_eq!(gunzip(&assembled.gzip()), plain);
+        }
     }
 
     #[test]
