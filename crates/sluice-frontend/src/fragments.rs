@@ -407,7 +407,7 @@ fn deflate_segment(compressor: &mut Option<Compress>, level: u32, data: &[u8], o
 mod tests {
     use super::*;
     use sluice_proto::{ApiResponse, Label, QueryData, ResponseData, ResultType, Series};
-    use std::io::Read;
+    use sluice_testkit::gunzip;
 
     fn answer(start_ms: i64, points: i64, step_ms: i64) -> ApiResponse {
         let series = ["api", "web", "db"]
@@ -442,14 +442,6 @@ mod tests {
         let mut assembler = Assembler::new(memo, step_ms);
         let tail = json::encode_response_with(response, &mut assembler);
         assembler.finish(tail)
-    }
-
-    fn gunzip(body: &[u8]) -> Vec<u8> {
-        let mut decoded = Vec::new();
-        flate2::read::GzDecoder::new(body)
-            .read_to_end(&mut decoded)
-            .expect("a gzip stream");
-        decoded
     }
 
     #[test]

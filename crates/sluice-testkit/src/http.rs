@@ -102,6 +102,16 @@ pub async fn http_request(
     (status, headers, body)
 }
 
+/// A gzip body decoded; panics when it is not one (tests check bodies).
+pub fn gunzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut decoded)
+        .expect("a gzip body");
+    decoded
+}
+
 /// The first value of header `name` (case-insensitive).
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers

@@ -35,7 +35,7 @@ use std::sync::Mutex;
 
 pub use dataset::{Dataset, EDGE_CASE_LABEL_VALUES, METRIC_NAMES, Series};
 pub use http::{
-    HttpResponse, form_urlencode, header, http_get, http_get_with_headers, http_post_form,
+    HttpResponse, form_urlencode, gunzip, header, http_get, http_get_with_headers, http_post_form,
     http_post_form_with_headers, http_request,
 };
 pub use memcached::MemcachedServer;

@@ -14,7 +14,6 @@
 //! median of several runs with a keep-alive client; the ratios against (a)
 //! are the result.
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 mod support;
@@ -65,14 +64,11 @@ async fn timed_raw(
 
 /// The JSON of a body from [`timed_raw`].
 fn decoded(body: &[u8], gzip: bool) -> Vec<u8> {
-    if !gzip {
-        return body.to_vec();
+    if gzip {
+        sluice_testkit::gunzip(body)
+    } else {
+        body.to_vec()
     }
-    let mut decoded = Vec::new();
-    flate2::read::GzDecoder::new(body)
-        .read_to_end(&mut decoded)
-        .expect("a gzip body");
-    decoded
 }
 
 /// One request's duration and its decoded body.

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::{DelayProxy, SluiceProcess, start_sluice};
 use sluice_testkit::{
-    Dataset, MemcachedServer, PrometheusServer, form_urlencode, http_get, http_get_with_headers,
+    Dataset, MemcachedServer, PrometheusServer, form_urlencode, gunzip, header, http_get,
+    http_get_with_headers,
 };
 
 const MINUTE_MS: i64 = 60_000;
@@ -341,22 +342,6 @@ async fn fifty_identical_queries_reach_the_queriers_once_per_piece() {
         sluice.metric("sluice_collapsed_subqueries_total").await,
         49.0 * pieces
     );
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(key, _)| key.eq_ignore_ascii_case(name))
-        .map(|(_, value)| value.as_str())
-}
-
-fn gunzip(body: &[u8]) -> Vec<u8> {
-    use std::io::Read;
-    let mut decoded = Vec::new();
-    flate2::read::GzDecoder::new(body)
-        .read_to_end(&mut decoded)
-        .expect("a gzip body");
-    decoded
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
