@@ -381,28 +381,76 @@ fn metadata_key(tenant: &str, request: &QueryRequest) -> String {
     key
 }
 
+/// Values bounded by a byte count the caller reckons for each; the oldest
+/// go first. A key put again gets the new value and keeps its place.
+struct OldestFirst<K, V> {
+    max_bytes: usize,
+    state: Mutex<OldestFirstState<K, V>>,
+}
+
+struct OldestFirstState<K, V> {
+    values: HashMap<K, (V, usize)>,
+    order: std::collections::VecDeque<K>,
+    bytes: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> OldestFirst<K, V> {
+    fn new(max_bytes: usize) -> Self {
+        OldestFirst {
+            max_bytes,
+            state: Mutex::new(OldestFirstState {
+                values: HashMap::new(),
+                order: std::collections::VecDeque::new(),
+                bytes: 0,
+            }),
+        }
+    }
+
+    fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let state = self.state.lock().expect("bounded map lock");
+        state.values.get(key).map(|(value, _)| value.clone())
+    }
+
+    /// Keeps `value`, counted as `bytes`; one over a quarter of the whole
+    /// budget is not kept, so a single answer cannot flush everything.
+    fn put(&self, key: K, value: V, bytes: usize) {
+        if bytes > self.max_bytes / 4 {
+            return;
+        }
+        let mut state = self.state.lock().expect("bounded map lock");
+        match state.values.insert(key.clone(), (value, bytes)) {
+            Some((_, replaced)) => state.bytes -= replaced,
+            None => state.order.push_back(key),
+        }
+        state.bytes += bytes;
+        while state.bytes > self.max_bytes {
+            let Some(oldest) = state.order.pop_front() else {
+                break;
+            };
+            if let Some((_, evicted)) = state.values.remove(&oldest) {
+                state.bytes -= evicted;
+            }
+        }
+    }
+}
+
 /// The encoded answers of recent range queries whose whole range is older
 /// than the freshness window, so their answer can no longer change: an exact
 /// repeat (a dashboard reloaded) is served as stored bytes, skipping the
 /// decoding, merging and JSON encoding that dominate a warm query's cost.
 /// Bounded by bytes; the oldest entries go first.
 pub(crate) struct AnswerMemo {
-    max_bytes: usize,
-    state: Mutex<MemoState>,
-}
-
-#[derive(Default)]
-struct MemoState {
-    answers: HashMap<Vec<u8>, Arc<MemoAnswer>>,
-    order: std::collections::VecDeque<Vec<u8>>,
-    bytes: usize,
+    answers: OldestFirst<Vec<u8>, Arc<MemoAnswer>>,
 }
 
 impl AnswerMemo {
     pub(crate) fn new(max_bytes: usize) -> AnswerMemo {
         AnswerMemo {
-            max_bytes,
-            state: Mutex::new(MemoState::default()),
+            answers: OldestFirst::new(max_bytes),
         }
     }
 
@@ -425,35 +473,14 @@ impl AnswerMemo {
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<MemoAnswer>> {
-        self.state
-            .lock()
-            .expect("memo lock")
-            .answers
-            .get(key)
-            .cloned()
+        self.answers.get(key)
     }
 
     /// Keeps `answer`, counting its JSON and room for the gzip form that a
-    /// client may ask for later (a fifth of the JSON on range answers).
+    /// client may ask for later.
     pub(crate) fn put(&self, key: Vec<u8>, answer: Arc<MemoAnswer>) {
-        if answer.counted_len() > self.max_bytes / 4 {
-            return;
-        }
-        let mut state = self.state.lock().expect("memo lock");
-        if state.answers.contains_key(&key) {
-            return;
-        }
-        state.bytes += answer.counted_len() + key.len();
-        state.order.push_back(key.clone());
-        state.answers.insert(key, answer);
-        while state.bytes > self.max_bytes {
-            let Some(oldest) = state.order.pop_front() else {
-                break;
-            };
-            if let Some(evicted) = state.answers.remove(&oldest) {
-                state.bytes -= evicted.counted_len() + oldest.len();
-            }
-        }
+        let bytes = answer.counted_len() + key.len();
+        self.answers.put(key, answer, bytes);
     }
 }
 
@@ -465,54 +492,25 @@ impl AnswerMemo {
 /// copy would still be right, only shorter). Bounded by bytes (twice the
 /// encoded size, for the decoded form); the oldest go first.
 pub(crate) struct DecodedEntries {
-    max_bytes: usize,
-    state: Mutex<DecodedState>,
-}
-
-#[derive(Default)]
-struct DecodedState {
-    entries: HashMap<String, (Arc<CacheEntry>, usize)>,
-    order: std::collections::VecDeque<String>,
-    bytes: usize,
+    entries: OldestFirst<String, Arc<CacheEntry>>,
 }
 
 impl DecodedEntries {
     pub(crate) fn new(max_bytes: usize) -> DecodedEntries {
         DecodedEntries {
-            max_bytes,
-            state: Mutex::new(DecodedState::default()),
+            entries: OldestFirst::new(max_bytes),
         }
     }
 
     fn get(&self, storage_key: &str) -> Option<Arc<CacheEntry>> {
-        let state = self.state.lock().expect("decoded entries lock");
-        state
-            .entries
-            .get(storage_key)
-            .map(|(entry, _)| entry.clone())
+        self.entries.get(storage_key)
     }
 
     /// Keeps `entry`, whose encoding is `encoded_len` bytes, in place of
     /// any older one under the same key.
     fn put(&self, storage_key: String, entry: Arc<CacheEntry>, encoded_len: usize) {
-        let counted = encoded_len * 2 + storage_key.len();
-        if counted > self.max_bytes / 4 {
-            return;
-        }
-        let mut state = self.state.lock().expect("decoded entries lock");
-        match state.entries.insert(storage_key.clone(), (entry, counted)) {
-            Some((_, replaced)) => state.bytes -= replaced,
-            None => state.order.push_back(storage_key),
-        }
-        state.bytes += counted;
-        while state.bytes > self.max_bytes {
-            let Some(oldest) = state.order.pop_front() else {
-                break;
-            };
-            if let Some((_, evicted)) = state.entries.remove(&oldest) {
-                state.bytes -= evicted;
-            }
-        }
+        let bytes = encoded_len * 2 + storage_key.len();
+        self.entries.put(storage_key, entry, bytes);
     }
 }
 
@@ -546,14 +544,18 @@ impl MemoAnswer {
         }
     }
 
-    /// An answer whose JSON is made from `assembled` when first needed.
-    pub(crate) fn assembled(assembled: crate::fragments::Assembled) -> MemoAnswer {
+    /// An answer whose JSON is made from `assembled` when first needed,
+    /// with the gzip form spliced on the way, if one was.
+    pub(crate) fn assembled(
+        assembled: crate::fragments::Assembled,
+        quick_gzip: Option<bytes::Bytes>,
+    ) -> MemoAnswer {
         MemoAnswer {
             json_len: assembled.len(),
             json: std::sync::OnceLock::new(),
             assembled: Mutex::new(Some(assembled)),
             gzip: std::sync::OnceLock::new(),
-            quick_gzip: Mutex::new(None),
+            quick_gzip: Mutex::new(quick_gzip),
             making_gzip: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -580,14 +582,6 @@ impl MemoAnswer {
                 )
             })
             .clone()
-    }
-
-    /// Keeps a gzip form made on the way, for use until the smaller one
-    /// is ready.
-    pub(crate) fn set_quick_gzip(&self, body: bytes::Bytes) {
-        if self.gzip.get().is_none() {
-            *self.quick_gzip.lock().expect("quick gzip lock") = Some(body);
-        }
     }
 
     /// The gzip form if it is made; otherwise starts making it, once, off
@@ -654,7 +648,7 @@ mod tests {
         }
         assert!(memo.get(&[0]).is_none(), "the oldest went first");
         assert_eq!(memo.get(&[9]).unwrap().json().len(), 70);
-        let state = memo.state.lock().unwrap();
+        let state = memo.answers.state.lock().unwrap();
         assert!(state.bytes <= 400);
     }
 
@@ -672,7 +666,7 @@ mod tests {
         }));
         let mut assembler = crate::fragments::Assembler::new(&fragments, 60_000);
         let tail = sluice_api::json::encode_response_with(&response, &mut assembler);
-        let answer = MemoAnswer::assembled(assembler.finish(tail));
+        let answer = MemoAnswer::assembled(assembler.finish(tail), None);
         let want = sluice_api::json::encode_response(&response);
         assert_eq!(answer.json_len(), want.len());
         assert_eq!(answer.json(), want);
@@ -707,14 +701,14 @@ mod tests {
             kept.extents[0].end_ms, 2,
             "the newer entry replaced the older"
         );
-        assert_eq!(decoded.state.lock().unwrap().order.len(), 1);
+        assert_eq!(decoded.entries.state.lock().unwrap().order.len(), 1);
         for index in 0..20 {
             decoded.put(format!("key-{index}"), entry(1), 1000);
         }
-        let state = decoded.state.lock().unwrap();
+        let state = decoded.entries.state.lock().unwrap();
         assert!(state.bytes <= 10_000, "{}", state.bytes);
-        assert!(!state.entries.contains_key("a"), "the oldest went first");
-        assert!(state.entries.contains_key("key-19"));
+        assert!(!state.values.contains_key("a"), "the oldest went first");
+        assert!(state.values.contains_key("key-19"));
         drop(state);
         // Larger than a quarter of the budget: not kept at all.
         decoded.put("big".into(), entry(1), 2000);

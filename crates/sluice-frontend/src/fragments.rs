@@ -182,6 +182,15 @@ enum Part {
     Kept(Arc<Fragment>),
 }
 
+impl Part {
+    fn json(&self) -> &[u8] {
+        match self {
+            Part::Fresh(json) => json,
+            Part::Kept(fragment) => &fragment.json,
+        }
+    }
+}
+
 /// Splits series' samples at fixed points in time and takes the pieces
 /// wholly inside a series from the memo.
 pub(crate) struct Assembler<'a> {
@@ -260,13 +269,7 @@ pub(crate) struct Assembled {
 impl Assembled {
     /// The JSON length.
     pub(crate) fn len(&self) -> usize {
-        self.parts
-            .iter()
-            .map(|part| match part {
-                Part::Fresh(json) => json.len(),
-                Part::Kept(fragment) => fragment.json.len(),
-            })
-            .sum()
+        self.parts.iter().map(|part| part.json().len()).sum()
     }
 
     /// Bytes that [`Assembled::gzip`] would have to compress afresh.
@@ -285,10 +288,7 @@ impl Assembled {
     pub(crate) fn json(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len());
         for part in &self.parts {
-            match part {
-                Part::Fresh(json) => out.extend_from_slice(json),
-                Part::Kept(fragment) => out.extend_from_slice(&fragment.json),
-            }
+            out.extend_from_slice(part.json());
         }
         out
     }

@@ -522,47 +522,34 @@ async fn api(
         }
         _ => None,
     };
-    let compress = gzip
-        && assembled
-            .as_ref()
-            .is_some_and(|assembled| assembled.len() >= compression::MIN_COMPRESSED_LEN);
+    // The spliced gzip form, when the client wants one and the answer is
+    // long enough to gain from it.
+    let (spliced, assembled) = match assembled {
+        Some(assembled) if gzip && assembled.len() >= compression::MIN_COMPRESSED_LEN => {
+            match assembled_gzip(assembled).await {
+                Some((body, assembled)) => (Some(body), Some(assembled)),
+                None => return error_response(500, ErrorType::Internal, "compression failed"),
+            }
+        }
+        other => (None, other),
+    };
     if let (Some(key), Some(memo)) = (memo_key, &inner.memo)
         && !response.is_error()
         && response.warnings.is_empty()
         && response.infos.is_empty()
     {
-        match assembled {
-            Some(assembled) if compress => {
-                let Some((body, assembled)) = assembled_gzip(assembled).await else {
-                    return error_response(500, ErrorType::Internal, "compression failed");
-                };
-                let answer = Arc::new(MemoAnswer::assembled(assembled));
-                answer.set_quick_gzip(body.clone());
-                memo.put(key, answer.clone());
-                // Starts the memo's smaller form for repeats.
-                let _ = answer.gzipped();
-                return gzip_json_response(body);
-            }
-            Some(assembled) => {
-                let answer = Arc::new(MemoAnswer::assembled(assembled));
-                memo.put(key, answer.clone());
-                return memo_response(answer, gzip);
-            }
-            None => {
-                let json = bytes::Bytes::from(json::encode_response(&response));
-                let answer = Arc::new(MemoAnswer::new(json));
-                memo.put(key, answer.clone());
-                return memo_response(answer, gzip);
-            }
-        }
+        let answer = Arc::new(match assembled {
+            Some(assembled) => MemoAnswer::assembled(assembled, spliced),
+            None => MemoAnswer::new(bytes::Bytes::from(json::encode_response(&response))),
+        });
+        memo.put(key, answer.clone());
+        // Serves the spliced form now, and starts the smaller one for repeats.
+        return memo_response(answer, gzip);
     }
-    match assembled {
-        Some(assembled) if compress => match assembled_gzip(assembled).await {
-            Some((body, _)) => gzip_json_response(body),
-            None => error_response(500, ErrorType::Internal, "compression failed"),
-        },
-        Some(assembled) => json_response(200, assembled.json(), "application/json"),
-        None => encode(&response),
+    match (spliced, assembled) {
+        (Some(body), _) => gzip_json_response(body),
+        (None, Some(assembled)) => json_response(200, assembled.json(), "application/json"),
+        (None, None) => encode(&response),
     }
 }
 

@@ -44,28 +44,36 @@ fn repair(series: &mut Series) {
 /// is not carried over: statistics of parts do not add up to the whole's.
 pub fn concat_data(parts: impl IntoIterator<Item = QueryData>) -> QueryData {
     let parts: Vec<QueryData> = parts.into_iter().collect();
-    // Each series' whole length first, so its samples are allocated once:
-    // growing a week of samples by doubling copies it several times over
-    // and touches fresh memory each time.
-    let mut lengths: HashMap<&[Label], (usize, usize)> = HashMap::new();
-    for series in parts.iter().flat_map(|part| &part.series) {
-        let length = lengths.entry(series.labels.as_slice()).or_default();
-        length.0 += series.timestamps_ms.len();
-        length.1 += series.histograms.len();
+    // Each series (by label set) gets a slot, and each slot's whole length
+    // is counted first, so its samples are allocated once: growing a week
+    // of samples by doubling copies it several times over and touches
+    // fresh memory each time.
+    let mut slot_of_labels: HashMap<&[Label], usize> = HashMap::new();
+    let mut lengths: Vec<(usize, usize)> = Vec::new();
+    let mut slots: Vec<Vec<usize>> = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let mut part_slots = Vec::with_capacity(part.series.len());
+        for series in &part.series {
+            let slot = *slot_of_labels
+                .entry(series.labels.as_slice())
+                .or_insert(lengths.len());
+            if slot == lengths.len() {
+                lengths.push((0, 0));
+            }
+            lengths[slot].0 += series.timestamps_ms.len();
+            lengths[slot].1 += series.histograms.len();
+            part_slots.push(slot);
+        }
+        slots.push(part_slots);
     }
-    let lengths: HashMap<Vec<Label>, (usize, usize)> = lengths
-        .into_iter()
-        .map(|(labels, length)| (labels.to_vec(), length))
-        .collect();
-    let mut index: HashMap<Vec<Label>, usize> = HashMap::new();
-    let mut merged: Vec<Series> = Vec::new();
-    let mut needs_repair = Vec::new();
-    for part in parts {
-        for mut series in part.series {
-            match index.get(&series.labels) {
+    drop(slot_of_labels);
+    let mut merged: Vec<Option<Series>> = (0..lengths.len()).map(|_| None).collect();
+    let mut needs_repair = vec![false; lengths.len()];
+    for (part, part_slots) in parts.into_iter().zip(slots) {
+        for (mut series, slot) in part.series.into_iter().zip(part_slots) {
+            match &mut merged[slot] {
                 None => {
-                    let (floats, histograms) =
-                        lengths.get(&series.labels).copied().unwrap_or_default();
+                    let (floats, histograms) = lengths[slot];
                     series
                         .timestamps_ms
                         .reserve_exact(floats.saturating_sub(series.timestamps_ms.len()));
@@ -75,12 +83,9 @@ pub fn concat_data(parts: impl IntoIterator<Item = QueryData>) -> QueryData {
                     series
                         .histograms
                         .reserve_exact(histograms.saturating_sub(series.histograms.len()));
-                    index.insert(series.labels.clone(), merged.len());
-                    merged.push(series);
-                    needs_repair.push(false);
+                    merged[slot] = Some(series);
                 }
-                Some(&at) => {
-                    let into = &mut merged[at];
+                Some(into) => {
                     let floats_in_order =
                         match (into.timestamps_ms.last(), series.timestamps_ms.first()) {
                             (Some(last), Some(first)) => last < first,
@@ -91,7 +96,7 @@ pub fn concat_data(parts: impl IntoIterator<Item = QueryData>) -> QueryData {
                             (Some(last), Some(first)) => last.timestamp_ms < first.timestamp_ms,
                             _ => true,
                         };
-                    needs_repair[at] |= !(floats_in_order && histograms_in_order);
+                    needs_repair[slot] |= !(floats_in_order && histograms_in_order);
                     into.timestamps_ms.extend(series.timestamps_ms);
                     into.values.extend(series.values);
                     into.histograms.extend(series.histograms);
@@ -99,6 +104,8 @@ pub fn concat_data(parts: impl IntoIterator<Item = QueryData>) -> QueryData {
             }
         }
     }
+    // Every slot was filled by the series that made it.
+    let mut merged: Vec<Series> = merged.into_iter().flatten().collect();
     for (series, repair_it) in merged.iter_mut().zip(needs_repair) {
         if repair_it {
             repair(series);

@@ -211,8 +211,8 @@ impl PrometheusExecutor {
     }
 }
 
-/// Includes the causes: reqwest's top-level message alone hides why a
-/// connection failed.
+/// Includes the causes: the HTTP client's top-level message alone hides
+/// why a connection failed.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
@@ -224,12 +224,16 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     message
 }
 
-fn form_body(pairs: &[(&str, &str)]) -> String {
+fn form(pairs: &[(&str, &str)]) -> form_urlencoded::Serializer<'static, String> {
     let mut serializer = form_urlencoded::Serializer::new(String::new());
     for (name, value) in pairs {
         serializer.append_pair(name, value);
     }
-    serializer.finish()
+    serializer
+}
+
+fn form_body(pairs: &[(&str, &str)]) -> String {
+    form(pairs).finish()
 }
 
 /// The form of an instant or range query: its own `pairs`, then the
@@ -242,10 +246,7 @@ fn query_form(
     stats: &str,
     limit: u64,
 ) -> String {
-    let mut form = form_urlencoded::Serializer::new(String::new());
-    for (name, value) in pairs {
-        form.append_pair(name, value);
-    }
+    let mut form = form(pairs);
     if timeout_ms > 0 {
         form.append_pair("timeout", &duration_param(timeout_ms));
     }
