@@ -24,17 +24,29 @@ use sluice_proto::{
 /// encoder writes them in place; the query-frontend's fragment memo splices
 /// in encodings it kept from earlier answers instead.
 pub trait SampleSink {
-    /// Writes one series' float samples (`[t,"v"],[t,"v"]`, without the
-    /// enclosing brackets) at the end of `out`, or arranges for them to
-    /// follow what `out` holds.
-    fn write_samples(&mut self, out: &mut Vec<u8>, timestamps_ms: &[i64], values: &[f64]);
+    /// Writes the float samples of the series labelled `labels`
+    /// (`[t,"v"],[t,"v"]`, without the enclosing brackets) at the end of
+    /// `out`, or arranges for them to follow what `out` holds.
+    fn write_samples(
+        &mut self,
+        out: &mut Vec<u8>,
+        labels: &[Label],
+        timestamps_ms: &[i64],
+        values: &[f64],
+    );
 }
 
 /// Writes samples in place.
 struct InPlace;
 
 impl SampleSink for InPlace {
-    fn write_samples(&mut self, out: &mut Vec<u8>, timestamps_ms: &[i64], values: &[f64]) {
+    fn write_samples(
+        &mut self,
+        out: &mut Vec<u8>,
+        _: &[Label],
+        timestamps_ms: &[i64],
+        values: &[f64],
+    ) {
         write_samples(out, timestamps_ms, values);
     }
 }
@@ -216,7 +228,7 @@ fn write_matrix_series(out: &mut Vec<u8>, series: &Series, sink: &mut impl Sampl
     write_labels(out, &series.labels);
     if !series.values.is_empty() {
         out.extend_from_slice(b",\"values\":[");
-        sink.write_samples(out, &series.timestamps_ms, &series.values);
+        sink.write_samples(out, &series.labels, &series.timestamps_ms, &series.values);
         out.push(b']');
     }
     if !series.histograms.is_empty() {

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::Inner;
 use crate::dispatch::DispatchStats;
+use crate::fragments::Prefixes;
 
 /// What acceleration did for one request, for its stats line and metrics.
 #[derive(Default)]
@@ -26,6 +27,28 @@ pub(crate) struct AccelerationStats {
     pub(crate) sub_queries: usize,
     pub(crate) cached_extents: usize,
     pub(crate) samples_from_cache: usize,
+}
+
+/// How a range query is to be answered, beyond what it asks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RangeOptions {
+    /// `Cache-Control: no-store`: computed now, kept nowhere.
+    pub(crate) no_store: bool,
+    /// The client takes gzip, so prepared encodings are compressed too.
+    pub(crate) gzip: bool,
+}
+
+/// A range query's answer, with its series' leading samples already
+/// encoded when they came from the results cache.
+pub(crate) struct RangeAnswer {
+    pub(crate) response: ApiResponse,
+    pub(crate) prefixes: Option<Prefixes>,
+}
+
+/// How the answers to a range query's sub-queries become its answer.
+enum Merge {
+    Plan(Plan),
+    Prefix(sluice_plan::CachedPrefix),
 }
 
 type Shared = watch::Receiver<Option<Arc<ApiResponse>>>;
@@ -136,11 +159,13 @@ impl Inner {
         tenant: &str,
         query: RangeQuery,
         deadline: Instant,
-        no_store: bool,
+        options: RangeOptions,
         stats: &mut DispatchStats,
         acceleration: &mut AccelerationStats,
-    ) -> ApiResponse {
+    ) -> RangeAnswer {
+        let RangeOptions { no_store, gzip } = options;
         let config = &self.config;
+        let step_ms = query.step_ms;
         let query = if config.align_queries_with_step {
             sluice_plan::align(&query)
         } else {
@@ -188,7 +213,10 @@ impl Inner {
                 })
                 .collect()
         };
-        let leaves: Vec<RangeQuery> = plan_pieces(false)
+        // The plans without data serve the write-back too: it needs only
+        // which ranges were run.
+        let query_plans = plan_pieces(false);
+        let leaves: Vec<RangeQuery> = query_plans
             .iter()
             .flat_map(Plan::queries)
             .cloned()
@@ -209,11 +237,42 @@ impl Inner {
             .buffered(parallelism)
             .collect::<Vec<(ApiResponse, DispatchStats)>>();
         // `join` polls its first future first: the sub-queries are queued
-        // before the copying starts.
-        let (answers, mut piece_plans) =
-            futures_util::future::join(running, async { plan_pieces(true) }).await;
-        acceleration.cached_extents = piece_plans.iter().map(Plan::cached_leaves).sum();
-        acceleration.samples_from_cache = piece_plans.iter().map(Plan::cached_samples).sum();
+        // before the copying starts. When only the newest minutes are
+        // missing, the cached rest of the answer is merged and encoded
+        // while they are computed.
+        let fragments = self.fragments.as_ref().filter(|_| cache.is_some());
+        let (answers, (merge, prefixes)) = futures_util::future::join(running, async {
+            // The querier's task, woken by the queueing, waits in this
+            // worker's next-task slot, which other workers do not take
+            // from: it has to be let run before the copying starts, or the
+            // sub-queries wait for the copying after all.
+            tokio::task::yield_now().await;
+            let entries: Vec<Option<&CacheEntry>> = entries.iter().map(Option::as_deref).collect();
+            if let Some(prefix) =
+                cache.and_then(|_| sluice_plan::cached_prefix(&query_plans, &entries))
+            {
+                acceleration.cached_extents = query_plans.iter().map(Plan::cached_leaves).sum();
+                acceleration.samples_from_cache = prefix
+                    .data
+                    .series
+                    .iter()
+                    .map(|series| series.timestamps_ms.len() + series.histograms.len())
+                    .sum();
+                let prefixes =
+                    fragments.map(|memo| Prefixes::new(memo, step_ms, &prefix.data, gzip));
+                return (Merge::Prefix(prefix), prefixes);
+            }
+            let mut piece_plans = plan_pieces(true);
+            acceleration.cached_extents = piece_plans.iter().map(Plan::cached_leaves).sum();
+            acceleration.samples_from_cache = piece_plans.iter().map(Plan::cached_samples).sum();
+            let plan = if piece_plans.len() == 1 {
+                piece_plans.pop().expect("one piece plan")
+            } else {
+                Plan::Concat(piece_plans)
+            };
+            (Merge::Plan(plan), None)
+        })
+        .await;
         let mut responses = Vec::with_capacity(answers.len());
         for (answer, leaf_stats) in answers {
             stats.attempts += leaf_stats.attempts;
@@ -240,7 +299,7 @@ impl Inner {
             let mut first_answer = 0;
             let mut writes = Vec::new();
             for (((piece, key), entry), piece_plan) in
-                pieces.iter().zip(&keys).zip(&entries).zip(&piece_plans)
+                pieces.iter().zip(&keys).zip(&entries).zip(&query_plans)
             {
                 let piece_answers = piece_plan.queries().len();
                 let own = &responses[first_answer..first_answer + piece_answers];
@@ -270,12 +329,11 @@ impl Inner {
             }
         }
         // The plan goes into the answer: its cached data moves, not copied.
-        let plan = if piece_plans.len() == 1 {
-            piece_plans.pop().expect("one piece plan")
-        } else {
-            Plan::Concat(piece_plans)
+        let response = match merge {
+            Merge::Plan(plan) => plan.into_merged(responses),
+            Merge::Prefix(prefix) => prefix.into_merged(responses),
         };
-        plan.into_merged(responses)
+        RangeAnswer { response, prefixes }
     }
 
     /// The cache entries for `keys`: from the decoded entries where kept

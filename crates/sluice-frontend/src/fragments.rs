@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use flate2::{Compress, Compression, FlushCompress};
 use sluice_api::json::{self, SampleSink};
+use sluice_proto::{Label, QueryData};
 use zlib_rs::crc32::{crc32, crc32_combine_gen, crc32_combine_op};
 
 /// Samples per fragment at the query's step: about 4 KiB of JSON, so that
@@ -43,6 +44,14 @@ const FRESH_LEVEL: u32 = 1;
 /// Fresh JSON shorter than this goes into the gzip stream uncompressed (a
 /// stored block), which costs five bytes and no compressor reset.
 const MIN_DEFLATED_LEN: usize = 256;
+
+/// The same for the fresh JSON of an answer whose series' leading samples
+/// were prepared ahead ([`Prefixes`]): what is left are the series' last
+/// pieces, a few kilobytes each, written after the backend answered. Sent
+/// as they are, they cost a few percent of the answer's size; compressing
+/// them (a compressor reset each) cost more time than the rest of the
+/// assembly.
+const MIN_DEFLATED_LEN_AFTER_PREFIX: usize = 16 * 1024;
 
 /// One run of samples, encoded.
 pub(crate) struct Fragment {
@@ -180,14 +189,176 @@ enum Part {
     /// JSON written for this answer alone.
     Fresh(Vec<u8>),
     Kept(Arc<Fragment>),
+    /// A series' leading samples, encoded before the answer was complete.
+    Prefix(Arc<Prefix>),
 }
 
 impl Part {
-    fn json(&self) -> &[u8] {
+    fn json_len(&self) -> usize {
         match self {
-            Part::Fresh(json) => json,
-            Part::Kept(fragment) => &fragment.json,
+            Part::Fresh(json) => json.len(),
+            Part::Kept(fragment) => fragment.json.len(),
+            Part::Prefix(prefix) => prefix.json_len,
         }
+    }
+
+    fn extend_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Part::Fresh(json) => out.extend_from_slice(json),
+            Part::Kept(fragment) => out.extend_from_slice(&fragment.json),
+            Part::Prefix(prefix) => prefix.parts.iter().for_each(|part| part.extend_json(out)),
+        }
+    }
+
+    /// Bytes that compressing this part would have to compress afresh.
+    fn uncompressed_work(&self) -> usize {
+        match self {
+            Part::Fresh(json) => json.len(),
+            Part::Kept(fragment) if fragment.deflate.get().is_none() => fragment.json.len(),
+            Part::Kept(_) => 0,
+            Part::Prefix(prefix) if prefix.deflate.get().is_none() => {
+                prefix.parts.iter().map(Part::uncompressed_work).sum()
+            }
+            Part::Prefix(_) => 0,
+        }
+    }
+}
+
+/// Where the piece of samples starting at `from` ends: at the first sample
+/// at or after the next multiple of `span_ms`, and at least one sample on
+/// (the boundary saturates at the end of time, and a backend's samples may
+/// come out of order). Any cut gives the same JSON; only reuse depends on it.
+fn piece_end(span_ms: i64, timestamps_ms: &[i64], from: usize) -> usize {
+    let boundary = timestamps_ms[from]
+        .div_euclid(span_ms)
+        .saturating_add(1)
+        .saturating_mul(span_ms);
+    (from + timestamps_ms[from..].partition_point(|t| *t < boundary)).max(from + 1)
+}
+
+/// One series' leading samples, encoded ahead of the rest of its answer:
+/// the series' first piece, written afresh, and the kept fragments after
+/// it, up to (not including) the last piece, which later samples may join.
+pub(crate) struct Prefix {
+    /// The first piece's samples; the kept fragments hold their own, so
+    /// together they are every sample this prefix stands for.
+    first_timestamps_ms: Box<[i64]>,
+    first_value_bits: Box<[u64]>,
+    samples: usize,
+    parts: Vec<Part>,
+    json_len: usize,
+    kept: u64,
+    made: u64,
+    /// The parts as deflate segments, their CRC-32 and its append
+    /// operator; made once.
+    deflate: OnceLock<(Vec<u8>, u32, u32)>,
+}
+
+impl Prefix {
+    /// Whether a series' samples begin with exactly this prefix's samples.
+    fn begins(&self, timestamps_ms: &[i64], values: &[f64]) -> bool {
+        let first = self.first_timestamps_ms.len();
+        if timestamps_ms.len() < self.samples
+            || values.len() < self.samples
+            || *self.first_timestamps_ms != timestamps_ms[..first]
+            || !self
+                .first_value_bits
+                .iter()
+                .zip(&values[..first])
+                .all(|(bits, value)| *bits == value.to_bits())
+        {
+            return false;
+        }
+        let mut from = first;
+        self.parts.iter().all(|part| match part {
+            Part::Kept(fragment) => {
+                let to = from + fragment.timestamps_ms.len();
+                let holds = fragment.holds(&timestamps_ms[from..to], &values[from..to]);
+                from = to;
+                holds
+            }
+            _ => true,
+        })
+    }
+
+    fn deflate(&self, compressors: &mut Compressors) -> &(Vec<u8>, u32, u32) {
+        self.deflate.get_or_init(|| {
+            let mut segments = Vec::with_capacity(self.json_len / 3 + 64);
+            let crc = write_deflate(&self.parts, MIN_DEFLATED_LEN, compressors, &mut segments);
+            (segments, crc, crc32_combine_gen(self.json_len as u64))
+        })
+    }
+}
+
+/// Encodings of series' leading samples, made while the rest of their
+/// answer is being computed: for a range moved forward, all but the newest
+/// minutes come from the results cache, so nearly the whole answer can be
+/// written and compressed before the backend has answered. Each prefix is
+/// used only for a series whose samples begin with exactly its samples.
+#[derive(Default)]
+pub(crate) struct Prefixes {
+    by_labels: HashMap<Vec<Label>, Arc<Prefix>>,
+}
+
+impl Prefixes {
+    /// Prefixes of `data`'s series at `step_ms`, in their gzip form too
+    /// when `gzip`.
+    pub(crate) fn new(memo: &FragmentMemo, step_ms: i64, data: &QueryData, gzip: bool) -> Prefixes {
+        let span_ms = step_ms.max(1).saturating_mul(POINTS_PER_FRAGMENT);
+        let mut by_labels = HashMap::with_capacity(data.series.len());
+        for series in &data.series {
+            let (timestamps_ms, values) = (&series.timestamps_ms, &series.values);
+            if timestamps_ms.is_empty() || timestamps_ms.len() != values.len() {
+                continue;
+            }
+            let first_end = piece_end(span_ms, timestamps_ms, 0);
+            if first_end == timestamps_ms.len() {
+                continue;
+            }
+            let mut first = Vec::with_capacity(first_end * 34);
+            json::write_samples(
+                &mut first,
+                &timestamps_ms[..first_end],
+                &values[..first_end],
+            );
+            let mut prefix = Prefix {
+                first_timestamps_ms: timestamps_ms[..first_end].into(),
+                first_value_bits: values[..first_end].iter().map(|v| v.to_bits()).collect(),
+                samples: first_end,
+                json_len: 0,
+                parts: vec![Part::Fresh(first)],
+                kept: 0,
+                made: 0,
+                deflate: OnceLock::new(),
+            };
+            loop {
+                let to = piece_end(span_ms, timestamps_ms, prefix.samples);
+                // The last piece stays open: later samples may join it.
+                if to == timestamps_ms.len() {
+                    break;
+                }
+                let (fragment, kept) = memo.fragment(
+                    &timestamps_ms[prefix.samples..to],
+                    &values[prefix.samples..to],
+                );
+                if kept {
+                    prefix.kept += 1;
+                } else {
+                    prefix.made += 1;
+                }
+                prefix.parts.push(Part::Fresh(b",".to_vec()));
+                prefix.parts.push(Part::Kept(fragment));
+                prefix.samples = to;
+            }
+            prefix.json_len = prefix.parts.iter().map(Part::json_len).sum();
+            if gzip {
+                COMPRESSORS.with_borrow_mut(|compressors| {
+                    prefix.deflate(compressors);
+                });
+            }
+            by_labels.insert(series.labels.clone(), Arc::new(prefix));
+        }
+        Prefixes { by_labels }
     }
 }
 
@@ -195,6 +366,7 @@ impl Part {
 /// wholly inside a series from the memo.
 pub(crate) struct Assembler<'a> {
     memo: &'a FragmentMemo,
+    prefixes: Option<&'a Prefixes>,
     span_ms: i64,
     parts: Vec<Part>,
     /// Fragments taken from the memo, and made for this answer.
@@ -207,11 +379,18 @@ impl<'a> Assembler<'a> {
     pub(crate) fn new(memo: &'a FragmentMemo, step_ms: i64) -> Assembler<'a> {
         Assembler {
             memo,
+            prefixes: None,
             span_ms: step_ms.max(1).saturating_mul(POINTS_PER_FRAGMENT),
             parts: Vec::new(),
             kept: 0,
             made: 0,
         }
+    }
+
+    /// Uses `prefixes` for the series whose samples begin with theirs.
+    pub(crate) fn with_prefixes(mut self, prefixes: Option<&'a Prefixes>) -> Assembler<'a> {
+        self.prefixes = prefixes;
+        self
     }
 
     /// The whole answer, given the JSON written after the last samples.
@@ -224,19 +403,28 @@ impl<'a> Assembler<'a> {
 }
 
 impl SampleSink for Assembler<'_> {
-    fn write_samples(&mut self, out: &mut Vec<u8>, timestamps_ms: &[i64], values: &[f64]) {
+    fn write_samples(
+        &mut self,
+        out: &mut Vec<u8>,
+        labels: &[Label],
+        timestamps_ms: &[i64],
+        values: &[f64],
+    ) {
         let count = timestamps_ms.len();
         let mut from = 0;
+        if let Some(prefix) = self
+            .prefixes
+            .and_then(|prefixes| prefixes.by_labels.get(labels))
+            .filter(|prefix| prefix.begins(timestamps_ms, values))
+        {
+            self.kept += prefix.kept;
+            self.made += prefix.made;
+            self.parts.push(Part::Fresh(std::mem::take(out)));
+            self.parts.push(Part::Prefix(prefix.clone()));
+            from = prefix.samples;
+        }
         while from < count {
-            let boundary = timestamps_ms[from]
-                .div_euclid(self.span_ms)
-                .saturating_add(1)
-                .saturating_mul(self.span_ms);
-            // At least one sample per piece: the boundary saturates at the
-            // end of time, and a backend's samples may come out of order.
-            // Any cut gives the same JSON; only reuse depends on it.
-            let to =
-                (from + timestamps_ms[from..].partition_point(|t| *t < boundary)).max(from + 1);
+            let to = piece_end(self.span_ms, timestamps_ms, from);
             if from > 0 {
                 out.push(b',');
             }
@@ -269,26 +457,19 @@ pub(crate) struct Assembled {
 impl Assembled {
     /// The JSON length.
     pub(crate) fn len(&self) -> usize {
-        self.parts.iter().map(|part| part.json().len()).sum()
+        self.parts.iter().map(Part::json_len).sum()
     }
 
     /// Bytes that [`Assembled::gzip`] would have to compress afresh.
     pub(crate) fn uncompressed_work(&self) -> usize {
-        self.parts
-            .iter()
-            .map(|part| match part {
-                Part::Fresh(json) => json.len(),
-                Part::Kept(fragment) if fragment.deflate.get().is_none() => fragment.json.len(),
-                Part::Kept(_) => 0,
-            })
-            .sum()
+        self.parts.iter().map(Part::uncompressed_work).sum()
     }
 
     /// The answer as JSON.
     pub(crate) fn json(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len());
         for part in &self.parts {
-            out.extend_from_slice(part.json());
+            part.extend_json(&mut out);
         }
         out
     }
@@ -305,13 +486,27 @@ impl Assembled {
                     .deflate
                     .get()
                     .map_or(fragment.json.len() / 3, Vec::len),
+                Part::Prefix(prefix) => prefix
+                    .deflate
+                    .get()
+                    .map_or(prefix.json_len / 3, |(segments, _, _)| segments.len()),
             })
             .sum();
         // RFC 1952 header: deflate, no flags, no time, unknown OS.
         let mut out = Vec::with_capacity(expected + 32);
         out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
-        let crc =
-            COMPRESSORS.with_borrow_mut(|compressors| self.write_deflate(compressors, &mut out));
+        let crc = COMPRESSORS.with_borrow_mut(|compressors| {
+            let prefixed = self
+                .parts
+                .iter()
+                .any(|part| matches!(part, Part::Prefix(_)));
+            let min_deflated_len = if prefixed {
+                MIN_DEFLATED_LEN_AFTER_PREFIX
+            } else {
+                MIN_DEFLATED_LEN
+            };
+            write_deflate(&self.parts, min_deflated_len, compressors, &mut out)
+        });
         // The last block: empty, fixed Huffman codes, marked final; then the
         // CRC-32 and the length modulo 2^32 (RFC 1952).
         out.extend_from_slice(&[0x03, 0x00]);
@@ -319,40 +514,50 @@ impl Assembled {
         out.extend_from_slice(&(self.len() as u32).to_le_bytes());
         out
     }
+}
 
-    /// Writes the deflate stream of every part and gives the CRC-32 of
-    /// the JSON it encodes.
-    fn write_deflate(&self, compressors: &mut Compressors, out: &mut Vec<u8>) -> u32 {
-        let mut crc = 0;
-        for part in &self.parts {
-            match part {
-                Part::Fresh(json) if json.is_empty() => {}
-                Part::Fresh(json) => {
-                    crc = crc32(crc, json);
-                    if json.len() < MIN_DEFLATED_LEN {
-                        write_stored(out, json);
-                    } else {
-                        deflate_segment(&mut compressors.fresh, FRESH_LEVEL, json, out);
-                    }
-                }
-                Part::Kept(fragment) => {
-                    crc = crc32_combine_op(crc, fragment.crc, fragment.crc_append);
-                    let deflated = fragment.deflate.get_or_init(|| {
-                        let mut segment = Vec::with_capacity(fragment.json.len() / 3 + 64);
-                        deflate_segment(
-                            &mut compressors.kept,
-                            SEGMENT_LEVEL,
-                            &fragment.json,
-                            &mut segment,
-                        );
-                        segment
-                    });
-                    out.extend_from_slice(deflated);
+/// Writes the deflate stream of `parts` and gives the CRC-32 of the JSON
+/// it encodes.
+fn write_deflate(
+    parts: &[Part],
+    min_deflated_len: usize,
+    compressors: &mut Compressors,
+    out: &mut Vec<u8>,
+) -> u32 {
+    let mut crc = 0;
+    for part in parts {
+        match part {
+            Part::Fresh(json) if json.is_empty() => {}
+            Part::Fresh(json) => {
+                crc = crc32(crc, json);
+                if json.len() < min_deflated_len {
+                    write_stored(out, json);
+                } else {
+                    deflate_segment(&mut compressors.fresh, FRESH_LEVEL, json, out);
                 }
             }
+            Part::Kept(fragment) => {
+                crc = crc32_combine_op(crc, fragment.crc, fragment.crc_append);
+                let deflated = fragment.deflate.get_or_init(|| {
+                    let mut segment = Vec::with_capacity(fragment.json.len() / 3 + 64);
+                    deflate_segment(
+                        &mut compressors.kept,
+                        SEGMENT_LEVEL,
+                        &fragment.json,
+                        &mut segment,
+                    );
+                    segment
+                });
+                out.extend_from_slice(deflated);
+            }
+            Part::Prefix(prefix) => {
+                let (segments, prefix_crc, append) = prefix.deflate(compressors);
+                crc = crc32_combine_op(crc, *prefix_crc, *append);
+                out.extend_from_slice(segments);
+            }
         }
-        crc
     }
+    crc
 }
 
 thread_local! {
@@ -487,6 +692,72 @@ mod tests {
             gunzip(&moved.gzip()),
             json::encode_response(&answer(1_767_000_300_000, 2000, step))
         );
+    }
+
+    fn query_data(response: &ApiResponse) -> &QueryData {
+        match &response.data {
+            Some(ResponseData::Query(data)) => data,
+            _ => unreachable!("answer() makes query data"),
+        }
+    }
+
+    #[test]
+    fn prefixes_made_ahead_give_the_plain_encoding() {
+        let step = 60_000;
+        let start = 1_767_000_000_000;
+        // The cached part ends five steps before the answer does.
+        let whole = answer(start, 2000, step);
+        let cached = answer(start, 1995, step);
+        let plain = json::encode_response(&whole);
+        for gzip in [true, false] {
+            let memo = FragmentMemo::new(64 << 20);
+            let prefixes = Prefixes::new(&memo, step, query_data(&cached), gzip);
+            assert_eq!(prefixes.by_labels.len(), 3);
+            let made = memo.len();
+            let mut assembler = Assembler::new(&memo, step).with_prefixes(Some(&prefixes));
+            let tail = json::encode_response_with(&whole, &mut assembler);
+            // Every interior piece came with the prefixes: none made now.
+            assert_eq!(memo.len(), made);
+            assert_eq!(assembler.made as usize, made);
+            let assembled = assembler.finish(tail);
+            assert_eq!(assembled.json(), plain);
+            assert_eq!(gunzip(&assembled.gzip()), plain);
+            // With the gzip form made ahead, only the edges are left.
+            if gzip {
+                let work = assembled.uncompressed_work();
+                assert!(work * 20 < assembled.len(), "{work} of {}", assembled.len());
+            }
+        }
+    }
+
+    #[test]
+    fn a_prefix_stands_only_for_its_own_samples() {
+        let step = 60_000;
+        let start = 1_767_000_000_000;
+        let memo = FragmentMemo::new(64 << 20);
+        let cached = answer(start, 1995, step);
+        let prefixes = Prefixes::new(&memo, step, query_data(&cached), true);
+        // The same series with one sample changed in the middle, one with
+        // its first sample changed, and one shorter than the prefix.
+        let mut changed = answer(start, 2000, step);
+        if let Some(ResponseData::Query(data)) = &mut changed.data {
+            data.series[0].values[1000] = -0.0;
+            data.series[1].values[0] = 1e9;
+            data.series[2].timestamps_ms.truncate(500);
+            data.series[2].values.truncate(500);
+        }
+        let mut assembler = Assembler::new(&memo, step).with_prefixes(Some(&prefixes));
+        let tail = json::encode_response_with(&changed, &mut assembler);
+        let assembled = assembler.finish(tail);
+        assert!(
+            assembled
+                .parts
+                .iter()
+                .all(|part| !matches!(part, Part::Prefix(_)))
+        );
+        let plain = json::encode_response(&changed);
+        assert_eq!(assembled.json(), plain);
+        assert_eq!(gunzip(&assembled.gzip()), plain);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use sluice_proto::{
 use tokio::time::Instant;
 
 use crate::Inner;
-use crate::acceleration::{AccelerationStats, MemoAnswer};
+use crate::acceleration::{AccelerationStats, MemoAnswer, RangeOptions};
 use crate::compression;
 use crate::dispatch::{DispatchStats, humanize};
 use crate::fragments::{Assembled, Assembler};
@@ -452,18 +452,21 @@ async fn api(
         QueryKind::Range(query) => Some(query.step_ms),
         _ => None,
     };
+    let mut prefixes = None;
     let response = match kind {
         QueryKind::Range(query) => {
-            inner
+            let answer = inner
                 .run_range_query(
                     &tenant,
                     query,
                     deadline,
-                    no_store,
+                    RangeOptions { no_store, gzip },
                     &mut stats,
                     &mut acceleration,
                 )
-                .await
+                .await;
+            prefixes = answer.prefixes;
+            answer.response
         }
         QueryKind::Metadata(query) => {
             let request = QueryRequest {
@@ -513,7 +516,7 @@ async fn api(
                 && !response.is_error()
                 && matches!(response.data, Some(ResponseData::Query(_))) =>
         {
-            let mut assembler = Assembler::new(fragments, step_ms);
+            let mut assembler = Assembler::new(fragments, step_ms).with_prefixes(prefixes.as_ref());
             let tail = json::encode_response_with(&response, &mut assembler);
             let counted = &inner.metrics.fragments;
             counted.with_label_values(&["kept"]).inc_by(assembler.kept);

@@ -17,8 +17,8 @@
 use prost::Message;
 use sluice_proto::{ApiResponse, QueryData, RangeQuery, ResponseData};
 
-use crate::merge::{concat_data, slice_data};
-use crate::plan::Plan;
+use crate::merge::{concat_data, concat_slices, slice_data};
+use crate::plan::{CachedPrefix, Plan};
 use crate::promql::{self, TimeModifiers};
 use crate::split::last_grid_point;
 
@@ -230,6 +230,43 @@ pub fn plan_with_cache(piece: &RangeQuery, entry: Option<&CacheEntry>) -> Plan {
 /// The two plans always have the same leaves in the same order.
 pub fn plan_queries_with_cache(piece: &RangeQuery, entry: Option<&CacheEntry>) -> Plan {
     plan_pieces(piece, entry, false)
+}
+
+/// What [`Plan::into_cached_prefix`] gives for the plans [`plan_with_cache`]
+/// makes for these pieces (one plan from [`plan_queries_with_cache`] and one
+/// entry per piece, in time order), made from the entries' extents
+/// directly: each cached sample is copied once, into place, not first cut
+/// out of its extent and then copied again. `None` when the plans are not
+/// cached leaves followed by query leaves.
+pub fn cached_prefix(plans: &[Plan], entries: &[Option<&CacheEntry>]) -> Option<CachedPrefix> {
+    let whole = Plan::Concat(plans.to_vec());
+    if plans.len() != entries.len() || !whole.has_cached_prefix() {
+        return None;
+    }
+    let mut parts = Vec::new();
+    let mut queries = Vec::new();
+    for (plan, entry) in plans.iter().zip(entries) {
+        // The extent a cached leaf was cut from is the first one, in
+        // start order, that holds all of it: as `plan_pieces` chose it.
+        let mut extents: Vec<&Extent> = entry.map_or(Vec::new(), |e| e.extents.iter().collect());
+        extents.sort_by_key(|extent| extent.start_ms);
+        for leaf in plan.leaves() {
+            match leaf {
+                Plan::Cached(cut) => {
+                    let source = extents.iter().find(|extent| {
+                        extent.start_ms <= cut.start_ms && cut.end_ms <= extent.end_ms
+                    })?;
+                    parts.push((source.data.as_ref()?, cut.start_ms, cut.end_ms));
+                }
+                Plan::Query(query) => queries.push(query.clone()),
+                Plan::Concat(_) => unreachable!("leaves only"),
+            }
+        }
+    }
+    Some(CachedPrefix {
+        data: concat_slices(&parts, crate::plan::room_for(&queries)),
+        queries,
+    })
 }
 
 fn plan_pieces(piece: &RangeQuery, entry: Option<&CacheEntry>, with_data: bool) -> Plan {
@@ -659,6 +696,52 @@ mod tests {
             prop_assert_eq!(without_data.queries(), plan.queries());
             prop_assert_eq!(leaf_points(&without_data, step), leaf_points(&plan, step));
             prop_assert_eq!(without_data.cached_samples(), 0);
+        }
+
+        /// The cached prefix made from the entry directly is the one the
+        /// plan with data gives, whatever the extents.
+        #[test]
+        fn a_cached_prefix_from_the_entry_is_the_plans(
+            start in -1_000i64..1_000,
+            length in 0i64..2_000,
+            step in 1i64..50,
+            extents in prop::collection::vec(
+                prop_oneof![
+                    (-1_500i64..3_500, 0i64..800).prop_map(|(s, l)| (s, s + l)),
+                    Just((i64::MIN, i64::MAX)),
+                ],
+                0..6,
+            ),
+        ) {
+            let piece = RangeQuery { query: "up".into(), start_ms: start, end_ms: start + length, step_ms: step, ..RangeQuery::default() };
+            let extents = extents
+                .into_iter()
+                .enumerate()
+                .map(|(index, (start_ms, end_ms))| {
+                    // Samples on the piece's grid inside the extent, valued
+                    // by extent, so taking the wrong one shows.
+                    let mut series = Series { labels: vec![Label { name: "a".into(), value: "1".into() }], ..Series::default() };
+                    let mut t = start - 2 * step;
+                    while t <= start + length + 2 * step {
+                        if start_ms <= t && t <= end_ms {
+                            series.push(t, t as f64 + index as f64 * 10_000.0);
+                        }
+                        t += step;
+                    }
+                    let data = QueryData { result_type: ResultType::Matrix as i32, series: vec![series], ..QueryData::default() };
+                    Extent { start_ms, end_ms, data: Some(data) }
+                })
+                .collect();
+            let entry = CacheEntry { key: String::new(), extents };
+            let direct = cached_prefix(&[plan_queries_with_cache(&piece, Some(&entry))], &[Some(&entry)]);
+            match plan_with_cache(&piece, Some(&entry)).into_cached_prefix() {
+                Ok(expected) => {
+                    let direct = direct.expect("a cached prefix");
+                    prop_assert_eq!(direct.queries(), expected.queries());
+                    prop_assert_eq!(&direct.data, &expected.data);
+                }
+                Err(_) => prop_assert!(direct.is_none()),
+            }
         }
     }
 

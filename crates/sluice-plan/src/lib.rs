@@ -64,9 +64,9 @@ mod split;
 
 pub use cache::{
     CacheEntry, CacheKey, CacheOptions, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_FRESHNESS_MS, Extent,
-    answer_is_final, cache_key, decode_entry, encode_entry, plan_queries_with_cache,
+    answer_is_final, cache_key, cached_prefix, decode_entry, encode_entry, plan_queries_with_cache,
     plan_with_cache, updated_entry,
 };
-pub use merge::{compare_labels, concat_data, slice_data};
-pub use plan::Plan;
+pub use merge::{compare_labels, concat_data, concat_data_with_room, concat_slices, slice_data};
+pub use plan::{CachedPrefix, Plan};
 pub use split::{DEFAULT_SPLIT_INTERVAL_MS, align, grid_points, split};

@@ -43,6 +43,13 @@ fn repair(series: &mut Series) {
 /// Parts may overlap; the earlier part wins on a shared timestamp. `stats_json`
 /// is not carried over: statistics of parts do not add up to the whole's.
 pub fn concat_data(parts: impl IntoIterator<Item = QueryData>) -> QueryData {
+    concat_data_with_room(parts, 0)
+}
+
+/// [`concat_data`], leaving room in every series for `room` more float
+/// samples, so that a later concatenation appending that many moves the
+/// series instead of copying them.
+pub fn concat_data_with_room(parts: impl IntoIterator<Item = QueryData>, room: usize) -> QueryData {
     let parts: Vec<QueryData> = parts.into_iter().collect();
     // Each series (by label set) gets a slot, and each slot's whole length
     // is counted first, so its samples are allocated once: growing a week
@@ -74,6 +81,7 @@ pub fn concat_data(parts: impl IntoIterator<Item = QueryData>) -> QueryData {
             match &mut merged[slot] {
                 None => {
                     let (floats, histograms) = lengths[slot];
+                    let floats = floats.saturating_add(room);
                     series
                         .timestamps_ms
                         .reserve_exact(floats.saturating_sub(series.timestamps_ms.len()));
@@ -111,12 +119,86 @@ pub fn concat_data(parts: impl IntoIterator<Item = QueryData>) -> QueryData {
             repair(series);
         }
     }
-    merged.sort_by(|a, b| compare_labels(&a.labels, &b.labels));
+    sorted_matrix(merged)
+}
+
+/// A matrix of `series`, sorted as Prometheus sorts one.
+fn sorted_matrix(mut series: Vec<Series>) -> QueryData {
+    series.sort_by(|a, b| compare_labels(&a.labels, &b.labels));
     QueryData {
         result_type: ResultType::Matrix as i32,
-        series: merged,
+        series,
         ..QueryData::default()
     }
+}
+
+/// [`concat_data_with_room`] of `parts`, each cut by [`slice_data`] to its
+/// `[start_ms, end_ms]` first, with every sample copied once, straight
+/// into place: the slices are never made. Matrices with histograms or with
+/// samples out of order take the general path.
+pub fn concat_slices(parts: &[(&QueryData, i64, i64)], room: usize) -> QueryData {
+    let plain = parts.iter().all(|(data, _, _)| {
+        data.series.iter().all(|series| {
+            series.histograms.is_empty()
+                && series.timestamps_ms.len() == series.values.len()
+                && series.timestamps_ms.is_sorted_by(|a, b| a < b)
+        })
+    });
+    if !plain {
+        let sliced = parts
+            .iter()
+            .map(|(data, start_ms, end_ms)| slice_data(data, *start_ms, *end_ms));
+        return concat_data_with_room(sliced, room);
+    }
+    // Each run is the samples of one series of one part that fall inside
+    // the part's range: (part, series, from, to), and the slot it goes to.
+    let mut slot_of_labels: HashMap<&[Label], usize> = HashMap::new();
+    let mut slot_labels: Vec<&[Label]> = Vec::new();
+    let mut lengths: Vec<usize> = Vec::new();
+    let mut runs: Vec<(&Series, usize, usize, usize)> = Vec::new();
+    for (data, start_ms, end_ms) in parts {
+        for series in &data.series {
+            let timestamps = &series.timestamps_ms;
+            let from = timestamps.partition_point(|t| t < start_ms);
+            let to = timestamps.partition_point(|t| t <= end_ms).max(from);
+            if from == to {
+                continue;
+            }
+            let slot = *slot_of_labels
+                .entry(series.labels.as_slice())
+                .or_insert(lengths.len());
+            if slot == lengths.len() {
+                lengths.push(0);
+                slot_labels.push(series.labels.as_slice());
+            }
+            lengths[slot] += to - from;
+            runs.push((series, from, to, slot));
+        }
+    }
+    let mut merged: Vec<Series> = lengths
+        .iter()
+        .zip(&slot_labels)
+        .map(|(length, labels)| Series {
+            labels: labels.to_vec(),
+            timestamps_ms: Vec::with_capacity(length.saturating_add(room)),
+            values: Vec::with_capacity(length.saturating_add(room)),
+            ..Series::default()
+        })
+        .collect();
+    for (series, from, to, slot) in runs {
+        let into = &mut merged[slot];
+        into.timestamps_ms
+            .extend_from_slice(&series.timestamps_ms[from..to]);
+        into.values.extend_from_slice(&series.values[from..to]);
+    }
+    // Parts in time order give ordered series; anything else (overlapping
+    // parts) is put right as `concat_data` does: earlier parts win.
+    for series in &mut merged {
+        if !series.timestamps_ms.is_sorted_by(|a, b| a < b) {
+            repair(series);
+        }
+    }
+    sorted_matrix(merged)
 }
 
 /// The part of a matrix with timestamps in `[start_ms, end_ms]`; series left
@@ -163,7 +245,68 @@ pub fn slice_data(data: &QueryData, start_ms: i64, end_ms: i64) -> QueryData {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use sluice_proto::HistogramSample;
+
+    fn named_matrix(series: Vec<(u8, Vec<i64>)>) -> QueryData {
+        QueryData {
+            result_type: ResultType::Matrix as i32,
+            series: series
+                .into_iter()
+                .map(|(name, timestamps)| Series {
+                    labels: vec![Label {
+                        name: "s".into(),
+                        value: name.to_string(),
+                    }],
+                    values: timestamps.iter().map(|t| *t as f64 * 0.5).collect(),
+                    timestamps_ms: timestamps,
+                    ..Series::default()
+                })
+                .collect(),
+            ..QueryData::default()
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn concat_slices_is_concat_of_slices(
+            parts in prop::collection::vec(
+                (
+                    prop::collection::vec((0u8..4, prop::collection::vec(0i64..60, 0..20)), 0..4),
+                    0i64..60,
+                    0i64..60,
+                    any::<bool>(),
+                ),
+                0..5,
+            ),
+            room in 0usize..8,
+        ) {
+            let parts: Vec<(QueryData, i64, i64)> = parts
+                .into_iter()
+                .map(|(series, start, end, sorted)| {
+                    let series = series
+                        .into_iter()
+                        .map(|(name, mut timestamps)| {
+                            if sorted {
+                                timestamps.sort_unstable();
+                                timestamps.dedup();
+                            }
+                            (name, timestamps)
+                        })
+                        .collect();
+                    (named_matrix(series), start, end)
+                })
+                .collect();
+            let borrowed: Vec<(&QueryData, i64, i64)> =
+                parts.iter().map(|(data, start, end)| (data, *start, *end)).collect();
+            let expected = concat_data_with_room(
+                parts.iter().map(|(data, start, end)| slice_data(data, *start, *end)),
+                room,
+            );
+            let got = concat_slices(&borrowed, room);
+            prop_assert_eq!(&got, &expected);
+        }
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> Vec<Label> {
         pairs
