@@ -314,18 +314,28 @@ impl Inner {
                     &options,
                 ) {
                     let storage_key = key.storage_key();
-                    let encoded = sluice_plan::encode_entry(&updated);
+                    let updated = Arc::new(updated);
+                    // The decoded copy is kept at once, so the next request
+                    // finds it; encoding waits until the answer is out.
                     if let Some(decoded) = &self.decoded_entries {
-                        decoded.put(storage_key.clone(), Arc::new(updated), encoded.len());
+                        decoded.put(storage_key.clone(), updated.clone(), updated.encoded_len());
                     }
-                    writes.push((storage_key, encoded));
+                    writes.push((storage_key, updated));
                 }
             }
             if !writes.is_empty() {
                 // Off the request's path: the client does not wait for the cache.
                 let cache = cache.clone();
                 let ttl = config.results_cache_ttl;
-                tokio::spawn(async move { cache.set_many(writes, ttl).await });
+                tokio::spawn(async move {
+                    let encoded = writes
+                        .into_iter()
+                        .map(|(storage_key, entry)| {
+                            (storage_key, sluice_plan::encode_entry(&entry))
+                        })
+                        .collect();
+                    cache.set_many(encoded, ttl).await
+                });
             }
         }
         // The plan goes into the answer: its cached data moves, not copied.

@@ -53,7 +53,9 @@ const MIN_DEFLATED_LEN: usize = 256;
 /// assembly.
 const MIN_DEFLATED_LEN_AFTER_PREFIX: usize = 16 * 1024;
 
-/// One run of samples, encoded.
+/// One run of samples inside a series, encoded with the comma that
+/// separates it from the samples before it (a fragment never starts a
+/// series), so consecutive fragments need nothing between them.
 pub(crate) struct Fragment {
     timestamps_ms: Box<[i64]>,
     value_bits: Box<[u64]>,
@@ -68,7 +70,8 @@ pub(crate) struct Fragment {
 
 impl Fragment {
     fn new(timestamps_ms: &[i64], values: &[f64]) -> Fragment {
-        let mut encoded = Vec::with_capacity(timestamps_ms.len() * 34);
+        let mut encoded = Vec::with_capacity(timestamps_ms.len() * 34 + 1);
+        encoded.push(b',');
         json::write_samples(&mut encoded, timestamps_ms, values);
         Fragment {
             timestamps_ms: timestamps_ms.into(),
@@ -81,13 +84,7 @@ impl Fragment {
     }
 
     fn holds(&self, timestamps_ms: &[i64], values: &[f64]) -> bool {
-        *self.timestamps_ms == *timestamps_ms
-            && self.value_bits.len() == values.len()
-            && self
-                .value_bits
-                .iter()
-                .zip(values)
-                .all(|(bits, value)| *bits == value.to_bits())
+        *self.timestamps_ms == *timestamps_ms && same_bits(&self.value_bits, values)
     }
 
     /// What the memo counts for this fragment: its samples, its JSON and
@@ -95,6 +92,19 @@ impl Fragment {
     fn counted_len(&self) -> usize {
         self.timestamps_ms.len() * 16 + self.json.len() + self.json.len() / 4 + 64
     }
+}
+
+/// Whether `values` are exactly `bits` (`-0` is not `0`; a NaN is its bits).
+/// Every difference is folded in without stopping early, which the
+/// compiler turns into wide compares: this runs over every sample an
+/// answer takes from the memo.
+fn same_bits(bits: &[u64], values: &[f64]) -> bool {
+    bits.len() == values.len()
+        && bits
+            .iter()
+            .zip(values)
+            .fold(0, |differ, (bits, value)| differ | (bits ^ value.to_bits()))
+            == 0
 }
 
 /// A hash of samples, for finding fragments (equality is checked after).
@@ -206,7 +216,12 @@ impl Part {
         match self {
             Part::Fresh(json) => out.extend_from_slice(json),
             Part::Kept(fragment) => out.extend_from_slice(&fragment.json),
-            Part::Prefix(prefix) => prefix.parts.iter().for_each(|part| part.extend_json(out)),
+            Part::Prefix(prefix) => {
+                out.extend_from_slice(&prefix.first);
+                for fragment in &prefix.fragments {
+                    out.extend_from_slice(&fragment.json);
+                }
+            }
         }
     }
 
@@ -216,10 +231,7 @@ impl Part {
             Part::Fresh(json) => json.len(),
             Part::Kept(fragment) if fragment.deflate.get().is_none() => fragment.json.len(),
             Part::Kept(_) => 0,
-            Part::Prefix(prefix) if prefix.deflate.get().is_none() => {
-                prefix.parts.iter().map(Part::uncompressed_work).sum()
-            }
-            Part::Prefix(_) => 0,
+            Part::Prefix(prefix) => prefix.uncompressed_work(),
         }
     }
 }
@@ -244,14 +256,23 @@ pub(crate) struct Prefix {
     /// together they are every sample this prefix stands for.
     first_timestamps_ms: Box<[i64]>,
     first_value_bits: Box<[u64]>,
+    /// The first piece's JSON.
+    first: Vec<u8>,
+    fragments: Vec<Arc<Fragment>>,
     samples: usize,
-    parts: Vec<Part>,
     json_len: usize,
     kept: u64,
     made: u64,
-    /// The parts as deflate segments, their CRC-32 and its append
-    /// operator; made once.
-    deflate: OnceLock<(Vec<u8>, u32, u32)>,
+    /// Made once (with the fragments' segments): the first piece's deflate
+    /// segment, the CRC-32 of the whole prefix's JSON and its append
+    /// operator. The fragments' segments are copied from where they are.
+    gzip: OnceLock<PrefixGzip>,
+}
+
+struct PrefixGzip {
+    first_segment: Vec<u8>,
+    crc: u32,
+    crc_append: u32,
 }
 
 impl Prefix {
@@ -261,32 +282,53 @@ impl Prefix {
         if timestamps_ms.len() < self.samples
             || values.len() < self.samples
             || *self.first_timestamps_ms != timestamps_ms[..first]
-            || !self
-                .first_value_bits
-                .iter()
-                .zip(&values[..first])
-                .all(|(bits, value)| *bits == value.to_bits())
+            || !same_bits(&self.first_value_bits, &values[..first])
         {
             return false;
         }
         let mut from = first;
-        self.parts.iter().all(|part| match part {
-            Part::Kept(fragment) => {
-                let to = from + fragment.timestamps_ms.len();
-                let holds = fragment.holds(&timestamps_ms[from..to], &values[from..to]);
-                from = to;
-                holds
-            }
-            _ => true,
+        self.fragments.iter().all(|fragment| {
+            let to = from + fragment.timestamps_ms.len();
+            let holds = fragment.holds(&timestamps_ms[from..to], &values[from..to]);
+            from = to;
+            holds
         })
     }
 
-    fn deflate(&self, compressors: &mut Compressors) -> &(Vec<u8>, u32, u32) {
-        self.deflate.get_or_init(|| {
-            let mut segments = Vec::with_capacity(self.json_len / 3 + 64);
-            let crc = write_deflate(&self.parts, MIN_DEFLATED_LEN, compressors, &mut segments);
-            (segments, crc, crc32_combine_gen(self.json_len as u64))
+    fn gzip(&self, compressors: &mut Compressors) -> &PrefixGzip {
+        self.gzip.get_or_init(|| {
+            let mut first_segment = Vec::with_capacity(self.first.len() / 2 + 64);
+            write_fresh(
+                &self.first,
+                MIN_DEFLATED_LEN,
+                compressors,
+                &mut first_segment,
+            );
+            let mut crc = crc32(0, &self.first);
+            for fragment in &self.fragments {
+                segment_of(fragment, compressors);
+                crc = crc32_combine_op(crc, fragment.crc, fragment.crc_append);
+            }
+            PrefixGzip {
+                first_segment,
+                crc,
+                crc_append: crc32_combine_gen(self.json_len as u64),
+            }
         })
+    }
+
+    /// Bytes that compressing this prefix would have to compress afresh.
+    fn uncompressed_work(&self) -> usize {
+        if self.gzip.get().is_some() {
+            return 0;
+        }
+        let fragments: usize = self
+            .fragments
+            .iter()
+            .filter(|fragment| fragment.deflate.get().is_none())
+            .map(|fragment| fragment.json.len())
+            .sum();
+        self.first.len() + fragments
     }
 }
 
@@ -324,12 +366,13 @@ impl Prefixes {
             let mut prefix = Prefix {
                 first_timestamps_ms: timestamps_ms[..first_end].into(),
                 first_value_bits: values[..first_end].iter().map(|v| v.to_bits()).collect(),
+                first,
+                fragments: Vec::new(),
                 samples: first_end,
                 json_len: 0,
-                parts: vec![Part::Fresh(first)],
                 kept: 0,
                 made: 0,
-                deflate: OnceLock::new(),
+                gzip: OnceLock::new(),
             };
             loop {
                 let to = piece_end(span_ms, timestamps_ms, prefix.samples);
@@ -346,14 +389,18 @@ impl Prefixes {
                 } else {
                     prefix.made += 1;
                 }
-                prefix.parts.push(Part::Fresh(b",".to_vec()));
-                prefix.parts.push(Part::Kept(fragment));
+                prefix.fragments.push(fragment);
                 prefix.samples = to;
             }
-            prefix.json_len = prefix.parts.iter().map(Part::json_len).sum();
+            prefix.json_len = prefix.first.len()
+                + prefix
+                    .fragments
+                    .iter()
+                    .map(|fragment| fragment.json.len())
+                    .sum::<usize>();
             if gzip {
                 COMPRESSORS.with_borrow_mut(|compressors| {
-                    prefix.deflate(compressors);
+                    prefix.gzip(compressors);
                 });
             }
             by_labels.insert(series.labels.clone(), Arc::new(prefix));
@@ -425,9 +472,6 @@ impl SampleSink for Assembler<'_> {
         }
         while from < count {
             let to = piece_end(self.span_ms, timestamps_ms, from);
-            if from > 0 {
-                out.push(b',');
-            }
             // A series' first and last pieces move with the query's range;
             // only the pieces between them recur in later answers.
             if from > 0 && to < count {
@@ -439,9 +483,14 @@ impl SampleSink for Assembler<'_> {
                 } else {
                     self.made += 1;
                 }
-                self.parts.push(Part::Fresh(std::mem::take(out)));
+                if !out.is_empty() {
+                    self.parts.push(Part::Fresh(std::mem::take(out)));
+                }
                 self.parts.push(Part::Kept(fragment));
             } else {
+                if from > 0 {
+                    out.push(b',');
+                }
                 json::write_samples(out, &timestamps_ms[from..to], &values[from..to]);
             }
             from = to;
@@ -486,10 +535,7 @@ impl Assembled {
                     .deflate
                     .get()
                     .map_or(fragment.json.len() / 3, Vec::len),
-                Part::Prefix(prefix) => prefix
-                    .deflate
-                    .get()
-                    .map_or(prefix.json_len / 3, |(segments, _, _)| segments.len()),
+                Part::Prefix(prefix) => prefix.json_len / 3,
             })
             .sum();
         // RFC 1952 header: deflate, no flags, no time, unknown OS.
@@ -530,34 +576,52 @@ fn write_deflate(
             Part::Fresh(json) if json.is_empty() => {}
             Part::Fresh(json) => {
                 crc = crc32(crc, json);
-                if json.len() < min_deflated_len {
-                    write_stored(out, json);
-                } else {
-                    deflate_segment(&mut compressors.fresh, FRESH_LEVEL, json, out);
-                }
+                write_fresh(json, min_deflated_len, compressors, out);
             }
             Part::Kept(fragment) => {
                 crc = crc32_combine_op(crc, fragment.crc, fragment.crc_append);
-                let deflated = fragment.deflate.get_or_init(|| {
-                    let mut segment = Vec::with_capacity(fragment.json.len() / 3 + 64);
-                    deflate_segment(
-                        &mut compressors.kept,
-                        SEGMENT_LEVEL,
-                        &fragment.json,
-                        &mut segment,
-                    );
-                    segment
-                });
-                out.extend_from_slice(deflated);
+                out.extend_from_slice(segment_of(fragment, compressors));
             }
             Part::Prefix(prefix) => {
-                let (segments, prefix_crc, append) = prefix.deflate(compressors);
-                crc = crc32_combine_op(crc, *prefix_crc, *append);
-                out.extend_from_slice(segments);
+                let gzip = prefix.gzip(compressors);
+                crc = crc32_combine_op(crc, gzip.crc, gzip.crc_append);
+                out.extend_from_slice(&gzip.first_segment);
+                for fragment in &prefix.fragments {
+                    out.extend_from_slice(segment_of(fragment, compressors));
+                }
             }
         }
     }
     crc
+}
+
+/// JSON written for one answer: stored when shorter than
+/// `min_deflated_len`, else compressed at the quick level.
+fn write_fresh(
+    json: &[u8],
+    min_deflated_len: usize,
+    compressors: &mut Compressors,
+    out: &mut Vec<u8>,
+) {
+    if json.len() < min_deflated_len {
+        write_stored(out, json);
+    } else {
+        deflate_segment(&mut compressors.fresh, FRESH_LEVEL, json, out);
+    }
+}
+
+/// A kept fragment's deflate segment, made the first time it is needed.
+fn segment_of<'a>(fragment: &'a Fragment, compressors: &mut Compressors) -> &'a [u8] {
+    fragment.deflate.get_or_init(|| {
+        let mut segment = Vec::with_capacity(fragment.json.len() / 3 + 64);
+        deflate_segment(
+            &mut compressors.kept,
+            SEGMENT_LEVEL,
+            &fragment.json,
+            &mut segment,
+        );
+        segment
+    })
 }
 
 thread_local! {
@@ -797,7 +861,7 @@ mod tests {
         assert!(kept && Arc::ptr_eq(&a, &again));
         let (b, kept) = memo.fragment(&[1, 2], &[1.0, -2.0]);
         assert!(!kept && !Arc::ptr_eq(&a, &b));
-        assert_eq!(b.json, br#"[0.001,"1"],[0.002,"-2"]"#);
+        assert_eq!(b.json, br#",[0.001,"1"],[0.002,"-2"]"#);
         let (nan, _) = memo.fragment(&[1], &[f64::NAN]);
         assert!(Arc::ptr_eq(&nan, &memo.fragment(&[1], &[f64::NAN]).0));
         assert!(!memo.fragment(&[1], &[0.0]).0.holds(&[1], &[-0.0]));
@@ -834,7 +898,7 @@ mod tests {
         };
         let mut want = b"{".to_vec();
         want.extend_from_slice(&long);
-        want.extend_from_slice(br#"[1,"1.5"]}"#);
+        want.extend_from_slice(br#",[1,"1.5"]}"#);
         assert_eq!(gunzip(&assembled.gzip()), want);
         let mut stored = Vec::new();
         write_stored(&mut stored, &long);
