@@ -258,8 +258,11 @@ impl Inner {
                     .iter()
                     .map(|series| series.timestamps_ms.len() + series.histograms.len())
                     .sum();
-                let prefixes =
-                    fragments.map(|memo| Prefixes::new(memo, step_ms, &prefix.data, gzip));
+                // Encoding ahead pays only while something is computed; a
+                // wholly cached answer is assembled once, at the end.
+                let prefixes = fragments
+                    .filter(|_| !prefix.queries().is_empty())
+                    .map(|memo| Prefixes::new(memo, step_ms, &prefix.data, gzip));
                 return (Merge::Prefix(prefix), prefixes);
             }
             let mut piece_plans = plan_pieces(true);

@@ -19,7 +19,7 @@
 //! fills, the older one is dropped.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use flate2::{Compress, Compression, FlushCompress};
 use sluice_api::json::{self, SampleSink};
@@ -66,6 +66,12 @@ pub(crate) struct Fragment {
     crc_append: u32,
     /// Made the first time a client asks for gzip.
     deflate: OnceLock<Vec<u8>>,
+    /// The fragment that followed this one in the last answer that had
+    /// both. A refreshed range holds the same run of fragments as the
+    /// answer before it, so the next one is tried first (checked like any
+    /// other), and only the first of a series is looked up by hash. Weak:
+    /// the memo alone decides what stays.
+    next: Mutex<Weak<Fragment>>,
 }
 
 impl Fragment {
@@ -80,6 +86,7 @@ impl Fragment {
             crc_append: crc32_combine_gen(encoded.len() as u64),
             json: encoded,
             deflate: OnceLock::new(),
+            next: Mutex::new(Weak::new()),
         }
     }
 
@@ -166,6 +173,26 @@ impl FragmentMemo {
             made.clone(),
         );
         (made, false)
+    }
+
+    /// [`FragmentMemo::fragment`], trying first the fragment that followed
+    /// `previous` last time.
+    fn fragment_after(
+        &self,
+        previous: Option<&Arc<Fragment>>,
+        timestamps_ms: &[i64],
+        values: &[f64],
+    ) -> (Arc<Fragment>, bool) {
+        let Some(previous) = previous else {
+            return self.fragment(timestamps_ms, values);
+        };
+        let followed = previous.next.lock().expect("fragment chain lock").upgrade();
+        if let Some(followed) = followed.filter(|next| next.holds(timestamps_ms, values)) {
+            return (followed, true);
+        }
+        let found = self.fragment(timestamps_ms, values);
+        *previous.next.lock().expect("fragment chain lock") = Arc::downgrade(&found.0);
+        found
     }
 
     /// Keeps `fragment` in the newer generation, first retiring that
@@ -380,7 +407,8 @@ impl Prefixes {
                 if to == timestamps_ms.len() {
                     break;
                 }
-                let (fragment, kept) = memo.fragment(
+                let (fragment, kept) = memo.fragment_after(
+                    prefix.fragments.last(),
                     &timestamps_ms[prefix.samples..to],
                     &values[prefix.samples..to],
                 );
@@ -475,9 +503,13 @@ impl SampleSink for Assembler<'_> {
             // A series' first and last pieces move with the query's range;
             // only the pieces between them recur in later answers.
             if from > 0 && to < count {
-                let (fragment, kept) = self
-                    .memo
-                    .fragment(&timestamps_ms[from..to], &values[from..to]);
+                let previous = match self.parts.last() {
+                    Some(Part::Kept(previous)) => Some(previous),
+                    _ => None,
+                };
+                let (fragment, kept) =
+                    self.memo
+                        .fragment_after(previous, &timestamps_ms[from..to], &values[from..to]);
                 if kept {
                     self.kept += 1;
                 } else {
@@ -791,6 +823,32 @@ mod tests {
                 let work = assembled.uncompressed_work();
                 assert!(work * 20 < assembled.len(), "{work} of {}", assembled.len());
             }
+        }
+    }
+
+    #[test]
+    fn a_fragment_followed_before_is_used_only_for_its_own_samples() {
+        let memo = FragmentMemo::new(64 << 20);
+        let step = 60_000;
+        let original = answer(1_767_000_000_000, 2000, step);
+        let mut changed = original.clone();
+        if let Some(ResponseData::Query(data)) = &mut changed.data {
+            data.series[1].values[1000] = 7.0;
+        }
+        for (response, all_kept) in [(&original, false), (&changed, false), (&original, true)] {
+            let mut assembler = Assembler::new(&memo, step);
+            let tail = json::encode_response_with(response, &mut assembler);
+            // The changed answer differs in one fragment: the one that
+            // followed its predecessor before does not hold it.
+            if all_kept {
+                assert_eq!(assembler.made, 0);
+            } else if std::ptr::eq(response, &changed) {
+                assert_eq!(assembler.made, 1);
+            }
+            let assembled = assembler.finish(tail);
+            let plain = json::encode_response(response);
+            assert_eq!(assembled.json(), plain);
+            assert_eq!(gunzip(&assembled.gzip()), plain);
         }
     }
 

@@ -237,7 +237,7 @@ pub fn plan_queries_with_cache(piece: &RangeQuery, entry: Option<&CacheEntry>) -
 /// entry per piece, in time order), made from the entries' extents
 /// directly: each cached sample is copied once, into place, not first cut
 /// out of its extent and then copied again. `None` when the plans are not
-/// cached leaves followed by query leaves.
+/// cached leaves followed only by query leaves, if any.
 pub fn cached_prefix(plans: &[Plan], entries: &[Option<&CacheEntry>]) -> Option<CachedPrefix> {
     let whole = Plan::Concat(plans.to_vec());
     if plans.len() != entries.len() || !whole.has_cached_prefix() {

@@ -77,11 +77,11 @@ impl Plan {
     }
 
     /// The plan as its cached data, concatenated now, followed by its query
-    /// leaves, when every cached leaf comes before every query leaf and
-    /// there is at least one of each: a range moved forward, whose newest
-    /// minutes alone are missing. The answer's cached part can then be
-    /// prepared (merged, even encoded) while the new minutes are computed.
-    /// Any other plan is given back as it was.
+    /// leaves, when it has cached leaves and every one of them comes before
+    /// every query leaf: a range moved forward, whose newest minutes alone
+    /// are missing (the answer's cached part can then be prepared, merged
+    /// and even encoded, while they are computed), or a range the cache
+    /// answers whole. Any other plan is given back as it was.
     pub fn into_cached_prefix(self) -> Result<CachedPrefix, Plan> {
         if !self.has_cached_prefix() {
             return Err(self);
@@ -103,13 +103,13 @@ impl Plan {
         })
     }
 
-    /// Whether the leaves are cached ones, then query ones, with at least
-    /// one of each (see [`Plan::into_cached_prefix`]).
+    /// Whether the leaves are cached ones, at least one, then only query
+    /// ones, if any (see [`Plan::into_cached_prefix`]).
     pub(crate) fn has_cached_prefix(&self) -> bool {
         let mut kinds = Vec::new();
         self.collect_leaf_kinds(&mut kinds);
         let cached_count = kinds.iter().take_while(|cached| **cached).count();
-        cached_count > 0 && cached_count < kinds.len() && !kinds[cached_count..].contains(&true)
+        cached_count > 0 && !kinds[cached_count..].contains(&true)
     }
 
     /// The leaves, in order.
@@ -415,11 +415,17 @@ mod tests {
             cached(&[(3, 1.0)]),
         ]);
         assert_eq!(gap.clone().into_cached_prefix().unwrap_err(), gap);
-        let all_cached = Plan::Concat(vec![cached(&[(0, 1.0)]), cached(&[(1, 1.0)])]);
+        let no_cached = Plan::Concat(vec![Plan::Query(piece(0, 1)), Plan::Query(piece(2, 3))]);
         assert_eq!(
-            all_cached.clone().into_cached_prefix().unwrap_err(),
-            all_cached
+            no_cached.clone().into_cached_prefix().unwrap_err(),
+            no_cached
         );
+        // Wholly cached: a prefix with nothing after it.
+        let all_cached = Plan::Concat(vec![cached(&[(0, 1.0)]), cached(&[(1, 2.0)])]);
+        let expected = all_cached.clone().into_merged(vec![]);
+        let prefix = all_cached.into_cached_prefix().expect("wholly cached");
+        assert!(prefix.queries().is_empty());
+        assert_eq!(prefix.into_merged(vec![]), expected);
         let query_first = Plan::Concat(vec![Plan::Query(piece(0, 1)), cached(&[(2, 1.0)])]);
         assert_eq!(
             query_first.clone().into_cached_prefix().unwrap_err(),
