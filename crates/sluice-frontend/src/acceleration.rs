@@ -222,6 +222,7 @@ impl Inner {
             .cloned()
             .collect();
         acceleration.sub_queries = leaves.len();
+        acceleration.cached_extents = query_plans.iter().map(Plan::cached_leaves).sum();
         let parallelism = config.max_query_parallelism.max(1);
         let running = futures_util::stream::iter(leaves)
             .map(|leaf| async move {
@@ -251,7 +252,6 @@ impl Inner {
             if let Some(prefix) =
                 cache.and_then(|_| sluice_plan::cached_prefix(&query_plans, &entries))
             {
-                acceleration.cached_extents = query_plans.iter().map(Plan::cached_leaves).sum();
                 acceleration.samples_from_cache = prefix
                     .data
                     .series
@@ -266,7 +266,6 @@ impl Inner {
                 return (Merge::Prefix(prefix), prefixes);
             }
             let mut piece_plans = plan_pieces(true);
-            acceleration.cached_extents = piece_plans.iter().map(Plan::cached_leaves).sum();
             acceleration.samples_from_cache = piece_plans.iter().map(Plan::cached_samples).sum();
             let plan = if piece_plans.len() == 1 {
                 piece_plans.pop().expect("one piece plan")

@@ -42,16 +42,13 @@ const SEGMENT_LEVEL: u32 = 2;
 const FRESH_LEVEL: u32 = 1;
 
 /// Fresh JSON shorter than this goes into the gzip stream uncompressed (a
-/// stored block), which costs five bytes and no compressor reset.
-const MIN_DEFLATED_LEN: usize = 256;
-
-/// The same for the fresh JSON of an answer whose series' leading samples
-/// were prepared ahead ([`Prefixes`]): what is left are the series' last
-/// pieces, a few kilobytes each, written after the backend answered. Sent
-/// as they are, they cost a few percent of the answer's size; compressing
-/// them (a compressor reset each) cost more time than the rest of the
-/// assembly.
-const MIN_DEFLATED_LEN_AFTER_PREFIX: usize = 16 * 1024;
+/// stored block: five bytes and no compressor reset). Between kept
+/// fragments, fresh JSON is a series' edges, a few kilobytes each: sent as
+/// they are, they cost a few percent of a week-long answer's size, while
+/// compressing each (a compressor reset apiece) cost more time than the
+/// rest of a moved range's assembly. Longer stretches (series too short
+/// for fragments, one after another) are compressed.
+const MIN_DEFLATED_LEN: usize = 16 * 1024;
 
 /// One run of samples inside a series, encoded with the comma that
 /// separates it from the samples before it (a fragment never starts a
@@ -176,23 +173,33 @@ impl FragmentMemo {
     }
 
     /// [`FragmentMemo::fragment`], trying first the fragment that followed
-    /// `previous` last time.
+    /// `previous` last time; counted in `tally`.
     fn fragment_after(
         &self,
         previous: Option<&Arc<Fragment>>,
         timestamps_ms: &[i64],
         values: &[f64],
-    ) -> (Arc<Fragment>, bool) {
-        let Some(previous) = previous else {
-            return self.fragment(timestamps_ms, values);
+        tally: &mut Tally,
+    ) -> Arc<Fragment> {
+        let followed = previous
+            .and_then(|previous| previous.next.lock().expect("fragment chain lock").upgrade())
+            .filter(|next| next.holds(timestamps_ms, values));
+        let (fragment, kept) = match followed {
+            Some(followed) => (followed, true),
+            None => {
+                let found = self.fragment(timestamps_ms, values);
+                if let Some(previous) = previous {
+                    *previous.next.lock().expect("fragment chain lock") = Arc::downgrade(&found.0);
+                }
+                found
+            }
         };
-        let followed = previous.next.lock().expect("fragment chain lock").upgrade();
-        if let Some(followed) = followed.filter(|next| next.holds(timestamps_ms, values)) {
-            return (followed, true);
+        if kept {
+            tally.kept += 1;
+        } else {
+            tally.made += 1;
         }
-        let found = self.fragment(timestamps_ms, values);
-        *previous.next.lock().expect("fragment chain lock") = Arc::downgrade(&found.0);
-        found
+        fragment
     }
 
     /// Keeps `fragment` in the newer generation, first retiring that
@@ -255,12 +262,42 @@ impl Part {
     /// Bytes that compressing this part would have to compress afresh.
     fn uncompressed_work(&self) -> usize {
         match self {
-            Part::Fresh(json) => json.len(),
+            Part::Fresh(json) => fresh_work(json),
             Part::Kept(fragment) if fragment.deflate.get().is_none() => fragment.json.len(),
             Part::Kept(_) => 0,
             Part::Prefix(prefix) => prefix.uncompressed_work(),
         }
     }
+}
+
+/// Fragments an answer took from the memo, and made for it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) kept: u64,
+    pub(crate) made: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.kept += other.kept;
+        self.made += other.made;
+    }
+}
+
+/// The pieces of a series' samples from `from` on, as `(from, to)`.
+fn pieces(
+    span_ms: i64,
+    timestamps_ms: &[i64],
+    from: usize,
+) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut from = from;
+    std::iter::from_fn(move || {
+        (from < timestamps_ms.len()).then(|| {
+            let piece = (from, piece_end(span_ms, timestamps_ms, from));
+            from = piece.1;
+            piece
+        })
+    })
 }
 
 /// Where the piece of samples starting at `from` ends: at the first sample
@@ -288,8 +325,7 @@ pub(crate) struct Prefix {
     fragments: Vec<Arc<Fragment>>,
     samples: usize,
     json_len: usize,
-    kept: u64,
-    made: u64,
+    tally: Tally,
     /// Made once (with the fragments' segments): the first piece's deflate
     /// segment, the CRC-32 of the whole prefix's JSON and its append
     /// operator. The fragments' segments are copied from where they are.
@@ -324,13 +360,8 @@ impl Prefix {
 
     fn gzip(&self, compressors: &mut Compressors) -> &PrefixGzip {
         self.gzip.get_or_init(|| {
-            let mut first_segment = Vec::with_capacity(self.first.len() / 2 + 64);
-            write_fresh(
-                &self.first,
-                MIN_DEFLATED_LEN,
-                compressors,
-                &mut first_segment,
-            );
+            let mut first_segment = Vec::with_capacity(self.first.len() + 64);
+            write_fresh(&self.first, compressors, &mut first_segment);
             let mut crc = crc32(0, &self.first);
             for fragment in &self.fragments {
                 segment_of(fragment, compressors);
@@ -355,7 +386,7 @@ impl Prefix {
             .filter(|fragment| fragment.deflate.get().is_none())
             .map(|fragment| fragment.json.len())
             .sum();
-        self.first.len() + fragments
+        fresh_work(&self.first) + fragments
     }
 }
 
@@ -377,10 +408,13 @@ impl Prefixes {
         let mut by_labels = HashMap::with_capacity(data.series.len());
         for series in &data.series {
             let (timestamps_ms, values) = (&series.timestamps_ms, &series.values);
-            if timestamps_ms.is_empty() || timestamps_ms.len() != values.len() {
+            if timestamps_ms.len() != values.len() {
                 continue;
             }
-            let first_end = piece_end(span_ms, timestamps_ms, 0);
+            let mut pieces = pieces(span_ms, timestamps_ms, 0);
+            let Some((_, first_end)) = pieces.next() else {
+                continue;
+            };
             if first_end == timestamps_ms.len() {
                 continue;
             }
@@ -390,42 +424,41 @@ impl Prefixes {
                 &timestamps_ms[..first_end],
                 &values[..first_end],
             );
-            let mut prefix = Prefix {
-                first_timestamps_ms: timestamps_ms[..first_end].into(),
-                first_value_bits: values[..first_end].iter().map(|v| v.to_bits()).collect(),
-                first,
-                fragments: Vec::new(),
-                samples: first_end,
-                json_len: 0,
-                kept: 0,
-                made: 0,
-                gzip: OnceLock::new(),
-            };
-            loop {
-                let to = piece_end(span_ms, timestamps_ms, prefix.samples);
+            let mut fragments: Vec<Arc<Fragment>> = Vec::new();
+            let mut tally = Tally::default();
+            for (from, to) in pieces {
                 // The last piece stays open: later samples may join it.
                 if to == timestamps_ms.len() {
                     break;
                 }
-                let (fragment, kept) = memo.fragment_after(
-                    prefix.fragments.last(),
-                    &timestamps_ms[prefix.samples..to],
-                    &values[prefix.samples..to],
+                let fragment = memo.fragment_after(
+                    fragments.last(),
+                    &timestamps_ms[from..to],
+                    &values[from..to],
+                    &mut tally,
                 );
-                if kept {
-                    prefix.kept += 1;
-                } else {
-                    prefix.made += 1;
-                }
-                prefix.fragments.push(fragment);
-                prefix.samples = to;
+                fragments.push(fragment);
             }
-            prefix.json_len = prefix.first.len()
-                + prefix
-                    .fragments
+            let samples = first_end
+                + fragments
+                    .iter()
+                    .map(|fragment| fragment.timestamps_ms.len())
+                    .sum::<usize>();
+            let json_len = first.len()
+                + fragments
                     .iter()
                     .map(|fragment| fragment.json.len())
                     .sum::<usize>();
+            let prefix = Prefix {
+                first_timestamps_ms: timestamps_ms[..first_end].into(),
+                first_value_bits: values[..first_end].iter().map(|v| v.to_bits()).collect(),
+                first,
+                fragments,
+                samples,
+                json_len,
+                tally,
+                gzip: OnceLock::new(),
+            };
             if gzip {
                 COMPRESSORS.with_borrow_mut(|compressors| {
                     prefix.gzip(compressors);
@@ -444,9 +477,7 @@ pub(crate) struct Assembler<'a> {
     prefixes: Option<&'a Prefixes>,
     span_ms: i64,
     parts: Vec<Part>,
-    /// Fragments taken from the memo, and made for this answer.
-    pub(crate) kept: u64,
-    pub(crate) made: u64,
+    pub(crate) tally: Tally,
 }
 
 impl<'a> Assembler<'a> {
@@ -457,8 +488,7 @@ impl<'a> Assembler<'a> {
             prefixes: None,
             span_ms: step_ms.max(1).saturating_mul(POINTS_PER_FRAGMENT),
             parts: Vec::new(),
-            kept: 0,
-            made: 0,
+            tally: Tally::default(),
         }
     }
 
@@ -492,29 +522,26 @@ impl SampleSink for Assembler<'_> {
             .and_then(|prefixes| prefixes.by_labels.get(labels))
             .filter(|prefix| prefix.begins(timestamps_ms, values))
         {
-            self.kept += prefix.kept;
-            self.made += prefix.made;
+            self.tally.add(prefix.tally);
             self.parts.push(Part::Fresh(std::mem::take(out)));
             self.parts.push(Part::Prefix(prefix.clone()));
             from = prefix.samples;
         }
-        while from < count {
-            let to = piece_end(self.span_ms, timestamps_ms, from);
+        for (from, to) in pieces(self.span_ms, timestamps_ms, from) {
             // A series' first and last pieces move with the query's range;
             // only the pieces between them recur in later answers.
             if from > 0 && to < count {
                 let previous = match self.parts.last() {
                     Some(Part::Kept(previous)) => Some(previous),
+                    Some(Part::Prefix(prefix)) => prefix.fragments.last(),
                     _ => None,
                 };
-                let (fragment, kept) =
-                    self.memo
-                        .fragment_after(previous, &timestamps_ms[from..to], &values[from..to]);
-                if kept {
-                    self.kept += 1;
-                } else {
-                    self.made += 1;
-                }
+                let fragment = self.memo.fragment_after(
+                    previous,
+                    &timestamps_ms[from..to],
+                    &values[from..to],
+                    &mut self.tally,
+                );
                 if !out.is_empty() {
                     self.parts.push(Part::Fresh(std::mem::take(out)));
                 }
@@ -525,7 +552,6 @@ impl SampleSink for Assembler<'_> {
                 }
                 json::write_samples(out, &timestamps_ms[from..to], &values[from..to]);
             }
-            from = to;
         }
     }
 }
@@ -562,6 +588,7 @@ impl Assembled {
             .parts
             .iter()
             .map(|part| match part {
+                Part::Fresh(json) if json.len() < MIN_DEFLATED_LEN => json.len() + 5,
                 Part::Fresh(json) => json.len() / 3 + 8,
                 Part::Kept(fragment) => fragment
                     .deflate
@@ -573,18 +600,8 @@ impl Assembled {
         // RFC 1952 header: deflate, no flags, no time, unknown OS.
         let mut out = Vec::with_capacity(expected + 32);
         out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
-        let crc = COMPRESSORS.with_borrow_mut(|compressors| {
-            let prefixed = self
-                .parts
-                .iter()
-                .any(|part| matches!(part, Part::Prefix(_)));
-            let min_deflated_len = if prefixed {
-                MIN_DEFLATED_LEN_AFTER_PREFIX
-            } else {
-                MIN_DEFLATED_LEN
-            };
-            write_deflate(&self.parts, min_deflated_len, compressors, &mut out)
-        });
+        let crc = COMPRESSORS
+            .with_borrow_mut(|compressors| write_deflate(&self.parts, compressors, &mut out));
         // The last block: empty, fixed Huffman codes, marked final; then the
         // CRC-32 and the length modulo 2^32 (RFC 1952).
         out.extend_from_slice(&[0x03, 0x00]);
@@ -596,19 +613,14 @@ impl Assembled {
 
 /// Writes the deflate stream of `parts` and gives the CRC-32 of the JSON
 /// it encodes.
-fn write_deflate(
-    parts: &[Part],
-    min_deflated_len: usize,
-    compressors: &mut Compressors,
-    out: &mut Vec<u8>,
-) -> u32 {
+fn write_deflate(parts: &[Part], compressors: &mut Compressors, out: &mut Vec<u8>) -> u32 {
     let mut crc = 0;
     for part in parts {
         match part {
             Part::Fresh(json) if json.is_empty() => {}
             Part::Fresh(json) => {
                 crc = crc32(crc, json);
-                write_fresh(json, min_deflated_len, compressors, out);
+                write_fresh(json, compressors, out);
             }
             Part::Kept(fragment) => {
                 crc = crc32_combine_op(crc, fragment.crc, fragment.crc_append);
@@ -627,15 +639,19 @@ fn write_deflate(
     crc
 }
 
+/// Bytes [`write_fresh`] compresses of `json`.
+fn fresh_work(json: &[u8]) -> usize {
+    if json.len() < MIN_DEFLATED_LEN {
+        0
+    } else {
+        json.len()
+    }
+}
+
 /// JSON written for one answer: stored when shorter than
-/// `min_deflated_len`, else compressed at the quick level.
-fn write_fresh(
-    json: &[u8],
-    min_deflated_len: usize,
-    compressors: &mut Compressors,
-    out: &mut Vec<u8>,
-) {
-    if json.len() < min_deflated_len {
+/// [`MIN_DEFLATED_LEN`], else compressed at the quick level.
+fn write_fresh(json: &[u8], compressors: &mut Compressors, out: &mut Vec<u8>) {
+    if json.len() < MIN_DEFLATED_LEN {
         write_stored(out, json);
     } else {
         deflate_segment(&mut compressors.fresh, FRESH_LEVEL, json, out);
@@ -774,8 +790,12 @@ mod tests {
         let mut assembler = Assembler::new(&memo, step);
         let tail =
             json::encode_response_with(&answer(1_767_000_300_000, 2000, step), &mut assembler);
-        assert!(assembler.kept >= 3 * 10, "{} kept", assembler.kept);
-        assert!(assembler.made <= 3, "{} made", assembler.made);
+        assert!(
+            assembler.tally.kept >= 3 * 10,
+            "{} kept",
+            assembler.tally.kept
+        );
+        assert!(assembler.tally.made <= 3, "{} made", assembler.tally.made);
         let moved = assembler.finish(tail);
         assert!(memo.len() <= kept + 3, "{} after {kept}", memo.len());
         let work = moved.uncompressed_work();
@@ -814,7 +834,7 @@ mod tests {
             let tail = json::encode_response_with(&whole, &mut assembler);
             // Every interior piece came with the prefixes: none made now.
             assert_eq!(memo.len(), made);
-            assert_eq!(assembler.made as usize, made);
+            assert_eq!(assembler.tally.made as usize, made);
             let assembled = assembler.finish(tail);
             assert_eq!(assembled.json(), plain);
             assert_eq!(gunzip(&assembled.gzip()), plain);
@@ -841,9 +861,9 @@ mod tests {
             // The changed answer differs in one fragment: the one that
             // followed its predecessor before does not hold it.
             if all_kept {
-                assert_eq!(assembler.made, 0);
+                assert_eq!(assembler.tally.made, 0);
             } else if std::ptr::eq(response, &changed) {
-                assert_eq!(assembler.made, 1);
+                assert_eq!(assembler.tally.made, 1);
             }
             let assembled = assembler.finish(tail);
             let plain = json::encode_response(response);

@@ -519,8 +519,12 @@ async fn api(
             let mut assembler = Assembler::new(fragments, step_ms).with_prefixes(prefixes.as_ref());
             let tail = json::encode_response_with(&response, &mut assembler);
             let counted = &inner.metrics.fragments;
-            counted.with_label_values(&["kept"]).inc_by(assembler.kept);
-            counted.with_label_values(&["made"]).inc_by(assembler.made);
+            counted
+                .with_label_values(&["kept"])
+                .inc_by(assembler.tally.kept);
+            counted
+                .with_label_values(&["made"])
+                .inc_by(assembler.tally.made);
             Some(assembler.finish(tail))
         }
         _ => None,

@@ -232,35 +232,55 @@ pub fn plan_queries_with_cache(piece: &RangeQuery, entry: Option<&CacheEntry>) -
     plan_pieces(piece, entry, false)
 }
 
-/// What [`Plan::into_cached_prefix`] gives for the plans [`plan_with_cache`]
-/// makes for these pieces (one plan from [`plan_queries_with_cache`] and one
-/// entry per piece, in time order), made from the entries' extents
-/// directly: each cached sample is copied once, into place, not first cut
-/// out of its extent and then copied again. `None` when the plans are not
-/// cached leaves followed only by query leaves, if any.
+/// The pieces' plans as their cached data, concatenated now, followed by
+/// their query leaves, when every cached leaf comes before every query leaf
+/// and there is at least one cached leaf: a range moved forward, whose
+/// newest minutes alone are missing (the answer's cached part can then be
+/// prepared while they are computed), or a range the cache answers whole.
+/// `None` for any other plan.
+///
+/// `plans` are [`plan_queries_with_cache`]'s, one per piece in time order,
+/// with the entries they were made from. The data comes from the entries'
+/// extents directly: each cached sample is copied once, into place, not
+/// cut out of its extent first and then copied again. Merged with the
+/// queries' answers, it gives exactly what [`plan_with_cache`]'s plans give.
 pub fn cached_prefix(plans: &[Plan], entries: &[Option<&CacheEntry>]) -> Option<CachedPrefix> {
-    let whole = Plan::Concat(plans.to_vec());
-    if plans.len() != entries.len() || !whole.has_cached_prefix() {
+    if plans.len() != entries.len() {
         return None;
     }
-    let mut parts = Vec::new();
-    let mut queries = Vec::new();
-    for (plan, entry) in plans.iter().zip(entries) {
-        // The extent a cached leaf was cut from is the first one, in
-        // start order, that holds all of it: as `plan_pieces` chose it.
-        let mut extents: Vec<&Extent> = entry.map_or(Vec::new(), |e| e.extents.iter().collect());
-        extents.sort_by_key(|extent| extent.start_ms);
-        for leaf in plan.leaves() {
-            match leaf {
-                Plan::Cached(cut) => {
-                    let source = extents.iter().find(|extent| {
-                        extent.start_ms <= cut.start_ms && cut.end_ms <= extent.end_ms
-                    })?;
-                    parts.push((source.data.as_ref()?, cut.start_ms, cut.end_ms));
-                }
-                Plan::Query(query) => queries.push(query.clone()),
-                Plan::Concat(_) => unreachable!("leaves only"),
+    let leaves: Vec<(&Plan, Option<&CacheEntry>)> = plans
+        .iter()
+        .zip(entries)
+        .flat_map(|(plan, entry)| plan.leaves().into_iter().map(move |leaf| (leaf, *entry)))
+        .collect();
+    let cached = leaves
+        .iter()
+        .take_while(|(leaf, _)| matches!(leaf, Plan::Cached(_)))
+        .count();
+    if cached == 0
+        || leaves[cached..]
+            .iter()
+            .any(|(leaf, _)| !matches!(leaf, Plan::Query(_)))
+    {
+        return None;
+    }
+    let mut parts = Vec::with_capacity(cached);
+    let mut queries = Vec::with_capacity(leaves.len() - cached);
+    for (leaf, entry) in leaves {
+        match leaf {
+            Plan::Cached(cut) => {
+                // The extent a cached leaf was cut from is the first one, in
+                // start order, that holds all of it: as `plan_pieces` chose it.
+                let mut extents: Vec<&Extent> =
+                    entry.map_or(Vec::new(), |entry| entry.extents.iter().collect());
+                extents.sort_by_key(|extent| extent.start_ms);
+                let source = extents.into_iter().find(|extent| {
+                    extent.start_ms <= cut.start_ms && cut.end_ms <= extent.end_ms
+                })?;
+                parts.push((source.data.as_ref()?, cut.start_ms, cut.end_ms));
             }
+            Plan::Query(query) => queries.push(query.clone()),
+            Plan::Concat(_) => unreachable!("leaves only"),
         }
     }
     Some(CachedPrefix {
@@ -404,6 +424,7 @@ pub fn updated_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::Plan;
     use proptest::prelude::*;
     use sluice_proto::{ErrorType, Label, ResultType, Series};
 
@@ -664,9 +685,36 @@ mod tests {
         }
     }
 
+    /// The grid points of `piece` inside `[start_ms, end_ms]`, valued by
+    /// `index`, so that taking another extent's data shows.
+    fn extent_data(piece: &RangeQuery, index: usize, start_ms: i64, end_ms: i64) -> QueryData {
+        let mut series = Series {
+            labels: vec![Label {
+                name: "a".into(),
+                value: "1".into(),
+            }],
+            ..Series::default()
+        };
+        let step = piece.step_ms;
+        let mut t = piece.start_ms - 2 * step;
+        while t <= piece.end_ms + 2 * step {
+            if start_ms <= t && t <= end_ms {
+                series.push(t, t as f64 + index as f64 * 10_000.0);
+            }
+            t += step;
+        }
+        QueryData {
+            result_type: ResultType::Matrix as i32,
+            series: vec![series],
+            ..QueryData::default()
+        }
+    }
+
     proptest! {
         /// Whatever extents an entry holds (overlapping, off-grid, absurd),
-        /// the plan's leaves cover the piece's grid exactly once, in order.
+        /// the plan's leaves cover the piece's grid exactly once, in order;
+        /// and the cached prefix made from the entry directly merges to the
+        /// answer the plan with data merges to.
         #[test]
         fn leaves_cover_the_grid_exactly_once(
             start in -1_000i64..1_000,
@@ -685,7 +733,11 @@ mod tests {
             let piece = RangeQuery { query: "up".into(), start_ms: start, end_ms: start + length, step_ms: step, ..RangeQuery::default() };
             let entry = CacheEntry {
                 key: String::new(),
-                extents: extents.into_iter().map(|(start_ms, end_ms)| Extent { start_ms, end_ms, data: Some(QueryData::default()) }).collect(),
+                extents: extents
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, (start_ms, end_ms))| Extent { start_ms, end_ms, data: Some(extent_data(&piece, index, start_ms, end_ms)) })
+                    .collect(),
             };
             let plan = plan_with_cache(&piece, Some(&entry));
             let expected: Vec<i64> = crate::grid_points(&piece).collect();
@@ -696,53 +748,76 @@ mod tests {
             prop_assert_eq!(without_data.queries(), plan.queries());
             prop_assert_eq!(leaf_points(&without_data, step), leaf_points(&plan, step));
             prop_assert_eq!(without_data.cached_samples(), 0);
-        }
-
-        /// The cached prefix made from the entry directly is the one the
-        /// plan with data gives, whatever the extents.
-        #[test]
-        fn a_cached_prefix_from_the_entry_is_the_plans(
-            start in -1_000i64..1_000,
-            length in 0i64..2_000,
-            step in 1i64..50,
-            extents in prop::collection::vec(
-                prop_oneof![
-                    (-1_500i64..3_500, 0i64..800).prop_map(|(s, l)| (s, s + l)),
-                    Just((i64::MIN, i64::MAX)),
-                ],
-                0..6,
-            ),
-        ) {
-            let piece = RangeQuery { query: "up".into(), start_ms: start, end_ms: start + length, step_ms: step, ..RangeQuery::default() };
-            let extents = extents
-                .into_iter()
-                .enumerate()
-                .map(|(index, (start_ms, end_ms))| {
-                    // Samples on the piece's grid inside the extent, valued
-                    // by extent, so taking the wrong one shows.
-                    let mut series = Series { labels: vec![Label { name: "a".into(), value: "1".into() }], ..Series::default() };
-                    let mut t = start - 2 * step;
-                    while t <= start + length + 2 * step {
-                        if start_ms <= t && t <= end_ms {
-                            series.push(t, t as f64 + index as f64 * 10_000.0);
-                        }
-                        t += step;
-                    }
-                    let data = QueryData { result_type: ResultType::Matrix as i32, series: vec![series], ..QueryData::default() };
-                    Extent { start_ms, end_ms, data: Some(data) }
-                })
-                .collect();
-            let entry = CacheEntry { key: String::new(), extents };
-            let direct = cached_prefix(&[plan_queries_with_cache(&piece, Some(&entry))], &[Some(&entry)]);
-            match plan_with_cache(&piece, Some(&entry)).into_cached_prefix() {
-                Ok(expected) => {
-                    let direct = direct.expect("a cached prefix");
-                    prop_assert_eq!(direct.queries(), expected.queries());
-                    prop_assert_eq!(&direct.data, &expected.data);
+            // A cached prefix exactly when cached leaves come first and
+            // only queries follow them; merged, it is the plan's answer.
+            let leaves = plan.leaves();
+            let cached = leaves.iter().take_while(|leaf| matches!(leaf, Plan::Cached(_))).count();
+            let prefix_shaped = cached > 0 && leaves[cached..].iter().all(|leaf| matches!(leaf, Plan::Query(_)));
+            let answers: Vec<ApiResponse> = plan.queries().into_iter().map(answer).collect();
+            match cached_prefix(&[without_data], &[Some(&entry)]) {
+                Some(prefix) => {
+                    prop_assert!(prefix_shaped);
+                    prop_assert_eq!(prefix.queries().iter().collect::<Vec<_>>(), plan.queries());
+                    prop_assert_eq!(prefix.into_merged(answers.clone()), plan.merge(answers));
                 }
-                Err(_) => prop_assert!(direct.is_none()),
+                None => prop_assert!(!prefix_shaped),
             }
         }
+    }
+
+    #[test]
+    fn a_moved_range_has_a_cached_prefix_with_room_for_its_tail() {
+        let first = piece("up", 0, 60 * MINUTE);
+        let entry = store(&first, None, 100 * MINUTE).unwrap();
+        let moved = piece("up", 5 * MINUTE, 65 * MINUTE);
+        let plans = [plan_queries_with_cache(&moved, Some(&entry))];
+        let prefix = cached_prefix(&plans, &[Some(&entry)]).expect("cached, then queried");
+        assert_eq!(prefix.queries(), &[piece("up", 61 * MINUTE, 65 * MINUTE)]);
+        let series = &prefix.data.series[0];
+        assert_eq!(series.timestamps_ms.len(), 56);
+        // Room for the five grid points of the tail: appended in place.
+        assert!(series.timestamps_ms.capacity() >= 61);
+        assert!(series.values.capacity() >= 61);
+        let answers = prefix.queries().iter().map(answer).collect();
+        assert_eq!(prefix.into_merged(answers), answer(&moved));
+    }
+
+    #[test]
+    fn only_cached_then_queried_plans_have_a_cached_prefix() {
+        let extent = |index, start_ms, end_ms| Extent {
+            start_ms,
+            end_ms,
+            data: Some(extent_data(
+                &piece("up", 0, 30 * MINUTE),
+                index,
+                start_ms,
+                end_ms,
+            )),
+        };
+        let entry = |extents| CacheEntry {
+            key: String::new(),
+            extents,
+        };
+        let query = piece("up", 0, 30 * MINUTE);
+        let prefix_of = |entry: Option<&CacheEntry>| {
+            cached_prefix(&[plan_queries_with_cache(&query, entry)], &[entry])
+        };
+        assert!(prefix_of(None).is_none(), "nothing cached");
+        let gap = entry(vec![
+            extent(0, 0, 5 * MINUTE),
+            extent(1, 20 * MINUTE, 40 * MINUTE),
+        ]);
+        assert!(prefix_of(Some(&gap)).is_none(), "cached, queried, cached");
+        let late = entry(vec![extent(0, 20 * MINUTE, 40 * MINUTE)]);
+        assert!(prefix_of(Some(&late)).is_none(), "queried, then cached");
+        // Wholly cached: a prefix with nothing after it.
+        let whole = entry(vec![extent(0, 0, 40 * MINUTE)]);
+        let prefix = prefix_of(Some(&whole)).expect("wholly cached");
+        assert!(prefix.queries().is_empty());
+        assert_eq!(
+            prefix.into_merged(vec![]),
+            plan_with_cache(&query, Some(&whole)).merge(vec![])
+        );
     }
 
     #[test]

@@ -67,6 +67,6 @@ pub use cache::{
     answer_is_final, cache_key, cached_prefix, decode_entry, encode_entry, plan_queries_with_cache,
     plan_with_cache, updated_entry,
 };
-pub use merge::{compare_labels, concat_data, concat_data_with_room, concat_slices, slice_data};
+pub use merge::{compare_labels, concat_data, concat_slices, slice_data};
 pub use plan::{CachedPrefix, Plan};
 pub use split::{DEFAULT_SPLIT_INTERVAL_MS, align, grid_points, split};

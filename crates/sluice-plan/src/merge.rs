@@ -49,7 +49,10 @@ pub fn concat_data(parts: impl IntoIterator<Item = QueryData>) -> QueryData {
 /// [`concat_data`], leaving room in every series for `room` more float
 /// samples, so that a later concatenation appending that many moves the
 /// series instead of copying them.
-pub fn concat_data_with_room(parts: impl IntoIterator<Item = QueryData>, room: usize) -> QueryData {
+pub(crate) fn concat_data_with_room(
+    parts: impl IntoIterator<Item = QueryData>,
+    room: usize,
+) -> QueryData {
     let parts: Vec<QueryData> = parts.into_iter().collect();
     // Each series (by label set) gets a slot, and each slot's whole length
     // is counted first, so its samples are allocated once: growing a week

@@ -4,7 +4,7 @@
 use sluice_proto::{ApiResponse, ErrorType, QueryData, RangeQuery, ResponseData};
 
 use crate::cache::Extent;
-use crate::merge::{concat_data, concat_data_with_room};
+use crate::merge::concat_data;
 
 /// How one range query is answered.
 ///
@@ -76,76 +76,16 @@ impl Plan {
         }
     }
 
-    /// The plan as its cached data, concatenated now, followed by its query
-    /// leaves, when it has cached leaves and every one of them comes before
-    /// every query leaf: a range moved forward, whose newest minutes alone
-    /// are missing (the answer's cached part can then be prepared, merged
-    /// and even encoded, while they are computed), or a range the cache
-    /// answers whole. Any other plan is given back as it was.
-    pub fn into_cached_prefix(self) -> Result<CachedPrefix, Plan> {
-        if !self.has_cached_prefix() {
-            return Err(self);
-        }
-        let mut leaves = Vec::new();
-        self.collect_leaves(&mut leaves);
-        let mut cached = Vec::new();
-        let mut queries = Vec::new();
-        for leaf in leaves {
-            match leaf {
-                Plan::Cached(extent) => cached.push(extent.data.unwrap_or_default()),
-                Plan::Query(query) => queries.push(query),
-                Plan::Concat(_) => unreachable!("leaves only"),
-            }
-        }
-        Ok(CachedPrefix {
-            data: concat_data_with_room(cached, room_for(&queries)),
-            queries,
-        })
-    }
-
-    /// Whether the leaves are cached ones, at least one, then only query
-    /// ones, if any (see [`Plan::into_cached_prefix`]).
-    pub(crate) fn has_cached_prefix(&self) -> bool {
-        let mut kinds = Vec::new();
-        self.collect_leaf_kinds(&mut kinds);
-        let cached_count = kinds.iter().take_while(|cached| **cached).count();
-        cached_count > 0 && !kinds[cached_count..].contains(&true)
-    }
-
     /// The leaves, in order.
     pub(crate) fn leaves(&self) -> Vec<&Plan> {
         let mut leaves = Vec::new();
-        self.collect_leaf_refs(&mut leaves);
+        self.collect_leaves(&mut leaves);
         leaves
     }
 
-    fn collect_leaf_refs<'a>(&'a self, into: &mut Vec<&'a Plan>) {
+    fn collect_leaves<'a>(&'a self, into: &mut Vec<&'a Plan>) {
         match self {
-            Plan::Concat(children) => children
-                .iter()
-                .for_each(|child| child.collect_leaf_refs(into)),
-            leaf => into.push(leaf),
-        }
-    }
-
-    /// For each leaf, in order: whether it is cached.
-    fn collect_leaf_kinds(&self, into: &mut Vec<bool>) {
-        match self {
-            Plan::Query(_) => into.push(false),
-            Plan::Cached(_) => into.push(true),
-            Plan::Concat(children) => children
-                .iter()
-                .for_each(|child| child.collect_leaf_kinds(into)),
-        }
-    }
-
-    /// The leaves, in order, taken out of their `Concat` nodes (which only
-    /// ever concatenate, so the flat list merges to the same answer).
-    fn collect_leaves(self, into: &mut Vec<Plan>) {
-        match self {
-            Plan::Concat(children) => children
-                .into_iter()
-                .for_each(|child| child.collect_leaves(into)),
+            Plan::Concat(children) => children.iter().for_each(|child| child.collect_leaves(into)),
             leaf => into.push(leaf),
         }
     }
@@ -208,8 +148,9 @@ pub(crate) fn room_for(queries: &[RangeQuery]) -> usize {
     usize::try_from(points).unwrap_or(0).min(1 << 16)
 }
 
-/// A plan split by [`Plan::into_cached_prefix`]: its cached data, already
-/// concatenated, and the queries that follow it.
+/// A plan whose cached leaves all come before its query leaves, split by
+/// [`crate::cached_prefix`]: its cached data, already concatenated, and the
+/// queries that follow it.
 #[derive(Debug)]
 pub struct CachedPrefix {
     /// The cached part of the answer: every series the cache holds, sorted,
@@ -372,65 +313,6 @@ mod tests {
         };
         assert!(data.series.is_empty());
         assert_eq!(data.result_type, ResultType::Matrix as i32);
-    }
-
-    fn cached(samples: &[(i64, f64)]) -> Plan {
-        let Some(ResponseData::Query(data)) = answer(samples, &[]).data else {
-            unreachable!("answer() makes query data");
-        };
-        Plan::Cached(Extent {
-            start_ms: samples.first().map_or(0, |sample| sample.0),
-            end_ms: samples.last().map_or(0, |sample| sample.0),
-            data: Some(data),
-        })
-    }
-
-    #[test]
-    fn a_cached_prefix_merges_as_its_plan_does() {
-        // Two pieces: the first wholly cached, the second cached up to a
-        // missing tail, as a range moved forward plans them.
-        let plan = Plan::Concat(vec![
-            cached(&[(0, 1.0), (1, 2.0)]),
-            Plan::Concat(vec![cached(&[(2, 3.0)]), Plan::Query(piece(3, 5))]),
-        ]);
-        let tail = answer(&[(3, 4.0), (4, 5.0), (5, 6.0)], &["w"]);
-        let expected = plan.clone().into_merged(vec![tail.clone()]);
-        let prefix = plan.into_cached_prefix().expect("cached, then queried");
-        assert_eq!(prefix.queries(), &[piece(3, 5)]);
-        let series = &prefix.data.series[0];
-        assert_eq!(series.timestamps_ms, vec![0, 1, 2]);
-        // Room for the three grid points of the tail: appended in place.
-        assert!(series.timestamps_ms.capacity() >= 6);
-        assert!(series.values.capacity() >= 6);
-        assert_eq!(prefix.into_merged(vec![tail]), expected);
-    }
-
-    #[test]
-    fn only_cached_then_queried_plans_have_a_cached_prefix() {
-        let single = Plan::Query(piece(0, 5));
-        assert_eq!(single.clone().into_cached_prefix().unwrap_err(), single);
-        let gap = Plan::Concat(vec![
-            cached(&[(0, 1.0)]),
-            Plan::Query(piece(1, 2)),
-            cached(&[(3, 1.0)]),
-        ]);
-        assert_eq!(gap.clone().into_cached_prefix().unwrap_err(), gap);
-        let no_cached = Plan::Concat(vec![Plan::Query(piece(0, 1)), Plan::Query(piece(2, 3))]);
-        assert_eq!(
-            no_cached.clone().into_cached_prefix().unwrap_err(),
-            no_cached
-        );
-        // Wholly cached: a prefix with nothing after it.
-        let all_cached = Plan::Concat(vec![cached(&[(0, 1.0)]), cached(&[(1, 2.0)])]);
-        let expected = all_cached.clone().into_merged(vec![]);
-        let prefix = all_cached.into_cached_prefix().expect("wholly cached");
-        assert!(prefix.queries().is_empty());
-        assert_eq!(prefix.into_merged(vec![]), expected);
-        let query_first = Plan::Concat(vec![Plan::Query(piece(0, 1)), cached(&[(2, 1.0)])]);
-        assert_eq!(
-            query_first.clone().into_cached_prefix().unwrap_err(),
-            query_first
-        );
     }
 
     #[test]
