@@ -110,6 +110,9 @@ struct Figures {
     pieces: Duration,
     /// Prometheus alone, answering the minutes (d) has to compute.
     new_minutes: Duration,
+    /// A round trip to sluice with nothing to compute (`/ready`), in (d)'s
+    /// rhythm: what reaching an idle process costs on this machine.
+    idle_round_trip: Duration,
 }
 
 /// The day pieces sluice splits `[start_ms, end_ms]` into, by its own
@@ -183,13 +186,18 @@ async fn measure(
     // A dashboard refreshing every 5 minutes: each run is 5 minutes later
     // than the one before it, so only 5 new minutes are missing each time.
     let (mut moved_times, mut new_minutes_times) = (Vec::new(), Vec::new());
+    let mut idle_round_trips = Vec::new();
+    let ready = format!("{sluice_url}/ready");
     for shift in 1..=MOVES {
         let moved_by = (pass * MOVES + shift) * 5 * MINUTE_MS;
         let (moved_start, moved_end) = (start + moved_by, end + moved_by);
-        // Both timed requests below come after a week's query to
+        // Every timed request below comes after a week's query to
         // Prometheus and a pause, as a refresh does; the pause also lets
         // the previous refresh's asynchronous cache write land.
-        // First the minutes the cache cannot have, straight to Prometheus.
+        timed_raw(client, &direct, false, gzip).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        idle_round_trips.push(timed_raw(client, &ready, false, false).await.0);
+        // The minutes the cache cannot have, straight to Prometheus.
         timed_raw(client, &direct, false, gzip).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         let new_minutes = range_url(prometheus_url, moved_end - 4 * MINUTE_MS, moved_end);
@@ -211,6 +219,7 @@ async fn measure(
         moved: median(moved_times),
         pieces: median(pieces_times),
         new_minutes: median(new_minutes_times),
+        idle_round_trip: median(idle_round_trips),
     }
 }
 
@@ -276,6 +285,10 @@ async fn main() {
             "      Prometheus alone, the 5 new minutes: {:.3} ms (so (d) can be at most {:.0}x here)",
             millis(figures.new_minutes),
             base / figures.new_minutes.as_secs_f64()
+        );
+        println!(
+            "      sluice's /ready after the same pause: {:.3} ms (a round trip to an idle process here)",
+            millis(figures.idle_round_trip)
         );
     }
     let _ = sluice.process.terminate(Duration::from_secs(10)).await;
