@@ -446,7 +446,7 @@ async fn api(
         && let Some(answer) = memo.get(key)
     {
         inner.metrics.memo_hits.inc();
-        return memo_response(answer, gzip);
+        return memo_response(answer, gzip, true);
     }
     let range_step_ms = match &kind {
         QueryKind::Range(query) => Some(query.step_ms),
@@ -550,8 +550,8 @@ async fn api(
             None => MemoAnswer::new(bytes::Bytes::from(json::encode_response(&response))),
         });
         memo.put(key, answer.clone());
-        // Serves the spliced form now, and starts the smaller one for repeats.
-        return memo_response(answer, gzip);
+        // Serves the spliced form; a repeat has the whole compressed.
+        return memo_response(answer, gzip, false);
     }
     match (spliced, assembled) {
         (Some(body), _) => gzip_json_response(body),
@@ -580,13 +580,15 @@ fn gzip_json_response(body: bytes::Bytes) -> Response {
     response
 }
 
-/// A memoised answer as a response, in the form the client accepts. The
-/// gzip form is made once, in the background; until it is ready the answer
-/// goes out as JSON, which `handle` compresses on the fly when asked.
-fn memo_response(answer: Arc<MemoAnswer>, gzip: bool) -> Response {
+/// A memoised answer as a response, in the form the client accepts, served
+/// for the first time or again (`repeat`). The gzip form is the spliced one
+/// or one made in the background (see [`MemoAnswer::gzipped`]); with
+/// neither ready the answer goes out as JSON, which `handle` compresses on
+/// the fly when asked.
+fn memo_response(answer: Arc<MemoAnswer>, gzip: bool, repeat: bool) -> Response {
     if gzip
         && answer.json_len() >= compression::MIN_COMPRESSED_LEN
-        && let Some(body) = answer.gzipped()
+        && let Some(body) = answer.gzipped(repeat)
     {
         return gzip_json_response(body);
     }
