@@ -252,12 +252,7 @@ impl Inner {
             if let Some(prefix) =
                 cache.and_then(|_| sluice_plan::cached_prefix(&query_plans, &entries))
             {
-                acceleration.samples_from_cache = prefix
-                    .data
-                    .series
-                    .iter()
-                    .map(|series| series.timestamps_ms.len() + series.histograms.len())
-                    .sum();
+                acceleration.samples_from_cache = prefix.samples();
                 // Encoding ahead pays only while something is computed; a
                 // wholly cached answer is assembled once, at the end.
                 let prefixes = fragments
@@ -682,7 +677,8 @@ impl MemoAnswer {
                 answer.spliced_gzip.lock().expect("spliced lock").take();
             });
         }
-        spliced
+        // The spliced form may have just been dropped for the made one.
+        spliced.or_else(|| self.gzip.get().cloned())
     }
 }
 

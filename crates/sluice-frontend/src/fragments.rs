@@ -88,7 +88,7 @@ impl Fragment {
     }
 
     fn holds(&self, timestamps_ms: &[i64], values: &[f64]) -> bool {
-        *self.timestamps_ms == *timestamps_ms && same_bits(&self.value_bits, values)
+        same_samples(&self.timestamps_ms, &self.value_bits, timestamps_ms, values)
     }
 
     /// What the memo counts for this fragment: its samples, its JSON and
@@ -96,6 +96,11 @@ impl Fragment {
     fn counted_len(&self) -> usize {
         self.timestamps_ms.len() * 16 + self.json.len() + self.json.len() / 4 + 64
     }
+}
+
+/// Whether samples are exactly those kept as `timestamps_ms` and `bits`.
+fn same_samples(kept_ms: &[i64], bits: &[u64], timestamps_ms: &[i64], values: &[f64]) -> bool {
+    kept_ms == timestamps_ms && same_bits(bits, values)
 }
 
 /// Whether `values` are exactly `bits` (`-0` is not `0`; a NaN is its bits).
@@ -344,8 +349,12 @@ impl Prefix {
         let first = self.first_timestamps_ms.len();
         if timestamps_ms.len() < self.samples
             || values.len() < self.samples
-            || *self.first_timestamps_ms != timestamps_ms[..first]
-            || !same_bits(&self.first_value_bits, &values[..first])
+            || !same_samples(
+                &self.first_timestamps_ms,
+                &self.first_value_bits,
+                &timestamps_ms[..first],
+                &values[..first],
+            )
         {
             return false;
         }

@@ -758,6 +758,7 @@ mod tests {
                 Some(prefix) => {
                     prop_assert!(prefix_shaped);
                     prop_assert_eq!(prefix.queries().iter().collect::<Vec<_>>(), plan.queries());
+                    prop_assert_eq!(prefix.samples(), plan.cached_samples());
                     prop_assert_eq!(prefix.into_merged(answers.clone()), plan.merge(answers));
                 }
                 None => prop_assert!(!prefix_shaped),

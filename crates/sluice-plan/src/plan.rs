@@ -66,12 +66,7 @@ impl Plan {
     pub fn cached_samples(&self) -> usize {
         match self {
             Plan::Query(_) => 0,
-            Plan::Cached(extent) => extent.data.as_ref().map_or(0, |data| {
-                data.series
-                    .iter()
-                    .map(|series| series.timestamps_ms.len() + series.histograms.len())
-                    .sum()
-            }),
+            Plan::Cached(extent) => extent.data.as_ref().map_or(0, samples_in),
             Plan::Concat(children) => children.iter().map(Plan::cached_samples).sum(),
         }
     }
@@ -159,7 +154,21 @@ pub struct CachedPrefix {
     pub(crate) queries: Vec<RangeQuery>,
 }
 
+/// Samples (float and histogram) in `data`.
+fn samples_in(data: &QueryData) -> usize {
+    data.series
+        .iter()
+        .map(|series| series.timestamps_ms.len() + series.histograms.len())
+        .sum()
+}
+
 impl CachedPrefix {
+    /// Samples (float and histogram) the cache supplies, as
+    /// [`Plan::cached_samples`] counts them.
+    pub fn samples(&self) -> usize {
+        samples_in(&self.data)
+    }
+
     /// The sub-queries to run, in the order [`CachedPrefix::into_merged`]
     /// expects their answers in.
     pub fn queries(&self) -> &[RangeQuery] {
