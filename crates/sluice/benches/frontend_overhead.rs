@@ -8,7 +8,12 @@
 //! for an aggregation over every series of a metric, each as sluice's figure,
 //! Prometheus's, and their ratio. Ratios, not absolute times, are the result:
 //! the machine is shared, so every round measures each target in turn and
-//! ratios are taken within a round before the median is taken.
+//! ratios are taken within a round before the median is taken. Throughput
+//! rounds are many and short, and every other round runs the targets in the
+//! reverse order: Prometheus's own cost per query drifts by a tenth and more
+//! over seconds on this machine (its heap, the neighbours' load), and a few
+//! long rounds in one fixed order left the ratio to chance (one run's five
+//! rounds spanned 55% to 93%).
 //!
 //! sluice runs twice, side by side: with its defaults, and with
 //! `-server.worker-threads=1`, the setting for a small machine it shares
@@ -28,12 +33,16 @@ use support::{HttpClient, millis, start_sluice};
 const CHEAP_QUERY: &str = "node_temperature_celsius{instance=\"node-normal\"}";
 const AGGREGATION: &str = "sum by (job) (rate(http_requests_total[5m]))";
 const LATENCY_SAMPLES: usize = 1000;
-/// Each target is measured this many times, in turn, and the median kept:
-/// a burst of unrelated load on the shared machine then hits one round, not
-/// one side.
+/// Each target's latency is measured this many times, in turn, and the
+/// median kept: a burst of unrelated load on the shared machine then hits
+/// one round, not one side.
 const ROUNDS: usize = 5;
+/// Throughput rounds: as many seconds of load per target as five rounds of
+/// ten, in short windows, so that drift between two measurements of a
+/// round is small and the median has many rounds to choose from.
+const THROUGHPUT_ROUNDS: usize = 16;
 const CONCURRENT_CLIENTS: usize = 32;
-const THROUGHPUT_WINDOW: Duration = Duration::from_secs(10);
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(3);
 
 async fn get(client: &HttpClient, url: &hyper::Uri) -> usize {
     let response = client.get(url.clone()).await.expect("request");
@@ -149,7 +158,7 @@ async fn main() {
         THROUGHPUT_WINDOW.as_secs()
     );
     println!(
-        "each figure: the median of {ROUNDS} rounds, each round measuring every target in turn; ratios and differences are taken within a round"
+        "each figure: the median of {ROUNDS} latency rounds or {THROUGHPUT_ROUNDS} throughput rounds, each round measuring every target in turn (throughput: in alternating order); ratios and differences are taken within a round"
     );
 
     let mut rounds: Vec<Vec<Latency>> = targets.iter().map(|_| Vec::new()).collect();
@@ -194,8 +203,14 @@ async fn main() {
         ("aggregation over all series", AGGREGATION, 0.85),
     ] {
         let mut measured: Vec<Vec<f64>> = targets.iter().map(|_| Vec::new()).collect();
-        for _ in 0..ROUNDS {
-            for (index, (_, base)) in targets.iter().enumerate() {
+        for round in 0..THROUGHPUT_ROUNDS {
+            // Alternate the order, so a steady drift favours no target.
+            let mut order: Vec<usize> = (0..targets.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for index in order {
+                let base = &targets[index].1;
                 measured[index].push(throughput(&client, base, query, first_time_ms).await);
             }
         }
