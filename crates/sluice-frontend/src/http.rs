@@ -452,8 +452,7 @@ async fn api(
         QueryKind::Range(query) => Some(query.step_ms),
         _ => None,
     };
-    let mut prefixes = None;
-    let response = match kind {
+    let (response, prefixes) = match kind {
         QueryKind::Range(query) => {
             let answer = inner
                 .run_range_query(
@@ -465,26 +464,27 @@ async fn api(
                     &mut acceleration,
                 )
                 .await;
-            prefixes = answer.prefixes;
-            answer.response
+            (answer.response, answer.prefixes)
         }
         QueryKind::Metadata(query) => {
             let request = QueryRequest {
                 kind: Some(QueryKind::Metadata(query)),
             };
-            inner
+            let response = inner
                 .run_metadata_query(&tenant, request, deadline, no_store, &mut stats)
-                .await
+                .await;
+            (response, None)
         }
         other => {
-            inner
+            let response = inner
                 .dispatch_collapsed(
                     &tenant,
                     QueryRequest { kind: Some(other) },
                     deadline,
                     &mut stats,
                 )
-                .await
+                .await;
+            (response, None)
         }
     };
     let elapsed = started.elapsed();

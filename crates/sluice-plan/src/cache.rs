@@ -271,12 +271,11 @@ pub fn cached_prefix(plans: &[Plan], entries: &[Option<&CacheEntry>]) -> Option<
             Plan::Cached(cut) => {
                 // The extent a cached leaf was cut from is the first one, in
                 // start order, that holds all of it: as `plan_pieces` chose it.
-                let mut extents: Vec<&Extent> =
-                    entry.map_or(Vec::new(), |entry| entry.extents.iter().collect());
-                extents.sort_by_key(|extent| extent.start_ms);
-                let source = extents.into_iter().find(|extent| {
-                    extent.start_ms <= cut.start_ms && cut.end_ms <= extent.end_ms
-                })?;
+                let source = entry?
+                    .extents
+                    .iter()
+                    .filter(|extent| extent.start_ms <= cut.start_ms && cut.end_ms <= extent.end_ms)
+                    .min_by_key(|extent| extent.start_ms)?;
                 parts.push((source.data.as_ref()?, cut.start_ms, cut.end_ms));
             }
             Plan::Query(query) => queries.push(query.clone()),

@@ -140,6 +140,13 @@ async fn timed_at_once(client: &HttpClient, urls: &[String]) -> Duration {
     started.elapsed()
 }
 
+/// What comes before each timed request of step (d): a week's query to
+/// Prometheus (`direct`), then a pause, as between two refreshes.
+async fn between_refreshes(client: &HttpClient, direct: &str, gzip: bool) {
+    timed_raw(client, direct, false, gzip).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
 /// Steps (a) to (d) with or without gzip. `pass` keeps each pass's
 /// moved-forward ranges apart, so one pass never finds another's answers.
 async fn measure(
@@ -194,12 +201,10 @@ async fn measure(
         // Every timed request below comes after a week's query to
         // Prometheus and a pause, as a refresh does; the pause also lets
         // the previous refresh's asynchronous cache write land.
-        timed_raw(client, &direct, false, gzip).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        between_refreshes(client, &direct, gzip).await;
         idle_round_trips.push(timed_raw(client, &ready, false, false).await.0);
         // The minutes the cache cannot have, straight to Prometheus.
-        timed_raw(client, &direct, false, gzip).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        between_refreshes(client, &direct, gzip).await;
         let new_minutes = range_url(prometheus_url, moved_end - 4 * MINUTE_MS, moved_end);
         // Uncompressed, as sluice's querier asks for it.
         new_minutes_times.push(timed_raw(client, &new_minutes, false, false).await.0);
