@@ -59,7 +59,7 @@ pub(crate) struct Config {
     pub(crate) grpc_listen_address: String,
     pub(crate) grpc_listen_port: u16,
     pub(crate) graceful_shutdown_timeout: Duration,
-    /// Threads of the async runtime; 0 means one per core.
+    /// Threads of the async runtime; 0 means automatic (see `main`).
     pub(crate) worker_threads: usize,
     pub(crate) log_level: String,
     pub(crate) log_format: String,
@@ -213,7 +213,7 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "server.worker-threads",
         "server.worker_threads",
         "0",
-        "Threads that serve requests; 0 means one per core. On a small machine shared with the backend, fewer threads leave it more CPU.",
+        "Threads that serve requests; 0 means one per core, or one on machines of two cores or fewer, where a second thread costs more in wake-ups than it adds. Compression and the embedded engine run on separate threads either way.",
         |config, value| config.worker_threads = parse_number(value)?
     ),
     setting!(
