@@ -16,8 +16,8 @@
 //! rounds spanned 55% to 93%).
 //!
 //! sluice runs twice, side by side: with its defaults (on a machine of two
-//! cores, one runtime thread), and with `-server.worker-threads=2`, one
-//! thread per core as on a larger machine, to show what that default is
+//! cores, one runtime thread), and with `-server.worker-threads` set to one
+//! thread per core, as on a larger machine, to show what that default is
 //! worth here (2 cores for Prometheus, sluice and the load).
 //!
 //! Every request is distinct (its own evaluation time, a millisecond apart):
@@ -135,16 +135,17 @@ async fn main() {
     // this small, shared with Prometheus and the load generator, the
     // default of one thread leaves Prometheus more of the CPU.
     let mut sluice = start_sluice(&prometheus.url(), &[]).await;
-    let mut sluice_thread_per_core =
-        start_sluice(&prometheus.url(), &["-server.worker-threads=2"]).await;
+    let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+    let thread_per_core = format!("-server.worker-threads={cores}");
+    let mut sluice_thread_per_core = start_sluice(&prometheus.url(), &[&thread_per_core]).await;
 
     let first_time_ms = dataset.start_ms() + 86_400_000;
     let client = support::client(CONCURRENT_CLIENTS * 2);
     let targets = [
-        ("prometheus", prometheus.url()),
-        ("sluice", sluice.url.clone()),
+        ("prometheus".to_owned(), prometheus.url()),
+        ("sluice".to_owned(), sluice.url.clone()),
         (
-            "sluice -server.worker-threads=2",
+            format!("sluice {thread_per_core}"),
             sluice_thread_per_core.url.clone(),
         ),
     ];
