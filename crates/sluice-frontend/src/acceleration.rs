@@ -336,9 +336,12 @@ impl Inner {
             }
         }
         // The plan goes into the answer: its cached data moves, not copied.
-        let response = match merge {
-            Merge::Plan(plan) => plan.into_merged(responses),
-            Merge::Prefix(prefix) => prefix.into_merged(responses),
+        let (response, prefixes) = match merge {
+            Merge::Plan(plan) => (plan.into_merged(responses), prefixes),
+            Merge::Prefix(prefix) => {
+                let (response, kept) = prefix.into_merged_keeping_prefix(responses);
+                (response, prefixes.map(|prefixes| prefixes.vouched(kept)))
+            }
         };
         RangeAnswer { response, prefixes }
     }
@@ -590,8 +593,8 @@ pub(crate) struct MemoAnswer {
     assembled: Mutex<Option<crate::fragments::Assembled>>,
     /// The whole answer compressed at the default level.
     gzip: std::sync::OnceLock<bytes::Bytes>,
-    /// The gzip form spliced from kept fragments when the answer was
-    /// assembled: about a fifth larger, served until the smaller one is
+    /// The gzip form spliced from kept fragments for the answer's first
+    /// repeat: about a fifth larger, served until the smaller one is
     /// made, then dropped.
     spliced_gzip: Mutex<Option<bytes::Bytes>>,
     /// Set once the gzip form's making has started: a burst of requests
@@ -611,18 +614,15 @@ impl MemoAnswer {
         }
     }
 
-    /// An answer whose JSON is made from `assembled` when first needed,
-    /// with the gzip form spliced on the way, if one was.
-    pub(crate) fn assembled(
-        assembled: crate::fragments::Assembled,
-        spliced_gzip: Option<bytes::Bytes>,
-    ) -> MemoAnswer {
+    /// An answer whose JSON, or gzip form, is made from `assembled` when
+    /// first needed.
+    pub(crate) fn assembled(assembled: crate::fragments::Assembled) -> MemoAnswer {
         MemoAnswer {
             json_len: assembled.len(),
             json: std::sync::OnceLock::new(),
             assembled: Mutex::new(Some(assembled)),
             gzip: std::sync::OnceLock::new(),
-            spliced_gzip: Mutex::new(spliced_gzip),
+            spliced_gzip: Mutex::new(None),
             making_gzip: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -653,9 +653,11 @@ impl MemoAnswer {
 
     /// The smallest gzip form made so far, if any.
     ///
-    /// The whole answer is compressed (once, off the async workers) when
-    /// there is no spliced form, or when the answer is served again
-    /// (`repeat`). Compressing costs tens of milliseconds of a core for a
+    /// A repeat (`repeat`) of an answer that was assembled from kept
+    /// fragments splices them, which is mostly copying, and keeps that
+    /// form for the repeats that follow. The whole answer is compressed
+    /// (once, off the async workers) on a repeat, or when nothing can be
+    /// spliced. Compressing costs tens of milliseconds of a core for a
     /// week's answer and saves a fifth of its bytes on every later serve:
     /// worth it for an answer asked for again, wasted on one served once,
     /// as every refresh of a dashboard moving with time is.
@@ -663,7 +665,14 @@ impl MemoAnswer {
         if let Some(made) = self.gzip.get() {
             return Some(made.clone());
         }
-        let spliced = self.spliced_gzip.lock().expect("spliced lock").clone();
+        let spliced = {
+            // Held while splicing, so a burst of repeats splices once.
+            let mut spliced = self.spliced_gzip.lock().expect("spliced lock");
+            if spliced.is_none() && repeat {
+                *spliced = self.splice();
+            }
+            spliced.clone()
+        };
         if (repeat || spliced.is_none())
             && !self
                 .making_gzip
@@ -679,6 +688,17 @@ impl MemoAnswer {
         }
         // The spliced form may have just been dropped for the made one.
         spliced.or_else(|| self.gzip.get().cloned())
+    }
+
+    /// The gzip form spliced from the assembled answer, when that is
+    /// mostly copying: not once the JSON has been made from it, nor when
+    /// its fragments were never compressed (its first client took JSON).
+    fn splice(&self) -> Option<bytes::Bytes> {
+        let assembled = self.assembled.lock().expect("assembled lock");
+        assembled
+            .as_ref()
+            .filter(|assembled| assembled.splices_quickly())
+            .map(|assembled| bytes::Bytes::from(assembled.gzip()))
     }
 }
 
@@ -750,7 +770,7 @@ mod tests {
     fn an_assembled_answer_gives_its_json_when_asked() {
         let fragments = crate::fragments::FragmentMemo::new(1 << 20);
         let (response, assembled) = assembled_answer(&fragments);
-        let answer = MemoAnswer::assembled(assembled, None);
+        let answer = MemoAnswer::assembled(assembled);
         let want = sluice_api::json::encode_response(&response);
         assert_eq!(answer.json_len(), want.len());
         assert_eq!(answer.json(), want);
@@ -772,39 +792,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_spliced_gzip_form_serves_until_a_repeat_has_the_whole_compressed() {
+    async fn a_repeat_splices_a_gzip_form_kept_until_the_whole_is_compressed() {
         let fragments = crate::fragments::FragmentMemo::new(1 << 20);
         let (response, assembled) = assembled_answer(&fragments);
-        let spliced = bytes::Bytes::from(assembled.gzip());
-        let answer = Arc::new(MemoAnswer::assembled(assembled, Some(spliced.clone())));
-        // Served once: the spliced form, with no JSON copied and nothing
-        // compressed for it.
-        let served = answer.gzipped(false).expect("the spliced form, at once");
-        assert_eq!(served.as_ptr(), spliced.as_ptr(), "the very bytes spliced");
-        assert!(answer.json.get().is_none(), "no JSON copy was made");
-        assert!(
-            !answer
-                .making_gzip
-                .load(std::sync::atomic::Ordering::Acquire)
-        );
-        // Served again: still the spliced form while the whole is compressed.
-        let served = answer.gzipped(true).expect("the spliced form meanwhile");
-        assert_eq!(served.as_ptr(), spliced.as_ptr());
+        // The first client's body was spliced, sent and not kept.
+        let first = assembled.gzip();
+        let answer = Arc::new(MemoAnswer::assembled(assembled));
+        assert!(answer.spliced_gzip.lock().unwrap().is_none());
+        assert!(answer.gzip.get().is_none());
+        // Served again: spliced at once, and the whole compressed meanwhile.
+        let served = answer.gzipped(true).expect("spliced at once");
+        assert_eq!(served, first, "the same splice as the first body");
         assert!(
             answer
                 .making_gzip
                 .load(std::sync::atomic::Ordering::Acquire)
         );
+        // The repeats that follow take the kept splice until the made form
+        // is ready, then that.
+        let again = answer.gzipped(true).expect("a form at once");
+        let made_by_now = answer.gzip.get().map(|made| made.as_ptr());
+        assert!(
+            again.as_ptr() == served.as_ptr() || Some(again.as_ptr()) == made_by_now,
+            "spliced once, not again"
+        );
         let made = made_gzip(&answer, true).await;
         let json = sluice_api::json::encode_response(&response);
         assert_eq!(sluice_testkit::gunzip(&made), json);
-        assert_eq!(sluice_testkit::gunzip(&spliced), json);
-        assert!(
-            made.len() < spliced.len(),
-            "{} {}",
-            made.len(),
-            spliced.len()
-        );
+        assert_eq!(sluice_testkit::gunzip(&served), json);
+        assert!(made.len() < served.len(), "{} {}", made.len(), served.len());
         assert!(
             answer.spliced_gzip.lock().unwrap().is_none(),
             "the spliced form is dropped"
@@ -815,7 +831,7 @@ mod tests {
     async fn an_answer_without_a_gzip_form_has_one_made_in_the_background() {
         let fragments = crate::fragments::FragmentMemo::new(1 << 20);
         let (response, assembled) = assembled_answer(&fragments);
-        let answer = Arc::new(MemoAnswer::assembled(assembled, None));
+        let answer = Arc::new(MemoAnswer::assembled(assembled));
         assert!(
             answer.gzipped(false).is_none(),
             "not made yet: the caller compresses"

@@ -344,18 +344,40 @@ struct PrefixGzip {
 }
 
 impl Prefix {
-    /// Whether a series' samples begin with exactly this prefix's samples.
-    fn begins(&self, timestamps_ms: &[i64], values: &[f64]) -> bool {
+    /// Whether a series' samples begin with exactly this prefix's samples:
+    /// checked sample by sample, or only at the prefix's two ends when the
+    /// merge has `vouched` that the series begins with the data the prefix
+    /// was made from (a week of samples is a megabyte to compare, read
+    /// while the client waits).
+    fn begins(&self, timestamps_ms: &[i64], values: &[f64], vouched: bool) -> bool {
         let first = self.first_timestamps_ms.len();
-        if timestamps_ms.len() < self.samples
-            || values.len() < self.samples
-            || !same_samples(
-                &self.first_timestamps_ms,
-                &self.first_value_bits,
-                &timestamps_ms[..first],
-                &values[..first],
-            )
-        {
+        if timestamps_ms.len() < self.samples || values.len() < self.samples {
+            return false;
+        }
+        if vouched {
+            let (last_ms, last_bits) = match self.fragments.last() {
+                Some(fragment) => (&fragment.timestamps_ms, &fragment.value_bits),
+                None => (&self.first_timestamps_ms, &self.first_value_bits),
+            };
+            let end = self.samples;
+            return same_samples(
+                &self.first_timestamps_ms[..1],
+                &self.first_value_bits[..1],
+                &timestamps_ms[..1],
+                &values[..1],
+            ) && same_samples(
+                &last_ms[last_ms.len() - 1..],
+                &last_bits[last_bits.len() - 1..],
+                &timestamps_ms[end - 1..end],
+                &values[end - 1..end],
+            );
+        }
+        if !same_samples(
+            &self.first_timestamps_ms,
+            &self.first_value_bits,
+            &timestamps_ms[..first],
+            &values[..first],
+        ) {
             return false;
         }
         let mut from = first;
@@ -407,6 +429,9 @@ impl Prefix {
 #[derive(Default)]
 pub(crate) struct Prefixes {
     by_labels: HashMap<Vec<Label>, Arc<Prefix>>,
+    /// Whether the merge kept every series of the data these were made
+    /// from as the beginning of the answer's series of the same labels.
+    vouched: bool,
 }
 
 impl Prefixes {
@@ -475,7 +500,22 @@ impl Prefixes {
             }
             by_labels.insert(series.labels.clone(), Arc::new(prefix));
         }
-        Prefixes { by_labels }
+        Prefixes {
+            by_labels,
+            vouched: false,
+        }
+    }
+
+    /// These prefixes, for an answer whose merge `kept` each series of
+    /// the data they were made from as the beginning of the answer's
+    /// series of the same labels (see
+    /// `sluice_plan::CachedPrefix::into_merged_keeping_prefix`): then a
+    /// series is not compared with its prefix sample by sample.
+    pub(crate) fn vouched(self, kept: bool) -> Prefixes {
+        Prefixes {
+            vouched: kept,
+            ..self
+        }
     }
 }
 
@@ -526,11 +566,12 @@ impl SampleSink for Assembler<'_> {
     ) {
         let count = timestamps_ms.len();
         let mut from = 0;
-        if let Some(prefix) = self
-            .prefixes
-            .and_then(|prefixes| prefixes.by_labels.get(labels))
-            .filter(|prefix| prefix.begins(timestamps_ms, values))
-        {
+        if let Some(prefix) = self.prefixes.and_then(|prefixes| {
+            let prefix = prefixes.by_labels.get(labels)?;
+            prefix
+                .begins(timestamps_ms, values, prefixes.vouched)
+                .then_some(prefix)
+        }) {
             self.tally.add(prefix.tally);
             self.parts.push(Part::Fresh(std::mem::take(out)));
             self.parts.push(Part::Prefix(prefix.clone()));
@@ -577,8 +618,16 @@ impl Assembled {
     }
 
     /// Bytes that [`Assembled::gzip`] would have to compress afresh.
-    pub(crate) fn uncompressed_work(&self) -> usize {
+    fn uncompressed_work(&self) -> usize {
         self.parts.iter().map(Part::uncompressed_work).sum()
+    }
+
+    /// Whether [`Assembled::gzip`] is mostly copying: under 192 KiB to
+    /// compress afresh, well under a millisecond's work (a moved range's
+    /// edges and new pieces). More (a first answer) belongs off the async
+    /// workers.
+    pub(crate) fn splices_quickly(&self) -> bool {
+        self.uncompressed_work() <= 192 * 1024
     }
 
     /// The answer as JSON.
@@ -593,6 +642,11 @@ impl Assembled {
     /// The answer as a gzip stream: kept fragments' deflate segments as
     /// they are, fresh JSON compressed (or stored, when short) in between.
     pub(crate) fn gzip(&self) -> Vec<u8> {
+        self.gzip_in(Vec::new())
+    }
+
+    /// [`Assembled::gzip`], written into `out` (empty, perhaps reused).
+    pub(crate) fn gzip_in(&self, mut out: Vec<u8>) -> Vec<u8> {
         let expected: usize = self
             .parts
             .iter()
@@ -607,7 +661,7 @@ impl Assembled {
             })
             .sum();
         // RFC 1952 header: deflate, no flags, no time, unknown OS.
-        let mut out = Vec::with_capacity(expected + 32);
+        out.reserve(expected + 32);
         out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
         let crc = COMPRESSORS
             .with_borrow_mut(|compressors| write_deflate(&self.parts, compressors, &mut out));
@@ -834,9 +888,9 @@ mod tests {
         let whole = answer(start, 2000, step);
         let cached = answer(start, 1995, step);
         let plain = json::encode_response(&whole);
-        for gzip in [true, false] {
+        for (gzip, vouched) in [(true, false), (false, false), (true, true), (false, true)] {
             let memo = FragmentMemo::new(64 << 20);
-            let prefixes = Prefixes::new(&memo, step, query_data(&cached), gzip);
+            let prefixes = Prefixes::new(&memo, step, query_data(&cached), gzip).vouched(vouched);
             assert_eq!(prefixes.by_labels.len(), 3);
             let made = memo.len();
             let mut assembler = Assembler::new(&memo, step).with_prefixes(Some(&prefixes));
@@ -908,6 +962,19 @@ mod tests {
         let plain = json::encode_response(&changed);
         assert_eq!(assembled.json(), plain);
         assert_eq!(gunzip(&assembled.gzip()), plain);
+        // Vouched for by the merge, a prefix is checked only at its ends
+        // (and for length): the middle change is taken on trust, which is
+        // what vouching is for; the other two are still turned down.
+        let prefixes = prefixes.vouched(true);
+        let mut assembler = Assembler::new(&memo, step).with_prefixes(Some(&prefixes));
+        let tail = json::encode_response_with(&changed, &mut assembler);
+        let used = assembler
+            .finish(tail)
+            .parts
+            .iter()
+            .filter(|part| matches!(part, Part::Prefix(_)))
+            .count();
+        assert_eq!(used, 1);
     }
 
     #[test]

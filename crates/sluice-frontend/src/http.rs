@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::Inner;
 use crate::acceleration::{AccelerationStats, MemoAnswer, RangeOptions};
+use crate::buffers;
 use crate::compression;
 use crate::dispatch::{DispatchStats, humanize};
 use crate::fragments::{Assembled, Assembler};
@@ -546,12 +547,17 @@ async fn api(
         && response.infos.is_empty()
     {
         let answer = Arc::new(match assembled {
-            Some(assembled) => MemoAnswer::assembled(assembled, spliced),
+            Some(assembled) => MemoAnswer::assembled(assembled),
             None => MemoAnswer::new(bytes::Bytes::from(json::encode_response(&response))),
         });
         memo.put(key, answer.clone());
-        // Serves the spliced form; a repeat has the whole compressed.
-        return memo_response(answer, gzip, false);
+        // The spliced body is sent and not kept: most answers are never
+        // asked for again (a dashboard moving with time); a repeat splices
+        // its own, kept until the whole is compressed.
+        return match spliced {
+            Some(body) => gzip_json_response(body),
+            None => memo_response(answer, gzip, false),
+        };
     }
     match (spliced, assembled) {
         (Some(body), _) => gzip_json_response(body),
@@ -560,17 +566,21 @@ async fn api(
     }
 }
 
-/// The gzip form of an assembled answer; off the async workers when much
-/// of it has to be compressed afresh (a first answer). A moved range's
-/// edges and new pieces are tens of kilobytes, well under a millisecond's
-/// work: handing them to another thread would cost a wake-up instead.
+/// The gzip form of an assembled answer, in a pooled buffer (it is sent
+/// once); off the async workers when much of it has to be compressed
+/// afresh (a first answer). A moved range's edges and new pieces are tens
+/// of kilobytes, well under a millisecond's work: handing them to another
+/// thread would cost a wake-up instead.
 async fn assembled_gzip(assembled: Assembled) -> Option<(bytes::Bytes, Assembled)> {
-    if assembled.uncompressed_work() > 192 * 1024 {
-        tokio::task::spawn_blocking(move || (bytes::Bytes::from(assembled.gzip()), assembled))
-            .await
-            .ok()
+    let quick = assembled.splices_quickly();
+    let splice = move || {
+        let body = assembled.gzip_in(buffers::BODIES.take(0));
+        (buffers::BODIES.body(body), assembled)
+    };
+    if quick {
+        Some(splice())
     } else {
-        Some((bytes::Bytes::from(assembled.gzip()), assembled))
+        tokio::task::spawn_blocking(splice).await.ok()
     }
 }
 

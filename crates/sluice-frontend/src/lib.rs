@@ -11,6 +11,7 @@
 //! at the edge.
 
 mod acceleration;
+mod buffers;
 mod compression;
 mod dispatch;
 mod fragments;

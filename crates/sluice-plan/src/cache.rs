@@ -758,7 +758,20 @@ mod tests {
                     prop_assert!(prefix_shaped);
                     prop_assert_eq!(prefix.queries().iter().collect::<Vec<_>>(), plan.queries());
                     prop_assert_eq!(prefix.samples(), plan.cached_samples());
-                    prop_assert_eq!(prefix.into_merged(answers.clone()), plan.merge(answers));
+                    let cached_series = prefix.data.series.clone();
+                    let (merged, kept) = prefix.into_merged_keeping_prefix(answers.clone());
+                    // Answers on the grid after the cached time leave
+                    // every cached series as the start of its answer's.
+                    prop_assert!(kept);
+                    if let Some(ResponseData::Query(data)) = &merged.data {
+                        for cached in &cached_series {
+                            let series = data.series.iter().find(|series| series.labels == cached.labels).expect("every cached series is answered");
+                            let count = cached.timestamps_ms.len();
+                            prop_assert_eq!(&series.timestamps_ms[..count], &cached.timestamps_ms[..]);
+                            prop_assert_eq!(&series.values[..count], &cached.values[..]);
+                        }
+                    }
+                    prop_assert_eq!(merged, plan.merge(answers));
                 }
                 None => prop_assert!(!prefix_shaped),
             }
@@ -780,6 +793,32 @@ mod tests {
         assert!(series.values.capacity() >= 61);
         let answers = prefix.queries().iter().map(answer).collect();
         assert_eq!(prefix.into_merged(answers), answer(&moved));
+    }
+
+    #[test]
+    fn an_answer_reaching_back_into_the_cached_time_is_told() {
+        let first = piece("up", 0, 60 * MINUTE);
+        let entry = store(&first, None, 100 * MINUTE).unwrap();
+        let moved = piece("up", 5 * MINUTE, 65 * MINUTE);
+        let plans = [plan_queries_with_cache(&moved, Some(&entry))];
+        let prefix = || cached_prefix(&plans, &[Some(&entry)]).expect("cached, then queried");
+        let in_order: Vec<ApiResponse> = prefix().queries().iter().map(answer).collect();
+        let (merged, kept) = prefix().into_merged_keeping_prefix(in_order);
+        assert!(kept);
+        assert_eq!(merged, answer(&moved));
+        // A backend answering from before the range asked for: the series
+        // is put back in order, so the cached samples are no longer its
+        // beginning as they were.
+        let reaching_back = vec![answer(&piece("up", 30 * MINUTE, 65 * MINUTE))];
+        let (merged, kept) = prefix().into_merged_keeping_prefix(reaching_back);
+        assert!(!kept);
+        assert!(!merged.is_error());
+        // An error keeps nothing.
+        let failed = vec![ApiResponse::error(
+            sluice_proto::ErrorType::Internal,
+            "down",
+        )];
+        assert!(!prefix().into_merged_keeping_prefix(failed).1);
     }
 
     #[test]

@@ -53,6 +53,17 @@ pub(crate) fn concat_data_with_room(
     parts: impl IntoIterator<Item = QueryData>,
     room: usize,
 ) -> QueryData {
+    concat_data_keeping_first(parts, room).0
+}
+
+/// [`concat_data_with_room`], also telling whether every series of the
+/// first part still begins with exactly that part's samples: true unless a
+/// later part reached back into its time, so that the series had to be put
+/// back in order.
+pub(crate) fn concat_data_keeping_first(
+    parts: impl IntoIterator<Item = QueryData>,
+    room: usize,
+) -> (QueryData, bool) {
     let parts: Vec<QueryData> = parts.into_iter().collect();
     // Each series (by label set) gets a slot, and each slot's whole length
     // is counted first, so its samples are allocated once: growing a week
@@ -77,6 +88,14 @@ pub(crate) fn concat_data_with_room(
         slots.push(part_slots);
     }
     drop(slot_of_labels);
+    // Slots are numbered in the order series are first met, so the first
+    // part's are the lowest, one for each of its series unless it repeats
+    // a label set (then its own samples are joined: not kept as they were).
+    let first_part = slots.first().map_or(0, Vec::len);
+    let first_part_distinct = slots
+        .first()
+        .and_then(|first| first.iter().max())
+        .map_or(0, |&highest| highest + 1);
     let mut merged: Vec<Option<Series>> = (0..lengths.len()).map(|_| None).collect();
     let mut needs_repair = vec![false; lengths.len()];
     for (part, part_slots) in parts.into_iter().zip(slots) {
@@ -115,6 +134,11 @@ pub(crate) fn concat_data_with_room(
             }
         }
     }
+    // A repair reorders, and may drop, samples of the parts before.
+    let first_kept = first_part_distinct == first_part
+        && !needs_repair[..first_part_distinct]
+            .iter()
+            .any(|&repair_it| repair_it);
     // Every slot was filled by the series that made it.
     let mut merged: Vec<Series> = merged.into_iter().flatten().collect();
     for (series, repair_it) in merged.iter_mut().zip(needs_repair) {
@@ -122,7 +146,7 @@ pub(crate) fn concat_data_with_room(
             repair(series);
         }
     }
-    sorted_matrix(merged)
+    (sorted_matrix(merged), first_kept)
 }
 
 /// A matrix of `series`, sorted as Prometheus sorts one.
@@ -378,6 +402,33 @@ mod tests {
             ]
         );
         assert_eq!(merged.result_type, ResultType::Matrix as i32);
+    }
+
+    #[test]
+    fn the_first_part_is_kept_unless_a_later_one_reaches_back_into_it() {
+        let first = || {
+            matrix(vec![
+                series(&[("job", "a")], &[(1, 1.0), (2, 2.0)]),
+                series(&[("job", "b")], &[(1, 3.0)]),
+            ])
+        };
+        let after = matrix(vec![
+            series(&[("job", "b")], &[(3, 4.0)]),
+            series(&[("job", "c")], &[(0, 5.0)]),
+        ]);
+        // "c" is new and earlier than the rest: nothing of the first moves.
+        let (_, kept) = concat_data_keeping_first([first(), after], 0);
+        assert!(kept);
+        let back = matrix(vec![series(&[("job", "a")], &[(0, 6.0), (3, 7.0)])]);
+        let (merged, kept) = concat_data_keeping_first([first(), back], 0);
+        assert!(!kept);
+        assert_eq!(merged.series[0].timestamps_ms, vec![0, 1, 2, 3]);
+        // A label set twice within the first part: joined, not kept as is.
+        let twice = matrix(vec![
+            series(&[("job", "a")], &[(1, 1.0)]),
+            series(&[("job", "a")], &[(2, 2.0)]),
+        ]);
+        assert!(!concat_data_keeping_first([twice], 0).1);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use sluice_proto::{ApiResponse, ErrorType, QueryData, RangeQuery, ResponseData};
 
 use crate::cache::Extent;
-use crate::merge::concat_data;
+use crate::merge::concat_data_keeping_first;
 
 /// How one range query is answered.
 ///
@@ -100,28 +100,40 @@ impl Plan {
     /// [`Plan::merge`], consuming the plan so that cached data moves into
     /// the answer instead of being copied.
     pub fn into_merged(self, answers: Vec<ApiResponse>) -> ApiResponse {
+        self.into_merged_keeping_first(answers).0
+    }
+
+    /// [`Plan::into_merged`], also telling whether every series of the
+    /// first leaf's data (cached, or the first answer) still begins with
+    /// exactly that leaf's samples in the merged answer. Never for an
+    /// error.
+    fn into_merged_keeping_first(self, answers: Vec<ApiResponse>) -> (ApiResponse, bool) {
         let expected = self.queries().len();
         if answers.len() != expected {
-            return ApiResponse::error(
+            let error = ApiResponse::error(
                 ErrorType::Internal,
                 format!(
                     "plan has {expected} sub-queries but got {} answers",
                     answers.len()
                 ),
             );
+            return (error, false);
         }
         if let Plan::Query(_) = self {
-            return answers.into_iter().next().unwrap_or_default();
+            let answer = answers.into_iter().next().unwrap_or_default();
+            let kept = !answer.is_error();
+            return (answer, kept);
         }
         let mut answers = answers.into_iter();
         let mut merged = Merged::default();
         if let Err(error) = merged.add(self, &mut answers) {
-            return *error;
+            return (*error, false);
         }
-        let mut response = ApiResponse::success(ResponseData::Query(concat_data(merged.parts)));
+        let (data, first_kept) = concat_data_keeping_first(merged.parts, 0);
+        let mut response = ApiResponse::success(ResponseData::Query(data));
         response.warnings = merged.warnings;
         response.infos = merged.infos;
-        response
+        (response, first_kept)
     }
 }
 
@@ -178,6 +190,15 @@ impl CachedPrefix {
     /// The final answer, exactly as [`Plan::into_merged`] gives it for the
     /// plan this came from, given the answers to the queries in order.
     pub fn into_merged(self, answers: Vec<ApiResponse>) -> ApiResponse {
+        self.into_merged_keeping_prefix(answers).0
+    }
+
+    /// [`CachedPrefix::into_merged`], also telling whether every series of
+    /// [`CachedPrefix::data`] still begins with exactly its samples there:
+    /// true unless an answer reached back into the cached time, so that a
+    /// series had to be put back in order. Never for an error. Encodings
+    /// made ahead from `data` hold for the answer's series when true.
+    pub fn into_merged_keeping_prefix(self, answers: Vec<ApiResponse>) -> (ApiResponse, bool) {
         let mut children = Vec::with_capacity(self.queries.len() + 1);
         children.push(Plan::Cached(Extent {
             start_ms: 0,
@@ -185,7 +206,7 @@ impl CachedPrefix {
             data: Some(self.data),
         }));
         children.extend(self.queries.into_iter().map(Plan::Query));
-        Plan::Concat(children).into_merged(answers)
+        Plan::Concat(children).into_merged_keeping_first(answers)
     }
 }
 
