@@ -632,7 +632,12 @@ impl Assembled {
 
     /// The answer as JSON.
     pub(crate) fn json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.len());
+        self.json_in(Vec::new())
+    }
+
+    /// [`Assembled::json`], written into `out` (empty, perhaps reused).
+    pub(crate) fn json_in(&self, mut out: Vec<u8>) -> Vec<u8> {
+        out.reserve(self.len());
         for part in &self.parts {
             part.extend_json(&mut out);
         }

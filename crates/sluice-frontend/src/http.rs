@@ -530,16 +530,22 @@ async fn api(
         }
         _ => None,
     };
-    // The spliced gzip form, when the client wants one and the answer is
-    // long enough to gain from it.
-    let (spliced, assembled) = match assembled {
+    // This client's body, when the answer was assembled: the spliced gzip
+    // form when it wants one and the answer is long enough to gain from
+    // it, else the JSON; either in a pooled buffer, as it is sent once.
+    let (sent, assembled) = match assembled {
         Some(assembled) if gzip && assembled.len() >= compression::MIN_COMPRESSED_LEN => {
             match assembled_gzip(assembled).await {
-                Some((body, assembled)) => (Some(body), Some(assembled)),
+                Some((body, assembled)) => (Some(gzip_json_response(body)), Some(assembled)),
                 None => return error_response(500, ErrorType::Internal, "compression failed"),
             }
         }
-        other => (None, other),
+        Some(assembled) => {
+            let body = buffers::BODIES.body(assembled.json_in(buffers::BODIES.take(0)));
+            let sent = json_response(200, body, "application/json");
+            (Some(sent), Some(assembled))
+        }
+        None => (None, None),
     };
     if let (Some(key), Some(memo)) = (memo_key, &inner.memo)
         && !response.is_error()
@@ -551,19 +557,12 @@ async fn api(
             None => MemoAnswer::new(bytes::Bytes::from(json::encode_response(&response))),
         });
         memo.put(key, answer.clone());
-        // The spliced body is sent and not kept: most answers are never
-        // asked for again (a dashboard moving with time); a repeat splices
-        // its own, kept until the whole is compressed.
-        return match spliced {
-            Some(body) => gzip_json_response(body),
-            None => memo_response(answer, gzip, false),
-        };
+        // The body sent is not kept: most answers are never asked for
+        // again (a dashboard moving with time); a repeat makes its own
+        // form from the assembled answer, and that is kept.
+        return sent.unwrap_or_else(|| memo_response(answer, gzip, false));
     }
-    match (spliced, assembled) {
-        (Some(body), _) => gzip_json_response(body),
-        (None, Some(assembled)) => json_response(200, assembled.json(), "application/json"),
-        (None, None) => encode(&response),
-    }
+    sent.unwrap_or_else(|| encode(&response))
 }
 
 /// The gzip form of an assembled answer, in a pooled buffer (it is sent
