@@ -651,32 +651,31 @@ impl MemoAnswer {
             .clone()
     }
 
-    /// The smallest gzip form made so far, if any.
-    ///
-    /// A repeat (`repeat`) of an answer that was assembled from kept
-    /// fragments splices them, which is mostly copying, and keeps that
-    /// form for the repeats that follow. The whole answer is compressed
-    /// (once, off the async workers) on a repeat, or when nothing can be
-    /// spliced. Compressing costs tens of milliseconds of a core for a
-    /// week's answer and saves a fifth of its bytes on every later serve:
-    /// worth it for an answer asked for again, wasted on one served once,
-    /// as every refresh of a dashboard moving with time is.
-    pub(crate) fn gzipped(self: &Arc<Self>, repeat: bool) -> Option<bytes::Bytes> {
+    /// The smallest gzip form ready now, if any: the whole answer
+    /// compressed at the default level, or else one spliced from the
+    /// assembled answer (mostly copying), kept until the other is made.
+    /// Every caller is a repeat (the first client got the body made while
+    /// the answer was assembled), or an answer that was never assembled,
+    /// so the whole is compressed too: once, off the async workers. That
+    /// costs tens of milliseconds of a core for a week's answer and saves a
+    /// fifth of its bytes on every later serve, which pays only for an
+    /// answer asked for again; every refresh of a dashboard moving with
+    /// time is asked for once, and never comes here.
+    pub(crate) fn gzipped(self: &Arc<Self>) -> Option<bytes::Bytes> {
         if let Some(made) = self.gzip.get() {
             return Some(made.clone());
         }
         let spliced = {
             // Held while splicing, so a burst of repeats splices once.
             let mut spliced = self.spliced_gzip.lock().expect("spliced lock");
-            if spliced.is_none() && repeat {
+            if spliced.is_none() {
                 *spliced = self.splice();
             }
             spliced.clone()
         };
-        if (repeat || spliced.is_none())
-            && !self
-                .making_gzip
-                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        if !self
+            .making_gzip
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
         {
             let answer = self.clone();
             tokio::task::spawn_blocking(move || {
@@ -778,11 +777,11 @@ mod tests {
     }
 
     /// The gzip form `answer` serves once it has made one, within a while.
-    async fn made_gzip(answer: &Arc<MemoAnswer>, repeat: bool) -> bytes::Bytes {
+    async fn made_gzip(answer: &Arc<MemoAnswer>) -> bytes::Bytes {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             if let Some(made) = answer.gzip.get() {
-                let served = answer.gzipped(repeat).expect("made");
+                let served = answer.gzipped().expect("made");
                 assert_eq!(served.as_ptr(), made.as_ptr(), "the made form is served");
                 return served;
             }
@@ -801,7 +800,7 @@ mod tests {
         assert!(answer.spliced_gzip.lock().unwrap().is_none());
         assert!(answer.gzip.get().is_none());
         // Served again: spliced at once, and the whole compressed meanwhile.
-        let served = answer.gzipped(true).expect("spliced at once");
+        let served = answer.gzipped().expect("spliced at once");
         assert_eq!(served, first, "the same splice as the first body");
         assert!(
             answer
@@ -810,13 +809,13 @@ mod tests {
         );
         // The repeats that follow take the kept splice until the made form
         // is ready, then that.
-        let again = answer.gzipped(true).expect("a form at once");
+        let again = answer.gzipped().expect("a form at once");
         let made_by_now = answer.gzip.get().map(|made| made.as_ptr());
         assert!(
             again.as_ptr() == served.as_ptr() || Some(again.as_ptr()) == made_by_now,
             "spliced once, not again"
         );
-        let made = made_gzip(&answer, true).await;
+        let made = made_gzip(&answer).await;
         let json = sluice_api::json::encode_response(&response);
         assert_eq!(sluice_testkit::gunzip(&made), json);
         assert_eq!(sluice_testkit::gunzip(&served), json);
@@ -830,17 +829,16 @@ mod tests {
     #[tokio::test]
     async fn an_answer_without_a_gzip_form_has_one_made_in_the_background() {
         let fragments = crate::fragments::FragmentMemo::new(1 << 20);
-        let (response, assembled) = assembled_answer(&fragments);
-        let answer = Arc::new(MemoAnswer::assembled(assembled));
+        let (response, _) = assembled_answer(&fragments);
+        // Not assembled (fragments off): nothing to splice.
+        let json = sluice_api::json::encode_response(&response);
+        let answer = Arc::new(MemoAnswer::new(bytes::Bytes::from(json.clone())));
         assert!(
-            answer.gzipped(false).is_none(),
+            answer.gzipped().is_none(),
             "not made yet: the caller compresses"
         );
-        let made = made_gzip(&answer, false).await;
-        assert_eq!(
-            sluice_testkit::gunzip(&made),
-            sluice_api::json::encode_response(&response)
-        );
+        let made = made_gzip(&answer).await;
+        assert_eq!(sluice_testkit::gunzip(&made), json);
     }
 
     fn entry(points: i64) -> Arc<CacheEntry> {

@@ -39,17 +39,14 @@ impl BufferPool {
         }
     }
 
-    /// An empty buffer with room for at least `capacity` bytes, reused
-    /// when one is free.
-    pub(crate) fn take(&self, capacity: usize) -> Vec<u8> {
-        let reused = self.free.lock().expect("buffer pool lock").pop();
-        match reused {
-            Some(mut buffer) => {
-                buffer.reserve(capacity);
-                buffer
-            }
-            None => Vec::with_capacity(capacity),
-        }
+    /// An empty buffer, reused when one is free (the writer reserves what
+    /// it needs).
+    pub(crate) fn take(&self) -> Vec<u8> {
+        self.free
+            .lock()
+            .expect("buffer pool lock")
+            .pop()
+            .unwrap_or_default()
     }
 
     /// `buffer` as a body; its memory comes back here when the last handle
@@ -102,7 +99,8 @@ mod tests {
     #[test]
     fn a_body_returns_its_memory_once_every_handle_is_dropped() {
         static POOL: BufferPool = BufferPool::new();
-        let mut buffer = POOL.take(1000);
+        let mut buffer = POOL.take();
+        buffer.reserve(1000);
         buffer.extend_from_slice(b"first body");
         let address = buffer.as_ptr();
         let body = POOL.body(buffer);
@@ -112,7 +110,7 @@ mod tests {
         assert!(kept(&POOL).is_empty(), "a clone still holds the body");
         drop(sent);
         assert_eq!(kept(&POOL).len(), 1);
-        let reused = POOL.take(500);
+        let reused = POOL.take();
         assert_eq!(reused.as_ptr(), address, "the same memory, reused");
         assert!(reused.is_empty() && reused.capacity() >= 1000);
         assert!(kept(&POOL).is_empty());
@@ -121,12 +119,13 @@ mod tests {
     #[test]
     fn huge_buffers_and_buffers_beyond_the_bound_are_freed() {
         static POOL: BufferPool = BufferPool::new();
-        let mut huge = POOL.take(MAX_KEPT_CAPACITY + 1);
+        let mut huge = POOL.take();
+        huge.reserve(MAX_KEPT_CAPACITY + 1);
         huge.push(1);
         drop(POOL.body(huge));
         assert!(kept(&POOL).is_empty());
         let bodies: Vec<Bytes> = (0..MAX_KEPT_BUFFERS + 3)
-            .map(|_| POOL.body(POOL.take(64)))
+            .map(|_| POOL.body(vec![0; 64]))
             .collect();
         drop(bodies);
         assert_eq!(kept(&POOL).len(), MAX_KEPT_BUFFERS);

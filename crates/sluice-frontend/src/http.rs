@@ -447,7 +447,7 @@ async fn api(
         && let Some(answer) = memo.get(key)
     {
         inner.metrics.memo_hits.inc();
-        return memo_response(answer, gzip, true);
+        return memo_response(answer, gzip);
     }
     let range_step_ms = match &kind {
         QueryKind::Range(query) => Some(query.step_ms),
@@ -541,7 +541,7 @@ async fn api(
             }
         }
         Some(assembled) => {
-            let body = buffers::BODIES.body(assembled.json_in(buffers::BODIES.take(0)));
+            let body = buffers::BODIES.body(assembled.json_in(buffers::BODIES.take()));
             let sent = json_response(200, body, "application/json");
             (Some(sent), Some(assembled))
         }
@@ -560,7 +560,7 @@ async fn api(
         // The body sent is not kept: most answers are never asked for
         // again (a dashboard moving with time); a repeat makes its own
         // form from the assembled answer, and that is kept.
-        return sent.unwrap_or_else(|| memo_response(answer, gzip, false));
+        return sent.unwrap_or_else(|| memo_response(answer, gzip));
     }
     sent.unwrap_or_else(|| encode(&response))
 }
@@ -573,7 +573,7 @@ async fn api(
 async fn assembled_gzip(assembled: Assembled) -> Option<(bytes::Bytes, Assembled)> {
     let quick = assembled.splices_quickly();
     let splice = move || {
-        let body = assembled.gzip_in(buffers::BODIES.take(0));
+        let body = assembled.gzip_in(buffers::BODIES.take());
         (buffers::BODIES.body(body), assembled)
     };
     if quick {
@@ -589,15 +589,14 @@ fn gzip_json_response(body: bytes::Bytes) -> Response {
     response
 }
 
-/// A memoised answer as a response, in the form the client accepts, served
-/// for the first time or again (`repeat`). The gzip form is the spliced one
-/// or one made in the background (see [`MemoAnswer::gzipped`]); with
-/// neither ready the answer goes out as JSON, which `handle` compresses on
-/// the fly when asked.
-fn memo_response(answer: Arc<MemoAnswer>, gzip: bool, repeat: bool) -> Response {
+/// A memoised answer as a response, in the form the client accepts. The
+/// gzip form is a spliced one or one made in the background (see
+/// [`MemoAnswer::gzipped`]); with neither ready the answer goes out as
+/// JSON, which `handle` compresses on the fly when asked.
+fn memo_response(answer: Arc<MemoAnswer>, gzip: bool) -> Response {
     if gzip
         && answer.json_len() >= compression::MIN_COMPRESSED_LEN
-        && let Some(body) = answer.gzipped(repeat)
+        && let Some(body) = answer.gzipped()
     {
         return gzip_json_response(body);
     }

@@ -778,13 +778,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_moved_range_has_a_cached_prefix_with_room_for_its_tail() {
+    /// An hour cached, then asked for again 5 minutes later: the moved
+    /// range, and its cached prefix.
+    fn moved_forward_prefix() -> (RangeQuery, CachedPrefix) {
         let first = piece("up", 0, 60 * MINUTE);
         let entry = store(&first, None, 100 * MINUTE).unwrap();
         let moved = piece("up", 5 * MINUTE, 65 * MINUTE);
         let plans = [plan_queries_with_cache(&moved, Some(&entry))];
         let prefix = cached_prefix(&plans, &[Some(&entry)]).expect("cached, then queried");
+        (moved, prefix)
+    }
+
+    #[test]
+    fn a_moved_range_has_a_cached_prefix_with_room_for_its_tail() {
+        let (moved, prefix) = moved_forward_prefix();
         assert_eq!(prefix.queries(), &[piece("up", 61 * MINUTE, 65 * MINUTE)]);
         let series = &prefix.data.series[0];
         assert_eq!(series.timestamps_ms.len(), 56);
@@ -792,33 +799,28 @@ mod tests {
         assert!(series.timestamps_ms.capacity() >= 61);
         assert!(series.values.capacity() >= 61);
         let answers = prefix.queries().iter().map(answer).collect();
-        assert_eq!(prefix.into_merged(answers), answer(&moved));
+        let (merged, kept) = prefix.into_merged_keeping_prefix(answers);
+        assert!(kept);
+        assert_eq!(merged, answer(&moved));
     }
 
     #[test]
     fn an_answer_reaching_back_into_the_cached_time_is_told() {
-        let first = piece("up", 0, 60 * MINUTE);
-        let entry = store(&first, None, 100 * MINUTE).unwrap();
-        let moved = piece("up", 5 * MINUTE, 65 * MINUTE);
-        let plans = [plan_queries_with_cache(&moved, Some(&entry))];
-        let prefix = || cached_prefix(&plans, &[Some(&entry)]).expect("cached, then queried");
-        let in_order: Vec<ApiResponse> = prefix().queries().iter().map(answer).collect();
-        let (merged, kept) = prefix().into_merged_keeping_prefix(in_order);
-        assert!(kept);
-        assert_eq!(merged, answer(&moved));
         // A backend answering from before the range asked for: the series
         // is put back in order, so the cached samples are no longer its
         // beginning as they were.
+        let (_, prefix) = moved_forward_prefix();
         let reaching_back = vec![answer(&piece("up", 30 * MINUTE, 65 * MINUTE))];
-        let (merged, kept) = prefix().into_merged_keeping_prefix(reaching_back);
+        let (merged, kept) = prefix.into_merged_keeping_prefix(reaching_back);
         assert!(!kept);
         assert!(!merged.is_error());
         // An error keeps nothing.
+        let (_, prefix) = moved_forward_prefix();
         let failed = vec![ApiResponse::error(
             sluice_proto::ErrorType::Internal,
             "down",
         )];
-        assert!(!prefix().into_merged_keeping_prefix(failed).1);
+        assert!(!prefix.into_merged_keeping_prefix(failed).1);
     }
 
     #[test]
