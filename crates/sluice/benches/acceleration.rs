@@ -8,7 +8,8 @@
 //! Every step runs twice: once asking for gzip, as Grafana's Go client does
 //! on every request (Prometheus then compresses too), and once asking for
 //! the identity encoding. Times run until the last byte of the answer has
-//! arrived; decompressing it, which is the client's work, is not counted.
+//! arrived; joining its frames into one buffer and decompressing it, which
+//! are the client's work, are not counted.
 //!
 //! Two figures from Prometheus alone say how far the machine lets (b) and
 //! (d) go: the day pieces sluice splits (b) into, sent straight to
@@ -60,8 +61,9 @@ async fn timed_raw(
         .headers()
         .get("Content-Encoding")
         .is_some_and(|value| value == "gzip");
-    let body = support::body_of(response).await;
+    let received = support::received(response).await;
     let took = started.elapsed();
+    let body = received.to_bytes();
     assert_eq!(
         compressed, gzip,
         "gzip is used exactly when asked for: {url}"

@@ -48,7 +48,8 @@ const THROUGHPUT_WINDOW: Duration = Duration::from_secs(3);
 async fn get(client: &HttpClient, url: &hyper::Uri) -> usize {
     let response = client.get(url.clone()).await.expect("request");
     assert_eq!(response.status(), 200, "{url}");
-    support::body_of(response).await.len()
+    use hyper::body::Buf;
+    support::received(response).await.aggregate().remaining()
 }
 
 /// Hands out evaluation times: distinct per request, inside the data set.
