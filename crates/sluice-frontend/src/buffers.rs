@@ -29,7 +29,7 @@ pub(crate) struct BufferPool {
     free: Mutex<Vec<Vec<u8>>>,
 }
 
-/// The pool of response bodies spliced from kept fragments.
+/// The pool of response bodies assembled from kept fragments.
 pub(crate) static BODIES: BufferPool = BufferPool::new();
 
 impl BufferPool {
@@ -39,9 +39,15 @@ impl BufferPool {
         }
     }
 
-    /// An empty buffer, reused when one is free (the writer reserves what
-    /// it needs).
-    pub(crate) fn take(&self) -> Vec<u8> {
+    /// A body written by `write` into a buffer from this pool (empty; the
+    /// writer reserves what it needs), which comes back here when the last
+    /// handle on the body is dropped, once it has been sent.
+    pub(crate) fn written(&'static self, write: impl FnOnce(Vec<u8>) -> Vec<u8>) -> Bytes {
+        self.body(write(self.take()))
+    }
+
+    /// An empty buffer, reused when one is free.
+    fn take(&self) -> Vec<u8> {
         self.free
             .lock()
             .expect("buffer pool lock")
@@ -50,8 +56,8 @@ impl BufferPool {
     }
 
     /// `buffer` as a body; its memory comes back here when the last handle
-    /// on the body is dropped (once it has been sent).
-    pub(crate) fn body(&'static self, buffer: Vec<u8>) -> Bytes {
+    /// on the body is dropped.
+    fn body(&'static self, buffer: Vec<u8>) -> Bytes {
         Bytes::from_owner(Returned { buffer, pool: self })
     }
 

@@ -541,7 +541,7 @@ async fn api(
             }
         }
         Some(assembled) => {
-            let body = buffers::BODIES.body(assembled.json_in(buffers::BODIES.take()));
+            let body = buffers::BODIES.written(|out| assembled.json_in(out));
             let sent = json_response(200, body, "application/json");
             (Some(sent), Some(assembled))
         }
@@ -573,8 +573,8 @@ async fn api(
 async fn assembled_gzip(assembled: Assembled) -> Option<(bytes::Bytes, Assembled)> {
     let quick = assembled.splices_quickly();
     let splice = move || {
-        let body = assembled.gzip_in(buffers::BODIES.take());
-        (buffers::BODIES.body(body), assembled)
+        let body = buffers::BODIES.written(|out| assembled.gzip_in(out));
+        (body, assembled)
     };
     if quick {
         Some(splice())

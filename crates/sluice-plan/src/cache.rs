@@ -856,7 +856,7 @@ mod tests {
         let prefix = prefix_of(Some(&whole)).expect("wholly cached");
         assert!(prefix.queries().is_empty());
         assert_eq!(
-            prefix.into_merged(vec![]),
+            prefix.into_merged_keeping_prefix(vec![]).0,
             plan_with_cache(&query, Some(&whole)).merge(vec![])
         );
     }

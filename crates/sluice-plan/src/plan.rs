@@ -181,23 +181,19 @@ impl CachedPrefix {
         samples_in(&self.data)
     }
 
-    /// The sub-queries to run, in the order [`CachedPrefix::into_merged`]
-    /// expects their answers in.
+    /// The sub-queries to run, in the order
+    /// [`CachedPrefix::into_merged_keeping_prefix`] expects their answers in.
     pub fn queries(&self) -> &[RangeQuery] {
         &self.queries
     }
 
     /// The final answer, exactly as [`Plan::into_merged`] gives it for the
-    /// plan this came from, given the answers to the queries in order.
-    pub fn into_merged(self, answers: Vec<ApiResponse>) -> ApiResponse {
-        self.into_merged_keeping_prefix(answers).0
-    }
-
-    /// [`CachedPrefix::into_merged`], also telling whether every series of
-    /// [`CachedPrefix::data`] still begins with exactly its samples there:
-    /// true unless an answer reached back into the cached time, so that a
-    /// series had to be put back in order. Never for an error. Encodings
-    /// made ahead from `data` hold for the answer's series when true.
+    /// plan this came from, given the answers to the queries in order; and
+    /// whether every series of [`CachedPrefix::data`] still begins with
+    /// exactly its samples there: true unless an answer reached back into
+    /// the cached time, so that a series had to be put back in order; never
+    /// for an error. Encodings made ahead from `data` hold for the answer's
+    /// series when true.
     pub fn into_merged_keeping_prefix(self, answers: Vec<ApiResponse>) -> (ApiResponse, bool) {
         let mut children = Vec::with_capacity(self.queries.len() + 1);
         children.push(Plan::Cached(Extent {
