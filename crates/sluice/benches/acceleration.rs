@@ -114,26 +114,32 @@ struct Figures {
     prometheus: Duration,
     cold: Duration,
     warm: Duration,
-    /// Each refresh after a pause, and back to back.
-    moved: Rhythms,
     /// Prometheus alone, answering (b)'s day pieces at once.
     pieces: Duration,
-    /// Prometheus alone, answering the minutes (d) has to compute.
-    new_minutes: Rhythms,
-    /// A round trip to sluice with nothing to compute (`/ready`): what
-    /// reaching a process costs on this machine, idle or awake.
-    round_trip: Rhythms,
+    /// Step (d) in each of [`RHYTHMS`], by its label.
+    refreshes: Vec<(&'static str, Refreshes)>,
 }
 
-/// A request's median time in the two rhythms of step (d).
-struct Rhythms {
-    /// After a week's query to Prometheus and a pause, as a lone
-    /// dashboard's refresh arrives: every process on the way has gone
-    /// idle, and waking one costs a few hundred microseconds here.
-    paused: Duration,
-    /// Each right after the one before it, as requests reach a frontend
-    /// that serves many dashboards: the processes are awake.
-    back_to_back: Duration,
+/// The rhythms step (d) is timed in, and whether each request waits for a
+/// pause first. After a week's query to Prometheus and a pause, as a lone
+/// dashboard's refresh arrives, every process on the way has gone idle,
+/// and waking one costs a few hundred microseconds here; back to back, as
+/// requests reach a frontend that serves many dashboards, they are awake.
+const RHYTHMS: [(&str, bool); 2] = [
+    ("after a pause, as a lone refresh", true),
+    ("back to back, as a busy frontend", false),
+];
+
+/// Step (d) in one rhythm: medians of sluice's refreshes and of the two
+/// requests that bound them.
+#[derive(Clone, Copy)]
+struct Refreshes {
+    moved: Duration,
+    /// Prometheus alone, answering the minutes a refresh has to compute.
+    new_minutes: Duration,
+    /// A round trip to sluice with nothing to compute (`/ready`): what
+    /// reaching it costs in this rhythm.
+    round_trip: Duration,
 }
 
 /// The day pieces sluice splits `[start_ms, end_ms]` into, by its own
@@ -161,16 +167,18 @@ async fn timed_at_once(client: &HttpClient, urls: &[String]) -> Duration {
     started.elapsed()
 }
 
-/// What comes before each timed request of step (d): a week's query to
-/// Prometheus (`direct`), then a pause, as between two refreshes.
+/// What comes before each timed request of step (d) in the paused rhythm:
+/// a week's query to Prometheus (`direct`), then a pause, as between two
+/// refreshes.
 async fn between_refreshes(client: &HttpClient, direct: &str, gzip: bool) {
     timed_raw(client, direct, false, gzip).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-/// The ranges of step (d) for `pass` (two rhythms each): each `shift` is 5
-/// minutes later than the one before, and no two passes or rhythms share
-/// a range, so none finds another's answers.
+/// The ranges of step (d) for `pass` in its `rhythm`-th rhythm: each
+/// `shift` is 5 minutes later than the one before, so only 5 new minutes
+/// are missing each time, and no two passes or rhythms share a range, so
+/// none finds another's answers.
 fn moved_range(start: i64, end: i64, pass: i64, rhythm: i64, shift: i64) -> (i64, i64) {
     let moved_by = ((2 * pass + rhythm) * MOVES + shift) * 5 * MINUTE_MS;
     (start + moved_by, end + moved_by)
@@ -180,6 +188,71 @@ fn moved_range(start: i64, end: i64, pass: i64, rhythm: i64, shift: i64) -> (i64
 /// Prometheus, uncompressed as sluice's querier asks for them.
 fn new_minutes_url(prometheus_url: &str, end_ms: i64) -> String {
     range_url(prometheus_url, end_ms - 4 * MINUTE_MS, end_ms)
+}
+
+/// Step (d) over `ranges`, each request after a week's query to Prometheus
+/// (`direct`) and a pause when `paused`. Each kind of request runs in a run
+/// of its own, so none warms the next for another, and the answers are
+/// checked afterwards, as the warm repeats are.
+async fn refreshes(
+    client: &HttpClient,
+    prometheus_url: &str,
+    sluice_url: &str,
+    direct: &str,
+    ranges: &[(i64, i64)],
+    gzip: bool,
+    paused: bool,
+) -> Refreshes {
+    // The week-long queries before this (the other rhythm's checks, the
+    // warm repeats) leave Prometheus collecting garbage for a while: the
+    // runs start once that has settled, not in the middle of it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The pause also lets the previous refresh's asynchronous cache write
+    // land.
+    let before = || async move {
+        if paused {
+            between_refreshes(client, direct, gzip).await;
+        }
+    };
+    let mut moved = Vec::new();
+    for (start, end) in ranges {
+        before().await;
+        let url = range_url(sluice_url, *start, *end);
+        moved.push(timed_raw(client, &url, false, gzip).await);
+    }
+    let mut new_minutes = Vec::new();
+    for (_, end) in ranges {
+        before().await;
+        let url = new_minutes_url(prometheus_url, *end);
+        new_minutes.push(timed_raw(client, &url, false, false).await.0);
+    }
+    let ready = format!("{sluice_url}/ready");
+    let mut round_trips = Vec::new();
+    for _ in ranges {
+        before().await;
+        round_trips.push(timed_raw(client, &ready, false, false).await.0);
+    }
+    let mut moved_times = Vec::new();
+    for ((start, end), (took, body)) in ranges.iter().zip(moved) {
+        let (_, want) = timed(
+            client,
+            &range_url(prometheus_url, *start, *end),
+            false,
+            gzip,
+        )
+        .await;
+        assert_eq!(
+            decoded(&body, gzip),
+            want,
+            "moved-forward answers match Prometheus"
+        );
+        moved_times.push(took);
+    }
+    Refreshes {
+        moved: median(moved_times),
+        new_minutes: median(new_minutes),
+        round_trip: median(round_trips),
+    }
 }
 
 /// Steps (a) to (d) with or without gzip; `pass` keeps each pass's
@@ -225,79 +298,29 @@ async fn measure(
         assert_eq!(decoded(&body, gzip), expected);
         warm_times.push(took);
     }
-    // A dashboard refreshing every 5 minutes: each run is 5 minutes later
-    // than the one before it, so only 5 new minutes are missing each time.
-    let (mut moved_times, mut new_minutes_times) = (Vec::new(), Vec::new());
-    let mut idle_round_trips = Vec::new();
-    let ready = format!("{sluice_url}/ready");
-    for shift in 1..=MOVES {
-        let (moved_start, moved_end) = moved_range(start, end, pass, 0, shift);
-        // Every timed request below comes after a week's query to
-        // Prometheus and a pause, as a refresh does; the pause also lets
-        // the previous refresh's asynchronous cache write land.
-        between_refreshes(client, &direct, gzip).await;
-        idle_round_trips.push(timed_raw(client, &ready, false, false).await.0);
-        // The minutes the cache cannot have, straight to Prometheus.
-        between_refreshes(client, &direct, gzip).await;
-        let new_minutes = new_minutes_url(prometheus_url, moved_end);
-        new_minutes_times.push(timed_raw(client, &new_minutes, false, false).await.0);
-        // Then the refresh through sluice, checked against Prometheus's week.
-        let moved_direct = range_url(prometheus_url, moved_start, moved_end);
-        let (_, want) = timed(client, &moved_direct, false, gzip).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let moved = range_url(sluice_url, moved_start, moved_end);
-        let (took, body) = timed(client, &moved, false, gzip).await;
-        assert_eq!(body, want, "moved-forward answers match Prometheus");
-        moved_times.push(took);
-    }
-    // The same refreshes back to back, each rhythm's requests in a run of
-    // their own so that none warms the next for another, and the answers
-    // checked afterwards, as the warm repeats are.
-    let ranges: Vec<(i64, i64)> = (1..=MOVES)
-        .map(|shift| moved_range(start, end, pass, 1, shift))
-        .collect();
-    let mut busy = Vec::new();
-    for (moved_start, moved_end) in &ranges {
-        let moved = range_url(sluice_url, *moved_start, *moved_end);
-        busy.push(timed_raw(client, &moved, false, gzip).await);
-    }
-    let mut busy_new_minutes = Vec::new();
-    for (_, moved_end) in &ranges {
-        let new_minutes = new_minutes_url(prometheus_url, *moved_end);
-        busy_new_minutes.push(timed_raw(client, &new_minutes, false, false).await.0);
-    }
-    let mut busy_round_trips = Vec::new();
-    for _ in &ranges {
-        busy_round_trips.push(timed_raw(client, &ready, false, false).await.0);
-    }
-    let mut busy_times = Vec::new();
-    for ((moved_start, moved_end), (took, body)) in ranges.iter().zip(busy) {
-        let moved_direct = range_url(prometheus_url, *moved_start, *moved_end);
-        let (_, want) = timed(client, &moved_direct, false, gzip).await;
-        assert_eq!(
-            decoded(&body, gzip),
-            want,
-            "moved-forward answers match Prometheus"
-        );
-        busy_times.push(took);
+    let mut by_rhythm = Vec::new();
+    for (rhythm, (label, paused)) in (0..).zip(RHYTHMS) {
+        let ranges: Vec<(i64, i64)> = (1..=MOVES)
+            .map(|shift| moved_range(start, end, pass, rhythm, shift))
+            .collect();
+        let refreshes = refreshes(
+            client,
+            prometheus_url,
+            sluice_url,
+            &direct,
+            &ranges,
+            gzip,
+            paused,
+        )
+        .await;
+        by_rhythm.push((label, refreshes));
     }
     Figures {
         prometheus: median(prometheus_times),
         cold: median(cold_times),
         warm: median(warm_times),
-        moved: Rhythms {
-            paused: median(moved_times),
-            back_to_back: median(busy_times),
-        },
         pieces: median(pieces_times),
-        new_minutes: Rhythms {
-            paused: median(new_minutes_times),
-            back_to_back: median(busy_new_minutes),
-        },
-        round_trip: Rhythms {
-            paused: median(idle_round_trips),
-            back_to_back: median(busy_round_trips),
-        },
+        refreshes: by_rhythm,
     }
 }
 
@@ -355,20 +378,12 @@ async fn main() {
             millis(figures.warm),
             base / figures.warm.as_secs_f64()
         );
-        for (rhythm, moved, new_minutes, round_trip) in [
-            (
-                "after a pause, as a lone refresh",
-                figures.moved.paused,
-                figures.new_minutes.paused,
-                figures.round_trip.paused,
-            ),
-            (
-                "back to back, as a busy frontend",
-                figures.moved.back_to_back,
-                figures.new_minutes.back_to_back,
-                figures.round_trip.back_to_back,
-            ),
-        ] {
+        for (rhythm, refreshes) in &figures.refreshes {
+            let Refreshes {
+                moved,
+                new_minutes,
+                round_trip,
+            } = *refreshes;
             println!(
                 "  (d) sluice moved forward 5 min, {rhythm}: {:.3} ms = {:.0}x faster than Prometheus (bar: at least 150x)",
                 millis(moved),
