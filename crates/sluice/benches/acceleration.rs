@@ -17,9 +17,10 @@
 //! Prometheus and in the client alike. Back to back, as requests reach a
 //! frontend serving many dashboards: the processes are awake.
 //!
-//! Figures from Prometheus alone say how far the machine lets (b) and (d)
-//! go: the day pieces sluice splits (b) into, sent straight to Prometheus
-//! all at once; and for (d), in each rhythm, the 5 new minutes it has to
+//! Further figures say how far the machine lets (b) to (d) go: the day
+//! pieces sluice splits (b) into, sent straight to Prometheus all at once;
+//! for (c), the warm answer's bytes moved over loopback by a bare TCP
+//! server; and for (d), in each rhythm, the 5 new minutes it has to
 //! compute, sent straight to Prometheus, plus a round trip to sluice with
 //! nothing to compute (`/ready`), the least a frontend adds to them. No
 //! frontend answers faster than that, so (a) over these is the best ratio
@@ -114,6 +115,10 @@ struct Figures {
     prometheus: Duration,
     cold: Duration,
     warm: Duration,
+    /// The warm answer's bytes moved over loopback with nothing to compute.
+    transfer: Duration,
+    /// The warm answer's size as sent.
+    warm_bytes: usize,
     /// Prometheus alone, answering (b)'s day pieces at once.
     pieces: Duration,
     /// Step (d) in each of [`RHYTHMS`], by its label.
@@ -165,6 +170,48 @@ async fn timed_at_once(client: &HttpClient, urls: &[String]) -> Duration {
     futures_util::future::join_all(urls.iter().map(|url| timed_raw(client, url, false, false)))
         .await;
     started.elapsed()
+}
+
+/// The least any server could take for step (c): `body`, the warm answer
+/// as it came, written at once by a bare TCP server on another thread and
+/// read over loopback into a buffer of the client's read size, back to back
+/// as (c) is timed. Without compression a week's JSON is a megabyte, and
+/// moving it takes a good part of a millisecond on this machine.
+async fn timed_transfer(body: Bytes, repeats: usize) -> Duration {
+    use std::io::{Read, Write};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    let length = body.len();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        stream.set_nodelay(true).expect("nodelay");
+        let mut request = [0u8; 1];
+        // Each byte the client sends asks for the body once; its closing
+        // the connection ends the loop.
+        while stream.read_exact(&mut request).is_ok() && stream.write_all(&body).is_ok() {}
+    });
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let mut buffer = vec![0u8; support::READ_BUFFER];
+    let mut times = Vec::new();
+    for _ in 0..repeats {
+        let started = Instant::now();
+        stream.write_all(b"?").await.expect("ask");
+        let mut received = 0;
+        while received < length {
+            let read = stream.read(&mut buffer).await.expect("read");
+            assert!(read > 0, "the bare server closed early");
+            received += read;
+        }
+        times.push(started.elapsed());
+    }
+    drop(stream);
+    server.join().expect("bare server");
+    median(times)
 }
 
 /// What comes before each timed request of step (d) in the paused rhythm:
@@ -289,10 +336,13 @@ async fn measure(
     // Back to back, as a dashboard's panels arrive, and checked afterwards:
     // checking in between (decompressing a megabyte) would leave the server
     // idle between requests and time its wake-up, not its answer.
+    let repeats = 25;
     let mut warm = Vec::new();
-    for _ in 0..25 {
+    for _ in 0..repeats {
         warm.push(timed_raw(client, &through, false, gzip).await);
     }
+    let transfer = timed_transfer(warm[0].1.clone(), repeats).await;
+    let warm_bytes = warm[0].1.len();
     let mut warm_times = Vec::new();
     for (took, body) in warm {
         assert_eq!(decoded(&body, gzip), expected);
@@ -319,6 +369,8 @@ async fn measure(
         prometheus: median(prometheus_times),
         cold: median(cold_times),
         warm: median(warm_times),
+        transfer,
+        warm_bytes,
         pieces: median(pieces_times),
         refreshes: by_rhythm,
     }
@@ -377,6 +429,12 @@ async fn main() {
             "  (c) sluice warm (cached):        {:>9.3} ms  = {:.0}x faster than Prometheus (bar: at least 1000x)",
             millis(figures.warm),
             base / figures.warm.as_secs_f64()
+        );
+        println!(
+            "      its {} bytes moved over loopback with nothing to compute: {:.3} ms (so (c) can be at most {:.0}x here)",
+            figures.warm_bytes,
+            millis(figures.transfer),
+            base / figures.transfer.as_secs_f64()
         );
         for (rhythm, refreshes) in &figures.refreshes {
             let Refreshes {
