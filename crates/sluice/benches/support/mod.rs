@@ -14,10 +14,10 @@ pub(crate) type HttpClient =
 
 /// How much a benchmark client reads from a connection at once. hyper's
 /// default starts every response at 8 KiB reads and doubles them while
-/// they fill, taking fresh memory each time; on a week's gzip answer
-/// (295 KB) that cost the client 0.21-0.25 ms against 0.08 ms with fixed
-/// 256 KiB reads, from the same server in the same run, and all of it was
-/// counted as the server's time. The reads only take what has arrived, so
+/// they fill; on a week's gzip answer (295 KB), warm, that read 0.21-0.25
+/// ms against 0.08 ms with fixed 256 KiB reads from the same server (runs
+/// of the acceleration bench minutes apart), and the difference was the
+/// client's own work, counted as the server's time. The reads only take what has arrived, so
 /// small answers are not delayed.
 pub(crate) const READ_BUFFER: usize = 256 * 1024;
 
