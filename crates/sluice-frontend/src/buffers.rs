@@ -1,7 +1,10 @@
 //! Reused buffers for response bodies that are sent once and dropped.
 //!
-//! A range moved forward is answered by splicing kept fragments into one
-//! body of a few hundred kilobytes, sent once. A fresh allocation of that
+//! A range moved forward, asked for with gzip, is answered by splicing
+//! kept deflate segments into one body of a few hundred kilobytes, sent
+//! once (its JSON form goes out as the fragments' own buffers, see
+//! `chunks`; deflate segments, about a kilobyte each, are copied instead:
+//! hundreds of tiny writes cost more than the copy). A fresh allocation of that
 //! size is fresh memory: the allocator hands back pages freed since the
 //! last refresh to the kernel within milliseconds, and a dashboard
 //! refreshes every few minutes, so each body's first write faulted its

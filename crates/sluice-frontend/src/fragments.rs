@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress};
 use sluice_api::json::{self, SampleSink};
 use sluice_proto::{Label, QueryData};
@@ -235,8 +236,9 @@ impl FragmentMemo {
 
 /// One stretch of an answer.
 enum Part {
-    /// JSON written for this answer alone.
-    Fresh(Vec<u8>),
+    /// JSON written for this answer alone (shared, not copied, when the
+    /// answer is sent as its parts).
+    Fresh(Bytes),
     Kept(Arc<Fragment>),
     /// A series' leading samples, encoded before the answer was complete.
     Prefix(Arc<Prefix>),
@@ -550,7 +552,7 @@ impl<'a> Assembler<'a> {
     /// The whole answer, given the JSON written after the last samples.
     pub(crate) fn finish(mut self, tail: Vec<u8>) -> Assembled {
         if !tail.is_empty() {
-            self.parts.push(Part::Fresh(tail));
+            self.parts.push(Part::Fresh(tail.into()));
         }
         Assembled { parts: self.parts }
     }
@@ -573,7 +575,7 @@ impl SampleSink for Assembler<'_> {
                 .then_some(prefix)
         }) {
             self.tally.add(prefix.tally);
-            self.parts.push(Part::Fresh(std::mem::take(out)));
+            self.parts.push(Part::Fresh(std::mem::take(out).into()));
             self.parts.push(Part::Prefix(prefix.clone()));
             from = prefix.samples;
         }
@@ -593,7 +595,7 @@ impl SampleSink for Assembler<'_> {
                     &mut self.tally,
                 );
                 if !out.is_empty() {
-                    self.parts.push(Part::Fresh(std::mem::take(out)));
+                    self.parts.push(Part::Fresh(std::mem::take(out).into()));
                 }
                 self.parts.push(Part::Kept(fragment));
             } else {
@@ -630,18 +632,30 @@ impl Assembled {
         self.uncompressed_work() <= 192 * 1024
     }
 
-    /// The answer as JSON.
+    /// The answer as JSON, in one buffer (for the memo, which keeps it).
     pub(crate) fn json(&self) -> Vec<u8> {
-        self.json_in(Vec::new())
-    }
-
-    /// [`Assembled::json`], written into `out` (empty, perhaps reused).
-    pub(crate) fn json_in(&self, mut out: Vec<u8>) -> Vec<u8> {
-        out.reserve(self.len());
+        let mut out = Vec::with_capacity(self.len());
         for part in &self.parts {
             part.extend_json(&mut out);
         }
         out
+    }
+
+    /// The answer's JSON as the buffers it is made of, shared with the
+    /// fragments and prefixes that hold them: nothing is copied.
+    pub(crate) fn json_chunks(&self) -> Vec<Bytes> {
+        let mut chunks = Vec::with_capacity(self.parts.len());
+        for part in &self.parts {
+            match part {
+                Part::Fresh(json) => chunks.push(json.clone()),
+                Part::Kept(fragment) => chunks.push(FragmentJson::of(fragment)),
+                Part::Prefix(prefix) => {
+                    chunks.push(Bytes::from_owner(PrefixFirst(prefix.clone())));
+                    chunks.extend(prefix.fragments.iter().map(FragmentJson::of));
+                }
+            }
+        }
+        chunks
     }
 
     /// The answer as a gzip stream: kept fragments' deflate segments as
@@ -676,6 +690,30 @@ impl Assembled {
         out.extend_from_slice(&crc.to_le_bytes());
         out.extend_from_slice(&(self.len() as u32).to_le_bytes());
         out
+    }
+}
+
+/// A fragment's JSON, as a buffer that keeps the fragment alive.
+struct FragmentJson(Arc<Fragment>);
+
+impl FragmentJson {
+    fn of(fragment: &Arc<Fragment>) -> Bytes {
+        Bytes::from_owner(FragmentJson(fragment.clone()))
+    }
+}
+
+impl AsRef<[u8]> for FragmentJson {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.json
+    }
+}
+
+/// A prefix's first piece's JSON, as a buffer that keeps the prefix alive.
+struct PrefixFirst(Arc<Prefix>);
+
+impl AsRef<[u8]> for PrefixFirst {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.first
     }
 }
 
@@ -841,6 +879,7 @@ mod tests {
                 let assembled = assembled(&memo, &response, step);
                 assert_eq!(assembled.len(), plain.len());
                 assert_eq!(assembled.json(), plain);
+                assert_eq!(assembled.json_chunks().concat(), plain);
                 assert_eq!(gunzip(&assembled.gzip()), plain);
             }
         }
@@ -872,10 +911,12 @@ mod tests {
             "only the edges are compressed afresh: {work} of {}",
             moved.len()
         );
-        assert_eq!(
-            gunzip(&moved.gzip()),
-            json::encode_response(&answer(1_767_000_300_000, 2000, step))
-        );
+        let plain = json::encode_response(&answer(1_767_000_300_000, 2000, step));
+        assert_eq!(gunzip(&moved.gzip()), plain);
+        // Sent as its parts, the JSON shares the kept fragments' buffers.
+        let chunks = moved.json_chunks();
+        assert!(chunks.len() > 3 * 10, "{} chunks", chunks.len());
+        assert_eq!(chunks.concat(), plain);
     }
 
     fn query_data(response: &ApiResponse) -> &QueryData {
@@ -905,6 +946,7 @@ mod tests {
             assert_eq!(assembler.tally.made as usize, made);
             let assembled = assembler.finish(tail);
             assert_eq!(assembled.json(), plain);
+            assert_eq!(assembled.json_chunks().concat(), plain);
             assert_eq!(gunzip(&assembled.gzip()), plain);
             // With the gzip form made ahead, only the edges are left.
             if gzip {
@@ -1047,11 +1089,11 @@ mod tests {
         let long = vec![b'x'; 70_000];
         let assembled = Assembled {
             parts: vec![
-                Part::Fresh(b"{".to_vec()),
-                Part::Fresh(long.clone()),
+                Part::Fresh(Bytes::from_static(b"{")),
+                Part::Fresh(long.clone().into()),
                 Part::Kept(Arc::new(Fragment::new(&[1000], &[1.5]))),
-                Part::Fresh(Vec::new()),
-                Part::Fresh(b"}".to_vec()),
+                Part::Fresh(Bytes::new()),
+                Part::Fresh(Bytes::from_static(b"}")),
             ],
         };
         let mut want = b"{".to_vec();

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::Inner;
 use crate::acceleration::{AccelerationStats, MemoAnswer, RangeOptions};
 use crate::buffers;
+use crate::chunks::Chunks;
 use crate::compression;
 use crate::dispatch::{DispatchStats, humanize};
 use crate::fragments::{Assembled, Assembler};
@@ -541,7 +542,7 @@ async fn api(
             }
         }
         Some(assembled) => {
-            let body = buffers::BODIES.written(|out| assembled.json_in(out));
+            let body = Chunks::new(assembled.json_chunks());
             let sent = json_response(200, body, "application/json");
             (Some(sent), Some(assembled))
         }

@@ -12,6 +12,7 @@
 
 mod acceleration;
 mod buffers;
+mod chunks;
 mod compression;
 mod dispatch;
 mod fragments;
