@@ -2,10 +2,10 @@
 //!
 //! A range moved forward, asked for with gzip, is answered by splicing
 //! kept deflate segments into one body of a few hundred kilobytes, sent
-//! once (its JSON form goes out as the fragments' own buffers, see
-//! `chunks`; deflate segments, about a kilobyte each, are copied instead:
-//! hundreds of tiny writes cost more than the copy). A fresh allocation of that
-//! size is fresh memory: the allocator hands back pages freed since the
+//! once. (Its JSON form goes out as the fragments' own buffers, see
+//! `chunks`; deflate segments are about a kilobyte each, and sent as
+//! hundreds of buffers they did no better than the copy.) A fresh
+//! allocation of that size is fresh memory: the allocator hands back pages freed since the
 //! last refresh to the kernel within milliseconds, and a dashboard
 //! refreshes every few minutes, so each body's first write faulted its
 //! pages in again. On the virtual machines we measured, that cost about

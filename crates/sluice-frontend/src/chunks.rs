@@ -72,7 +72,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_chunks_arrive_in_order_with_their_exact_length() {
-        let body = Chunks::new([
+        let mut body = Chunks::new([
             Bytes::from_static(b"{\"a\":"),
             Bytes::new(),
             Bytes::from_static(b"[1,2]"),
@@ -81,7 +81,6 @@ mod tests {
         assert_eq!(body.size_hint().exact(), Some(11));
         assert!(!body.is_end_stream());
         let mut frames = 0;
-        let mut body = body;
         let mut joined = Vec::new();
         while let Some(frame) = body.frame().await {
             joined.extend_from_slice(&frame.expect("infallible").into_data().expect("data"));

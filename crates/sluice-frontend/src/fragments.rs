@@ -253,19 +253,6 @@ impl Part {
         }
     }
 
-    fn extend_json(&self, out: &mut Vec<u8>) {
-        match self {
-            Part::Fresh(json) => out.extend_from_slice(json),
-            Part::Kept(fragment) => out.extend_from_slice(&fragment.json),
-            Part::Prefix(prefix) => {
-                out.extend_from_slice(&prefix.first);
-                for fragment in &prefix.fragments {
-                    out.extend_from_slice(&fragment.json);
-                }
-            }
-        }
-    }
-
     /// Bytes that compressing this part would have to compress afresh.
     fn uncompressed_work(&self) -> usize {
         match self {
@@ -634,11 +621,7 @@ impl Assembled {
 
     /// The answer as JSON, in one buffer (for the memo, which keeps it).
     pub(crate) fn json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.len());
-        for part in &self.parts {
-            part.extend_json(&mut out);
-        }
-        out
+        self.json_chunks().concat()
     }
 
     /// The answer's JSON as the buffers it is made of, shared with the

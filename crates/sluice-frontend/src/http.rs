@@ -532,8 +532,8 @@ async fn api(
         _ => None,
     };
     // This client's body, when the answer was assembled: the spliced gzip
-    // form when it wants one and the answer is long enough to gain from
-    // it, else the JSON; either in a pooled buffer, as it is sent once.
+    // form in a pooled buffer when it wants one and the answer is long
+    // enough to gain from it, else the JSON as the buffers it is made of.
     let (sent, assembled) = match assembled {
         Some(assembled) if gzip && assembled.len() >= compression::MIN_COMPRESSED_LEN => {
             match assembled_gzip(assembled).await {

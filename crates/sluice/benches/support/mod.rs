@@ -17,8 +17,8 @@ pub(crate) type HttpClient =
 /// they fill; on a week's gzip answer (295 KB), warm, that read 0.21-0.25
 /// ms against 0.08 ms with fixed 256 KiB reads from the same server (runs
 /// of the acceleration bench minutes apart), and the difference was the
-/// client's own work, counted as the server's time. The reads only take what has arrived, so
-/// small answers are not delayed.
+/// client's own work, counted as the server's time. The reads only take
+/// what has arrived, so small answers are not delayed.
 pub(crate) const READ_BUFFER: usize = 256 * 1024;
 
 /// A keep-alive client with Nagle off and fixed-size reads
