@@ -176,7 +176,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let (querier_stop, querier_stopped) = watch::channel(false);
-    let querier_connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // How many frontends or schedulers the querier pulls from, read by a
+    // querier alone's `/ready`.
+    let mut querier_owners: Option<prometheus::IntGauge> = None;
     let mut querier_task = None;
     if runs_querier {
         let executor = PrometheusExecutor::new(
@@ -216,18 +218,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             max_concurrent = querier_config.max_concurrent,
             "querier starting"
         );
-        let connected_metric = metrics.connected_targets.clone();
-        let connected_flag = querier_connected.clone();
-        // A querier alone is ready once it pulls from some owner.
-        tokio::spawn(async move {
-            loop {
-                connected_flag.store(
-                    connected_metric.get() > 0,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
+        querier_owners = Some(metrics.connected_targets.clone());
         querier_task = Some(tokio::spawn(sluice_querier::run(
             querier_config,
             Arc::new(executor),
@@ -240,7 +231,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let router = match (&frontend, &scheduler) {
         (Some(frontend), _) => frontend.router(registry.clone()),
         (None, Some(scheduler)) => scheduler_router(registry.clone(), scheduler.clone()),
-        (None, None) => querier_router(registry.clone(), querier_connected.clone()),
+        (None, None) => querier_router(registry.clone(), querier_owners.clone()),
     };
     tracing::info!(address = %http_address, targets = ?config.targets, "sluice HTTP server listening");
 
@@ -384,16 +375,18 @@ fn scheduler_router(
 /// A querier on its own serves only `/ready` and `/metrics`.
 fn querier_router(
     registry: prometheus::Registry,
-    connected: Arc<std::sync::atomic::AtomicBool>,
+    owners: Option<prometheus::IntGauge>,
 ) -> axum::Router {
     use axum::http::StatusCode;
     axum::Router::new()
         .route(
             "/ready",
             axum::routing::get(move || {
-                let connected = connected.clone();
+                // Ready once it pulls from some owner: read when asked, so
+                // nothing polls while the process is idle.
+                let connected = owners.as_ref().is_some_and(|owners| owners.get() > 0);
                 async move {
-                    if connected.load(std::sync::atomic::Ordering::Relaxed) {
+                    if connected {
                         (StatusCode::OK, "ready\n")
                     } else {
                         (
