@@ -5,10 +5,10 @@
 //! once. (Its JSON form goes out as the fragments' own buffers, see
 //! `chunks`; deflate segments are about a kilobyte each, and sent as
 //! hundreds of buffers they did no better than the copy.) A fresh
-//! allocation of that size is fresh memory: the allocator hands back pages freed since the
-//! last refresh to the kernel within milliseconds, and a dashboard
-//! refreshes every few minutes, so each body's first write faulted its
-//! pages in again. On the virtual machines we measured, that cost about
+//! allocation of that size is fresh memory: the allocator hands back
+//! pages freed since the last refresh to the kernel within milliseconds,
+//! and a dashboard refreshes every few minutes, so each body's first write
+//! faulted its pages in again. On the virtual machines we measured, that cost about
 //! 0.15 ms per answer with 4 KiB pages, and a 0.5 ms stall whenever a 2 MiB
 //! transparent huge page was zeroed, against 0.08 ms for the copy itself.
 //! A buffer that goes back to a small pool when its body has been sent

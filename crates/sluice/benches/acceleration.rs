@@ -134,11 +134,9 @@ struct Figures {
     refreshes: Vec<(&'static str, Refreshes)>,
 }
 
-/// The rhythms step (d) is timed in, and whether each request waits for a
-/// pause first. After a week's query to Prometheus and a pause, as a lone
-/// dashboard's refresh arrives, every process on the way has gone idle,
-/// and waking one costs a few hundred microseconds here; back to back, as
-/// requests reach a frontend that serves many dashboards, they are awake.
+/// The rhythms step (d) is timed in (see the module's comment), and
+/// whether each request waits for a week's query to Prometheus and a pause
+/// first.
 const RHYTHMS: [(&str, bool); 2] = [
     ("after a pause, as a lone refresh", true),
     ("back to back, as a busy frontend", false),
