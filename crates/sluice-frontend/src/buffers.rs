@@ -8,9 +8,10 @@
 //! allocation of that size is fresh memory: the allocator hands back
 //! pages freed since the last refresh to the kernel within milliseconds,
 //! and a dashboard refreshes every few minutes, so each body's first write
-//! faulted its pages in again. On the virtual machines we measured, that cost about
-//! 0.15 ms per answer with 4 KiB pages, and a 0.5 ms stall whenever a 2 MiB
-//! transparent huge page was zeroed, against 0.08 ms for the copy itself.
+//! faulted its pages in again. On the virtual machines we measured, that
+//! cost about 0.15 ms per answer with 4 KiB pages, and a 0.5 ms stall
+//! whenever a 2 MiB transparent huge page was zeroed, against 0.08 ms for
+//! the copy itself.
 //! A buffer that goes back to a small pool when its body has been sent
 //! keeps its pages, as Prometheus's and Mimir's byte pools do.
 

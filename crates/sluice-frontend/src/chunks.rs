@@ -8,7 +8,6 @@
 //! first while the rest are still queued. The length is known, so the
 //! answer still carries a `Content-Length`.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -18,19 +17,19 @@ use http_body::{Body, Frame, SizeHint};
 
 /// A body of buffers sent in order.
 pub(crate) struct Chunks {
-    chunks: VecDeque<Bytes>,
+    chunks: std::vec::IntoIter<Bytes>,
     remaining: u64,
 }
 
 impl Chunks {
     /// A body of `chunks`, in order (empty ones are left out).
-    pub(crate) fn new(chunks: impl IntoIterator<Item = Bytes>) -> Chunks {
-        let chunks: VecDeque<Bytes> = chunks
-            .into_iter()
-            .filter(|chunk| !chunk.is_empty())
-            .collect();
+    pub(crate) fn new(mut chunks: Vec<Bytes>) -> Chunks {
+        chunks.retain(|chunk| !chunk.is_empty());
         let remaining = chunks.iter().map(|chunk| chunk.len() as u64).sum();
-        Chunks { chunks, remaining }
+        Chunks {
+            chunks: chunks.into_iter(),
+            remaining,
+        }
     }
 }
 
@@ -49,14 +48,14 @@ impl Body for Chunks {
         _context: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
-        Poll::Ready(this.chunks.pop_front().map(|chunk| {
+        Poll::Ready(this.chunks.next().map(|chunk| {
             this.remaining -= chunk.len() as u64;
             Ok(Frame::data(chunk))
         }))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.chunks.is_empty()
+        self.chunks.len() == 0
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -72,7 +71,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_chunks_arrive_in_order_with_their_exact_length() {
-        let mut body = Chunks::new([
+        let mut body = Chunks::new(vec![
             Bytes::from_static(b"{\"a\":"),
             Bytes::new(),
             Bytes::from_static(b"[1,2]"),

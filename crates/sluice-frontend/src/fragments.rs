@@ -57,7 +57,8 @@ const MIN_DEFLATED_LEN: usize = 16 * 1024;
 pub(crate) struct Fragment {
     timestamps_ms: Box<[i64]>,
     value_bits: Box<[u64]>,
-    json: Vec<u8>,
+    /// Shared by every answer body that sends it.
+    json: Bytes,
     /// The JSON's CRC-32, and the operator that appends it to another
     /// CRC-32 (made once: it depends only on the JSON's length).
     crc: u32,
@@ -82,7 +83,7 @@ impl Fragment {
             value_bits: values.iter().map(|value| value.to_bits()).collect(),
             crc: crc32(0, &encoded),
             crc_append: crc32_combine_gen(encoded.len() as u64),
-            json: encoded,
+            json: encoded.into(),
             deflate: OnceLock::new(),
             next: Mutex::new(Weak::new()),
         }
@@ -315,7 +316,7 @@ pub(crate) struct Prefix {
     first_timestamps_ms: Box<[i64]>,
     first_value_bits: Box<[u64]>,
     /// The first piece's JSON.
-    first: Vec<u8>,
+    first: Bytes,
     fragments: Vec<Arc<Fragment>>,
     samples: usize,
     json_len: usize,
@@ -475,7 +476,7 @@ impl Prefixes {
             let prefix = Prefix {
                 first_timestamps_ms: timestamps_ms[..first_end].into(),
                 first_value_bits: values[..first_end].iter().map(|v| v.to_bits()).collect(),
-                first,
+                first: first.into(),
                 fragments,
                 samples,
                 json_len,
@@ -631,10 +632,10 @@ impl Assembled {
         for part in &self.parts {
             match part {
                 Part::Fresh(json) => chunks.push(json.clone()),
-                Part::Kept(fragment) => chunks.push(FragmentJson::of(fragment)),
+                Part::Kept(fragment) => chunks.push(fragment.json.clone()),
                 Part::Prefix(prefix) => {
-                    chunks.push(Bytes::from_owner(PrefixFirst(prefix.clone())));
-                    chunks.extend(prefix.fragments.iter().map(FragmentJson::of));
+                    chunks.push(prefix.first.clone());
+                    chunks.extend(prefix.fragments.iter().map(|kept| kept.json.clone()));
                 }
             }
         }
@@ -673,30 +674,6 @@ impl Assembled {
         out.extend_from_slice(&crc.to_le_bytes());
         out.extend_from_slice(&(self.len() as u32).to_le_bytes());
         out
-    }
-}
-
-/// A fragment's JSON, as a buffer that keeps the fragment alive.
-struct FragmentJson(Arc<Fragment>);
-
-impl FragmentJson {
-    fn of(fragment: &Arc<Fragment>) -> Bytes {
-        Bytes::from_owner(FragmentJson(fragment.clone()))
-    }
-}
-
-impl AsRef<[u8]> for FragmentJson {
-    fn as_ref(&self) -> &[u8] {
-        &self.0.json
-    }
-}
-
-/// A prefix's first piece's JSON, as a buffer that keeps the prefix alive.
-struct PrefixFirst(Arc<Prefix>);
-
-impl AsRef<[u8]> for PrefixFirst {
-    fn as_ref(&self) -> &[u8] {
-        &self.0.first
     }
 }
 
@@ -1044,7 +1021,7 @@ mod tests {
         assert!(kept && Arc::ptr_eq(&a, &again));
         let (b, kept) = memo.fragment(&[1, 2], &[1.0, -2.0]);
         assert!(!kept && !Arc::ptr_eq(&a, &b));
-        assert_eq!(b.json, br#",[0.001,"1"],[0.002,"-2"]"#);
+        assert_eq!(&b.json[..], br#",[0.001,"1"],[0.002,"-2"]"#);
         let (nan, _) = memo.fragment(&[1], &[f64::NAN]);
         assert!(Arc::ptr_eq(&nan, &memo.fragment(&[1], &[f64::NAN]).0));
         assert!(!memo.fragment(&[1], &[0.0]).0.holds(&[1], &[-0.0]));
