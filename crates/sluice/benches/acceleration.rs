@@ -272,7 +272,6 @@ async fn refreshes(
     gzip: bool,
     paused: bool,
 ) -> Refreshes {
-    let (warm_ups, ranges) = ranges.split_at(if paused { 0 } else { WARM_UPS as usize });
     // The week-long queries before this (the other rhythm's checks, the
     // warm repeats) leave Prometheus collecting garbage for a while: the
     // runs start once that has settled, not in the middle of it.
@@ -284,35 +283,33 @@ async fn refreshes(
             between_refreshes(client, direct, gzip).await;
         }
     };
-    for (start, end) in warm_ups {
-        timed_raw(client, &range_url(sluice_url, *start, *end), false, gzip).await;
-    }
-    let mut moved = Vec::new();
-    for (start, end) in ranges {
-        before().await;
-        let url = range_url(sluice_url, *start, *end);
-        moved.push(timed_raw(client, &url, false, gzip).await);
-    }
-    for (_, end) in warm_ups {
-        timed_raw(client, &new_minutes_url(prometheus_url, *end), false, false).await;
-    }
-    let mut new_minutes = Vec::new();
-    for (_, end) in ranges {
-        before().await;
-        let url = new_minutes_url(prometheus_url, *end);
-        new_minutes.push(timed_raw(client, &url, false, false).await.0);
-    }
+    let warm_ups = if paused { 0 } else { WARM_UPS as usize };
+    // One kind of request, one URL per range: the warm-ups untimed, the
+    // rest timed.
+    let run = |urls: Vec<String>, gzip: bool| async move {
+        let (warm, timed) = urls.split_at(warm_ups);
+        for url in warm {
+            timed_raw(client, url, false, gzip).await;
+        }
+        let mut took = Vec::new();
+        for url in timed {
+            before().await;
+            took.push(timed_raw(client, url, false, gzip).await);
+        }
+        took
+    };
+    let urls = |url_of: &dyn Fn(i64, i64) -> String| -> Vec<String> {
+        ranges
+            .iter()
+            .map(|(start, end)| url_of(*start, *end))
+            .collect()
+    };
+    let moved = run(urls(&|start, end| range_url(sluice_url, start, end)), gzip).await;
+    let new_minutes = run(urls(&|_, end| new_minutes_url(prometheus_url, end)), false).await;
     let ready = format!("{sluice_url}/ready");
-    for _ in warm_ups {
-        timed_raw(client, &ready, false, false).await;
-    }
-    let mut round_trips = Vec::new();
-    for _ in ranges {
-        before().await;
-        round_trips.push(timed_raw(client, &ready, false, false).await.0);
-    }
+    let round_trips = run(urls(&|_, _| ready.clone()), false).await;
     let mut moved_times = Vec::new();
-    for ((start, end), (took, body)) in ranges.iter().zip(moved) {
+    for ((start, end), (took, body)) in ranges[warm_ups..].iter().zip(moved) {
         let (_, want) = timed(
             client,
             &range_url(prometheus_url, *start, *end),
@@ -327,10 +324,12 @@ async fn refreshes(
         );
         moved_times.push(took);
     }
+    let times =
+        |run: Vec<(Duration, Bytes)>| median(run.into_iter().map(|(took, _)| took).collect());
     Refreshes {
         moved: median(moved_times),
-        new_minutes: median(new_minutes),
-        round_trip: median(round_trips),
+        new_minutes: times(new_minutes),
+        round_trip: times(round_trips),
     }
 }
 
