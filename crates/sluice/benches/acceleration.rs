@@ -57,10 +57,10 @@ const MOVED_BAR: f64 = 150.0;
 const MOVES: i64 = 11;
 
 /// Requests sent untimed before each timed run of the back-to-back rhythm,
-/// so that its figures are of awake processes, as its name says. After the
-/// half-second settling pause Prometheus needs about ten requests to come
-/// up to speed: on this machine the 5 new minutes, asked for again and
-/// again, took 2.1 ms, then about 1 ms, and about 0.75 ms from the tenth on.
+/// so that its figures are of awake processes, as its name says. After a
+/// pause Prometheus needs about ten requests to come up to speed: on this
+/// machine, 3 s after its last request, the same 5 minutes asked for again
+/// and again took 2.1 ms, then 0.8-1.2 ms, and 0.7-1.2 ms from the tenth on.
 /// Without these, sluice's refreshes (timed first) paid for waking
 /// Prometheus and the floor's requests (timed right after them) did not.
 const WARM_UPS: i64 = 10;
