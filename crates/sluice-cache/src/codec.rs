@@ -24,7 +24,7 @@ use crate::{BoxFuture, Cache};
 
 const MAGIC: &[u8; 3] = b"SLC";
 const VERSION: u8 = 1;
-const HEADER_LEN: usize = 17;
+pub(crate) const HEADER_LEN: usize = 17;
 const COMPRESSION_NONE: u8 = 0;
 const COMPRESSION_LZ4: u8 = 1;
 /// A decompressed size beyond this is treated as corruption rather than

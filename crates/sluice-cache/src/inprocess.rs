@@ -39,6 +39,20 @@ impl InProcessConfig {
             shards: 16,
         }
     }
+
+    /// The shards a cache of this configuration has, and each one's budget.
+    fn shard_layout(&self) -> (usize, usize) {
+        let max_shards = (self.max_bytes / MIN_SHARD_BYTES).max(1);
+        let shards = (self.shards.max(1) as u64).min(max_shards) as usize;
+        let capacity = usize::try_from(self.max_bytes / shards as u64).unwrap_or(usize::MAX);
+        (shards, capacity)
+    }
+
+    /// The largest value stored under `key_len` bytes of key: larger ones
+    /// are not stored.
+    pub fn max_value_bytes(&self, key_len: usize) -> usize {
+        (self.shard_layout().1 / 2).saturating_sub(key_len + ENTRY_OVERHEAD_BYTES)
+    }
 }
 
 /// A byte-bounded, sharded LRU cache living in this process.
@@ -82,9 +96,7 @@ impl InProcessCache {
         if config.max_bytes == 0 {
             return Err(ConfigError::ZeroSize);
         }
-        let max_shards = (config.max_bytes / MIN_SHARD_BYTES).max(1);
-        let shards = (config.shards.max(1) as u64).min(max_shards) as usize;
-        let capacity = usize::try_from(config.max_bytes / shards as u64).unwrap_or(usize::MAX);
+        let (shards, capacity) = config.shard_layout();
         Ok(InProcessCache {
             shards: (0..shards)
                 .map(|_| {

@@ -94,6 +94,20 @@ pub struct CacheConfig {
     pub compression: Compression,
 }
 
+impl CacheConfig {
+    /// The largest value a caller can store under `key_len` bytes of key
+    /// (before compression, which may only shrink it): larger ones are
+    /// dropped by the backend, so a caller that can trim its values (the
+    /// results cache drops an entry's oldest extents) trims them to this.
+    pub fn max_value_bytes(&self, key_len: usize) -> usize {
+        let backend = match &self.backend {
+            BackendConfig::InProcess(config) => config.max_value_bytes(key_len),
+            BackendConfig::Memcached(config) => config.max_value_bytes(key_len),
+        };
+        backend.saturating_sub(codec::HEADER_LEN)
+    }
+}
+
 /// A configuration that cannot work; reported once at startup, never later.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {

@@ -58,6 +58,14 @@ pub struct MemcachedConfig {
 }
 
 impl MemcachedConfig {
+    /// The largest value sent under `key_len` bytes of key: larger ones
+    /// are not stored.
+    pub fn max_value_bytes(&self, key_len: usize) -> usize {
+        // A longer key is sent hashed, shorter than this.
+        let sent_key = key_len.min(MAX_KEY_LEN);
+        self.max_item_bytes.saturating_sub(sent_key + ITEM_OVERHEAD)
+    }
+
     /// The given servers with every other setting at its default.
     pub fn new(servers: Vec<String>) -> MemcachedConfig {
         MemcachedConfig {

@@ -398,6 +398,32 @@ async fn values_over_the_item_size_are_skipped() {
 }
 
 #[tokio::test]
+async fn the_largest_value_a_config_promises_is_stored_and_one_more_byte_is_not() {
+    // A server started with a larger item size, and the setting to match.
+    let server = MemcachedServer::start_with_args(&["-I", "3m", "-m", "64"]).await;
+    let mut memcached = MemcachedConfig::new(vec![server.address()]);
+    memcached.max_item_bytes = 3 << 20;
+    let config = CacheConfig {
+        name: "test".to_owned(),
+        backend: BackendConfig::Memcached(memcached),
+        compression: Compression::None,
+    };
+    let key = "0123456789abcdef0123456789abcdef";
+    let largest = config.max_value_bytes(key.len());
+    assert!(largest > 2 << 20, "{largest}");
+    let cache = build(config, &CacheMetrics::unregistered()).unwrap();
+    let asked = vec![key.to_owned()];
+    cache
+        .set_many(vec![(key.to_owned(), vec![5; largest + 1])], DAY)
+        .await;
+    assert!(cache.get_many(&asked).await.is_empty(), "one byte too many");
+    cache
+        .set_many(vec![(key.to_owned(), vec![7; largest])], DAY)
+        .await;
+    assert_eq!(cache.get_many(&asked).await[key], vec![7; largest]);
+}
+
+#[tokio::test]
 async fn unsafe_and_long_keys_are_sanitised_and_round_trip() {
     let keys: Vec<String> = vec![
         "plain:key".to_owned(),

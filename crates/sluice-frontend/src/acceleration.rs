@@ -26,6 +26,13 @@ pub(crate) struct AccelerationStats {
     pub(crate) pieces: usize,
     pub(crate) sub_queries: usize,
     pub(crate) cached_extents: usize,
+    /// Pieces whose results cache entry was found, and not found.
+    pub(crate) cache_hits: usize,
+    pub(crate) cache_misses: usize,
+    /// The found entries' encoded size.
+    pub(crate) cache_hit_bytes: usize,
+    /// Answered whole from the answer memo.
+    pub(crate) memo_hit: bool,
     pub(crate) samples_from_cache: usize,
 }
 
@@ -195,7 +202,27 @@ impl Inner {
             .map(|piece| sluice_plan::cache_key(tenant, piece, key_interval_ms))
             .collect();
         let entries: Vec<Option<Arc<CacheEntry>>> = match cache {
-            Some(cache) => self.cache_entries(cache, &keys).await,
+            Some(cache) => {
+                let found = self.cache_entries(cache, &keys).await;
+                let hit_bytes: usize = found.iter().flatten().map(|(_, bytes)| bytes).sum();
+                acceleration.cache_hits = found.iter().flatten().count();
+                acceleration.cache_misses = found.len() - acceleration.cache_hits;
+                acceleration.cache_hit_bytes = hit_bytes;
+                let lookups = &self.metrics.results_cache_lookups;
+                lookups
+                    .with_label_values(&["hit"])
+                    .inc_by(acceleration.cache_hits as u64);
+                lookups
+                    .with_label_values(&["miss"])
+                    .inc_by(acceleration.cache_misses as u64);
+                self.metrics
+                    .results_cache_hit_bytes
+                    .inc_by(hit_bytes as u64);
+                found
+                    .into_iter()
+                    .map(|entry| entry.map(|(entry, _)| entry))
+                    .collect()
+            }
             None => vec![None; pieces.len()],
         };
         // What has to run is known from the extents' ranges alone: it is
@@ -224,19 +251,35 @@ impl Inner {
         acceleration.sub_queries = leaves.len();
         acceleration.cached_extents = query_plans.iter().map(Plan::cached_leaves).sum();
         let parallelism = config.max_query_parallelism.max(1);
-        let running = futures_util::stream::iter(leaves)
-            .map(|leaf| async move {
-                let mut leaf_stats = DispatchStats::default();
-                let request = QueryRequest {
-                    kind: Some(QueryKind::Range(leaf)),
-                };
-                let answer = self
-                    .dispatch_collapsed(tenant, request, deadline, &mut leaf_stats)
-                    .await;
-                (answer, leaf_stats)
-            })
-            .buffered(parallelism)
-            .collect::<Vec<(ApiResponse, DispatchStats)>>();
+        let leaf_count = leaves.len();
+        // The first sub-query to fail is the answer: the rest are dropped
+        // at once, which takes the queued ones out of the queue and cancels
+        // the running ones, as a client that went away would. Those
+        // already answered are still written back.
+        let running = async move {
+            let mut answered: Vec<Option<(ApiResponse, DispatchStats)>> =
+                std::iter::repeat_with(|| None).take(leaf_count).collect();
+            let mut sub_queries = futures_util::stream::iter(leaves.into_iter().enumerate())
+                .map(|(index, leaf)| async move {
+                    let mut leaf_stats = DispatchStats::default();
+                    let request = QueryRequest {
+                        kind: Some(QueryKind::Range(leaf)),
+                    };
+                    let answer = self
+                        .dispatch_collapsed(tenant, request, deadline, &mut leaf_stats)
+                        .await;
+                    (index, answer, leaf_stats)
+                })
+                .buffer_unordered(parallelism);
+            while let Some((index, answer, leaf_stats)) = sub_queries.next().await {
+                let failed = answer.is_error().then(|| answer.clone());
+                answered[index] = Some((answer, leaf_stats));
+                if failed.is_some() {
+                    return (answered, failed);
+                }
+            }
+            (answered, None)
+        };
         // `join` polls its first future first: the sub-queries are queued
         // before the copying starts. When only the newest minutes are
         // missing, the cached rest of the answer is merged and encoded
@@ -270,8 +313,17 @@ impl Inner {
             (Merge::Plan(plan), None)
         })
         .await;
+        let (answers, failed) = answers;
         let mut responses = Vec::with_capacity(answers.len());
-        for (answer, leaf_stats) in answers {
+        for answer in answers {
+            let Some((answer, leaf_stats)) = answer else {
+                // Dropped after another sub-query failed: nothing to keep.
+                responses.push(ApiResponse::error(
+                    ErrorType::Canceled,
+                    "not run: another part of the query failed",
+                ));
+                continue;
+            };
             stats.attempts += leaf_stats.attempts;
             stats.samples += leaf_stats.samples;
             stats.execution += leaf_stats.execution;
@@ -288,8 +340,17 @@ impl Inner {
         // The write-back reads the answers; the merge then consumes them, so
         // no answer is copied on the way.
         if let Some(cache) = cache {
+            // An entry the backend would refuse loses its oldest extents
+            // instead (a storage key is 32 hex digits).
+            let max_entry_bytes = config
+                .results_cache
+                .as_ref()
+                .map_or(sluice_plan::DEFAULT_MAX_ENTRY_BYTES, |cache| {
+                    cache.max_value_bytes(32)
+                });
             let options = CacheOptions {
                 max_freshness_ms: config.max_cache_freshness.as_millis() as i64,
+                max_entry_bytes: max_entry_bytes.min(sluice_plan::DEFAULT_MAX_ENTRY_BYTES),
                 ..CacheOptions::default()
             };
             let now = now_ms();
@@ -335,6 +396,12 @@ impl Inner {
                 });
             }
         }
+        if let Some(failed) = failed {
+            return RangeAnswer {
+                response: failed,
+                prefixes: None,
+            };
+        }
         // The plan goes into the answer: its cached data moves, not copied.
         let (response, prefixes) = match merge {
             Merge::Plan(plan) => (plan.into_merged(responses), prefixes),
@@ -346,20 +413,22 @@ impl Inner {
         RangeAnswer { response, prefixes }
     }
 
-    /// The cache entries for `keys`: from the decoded entries where kept
-    /// there, else read from the cache and decoded (and then kept).
+    /// The cache entries for `keys`, each with its encoded size: from the
+    /// decoded entries where kept there, else read from the cache and
+    /// decoded (and then kept).
     async fn cache_entries(
         &self,
         cache: &sluice_cache::SharedCache,
         keys: &[CacheKey],
-    ) -> Vec<Option<Arc<CacheEntry>>> {
+    ) -> Vec<Option<(Arc<CacheEntry>, usize)>> {
         let storage_keys: Vec<String> = keys.iter().map(CacheKey::storage_key).collect();
-        let mut entries: Vec<Option<Arc<CacheEntry>>> = storage_keys
+        let mut entries: Vec<Option<(Arc<CacheEntry>, usize)>> = storage_keys
             .iter()
-            .map(|storage_key| {
+            .zip(keys)
+            .map(|(storage_key, key)| {
                 self.decoded_entries
                     .as_ref()
-                    .and_then(|decoded| decoded.get(storage_key))
+                    .and_then(|decoded| decoded.get(storage_key, key))
             })
             .collect();
         let missing: Vec<String> = storage_keys
@@ -385,7 +454,7 @@ impl Inner {
             if let Some(kept) = &self.decoded_entries {
                 kept.put(storage_key, decoded.clone(), bytes.len());
             }
-            *entry = Some(decoded);
+            *entry = Some((decoded, bytes.len()));
         }
         entries
     }
@@ -450,22 +519,28 @@ fn metadata_key(tenant: &str, request: &QueryRequest) -> String {
 }
 
 /// Values bounded by a byte count the caller reckons for each; the oldest
-/// go first. A key put again gets the new value and keeps its place.
+/// go first. A key put again gets the new value and keeps its place. A
+/// value is served for `ttl` after it was put, as the results cache's
+/// backends serve theirs (`-query-frontend.results-cache.ttl`): these
+/// copies must not outlive what they copy. An expired value waits for its
+/// turn to go, unserved.
 struct OldestFirst<K, V> {
     max_bytes: usize,
+    ttl: std::time::Duration,
     state: Mutex<OldestFirstState<K, V>>,
 }
 
 struct OldestFirstState<K, V> {
-    values: HashMap<K, (V, usize)>,
+    values: HashMap<K, (V, usize, std::time::Instant)>,
     order: std::collections::VecDeque<K>,
     bytes: usize,
 }
 
 impl<K: std::hash::Hash + Eq + Clone, V: Clone> OldestFirst<K, V> {
-    fn new(max_bytes: usize) -> Self {
+    fn new(max_bytes: usize, ttl: std::time::Duration) -> Self {
         OldestFirst {
             max_bytes,
+            ttl,
             state: Mutex::new(OldestFirstState {
                 values: HashMap::new(),
                 order: std::collections::VecDeque::new(),
@@ -480,7 +555,11 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> OldestFirst<K, V> {
         Q: std::hash::Hash + Eq + ?Sized,
     {
         let state = self.state.lock().expect("bounded map lock");
-        state.values.get(key).map(|(value, _)| value.clone())
+        state
+            .values
+            .get(key)
+            .filter(|(_, _, put)| put.elapsed() < self.ttl)
+            .map(|(value, _, _)| value.clone())
     }
 
     /// Keeps `value`, counted as `bytes`; one over a quarter of the whole
@@ -490,8 +569,9 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> OldestFirst<K, V> {
             return;
         }
         let mut state = self.state.lock().expect("bounded map lock");
-        match state.values.insert(key.clone(), (value, bytes)) {
-            Some((_, replaced)) => state.bytes -= replaced,
+        let put = std::time::Instant::now();
+        match state.values.insert(key.clone(), (value, bytes, put)) {
+            Some((_, replaced, _)) => state.bytes -= replaced,
             None => state.order.push_back(key),
         }
         state.bytes += bytes;
@@ -499,7 +579,7 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> OldestFirst<K, V> {
             let Some(oldest) = state.order.pop_front() else {
                 break;
             };
-            if let Some((_, evicted)) = state.values.remove(&oldest) {
+            if let Some((_, evicted, _)) = state.values.remove(&oldest) {
                 state.bytes -= evicted;
             }
         }
@@ -516,9 +596,10 @@ pub(crate) struct AnswerMemo {
 }
 
 impl AnswerMemo {
-    pub(crate) fn new(max_bytes: usize) -> AnswerMemo {
+    /// At most `max_bytes`, each answer served for `ttl`.
+    pub(crate) fn new(max_bytes: usize, ttl: std::time::Duration) -> AnswerMemo {
         AnswerMemo {
-            answers: OldestFirst::new(max_bytes),
+            answers: OldestFirst::new(max_bytes, ttl),
         }
     }
 
@@ -560,25 +641,34 @@ impl AnswerMemo {
 /// copy would still be right, only shorter). Bounded by bytes (twice the
 /// encoded size, for the decoded form); the oldest go first.
 pub(crate) struct DecodedEntries {
-    entries: OldestFirst<String, Arc<CacheEntry>>,
+    /// Each entry with its encoded size (what a read from the cache
+    /// would have been).
+    entries: OldestFirst<String, (Arc<CacheEntry>, usize)>,
 }
 
 impl DecodedEntries {
-    pub(crate) fn new(max_bytes: usize) -> DecodedEntries {
+    /// At most `max_bytes`, each entry served for `ttl`.
+    pub(crate) fn new(max_bytes: usize, ttl: std::time::Duration) -> DecodedEntries {
         DecodedEntries {
-            entries: OldestFirst::new(max_bytes),
+            entries: OldestFirst::new(max_bytes, ttl),
         }
     }
 
-    fn get(&self, storage_key: &str) -> Option<Arc<CacheEntry>> {
-        self.entries.get(storage_key)
+    /// The entry kept under `storage_key`, if it is `key`'s: storage keys
+    /// are hashes, and two keys whose hashes collide (the query text is the
+    /// user's to choose) must not share data, as the cache's own read
+    /// (`sluice_plan::decode_entry`) makes sure too.
+    fn get(&self, storage_key: &str, key: &CacheKey) -> Option<(Arc<CacheEntry>, usize)> {
+        self.entries
+            .get(storage_key)
+            .filter(|(entry, _)| entry.key == key.full)
     }
 
     /// Keeps `entry`, whose encoding is `encoded_len` bytes, in place of
     /// any older one under the same key.
     fn put(&self, storage_key: String, entry: Arc<CacheEntry>, encoded_len: usize) {
         let bytes = encoded_len * 2 + storage_key.len();
-        self.entries.put(storage_key, entry, bytes);
+        self.entries.put(storage_key, (entry, encoded_len), bytes);
     }
 }
 
@@ -587,6 +677,8 @@ impl DecodedEntries {
 pub(crate) struct MemoAnswer {
     json: std::sync::OnceLock<bytes::Bytes>,
     json_len: usize,
+    /// The answer's samples, counted as served from cache on a repeat.
+    samples: usize,
     /// What the JSON is made from when it is first needed, so the request
     /// that assembled the answer does not wait for a copy of it (and a
     /// client that takes gzip never causes one).
@@ -603,9 +695,11 @@ pub(crate) struct MemoAnswer {
 }
 
 impl MemoAnswer {
-    pub(crate) fn new(json: bytes::Bytes) -> MemoAnswer {
+    /// The answer `json`, holding `samples` samples.
+    pub(crate) fn new(json: bytes::Bytes, samples: usize) -> MemoAnswer {
         MemoAnswer {
             json_len: json.len(),
+            samples,
             json: std::sync::OnceLock::from(json),
             assembled: Mutex::new(None),
             gzip: std::sync::OnceLock::new(),
@@ -615,10 +709,11 @@ impl MemoAnswer {
     }
 
     /// An answer whose JSON, or gzip form, is made from `assembled` when
-    /// first needed.
-    pub(crate) fn assembled(assembled: crate::fragments::Assembled) -> MemoAnswer {
+    /// first needed, holding `samples` samples.
+    pub(crate) fn assembled(assembled: crate::fragments::Assembled, samples: usize) -> MemoAnswer {
         MemoAnswer {
             json_len: assembled.len(),
+            samples,
             json: std::sync::OnceLock::new(),
             assembled: Mutex::new(Some(assembled)),
             gzip: std::sync::OnceLock::new(),
@@ -635,6 +730,10 @@ impl MemoAnswer {
 
     pub(crate) fn json_len(&self) -> usize {
         self.json_len
+    }
+
+    pub(crate) fn samples(&self) -> usize {
+        self.samples
     }
 
     /// The answer's JSON.
@@ -734,11 +833,11 @@ mod tests {
 
     #[test]
     fn the_memo_is_bounded_and_forgets_the_oldest() {
-        let memo = AnswerMemo::new(400);
+        let memo = AnswerMemo::new(400, DAY);
         for index in 0u8..10 {
             memo.put(
                 vec![index],
-                Arc::new(MemoAnswer::new(bytes::Bytes::from(vec![index; 70]))),
+                Arc::new(MemoAnswer::new(bytes::Bytes::from(vec![index; 70]), 0)),
             );
         }
         assert!(memo.get(&[0]).is_none(), "the oldest went first");
@@ -769,7 +868,7 @@ mod tests {
     fn an_assembled_answer_gives_its_json_when_asked() {
         let fragments = crate::fragments::FragmentMemo::new(1 << 20);
         let (response, assembled) = assembled_answer(&fragments);
-        let answer = MemoAnswer::assembled(assembled);
+        let answer = MemoAnswer::assembled(assembled, 0);
         let want = sluice_api::json::encode_response(&response);
         assert_eq!(answer.json_len(), want.len());
         assert_eq!(answer.json(), want);
@@ -796,7 +895,7 @@ mod tests {
         let (response, assembled) = assembled_answer(&fragments);
         // The first client's body was spliced, sent and not kept.
         let first = assembled.gzip();
-        let answer = Arc::new(MemoAnswer::assembled(assembled));
+        let answer = Arc::new(MemoAnswer::assembled(assembled, 0));
         assert!(answer.spliced_gzip.lock().unwrap().is_none());
         assert!(answer.gzip.get().is_none());
         // Served again: spliced at once, and the whole compressed meanwhile.
@@ -832,7 +931,7 @@ mod tests {
         let (response, _) = assembled_answer(&fragments);
         // Not assembled (fragments off): nothing to splice.
         let json = sluice_api::json::encode_response(&response);
-        let answer = Arc::new(MemoAnswer::new(bytes::Bytes::from(json.clone())));
+        let answer = Arc::new(MemoAnswer::new(bytes::Bytes::from(json.clone()), 0));
         assert!(
             answer.gzipped().is_none(),
             "not made yet: the caller compresses"
@@ -859,14 +958,23 @@ mod tests {
         })
     }
 
+    const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+    fn key_k() -> CacheKey {
+        CacheKey {
+            full: "k".into(),
+            hash: 0,
+        }
+    }
+
     #[test]
     fn decoded_entries_are_replaced_in_place_and_bounded() {
-        let decoded = DecodedEntries::new(10_000);
+        let decoded = DecodedEntries::new(10_000, DAY);
         decoded.put("a".into(), entry(1), 1000);
         decoded.put("a".into(), entry(2), 1000);
-        let kept = decoded.get("a").expect("kept");
+        let kept = decoded.get("a", &key_k()).expect("kept");
         assert_eq!(
-            kept.extents[0].end_ms, 2,
+            kept.0.extents[0].end_ms, 2,
             "the newer entry replaced the older"
         );
         assert_eq!(decoded.entries.state.lock().unwrap().order.len(), 1);
@@ -880,6 +988,38 @@ mod tests {
         drop(state);
         // Larger than a quarter of the budget: not kept at all.
         decoded.put("big".into(), entry(1), 2000);
-        assert!(decoded.get("big").is_none());
+        assert!(decoded.get("big", &key_k()).is_none());
+    }
+
+    #[test]
+    fn a_decoded_entry_serves_only_its_own_key() {
+        let decoded = DecodedEntries::new(10_000, DAY);
+        decoded.put("0123".into(), entry(3), 1000);
+        assert!(decoded.get("0123", &key_k()).is_some());
+        // Another key whose hash (the storage key) collides with it.
+        let colliding = CacheKey {
+            full: "v1:other tenant's query".into(),
+            hash: 0,
+        };
+        assert!(decoded.get("0123", &colliding).is_none());
+    }
+
+    #[test]
+    fn kept_copies_are_served_only_within_the_results_ttl() {
+        let expired = DecodedEntries::new(10_000, std::time::Duration::ZERO);
+        expired.put("a".into(), entry(1), 1000);
+        assert!(expired.get("a", &key_k()).is_none());
+        let memo = AnswerMemo::new(10_000, std::time::Duration::ZERO);
+        memo.put(
+            vec![1],
+            Arc::new(MemoAnswer::new(bytes::Bytes::from_static(b"{}"), 0)),
+        );
+        assert!(memo.get(&[1]).is_none());
+        let memo = AnswerMemo::new(10_000, DAY);
+        memo.put(
+            vec![1],
+            Arc::new(MemoAnswer::new(bytes::Bytes::from_static(b"{}"), 0)),
+        );
+        assert!(memo.get(&[1]).is_some());
     }
 }

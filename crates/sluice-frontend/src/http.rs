@@ -427,6 +427,12 @@ async fn api(
         }
         Route::Ready | Route::Metrics | Route::NotFound => unreachable!("handled by the caller"),
     };
+    let request_log = QueryLog {
+        tenant: &tenant,
+        route: route.label(),
+        query: &query_text_for_log,
+        started,
+    };
     let deadline = started + inner.config.query_timeout;
     let mut stats = DispatchStats::default();
     let mut acceleration = AccelerationStats::default();
@@ -448,6 +454,14 @@ async fn api(
         && let Some(answer) = memo.get(key)
     {
         inner.metrics.memo_hits.inc();
+        inner
+            .metrics
+            .samples
+            .with_label_values(&["cache"])
+            .inc_by(answer.samples() as u64);
+        acceleration.memo_hit = true;
+        acceleration.samples_from_cache = answer.samples();
+        request_log.stats(inner, 200, "", &stats, &acceleration);
         return memo_response(answer, gzip);
     }
     let range_step_ms = match &kind {
@@ -489,26 +503,12 @@ async fn api(
             (response, None)
         }
     };
-    let elapsed = started.elapsed();
-    if elapsed >= inner.config.log_queries_longer_than {
-        tracing::info!(
-            target: "query_stats",
-            tenant = %tenant,
-            route = route.label(),
-            query = %query_text_for_log,
-            status = response.http_status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            execution_ms = stats.execution.as_secs_f64() * 1000.0,
-            attempts = stats.attempts,
-            pieces = acceleration.pieces,
-            sub_queries = acceleration.sub_queries,
-            cached_extents = acceleration.cached_extents,
-            samples = stats.samples,
-            samples_from_cache = acceleration.samples_from_cache,
-            error = %response.error,
-            "query stats"
-        );
-    }
+    // Success is 0 on the wire between roles.
+    let status = match response.http_status {
+        0 => 200,
+        status => status,
+    };
+    request_log.stats(inner, status, &response.error, &stats, &acceleration);
     // A range answer is assembled from encoded pieces of earlier answers
     // where it shares their samples (see `fragments`); `no-store` asks
     // for nothing kept, so it bypasses them.
@@ -554,8 +554,11 @@ async fn api(
         && response.infos.is_empty()
     {
         let answer = Arc::new(match assembled {
-            Some(assembled) => MemoAnswer::assembled(assembled),
-            None => MemoAnswer::new(bytes::Bytes::from(json::encode_response(&response))),
+            Some(assembled) => MemoAnswer::assembled(assembled, samples_of(&response)),
+            None => MemoAnswer::new(
+                bytes::Bytes::from(json::encode_response(&response)),
+                samples_of(&response),
+            ),
         });
         memo.put(key, answer.clone());
         // The body sent is not kept: most answers are never asked for
@@ -564,6 +567,65 @@ async fn api(
         return sent.unwrap_or_else(|| memo_response(answer, gzip));
     }
     sent.unwrap_or_else(|| encode(&response))
+}
+
+/// The samples of a query answer's series.
+fn samples_of(response: &ApiResponse) -> usize {
+    match &response.data {
+        Some(ResponseData::Query(data)) => data
+            .series
+            .iter()
+            .map(|series| series.timestamps_ms.len() + series.histograms.len())
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// What the query stats line says of a request besides its statistics.
+struct QueryLog<'a> {
+    tenant: &'a str,
+    route: &'static str,
+    query: &'a str,
+    started: Instant,
+}
+
+impl QueryLog<'_> {
+    /// The query stats line, for requests slower than
+    /// `-query-frontend.log-queries-longer-than`.
+    fn stats(
+        &self,
+        inner: &Inner,
+        status: u32,
+        error: &str,
+        stats: &DispatchStats,
+        acceleration: &AccelerationStats,
+    ) {
+        let elapsed = self.started.elapsed();
+        if elapsed < inner.config.log_queries_longer_than {
+            return;
+        }
+        tracing::info!(
+            target: "query_stats",
+            tenant = %self.tenant,
+            route = self.route,
+            query = %self.query,
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            execution_ms = stats.execution.as_secs_f64() * 1000.0,
+            attempts = stats.attempts,
+            pieces = acceleration.pieces,
+            sub_queries = acceleration.sub_queries,
+            cached_extents = acceleration.cached_extents,
+            results_cache_hits = acceleration.cache_hits,
+            results_cache_misses = acceleration.cache_misses,
+            results_cache_hit_bytes = acceleration.cache_hit_bytes,
+            answer_memo_hit = acceleration.memo_hit,
+            samples = stats.samples,
+            samples_from_cache = acceleration.samples_from_cache,
+            error = %error,
+            "query stats"
+        );
+    }
 }
 
 /// The gzip form of an assembled answer, in a pooled buffer (it is sent

@@ -191,9 +191,12 @@ impl Frontend {
                 metrics.connected_schedulers.clone(),
             )
         });
-        let memo =
-            (results_cache.is_some() && config.cache_range_results && config.answer_memo_bytes > 0)
-                .then(|| acceleration::AnswerMemo::new(config.answer_memo_bytes));
+        let memo = (results_cache.is_some()
+            && config.cache_range_results
+            && config.answer_memo_bytes > 0)
+            .then(|| {
+                acceleration::AnswerMemo::new(config.answer_memo_bytes, config.results_cache_ttl)
+            });
         let fragments = (results_cache.is_some()
             && config.cache_range_results
             && config.fragment_memo_bytes > 0)
@@ -206,6 +209,7 @@ impl Frontend {
             {
                 Some(acceleration::DecodedEntries::new(
                     (in_process.max_bytes / 4) as usize,
+                    config.results_cache_ttl,
                 ))
             }
             _ => None,

@@ -14,6 +14,8 @@ pub struct FrontendMetrics {
     pub(crate) collapsed: prometheus::IntCounter,
     pub(crate) pieces: prometheus::Histogram,
     pub(crate) samples: IntCounterVec,
+    pub(crate) results_cache_lookups: IntCounterVec,
+    pub(crate) results_cache_hit_bytes: prometheus::IntCounter,
     pub(crate) metadata_cache_hits: prometheus::IntCounter,
     pub(crate) memo_hits: prometheus::IntCounter,
     pub(crate) fragments: IntCounterVec,
@@ -72,9 +74,22 @@ impl FrontendMetrics {
             samples: IntCounterVec::new(
                 Opts::new(
                     "sluice_samples_total",
-                    "Samples of range query answers, by where they came from (computed by queriers, or the results cache).",
+                    "Samples of range query answers, by where they came from (computed by queriers, or served from the results cache or the answer memo).",
                 ),
                 &["source"],
+            )
+            .expect("valid metric"),
+            results_cache_lookups: IntCounterVec::new(
+                Opts::new(
+                    "sluice_results_cache_lookups_total",
+                    "Range query pieces looked up in the results cache, by whether an entry was found (from the backend or its decoded copy in this process).",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
+            results_cache_hit_bytes: prometheus::IntCounter::new(
+                "sluice_results_cache_hit_bytes_total",
+                "Encoded bytes of the results cache entries found for range query pieces.",
             )
             .expect("valid metric"),
             metadata_cache_hits: prometheus::IntCounter::new(
@@ -113,6 +128,8 @@ impl FrontendMetrics {
             Box::new(metrics.collapsed.clone()),
             Box::new(metrics.pieces.clone()),
             Box::new(metrics.samples.clone()),
+            Box::new(metrics.results_cache_lookups.clone()),
+            Box::new(metrics.results_cache_hit_bytes.clone()),
             Box::new(metrics.metadata_cache_hits.clone()),
             Box::new(metrics.memo_hits.clone()),
             Box::new(metrics.fragments.clone()),

@@ -82,6 +82,8 @@ pub(crate) struct CacheSettings {
     pub(crate) backend: String,
     pub(crate) memcached_addresses: Vec<String>,
     pub(crate) memcached_timeout: Duration,
+    pub(crate) memcached_connect_timeout: Duration,
+    pub(crate) memcached_max_item_size: usize,
     pub(crate) in_process_max_bytes: u64,
     pub(crate) compression: String,
 }
@@ -396,6 +398,20 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "200ms",
         "Longest a memcached operation may take before it counts as a miss.",
         |config, value| config.cache.memcached_timeout = parse_go_duration(value)?
+    ),
+    setting!(
+        "query-frontend.results-cache.memcached.connect-timeout",
+        "frontend.results_cache.memcached.connect_timeout",
+        "100ms",
+        "Longest a connection to a memcached server may take to open; a server that fails is skipped for a second.",
+        |config, value| config.cache.memcached_connect_timeout = parse_go_duration(value)?
+    ),
+    setting!(
+        "query-frontend.results-cache.memcached.max-item-size",
+        "frontend.results_cache.memcached.max_item_size",
+        "1048576",
+        "Largest item stored in memcached, in bytes, key and overhead included: set it to memcached's -I. An entry that would be larger loses its oldest extents, or is not stored.",
+        |config, value| config.cache.memcached_max_item_size = parse_number(value)?
     ),
     setting!(
         "query-frontend.results-cache.inprocess.max-size-bytes",
@@ -769,6 +785,8 @@ fn validate(config: &mut Config) -> Result<(), String> {
                 let mut memcached =
                     sluice_cache::MemcachedConfig::new(config.cache.memcached_addresses.clone());
                 memcached.timeout = config.cache.memcached_timeout;
+                memcached.connect_timeout = config.cache.memcached_connect_timeout;
+                memcached.max_item_bytes = config.cache.memcached_max_item_size;
                 sluice_cache::BackendConfig::Memcached(memcached)
             }
             other => {
@@ -854,6 +872,61 @@ mod tests {
         assert_eq!(config.frontend.query_timeout, Duration::from_secs(120));
         assert!(!config.frontend.multitenancy_enabled);
         assert_eq!(config.querier_dns_lookup_period, Duration::from_secs(10));
+        let frontend = &config.frontend;
+        assert_eq!(frontend.split_interval, Duration::from_secs(86_400));
+        assert_eq!(frontend.max_query_parallelism, 14);
+        assert!(!frontend.align_queries_with_step);
+        assert_eq!(frontend.max_cache_freshness, Duration::from_secs(600));
+        assert_eq!(frontend.results_cache_ttl, Duration::from_secs(7 * 86_400));
+        assert!(frontend.metadata_cache_ttl.is_zero());
+        assert!(matches!(
+            frontend.results_cache.as_ref().map(|cache| &cache.backend),
+            Some(sluice_cache::BackendConfig::InProcess(in_process)) if in_process.max_bytes == 512 << 20
+        ));
+    }
+
+    fn memcached_of(config: &Config) -> &sluice_cache::MemcachedConfig {
+        match config
+            .frontend
+            .results_cache
+            .as_ref()
+            .map(|cache| &cache.backend)
+        {
+            Some(sluice_cache::BackendConfig::Memcached(memcached)) => memcached,
+            other => panic!("a memcached backend, not {other:?}"),
+        }
+    }
+
+    #[test]
+    fn memcached_settings_reach_the_backend() {
+        let config = run(load(
+            &args(&[
+                DOWNSTREAM,
+                "-query-frontend.results-cache.backend=memcached",
+                "-query-frontend.results-cache.memcached.addresses=a:11211,b:11211",
+                "-query-frontend.results-cache.memcached.timeout=300ms",
+                "-query-frontend.results-cache.memcached.connect-timeout=50ms",
+                "-query-frontend.results-cache.memcached.max-item-size=4194304",
+            ]),
+            &no_env,
+        ));
+        let memcached = memcached_of(&config);
+        assert_eq!(memcached.servers, vec!["a:11211", "b:11211"]);
+        assert_eq!(memcached.timeout, Duration::from_millis(300));
+        assert_eq!(memcached.connect_timeout, Duration::from_millis(50));
+        assert_eq!(memcached.max_item_bytes, 4 << 20);
+        let defaults = run(load(
+            &args(&[
+                DOWNSTREAM,
+                "-query-frontend.results-cache.backend=memcached",
+                "-query-frontend.results-cache.memcached.addresses=a:11211",
+            ]),
+            &no_env,
+        ));
+        let memcached = memcached_of(&defaults);
+        assert_eq!(memcached.timeout, Duration::from_millis(200));
+        assert_eq!(memcached.connect_timeout, Duration::from_millis(100));
+        assert_eq!(memcached.max_item_bytes, 1 << 20);
     }
 
     #[test]

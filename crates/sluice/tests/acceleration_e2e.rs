@@ -129,6 +129,74 @@ async fn split_answers_equal_unsplit_ones_for_random_ranges_and_steps() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_modifiers_across_pieces_and_aligned_steps_answer_as_prometheus_does() {
+    const HOUR_MS: i64 = 3_600_000;
+    let dataset = Dataset::new();
+    let prometheus =
+        PrometheusServer::start_with_args(&dataset, &["--enable-feature=promql-negative-offset"])
+            .await;
+    let sluice = start_all("modifiers", &prometheus.url(), &[]).await;
+    // Two days and a bit, starting and ending off midnight and off the step.
+    let end = dataset.end_ms() - 3 * HOUR_MS - 17_000;
+    let start = end - 2 * 86_400_000 - 5 * HOUR_MS;
+    let fixed = seconds(dataset.start_ms() + 86_400_000 + 7 * HOUR_MS);
+    let queries = [
+        "sum(http_requests_total @ start())".to_owned(),
+        "sum(rate(http_requests_total[5m] @ end()))".to_owned(),
+        format!("sum(http_requests_total @ {fixed})"),
+        "sum(http_requests_total offset -1h)".to_owned(),
+        "sum(rate(http_requests_total[5m] offset 1d))".to_owned(),
+        "max_over_time(sum(rate(http_requests_total[5m]))[1h:5m])".to_owned(),
+        "max_over_time(sum(rate(http_requests_total[5m]))[1h:5m] @ end())".to_owned(),
+        "timestamp(node_temperature_celsius @ start()) - time()".to_owned(),
+    ];
+    for query in &queries {
+        for step in ["60", "300"] {
+            let path = range_path(query, start, end, step);
+            // Computed, then answered again from the cache (or, for what
+            // may not be cached, computed again): both as Prometheus.
+            let first = assert_same(&sluice, &prometheus, &path).await;
+            let again = assert_same(&sluice, &prometheus, &path).await;
+            assert_eq!(first, again, "{path}");
+        }
+    }
+    // Each first run was split (a repeat may be answered whole from the
+    // answer memo): the range crosses two midnights.
+    let pieces = sluice.metric("sluice_query_pieces_sum").await;
+    assert!(
+        pieces >= 3.0 * queries.len() as f64 * 2.0,
+        "{pieces} pieces: not every query was split by day"
+    );
+
+    // With alignment on, start and end are rounded down to the step: the
+    // answer is Prometheus's for the aligned range.
+    let aligned = start_all(
+        "aligned",
+        &prometheus.url(),
+        &["-query-frontend.align-queries-with-step=true"],
+    )
+    .await;
+    let step_ms = 300_000;
+    let floor = |ms: i64| ms.div_euclid(step_ms) * step_ms;
+    assert_ne!(floor(start), start);
+    let asked = range_path(QUERY, start, end, "300");
+    let (status, _, got) = http_get(&format!("{}{asked}", aligned.url())).await;
+    assert_eq!(status, 200);
+    let (_, _, want) = http_get(&format!(
+        "{}{}",
+        prometheus.url(),
+        range_path(QUERY, floor(start), floor(end), "300")
+    ))
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
+    );
+    let (_, _, unaligned) = http_get(&format!("{}{asked}", prometheus.url())).await;
+    assert_ne!(got, unaligned, "alignment changed the answer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_answers_repeats_and_computes_only_new_time() {
     let dataset = Dataset::new();
     let prometheus = PrometheusServer::start(&dataset).await;
@@ -143,13 +211,46 @@ async fn the_cache_answers_repeats_and_computes_only_new_time() {
         after_cold >= 3.0,
         "two days from a non-midnight start are three pieces"
     );
+    let lookups =
+        |result: &str| format!("sluice_results_cache_lookups_total{{result=\"{result}\"}}");
+    assert_eq!(sluice.metric(&lookups("miss")).await, 3.0);
+    assert_eq!(sluice.metric(&lookups("hit")).await, 0.0);
 
     // The same query again: nothing reaches the queriers.
+    let served_before = sluice
+        .metric("sluice_samples_total{source=\"cache\"}")
+        .await;
     let warm = assert_same(&sluice, &prometheus, &path).await;
     assert_eq!(warm, cold);
     assert_eq!(sluice.metric("sluice_subqueries_total").await, after_cold);
-    // An exact repeat of a settled answer comes from the answer memo.
+    // An exact repeat of a settled answer comes from the answer memo, and
+    // all its samples count as served from cache, in /metrics and in the
+    // query's stats line.
     assert_eq!(sluice.metric("sluice_answer_memo_hits_total").await, 1.0);
+    let answer: serde_json::Value = serde_json::from_slice(&cold).expect("JSON");
+    let samples: usize = answer["data"]["result"]
+        .as_array()
+        .expect("a matrix")
+        .iter()
+        .map(|series| series["values"].as_array().expect("values").len())
+        .sum();
+    assert!(samples > 1000, "{samples}");
+    assert_eq!(
+        sluice
+            .metric("sluice_samples_total{source=\"cache\"}")
+            .await
+            - served_before,
+        samples as f64
+    );
+    let log = sluice.process.log_contents();
+    let memo_line = log
+        .lines()
+        .find(|line| line.contains("query stats") && line.contains("answer_memo_hit=true"))
+        .unwrap_or_else(|| panic!("no stats line for the memo hit:\n{log}"));
+    assert!(
+        memo_line.contains(&format!("samples_from_cache={samples}")),
+        "{memo_line}"
+    );
 
     // Moved forward five minutes: only the five new minutes are computed.
     let moved = range_path(QUERY, start + 5 * MINUTE_MS, end + 5 * MINUTE_MS, "60");
@@ -170,6 +271,21 @@ async fn the_cache_answers_repeats_and_computes_only_new_time() {
     assert!(
         computed <= 4.0 * 6.0,
         "computed {computed} samples for five new minutes"
+    );
+    // Every piece of the moved range found its entry.
+    assert_eq!(sluice.metric(&lookups("hit")).await, 3.0);
+    assert_eq!(sluice.metric(&lookups("miss")).await, 3.0);
+    assert!(sluice.metric("sluice_results_cache_hit_bytes_total").await > 10_000.0);
+    let log = sluice.process.log_contents();
+    let moved_line = log
+        .lines()
+        .rfind(|line| line.contains("query stats"))
+        .expect("a stats line");
+    assert!(
+        moved_line.contains("results_cache_hits=3")
+            && moved_line.contains("results_cache_misses=0")
+            && moved_line.contains("sub_queries=1"),
+        "{moved_line}"
     );
 
     // Cache-Control: no-store bypasses the cache.

@@ -804,3 +804,57 @@ async fn cancelling_in_one_process_cancels_the_downstream_request() {
         )
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_piece_fails_the_query_at_once_and_cancels_the_other_pieces() {
+    // The first sub-query to arrive fails as Prometheus fails a query; the
+    // others would never be answered.
+    const FAILED: &[u8] = b"HTTP/1.1 422 Unprocessable Entity\r\nContent-Type: application/json\r\nContent-Length: 57\r\nConnection: close\r\n\r\n{\"status\":\"error\",\"errorType\":\"execution\",\"error\":\"boom\"}";
+    let mut hole = BlackHole::answering_first(Some(FAILED)).await;
+    let frontend = start_frontend(&[]).await;
+    let querier = start_querier("querier", &frontend, &hole.url(), &[]).await;
+    // Two days from a non-midnight start: three day pieces, sent at once.
+    let start = 10 * DAY_MS + 3_600_000;
+    let path = format!(
+        "/api/v1/query_range?{}",
+        form_urlencode(&[
+            ("query", "up"),
+            ("start", &seconds(start)),
+            ("end", &seconds(start + 2 * DAY_MS)),
+            ("step", "60"),
+        ])
+    );
+    let url = format!("{}{path}", frontend.url());
+    let client = tokio::spawn(async move { http_get(&url).await });
+    for _ in 0..3 {
+        assert!(matches!(
+            hole.next_event(Duration::from_secs(10)).await,
+            BlackHoleEvent::RequestReceived(_)
+        ));
+    }
+    // The client has its answer without waiting for the held pieces (the
+    // query timeout is two minutes).
+    let (status, _, body) = tokio::time::timeout(Duration::from_secs(10), client)
+        .await
+        .expect("answered without waiting for the other pieces")
+        .expect("client task");
+    assert_eq!(status, 422);
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        r#"{"status":"error","errorType":"execution","error":"boom"}"#
+    );
+    // The two held pieces are abandoned downstream.
+    for _ in 0..2 {
+        assert_eq!(
+            hole.next_event(Duration::from_secs(10)).await,
+            BlackHoleEvent::Closed
+        );
+    }
+    querier
+        .wait_metric(
+            "sluice_querier_inflight_requests",
+            0.0,
+            Duration::from_secs(5),
+        )
+        .await;
+}

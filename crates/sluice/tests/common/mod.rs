@@ -166,7 +166,14 @@ pub enum BlackHoleEvent {
 
 impl BlackHole {
     pub async fn start() -> BlackHole {
-        use tokio::io::AsyncReadExt;
+        BlackHole::answering_first(None).await
+    }
+
+    /// A black hole that answers the first request it receives with
+    /// `answer` (a whole HTTP response), when given, and holds the rest.
+    pub async fn answering_first(answer: Option<&'static [u8]>) -> BlackHole {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(answer.is_some()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind black hole");
@@ -175,6 +182,7 @@ impl BlackHole {
         let task = tokio::spawn(async move {
             while let Ok((mut connection, _)) = listener.accept().await {
                 let sender = sender.clone();
+                let first = first.clone();
                 tokio::spawn(async move {
                     let mut buffer = vec![0u8; 64 * 1024];
                     let mut saw_request = false;
@@ -192,6 +200,13 @@ impl BlackHole {
                                     let head =
                                         String::from_utf8_lossy(&buffer[..read]).into_owned();
                                     let _ = sender.send(BlackHoleEvent::RequestReceived(head));
+                                    if let Some(answer) = answer
+                                        && first.swap(false, std::sync::atomic::Ordering::SeqCst)
+                                    {
+                                        // Answered and closed: no further requests.
+                                        let _ = connection.write_all(answer).await;
+                                        return;
+                                    }
                                 }
                             }
                         }
