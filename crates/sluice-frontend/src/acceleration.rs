@@ -992,6 +992,17 @@ mod tests {
     }
 
     #[test]
+    fn identical_sub_queries_of_different_tenants_are_never_collapsed() {
+        let request = QueryRequest {
+            kind: Some(QueryKind::Range(query("up", 7_200_000))),
+        };
+        assert_eq!(tenant_key("a", &request), tenant_key("a", &request));
+        assert_ne!(tenant_key("a", &request), tenant_key("b", &request));
+        // The tenant ends where the request begins: tenant IDs hold no NUL.
+        assert_ne!(tenant_key("ab", &request), tenant_key("a", &request));
+    }
+
+    #[test]
     fn a_decoded_entry_serves_only_its_own_key() {
         let decoded = DecodedEntries::new(10_000, DAY);
         decoded.put("0123".into(), entry(3), 1000);

@@ -349,6 +349,74 @@ async fn tenants_never_share_cached_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_answers_are_cached_only_when_asked_for_and_only_for_their_ttl() {
+    let dataset = Dataset::new();
+    let prometheus = PrometheusServer::start(&dataset).await;
+    let paths = [
+        "/api/v1/labels".to_owned(),
+        "/api/v1/label/job/values".to_owned(),
+        format!(
+            "/api/v1/series?{}",
+            form_urlencode(&[("match[]", "http_requests_total")])
+        ),
+    ];
+    // Off by default: every request reaches the queriers.
+    let plain = start_all("metadata-off", &prometheus.url(), &[]).await;
+    for path in &paths {
+        let url = format!("{}{path}", plain.url());
+        let before = plain.metric("sluice_subqueries_total").await;
+        http_get(&url).await;
+        http_get(&url).await;
+        assert_eq!(plain.metric("sluice_subqueries_total").await, before + 2.0);
+    }
+    assert_eq!(plain.metric("sluice_metadata_cache_hits_total").await, 0.0);
+
+    let ttl = Duration::from_secs(2);
+    let ttl_flag = format!("-query-frontend.metadata-cache-ttl={}s", ttl.as_secs());
+    let sluice = start_all("metadata-ttl", &prometheus.url(), &[&ttl_flag]).await;
+    for (index, path) in paths.iter().enumerate() {
+        let url = format!("{}{path}", sluice.url());
+        let (_, _, want) = http_get(&format!("{}{path}", prometheus.url())).await;
+        let before = sluice.metric("sluice_subqueries_total").await;
+        let (status, _, first) = http_get(&url).await;
+        assert_eq!(status, 200);
+        assert_eq!(first, want, "{path}");
+        // Within the TTL: from the cache, the same bytes.
+        let (_, _, again) = http_get(&url).await;
+        assert_eq!(again, want, "{path}");
+        let hits = (index + 1) as f64;
+        assert_eq!(
+            sluice.metric("sluice_metadata_cache_hits_total").await,
+            hits
+        );
+        assert_eq!(sluice.metric("sluice_subqueries_total").await, before + 1.0);
+        // Cache-Control: no-store is computed afresh.
+        let (_, _, fresh) = http_get_with_headers(&url, &[("Cache-Control", "no-store")]).await;
+        assert_eq!(fresh, want, "{path}");
+        assert_eq!(sluice.metric("sluice_subqueries_total").await, before + 2.0);
+        assert_eq!(
+            sluice.metric("sluice_metadata_cache_hits_total").await,
+            hits
+        );
+    }
+    // Past the TTL: computed again.
+    tokio::time::sleep(ttl + Duration::from_millis(500)).await;
+    for path in &paths {
+        let before = sluice.metric("sluice_subqueries_total").await;
+        http_get(&format!("{}{path}", sluice.url())).await;
+        assert_eq!(
+            sluice.metric("sluice_subqueries_total").await,
+            before + 1.0,
+            "{path} expired"
+        );
+    }
+    assert_eq!(
+        sluice.metric("sluice_metadata_cache_hits_total").await,
+        paths.len() as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memcached_backed_cache_survives_memcached_dying() {
     let dataset = Dataset::new();
     let prometheus = PrometheusServer::start(&dataset).await;
