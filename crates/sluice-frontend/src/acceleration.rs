@@ -202,27 +202,7 @@ impl Inner {
             .map(|piece| sluice_plan::cache_key(tenant, piece, key_interval_ms))
             .collect();
         let entries: Vec<Option<Arc<CacheEntry>>> = match cache {
-            Some(cache) => {
-                let found = self.cache_entries(cache, &keys).await;
-                let hit_bytes: usize = found.iter().flatten().map(|(_, bytes)| bytes).sum();
-                acceleration.cache_hits = found.iter().flatten().count();
-                acceleration.cache_misses = found.len() - acceleration.cache_hits;
-                acceleration.cache_hit_bytes = hit_bytes;
-                let lookups = &self.metrics.results_cache_lookups;
-                lookups
-                    .with_label_values(&["hit"])
-                    .inc_by(acceleration.cache_hits as u64);
-                lookups
-                    .with_label_values(&["miss"])
-                    .inc_by(acceleration.cache_misses as u64);
-                self.metrics
-                    .results_cache_hit_bytes
-                    .inc_by(hit_bytes as u64);
-                found
-                    .into_iter()
-                    .map(|entry| entry.map(|(entry, _)| entry))
-                    .collect()
-            }
+            Some(cache) => self.cache_entries(cache, &keys, acceleration).await,
             None => vec![None; pieces.len()],
         };
         // What has to run is known from the extents' ranges alone: it is
@@ -258,7 +238,7 @@ impl Inner {
         // already answered are still written back.
         let running = async move {
             let mut answered: Vec<Option<(ApiResponse, DispatchStats)>> =
-                std::iter::repeat_with(|| None).take(leaf_count).collect();
+                (0..leaf_count).map(|_| None).collect();
             let mut sub_queries = futures_util::stream::iter(leaves.into_iter().enumerate())
                 .map(|(index, leaf)| async move {
                     let mut leaf_stats = DispatchStats::default();
@@ -272,10 +252,10 @@ impl Inner {
                 })
                 .buffer_unordered(parallelism);
             while let Some((index, answer, leaf_stats)) = sub_queries.next().await {
-                let failed = answer.is_error().then(|| answer.clone());
+                let failed = answer.is_error();
                 answered[index] = Some((answer, leaf_stats));
-                if failed.is_some() {
-                    return (answered, failed);
+                if failed {
+                    return (answered, Some(index));
                 }
             }
             (answered, None)
@@ -340,17 +320,9 @@ impl Inner {
         // The write-back reads the answers; the merge then consumes them, so
         // no answer is copied on the way.
         if let Some(cache) = cache {
-            // An entry the backend would refuse loses its oldest extents
-            // instead (a storage key is 32 hex digits).
-            let max_entry_bytes = config
-                .results_cache
-                .as_ref()
-                .map_or(sluice_plan::DEFAULT_MAX_ENTRY_BYTES, |cache| {
-                    cache.max_value_bytes(32)
-                });
             let options = CacheOptions {
                 max_freshness_ms: config.max_cache_freshness.as_millis() as i64,
-                max_entry_bytes: max_entry_bytes.min(sluice_plan::DEFAULT_MAX_ENTRY_BYTES),
+                max_entry_bytes: self.max_cache_entry_bytes,
                 ..CacheOptions::default()
             };
             let now = now_ms();
@@ -371,14 +343,13 @@ impl Inner {
                     now,
                     &options,
                 ) {
-                    let storage_key = key.storage_key();
                     let updated = Arc::new(updated);
                     // The decoded copy is kept at once, so the next request
                     // finds it; encoding waits until the answer is out.
                     if let Some(decoded) = &self.decoded_entries {
-                        decoded.put(storage_key.clone(), updated.clone(), updated.encoded_len());
+                        decoded.put(key, updated.clone(), updated.encoded_len());
                     }
-                    writes.push((storage_key, updated));
+                    writes.push((key.storage_key(), updated));
                 }
             }
             if !writes.is_empty() {
@@ -398,7 +369,7 @@ impl Inner {
         }
         if let Some(failed) = failed {
             return RangeAnswer {
-                response: failed,
+                response: responses.swap_remove(failed),
                 prefixes: None,
             };
         }
@@ -413,50 +384,60 @@ impl Inner {
         RangeAnswer { response, prefixes }
     }
 
-    /// The cache entries for `keys`, each with its encoded size: from the
-    /// decoded entries where kept there, else read from the cache and
-    /// decoded (and then kept).
+    /// The cache entries for `keys`: from the decoded entries where kept
+    /// there, else read from the cache and decoded (and then kept); the
+    /// hits and misses counted in `acceleration` and the metrics.
     async fn cache_entries(
         &self,
         cache: &sluice_cache::SharedCache,
         keys: &[CacheKey],
-    ) -> Vec<Option<(Arc<CacheEntry>, usize)>> {
-        let storage_keys: Vec<String> = keys.iter().map(CacheKey::storage_key).collect();
-        let mut entries: Vec<Option<(Arc<CacheEntry>, usize)>> = storage_keys
+        acceleration: &mut AccelerationStats,
+    ) -> Vec<Option<Arc<CacheEntry>>> {
+        // Each entry found with its encoded size.
+        let mut found: Vec<Option<(Arc<CacheEntry>, usize)>> = keys
             .iter()
-            .zip(keys)
-            .map(|(storage_key, key)| {
+            .map(|key| {
                 self.decoded_entries
                     .as_ref()
-                    .and_then(|decoded| decoded.get(storage_key, key))
+                    .and_then(|decoded| decoded.get(key))
             })
             .collect();
-        let missing: Vec<String> = storage_keys
-            .iter()
-            .zip(&entries)
-            .filter(|(_, entry)| entry.is_none())
-            .map(|(storage_key, _)| storage_key.clone())
-            .collect();
-        if missing.is_empty() {
-            return entries;
-        }
-        let found = cache.get_many(&missing).await;
-        for ((key, storage_key), entry) in keys.iter().zip(storage_keys).zip(&mut entries) {
-            if entry.is_some() {
-                continue;
+        let missing: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
+        if !missing.is_empty() {
+            let storage_keys: Vec<String> =
+                missing.iter().map(|&i| keys[i].storage_key()).collect();
+            let read = cache.get_many(&storage_keys).await;
+            for (&index, storage_key) in missing.iter().zip(&storage_keys) {
+                let key = &keys[index];
+                let Some(bytes) = read.get(storage_key) else {
+                    continue;
+                };
+                let Some(decoded) = sluice_plan::decode_entry(bytes, key).map(Arc::new) else {
+                    continue;
+                };
+                if let Some(kept) = &self.decoded_entries {
+                    kept.put(key, decoded.clone(), bytes.len());
+                }
+                found[index] = Some((decoded, bytes.len()));
             }
-            let Some(bytes) = found.get(&storage_key) else {
-                continue;
-            };
-            let Some(decoded) = sluice_plan::decode_entry(bytes, key).map(Arc::new) else {
-                continue;
-            };
-            if let Some(kept) = &self.decoded_entries {
-                kept.put(storage_key, decoded.clone(), bytes.len());
-            }
-            *entry = Some((decoded, bytes.len()));
         }
-        entries
+        acceleration.cache_hits = found.iter().flatten().count();
+        acceleration.cache_misses = found.len() - acceleration.cache_hits;
+        acceleration.cache_hit_bytes = found.iter().flatten().map(|(_, bytes)| bytes).sum();
+        let lookups = &self.metrics.results_cache_lookups;
+        lookups
+            .with_label_values(&["hit"])
+            .inc_by(acceleration.cache_hits as u64);
+        lookups
+            .with_label_values(&["miss"])
+            .inc_by(acceleration.cache_misses as u64);
+        self.metrics
+            .results_cache_hit_bytes
+            .inc_by(acceleration.cache_hit_bytes as u64);
+        found
+            .into_iter()
+            .map(|entry| entry.map(|(entry, _)| entry))
+            .collect()
     }
 
     /// Serves `series`, `labels` and label values from the metadata cache
@@ -641,9 +622,9 @@ impl AnswerMemo {
 /// copy would still be right, only shorter). Bounded by bytes (twice the
 /// encoded size, for the decoded form); the oldest go first.
 pub(crate) struct DecodedEntries {
-    /// Each entry with its encoded size (what a read from the cache
-    /// would have been).
-    entries: OldestFirst<String, (Arc<CacheEntry>, usize)>,
+    /// By the hash of their key, each with its encoded size (what a read
+    /// from the cache would have been).
+    entries: OldestFirst<u128, (Arc<CacheEntry>, usize)>,
 }
 
 impl DecodedEntries {
@@ -654,21 +635,22 @@ impl DecodedEntries {
         }
     }
 
-    /// The entry kept under `storage_key`, if it is `key`'s: storage keys
-    /// are hashes, and two keys whose hashes collide (the query text is the
-    /// user's to choose) must not share data, as the cache's own read
-    /// (`sluice_plan::decode_entry`) makes sure too.
-    fn get(&self, storage_key: &str, key: &CacheKey) -> Option<(Arc<CacheEntry>, usize)> {
+    /// `key`'s entry, with its encoded size. Entries are found by the
+    /// key's hash, and two keys whose hashes collide (the query text is
+    /// the user's to choose) must not share data, so the full key stored
+    /// in the entry is compared, as the cache's own read
+    /// (`sluice_plan::decode_entry`) does.
+    fn get(&self, key: &CacheKey) -> Option<(Arc<CacheEntry>, usize)> {
         self.entries
-            .get(storage_key)
+            .get(&key.hash)
             .filter(|(entry, _)| entry.key == key.full)
     }
 
-    /// Keeps `entry`, whose encoding is `encoded_len` bytes, in place of
-    /// any older one under the same key.
-    fn put(&self, storage_key: String, entry: Arc<CacheEntry>, encoded_len: usize) {
-        let bytes = encoded_len * 2 + storage_key.len();
-        self.entries.put(storage_key, (entry, encoded_len), bytes);
+    /// Keeps `key`'s `entry`, whose encoding is `encoded_len` bytes, in
+    /// place of any older one.
+    fn put(&self, key: &CacheKey, entry: Arc<CacheEntry>, encoded_len: usize) {
+        self.entries
+            .put(key.hash, (entry, encoded_len), encoded_len * 2);
     }
 }
 
@@ -960,35 +942,36 @@ mod tests {
 
     const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 
-    fn key_k() -> CacheKey {
+    /// The key of [`entry`]'s entries, under the storage hash `hash`.
+    fn key_k(hash: u128) -> CacheKey {
         CacheKey {
             full: "k".into(),
-            hash: 0,
+            hash,
         }
     }
 
     #[test]
     fn decoded_entries_are_replaced_in_place_and_bounded() {
         let decoded = DecodedEntries::new(10_000, DAY);
-        decoded.put("a".into(), entry(1), 1000);
-        decoded.put("a".into(), entry(2), 1000);
-        let kept = decoded.get("a", &key_k()).expect("kept");
+        decoded.put(&key_k(0), entry(1), 1000);
+        decoded.put(&key_k(0), entry(2), 1000);
+        let kept = decoded.get(&key_k(0)).expect("kept");
         assert_eq!(
             kept.0.extents[0].end_ms, 2,
             "the newer entry replaced the older"
         );
         assert_eq!(decoded.entries.state.lock().unwrap().order.len(), 1);
-        for index in 0..20 {
-            decoded.put(format!("key-{index}"), entry(1), 1000);
+        for index in 1..=20 {
+            decoded.put(&key_k(index), entry(1), 1000);
         }
         let state = decoded.entries.state.lock().unwrap();
         assert!(state.bytes <= 10_000, "{}", state.bytes);
-        assert!(!state.values.contains_key("a"), "the oldest went first");
-        assert!(state.values.contains_key("key-19"));
+        assert!(!state.values.contains_key(&0), "the oldest went first");
+        assert!(state.values.contains_key(&20));
         drop(state);
         // Larger than a quarter of the budget: not kept at all.
-        decoded.put("big".into(), entry(1), 2000);
-        assert!(decoded.get("big", &key_k()).is_none());
+        decoded.put(&key_k(99), entry(1), 2000);
+        assert!(decoded.get(&key_k(99)).is_none());
     }
 
     #[test]
@@ -1005,21 +988,21 @@ mod tests {
     #[test]
     fn a_decoded_entry_serves_only_its_own_key() {
         let decoded = DecodedEntries::new(10_000, DAY);
-        decoded.put("0123".into(), entry(3), 1000);
-        assert!(decoded.get("0123", &key_k()).is_some());
-        // Another key whose hash (the storage key) collides with it.
+        decoded.put(&key_k(0x0123), entry(3), 1000);
+        assert!(decoded.get(&key_k(0x0123)).is_some());
+        // Another key whose hash collides with it.
         let colliding = CacheKey {
             full: "v1:other tenant's query".into(),
-            hash: 0,
+            hash: 0x0123,
         };
-        assert!(decoded.get("0123", &colliding).is_none());
+        assert!(decoded.get(&colliding).is_none());
     }
 
     #[test]
     fn kept_copies_are_served_only_within_the_results_ttl() {
         let expired = DecodedEntries::new(10_000, std::time::Duration::ZERO);
-        expired.put("a".into(), entry(1), 1000);
-        assert!(expired.get("a", &key_k()).is_none());
+        expired.put(&key_k(1), entry(1), 1000);
+        assert!(expired.get(&key_k(1)).is_none());
         let memo = AnswerMemo::new(10_000, std::time::Duration::ZERO);
         memo.put(
             vec![1],

@@ -503,12 +503,13 @@ async fn api(
             (response, None)
         }
     };
-    // Success is 0 on the wire between roles.
-    let status = match response.http_status {
-        0 => 200,
-        status => status,
-    };
-    request_log.stats(inner, status, &response.error, &stats, &acceleration);
+    request_log.stats(
+        inner,
+        response.status_code(),
+        &response.error,
+        &stats,
+        &acceleration,
+    );
     // A range answer is assembled from encoded pieces of earlier answers
     // where it shares their samples (see `fragments`); `no-store` asks
     // for nothing kept, so it bypasses them.
@@ -553,11 +554,12 @@ async fn api(
         && response.warnings.is_empty()
         && response.infos.is_empty()
     {
+        let samples = response.sample_count();
         let answer = Arc::new(match assembled {
-            Some(assembled) => MemoAnswer::assembled(assembled, samples_of(&response)),
+            Some(assembled) => MemoAnswer::assembled(assembled, samples),
             None => MemoAnswer::new(
                 bytes::Bytes::from(json::encode_response(&response)),
-                samples_of(&response),
+                samples,
             ),
         });
         memo.put(key, answer.clone());
@@ -567,18 +569,6 @@ async fn api(
         return sent.unwrap_or_else(|| memo_response(answer, gzip));
     }
     sent.unwrap_or_else(|| encode(&response))
-}
-
-/// The samples of a query answer's series.
-fn samples_of(response: &ApiResponse) -> usize {
-    match &response.data {
-        Some(ResponseData::Query(data)) => data
-            .series
-            .iter()
-            .map(|series| series.timestamps_ms.len() + series.histograms.len())
-            .sum(),
-        _ => 0,
-    }
 }
 
 /// What the query stats line says of a request besides its statistics.
@@ -595,7 +585,7 @@ impl QueryLog<'_> {
     fn stats(
         &self,
         inner: &Inner,
-        status: u32,
+        status: u16,
         error: &str,
         stats: &DispatchStats,
         acceleration: &AccelerationStats,
@@ -667,11 +657,7 @@ fn memo_response(answer: Arc<MemoAnswer>, gzip: bool) -> Response {
 }
 
 fn encode(response: &ApiResponse) -> Response {
-    let status = if response.http_status == 0 {
-        200
-    } else {
-        response.http_status as u16
-    };
+    let status = response.status_code();
     match &response.data {
         Some(ResponseData::Raw(raw)) => json_response(status, raw.body.clone(), &raw.content_type),
         _ => json_response(status, json::encode_response(response), "application/json"),

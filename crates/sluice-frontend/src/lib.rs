@@ -138,6 +138,9 @@ pub(crate) struct Inner {
     pub(crate) fragments: Option<fragments::FragmentMemo>,
     /// Decoded results cache entries, when the cache is in process.
     pub(crate) decoded_entries: Option<acceleration::DecodedEntries>,
+    /// The largest results cache entry the backend stores: a larger one
+    /// loses its oldest extents before it is written.
+    pub(crate) max_cache_entry_bytes: usize,
 }
 
 impl Inner {
@@ -214,6 +217,15 @@ impl Frontend {
             }
             _ => None,
         };
+        let max_cache_entry_bytes =
+            config
+                .results_cache
+                .as_ref()
+                .map_or(sluice_plan::DEFAULT_MAX_ENTRY_BYTES, |cache| {
+                    cache
+                        .max_value_bytes(sluice_plan::CacheKey::STORAGE_KEY_LEN)
+                        .min(sluice_plan::DEFAULT_MAX_ENTRY_BYTES)
+                });
         Ok(Frontend {
             inner: Arc::new(Inner {
                 config,
@@ -233,6 +245,7 @@ impl Frontend {
                 memo,
                 fragments,
                 decoded_entries,
+                max_cache_entry_bytes,
                 results_cache,
                 collapser: acceleration::Collapser::default(),
             }),

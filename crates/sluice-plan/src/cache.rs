@@ -66,6 +66,9 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
+    /// The length of every [`CacheKey::storage_key`].
+    pub const STORAGE_KEY_LEN: usize = 32;
+
     /// The key to give the storage backend: 32 lowercase hex digits, valid
     /// for memcached (no spaces or control characters, well under 250 bytes).
     pub fn storage_key(&self) -> String {
@@ -487,7 +490,7 @@ mod tests {
             cache_key("a:1", &piece("x", 0, 0), 0),
             cache_key("a", &piece("1:x", 0, 0), 0)
         );
-        assert_eq!(key.storage_key().len(), 32);
+        assert_eq!(key.storage_key().len(), CacheKey::STORAGE_KEY_LEN);
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl Plan {
     pub fn cached_samples(&self) -> usize {
         match self {
             Plan::Query(_) => 0,
-            Plan::Cached(extent) => extent.data.as_ref().map_or(0, samples_in),
+            Plan::Cached(extent) => extent.data.as_ref().map_or(0, QueryData::sample_count),
             Plan::Concat(children) => children.iter().map(Plan::cached_samples).sum(),
         }
     }
@@ -166,19 +166,11 @@ pub struct CachedPrefix {
     pub(crate) queries: Vec<RangeQuery>,
 }
 
-/// Samples (float and histogram) in `data`.
-fn samples_in(data: &QueryData) -> usize {
-    data.series
-        .iter()
-        .map(|series| series.timestamps_ms.len() + series.histograms.len())
-        .sum()
-}
-
 impl CachedPrefix {
     /// Samples (float and histogram) the cache supplies, as
     /// [`Plan::cached_samples`] counts them.
     pub fn samples(&self) -> usize {
-        samples_in(&self.data)
+        self.data.sample_count()
     }
 
     /// The sub-queries to run, in the order

@@ -481,6 +481,33 @@ impl ApiResponse {
     pub fn is_error(&self) -> bool {
         self.error_type() != ErrorType::None
     }
+
+    /// The HTTP status to answer with: a success may travel between roles
+    /// with none set (0).
+    pub fn status_code(&self) -> u16 {
+        match self.http_status {
+            0 => 200,
+            status => status as u16,
+        }
+    }
+
+    /// Samples (float and histogram) in a query answer; none in any other.
+    pub fn sample_count(&self) -> usize {
+        match &self.data {
+            Some(ResponseData::Query(data)) => data.sample_count(),
+            _ => 0,
+        }
+    }
+}
+
+impl QueryData {
+    /// Samples (float and histogram) in its series.
+    pub fn sample_count(&self) -> usize {
+        self.series
+            .iter()
+            .map(|series| series.timestamps_ms.len() + series.histograms.len())
+            .sum()
+    }
 }
 
 // ---------------------------------------------------------------------------

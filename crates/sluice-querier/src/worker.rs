@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use sluice_proto::{
     ApiResponse, ErrorType, ExecutionStats, OwnerMessage, QuerierGoodbye, QuerierHello,
-    QuerierMessage, QuerierToOwner, QueryResult, QueryTask, ResponseData,
+    QuerierMessage, QuerierToOwner, QueryResult, QueryTask,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -239,7 +239,7 @@ async fn execute_task<E: Executor>(setup: &WorkerSetup<E>, task: QueryTask) -> Q
     let elapsed = started.elapsed();
     setup.metrics.duration.observe(elapsed.as_secs_f64());
     setup.metrics.requests.with_label_values(&[outcome]).inc();
-    let samples = count_samples(&execution.response);
+    let samples = execution.response.sample_count() as u64;
     QueryResult {
         query_id: task.query_id,
         response: Some(execution.response),
@@ -290,17 +290,6 @@ async fn run_task<E: Executor>(
                 }
             }
         }
-    }
-}
-
-fn count_samples(response: &ApiResponse) -> u64 {
-    match &response.data {
-        Some(ResponseData::Query(query)) => query
-            .series
-            .iter()
-            .map(|series| (series.values.len() + series.histograms.len()) as u64)
-            .sum(),
-        _ => 0,
     }
 }
 

@@ -702,13 +702,7 @@ async fn cancelling_a_client_request_cancels_the_downstream_request() {
         "the downstream request is abandoned when the client goes away"
     );
     // The worker is free again.
-    querier
-        .wait_metric(
-            "sluice_querier_inflight_requests",
-            0.0,
-            Duration::from_secs(5),
-        )
-        .await;
+    querier.wait_querier_idle().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -796,21 +790,15 @@ async fn cancelling_in_one_process_cancels_the_downstream_request() {
         hole.next_event(Duration::from_secs(10)).await,
         BlackHoleEvent::Closed
     );
-    sluice
-        .wait_metric(
-            "sluice_querier_inflight_requests",
-            0.0,
-            Duration::from_secs(5),
-        )
-        .await;
+    sluice.wait_querier_idle().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_piece_fails_the_query_at_once_and_cancels_the_other_pieces() {
     // The first sub-query to arrive fails as Prometheus fails a query; the
     // others would never be answered.
-    const FAILED: &[u8] = b"HTTP/1.1 422 Unprocessable Entity\r\nContent-Type: application/json\r\nContent-Length: 57\r\nConnection: close\r\n\r\n{\"status\":\"error\",\"errorType\":\"execution\",\"error\":\"boom\"}";
-    let mut hole = BlackHole::answering_first(Some(FAILED)).await;
+    const FAILED: &str = r#"{"status":"error","errorType":"execution","error":"boom"}"#;
+    let mut hole = BlackHole::answering_first("422 Unprocessable Entity", FAILED).await;
     let frontend = start_frontend(&[]).await;
     let querier = start_querier("querier", &frontend, &hole.url(), &[]).await;
     // Two days from a non-midnight start: three day pieces, sent at once.
@@ -839,10 +827,7 @@ async fn a_failing_piece_fails_the_query_at_once_and_cancels_the_other_pieces() 
         .expect("answered without waiting for the other pieces")
         .expect("client task");
     assert_eq!(status, 422);
-    assert_eq!(
-        String::from_utf8_lossy(&body),
-        r#"{"status":"error","errorType":"execution","error":"boom"}"#
-    );
+    assert_eq!(String::from_utf8_lossy(&body), FAILED);
     // The two held pieces are abandoned downstream.
     for _ in 0..2 {
         assert_eq!(
@@ -850,11 +835,5 @@ async fn a_failing_piece_fails_the_query_at_once_and_cancels_the_other_pieces() 
             BlackHoleEvent::Closed
         );
     }
-    querier
-        .wait_metric(
-            "sluice_querier_inflight_requests",
-            0.0,
-            Duration::from_secs(5),
-        )
-        .await;
+    querier.wait_querier_idle().await;
 }

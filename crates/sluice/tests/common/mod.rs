@@ -37,6 +37,16 @@ impl SluiceProcess {
             .sum()
     }
 
+    /// Waits until no sub-query is running in this process's querier.
+    pub async fn wait_querier_idle(&self) {
+        self.wait_metric(
+            "sluice_querier_inflight_requests",
+            0.0,
+            Duration::from_secs(5),
+        )
+        .await;
+    }
+
     /// Polls `/metrics` until `name` reaches `value`.
     pub async fn wait_metric(&self, name: &str, value: f64, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -166,14 +176,24 @@ pub enum BlackHoleEvent {
 
 impl BlackHole {
     pub async fn start() -> BlackHole {
-        BlackHole::answering_first(None).await
+        BlackHole::start_with(None).await
     }
 
     /// A black hole that answers the first request it receives with
-    /// `answer` (a whole HTTP response), when given, and holds the rest.
-    pub async fn answering_first(answer: Option<&'static [u8]>) -> BlackHole {
+    /// `status` (e.g. `422 Unprocessable Entity`) and the JSON `body`, as
+    /// Prometheus fails a query, and holds the rest.
+    pub async fn answering_first(status: &str, body: &str) -> BlackHole {
+        let answer = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        BlackHole::start_with(Some(answer.into_bytes())).await
+    }
+
+    async fn start_with(answer: Option<Vec<u8>>) -> BlackHole {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(answer.is_some()));
+        let answer = answer.map(std::sync::Arc::new);
+        let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind black hole");
@@ -183,6 +203,7 @@ impl BlackHole {
             while let Ok((mut connection, _)) = listener.accept().await {
                 let sender = sender.clone();
                 let first = first.clone();
+                let answer = answer.clone();
                 tokio::spawn(async move {
                     let mut buffer = vec![0u8; 64 * 1024];
                     let mut saw_request = false;
@@ -200,7 +221,7 @@ impl BlackHole {
                                     let head =
                                         String::from_utf8_lossy(&buffer[..read]).into_owned();
                                     let _ = sender.send(BlackHoleEvent::RequestReceived(head));
-                                    if let Some(answer) = answer
+                                    if let Some(answer) = &answer
                                         && first.swap(false, std::sync::atomic::Ordering::SeqCst)
                                     {
                                         // Answered and closed: no further requests.
