@@ -60,10 +60,32 @@ enum Merge {
 
 type Shared = watch::Receiver<Option<Arc<ApiResponse>>>;
 
+/// A sub-query in flight: where its answer will be published, and the
+/// deadline its leader runs it under.
+#[derive(Clone)]
+struct Leader {
+    answer: Shared,
+    deadline: Instant,
+}
+
 /// Sub-queries in flight, by tenant and request, so identical ones run once.
 #[derive(Default)]
 pub(crate) struct Collapser {
-    in_flight: Mutex<HashMap<Vec<u8>, Shared>>,
+    in_flight: Mutex<HashMap<Vec<u8>, Leader>>,
+}
+
+/// Whether a follower whose own `deadline` is still ahead should run the
+/// sub-query itself rather than take its leader's `answer`: when the
+/// leader gave up because its own, earlier deadline passed. (A timeout the
+/// backend reported before the leader's deadline is the backend's answer,
+/// and running it again would only cost the backend as much once more.)
+fn outlived_its_leader(
+    answer: &ApiResponse,
+    leader: Instant,
+    deadline: Instant,
+    now: Instant,
+) -> bool {
+    answer.error_type == ErrorType::Timeout as i32 && leader <= now && now < deadline
 }
 
 /// Removes a leader's entry however its future ends (answered or dropped),
@@ -118,11 +140,19 @@ impl Inner {
                 .expect("in-flight lock")
                 .get(&key)
                 .cloned();
-            if let Some(mut shared) = existing {
+            if let Some(Leader {
+                answer: mut shared,
+                deadline: leader_deadline,
+            }) = existing
+            {
                 match tokio::time::timeout_at(deadline, shared.wait_for(Option::is_some)).await {
                     Ok(Ok(answer)) => {
+                        let answer = answer.as_deref().expect("waited for Some");
+                        if outlived_its_leader(answer, leader_deadline, deadline, Instant::now()) {
+                            continue;
+                        }
                         self.metrics.collapsed.inc();
-                        return answer.as_deref().cloned().expect("waited for Some");
+                        return answer.clone();
                     }
                     // The leader's client left before it finished: lead instead.
                     Ok(Err(_)) => continue,
@@ -143,7 +173,13 @@ impl Inner {
                 if in_flight.contains_key(&key) {
                     continue;
                 }
-                in_flight.insert(key.clone(), shared);
+                in_flight.insert(
+                    key.clone(),
+                    Leader {
+                        answer: shared,
+                        deadline,
+                    },
+                );
             }
             let guard = LeaderGuard {
                 collapser: &self.collapser,
@@ -1015,5 +1051,40 @@ mod tests {
             Arc::new(MemoAnswer::new(bytes::Bytes::from_static(b"{}"), 0)),
         );
         assert!(memo.get(&[1]).is_some());
+    }
+
+    #[test]
+    fn a_follower_takes_any_answer_but_its_leader_giving_up_early() {
+        let now = Instant::now();
+        let second = std::time::Duration::from_secs(1);
+        let timeout = ApiResponse::error(ErrorType::Timeout, "query timed out after 2m");
+        // The leader's deadline passed, the follower's has not: run it again.
+        assert!(outlived_its_leader(
+            &timeout,
+            now - second,
+            now + second,
+            now
+        ));
+        // The backend timed out before the leader's deadline: its answer.
+        assert!(!outlived_its_leader(
+            &timeout,
+            now + second,
+            now + 2 * second,
+            now
+        ));
+        // The follower's own deadline has passed as well.
+        assert!(!outlived_its_leader(
+            &timeout,
+            now - 2 * second,
+            now - second,
+            now
+        ));
+        let failed = ApiResponse::error(ErrorType::Execution, "boom");
+        assert!(!outlived_its_leader(
+            &failed,
+            now - second,
+            now + second,
+            now
+        ));
     }
 }

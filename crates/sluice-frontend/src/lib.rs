@@ -161,6 +161,25 @@ pub struct Frontend {
     inner: Arc<Inner>,
 }
 
+/// An in-process results cache's configuration with a quarter of its
+/// budget taken out for its newest entries kept decoded (when range results
+/// are cached), and that quarter in bytes: together they stay within the
+/// budget the operator set.
+fn share_in_process_budget(
+    mut cache: Option<sluice_cache::CacheConfig>,
+    cache_range_results: bool,
+) -> (Option<sluice_cache::CacheConfig>, usize) {
+    let decoded = match cache.as_mut().map(|cache| &mut cache.backend) {
+        Some(sluice_cache::BackendConfig::InProcess(in_process)) if cache_range_results => {
+            let decoded = in_process.max_bytes / 4;
+            in_process.max_bytes -= decoded;
+            decoded as usize
+        }
+        _ => 0,
+    };
+    (cache, decoded)
+}
+
 impl Frontend {
     /// A frontend; with scheduler addresses configured it starts connecting
     /// to them, so it must be called inside a Tokio runtime. Fails only on a
@@ -175,7 +194,9 @@ impl Frontend {
             ..QueueConfig::default()
         });
         let metrics = FrontendMetrics::new(registry);
-        let results_cache = match &config.results_cache {
+        let (results_cache_config, decoded_entries_bytes) =
+            share_in_process_budget(config.results_cache.clone(), config.cache_range_results);
+        let results_cache = match &results_cache_config {
             Some(cache_config) => {
                 let cache_metrics = sluice_cache::CacheMetrics::register(registry)
                     .map_err(|error| format!("registering cache metrics: {error}"))?;
@@ -204,22 +225,11 @@ impl Frontend {
             && config.cache_range_results
             && config.fragment_memo_bytes > 0)
             .then(|| fragments::FragmentMemo::new(config.fragment_memo_bytes));
-        // A quarter of an in-process results cache's budget, for its newest
-        // entries in decoded form.
-        let decoded_entries = match config.results_cache.as_ref().map(|cache| &cache.backend) {
-            Some(sluice_cache::BackendConfig::InProcess(in_process))
-                if config.cache_range_results =>
-            {
-                Some(acceleration::DecodedEntries::new(
-                    (in_process.max_bytes / 4) as usize,
-                    config.results_cache_ttl,
-                ))
-            }
-            _ => None,
-        };
+        let decoded_entries = (decoded_entries_bytes > 0).then(|| {
+            acceleration::DecodedEntries::new(decoded_entries_bytes, config.results_cache_ttl)
+        });
         let max_cache_entry_bytes =
-            config
-                .results_cache
+            results_cache_config
                 .as_ref()
                 .map_or(sluice_plan::DEFAULT_MAX_ENTRY_BYTES, |cache| {
                     cache
@@ -397,5 +407,46 @@ impl sluice_proto::frontend_results::frontend_results_server::FrontendResults fo
         Ok(tonic::Response::new(
             tokio_stream::wrappers::ReceiverStream::new(stream),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_cache::{BackendConfig, CacheConfig, Compression, InProcessConfig, MemcachedConfig};
+
+    fn cache(backend: BackendConfig) -> Option<CacheConfig> {
+        Some(CacheConfig {
+            name: "results".into(),
+            backend,
+            compression: Compression::None,
+        })
+    }
+
+    fn in_process_bytes(cache: &Option<CacheConfig>) -> u64 {
+        match cache.as_ref().map(|cache| &cache.backend) {
+            Some(BackendConfig::InProcess(in_process)) => in_process.max_bytes,
+            other => panic!("not in-process: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decoded_entries_come_out_of_the_in_process_budget() {
+        let budget = 512 << 20;
+        let in_process = cache(BackendConfig::InProcess(InProcessConfig::with_max_bytes(
+            budget,
+        )));
+        let (shared, decoded) = share_in_process_budget(in_process.clone(), true);
+        assert_eq!(decoded as u64, budget / 4);
+        assert_eq!(in_process_bytes(&shared) + decoded as u64, budget);
+        // Range results not cached: nothing is kept decoded.
+        let (whole, decoded) = share_in_process_budget(in_process, false);
+        assert_eq!((in_process_bytes(&whole), decoded), (budget, 0));
+        // memcached's memory is memcached's; the frontend keeps no copies.
+        let memcached = cache(BackendConfig::Memcached(MemcachedConfig::new(vec![
+            "127.0.0.1:11211".into(),
+        ])));
+        assert_eq!(share_in_process_budget(memcached, true).1, 0);
+        assert_eq!(share_in_process_budget(None, true).1, 0);
     }
 }

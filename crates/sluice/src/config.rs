@@ -417,7 +417,7 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "query-frontend.results-cache.inprocess.max-size-bytes",
         "frontend.results_cache.inprocess.max_size_bytes",
         "536870912",
-        "Bytes the in-process results cache may hold; least recently used entries go first.",
+        "Bytes the in-process results cache may hold, a quarter of them for its newest entries kept decoded; least recently used entries go first.",
         |config, value| config.cache.in_process_max_bytes = parse_number(value)?
     ),
     setting!(

@@ -13,6 +13,9 @@ use sluice_testkit::{
 };
 
 const DAY_MS: i64 = 86_400_000;
+/// The 429 a tenant over its queue length gets, as Mimir words it.
+const TOO_MANY_OUTSTANDING: &str =
+    r#"{"status":"error","errorType":"too_many_requests","error":"too many outstanding requests"}"#;
 
 fn seconds(ms: i64) -> String {
     if ms % 1000 == 0 {
@@ -230,10 +233,7 @@ async fn a_querier_killed_mid_query_is_retried_on_another() {
     ];
     let url = format!("{}/api/v1/query?{}", frontend.url(), form_urlencode(&query));
     let client = tokio::spawn(async move { http_get(&url).await });
-    assert!(matches!(
-        hole.next_event(Duration::from_secs(10)).await,
-        BlackHoleEvent::RequestReceived(_)
-    ));
+    hole.expect_request().await;
     let _survivor = start_querier("survivor", &frontend, &prometheus.url(), &[]).await;
     frontend
         .wait_metric("sluice_connected_queriers", 2.0, Duration::from_secs(10))
@@ -325,10 +325,7 @@ async fn a_flooding_tenant_gets_429s_while_a_quiet_one_is_served() {
             200 => served += 1,
             429 => {
                 rejected += 1;
-                assert_eq!(
-                    String::from_utf8_lossy(&body),
-                    r#"{"status":"error","errorType":"too_many_requests","error":"too many outstanding requests"}"#
-                );
+                assert_eq!(String::from_utf8_lossy(&body), TOO_MANY_OUTSTANDING);
             }
             other => panic!(
                 "unexpected status {other}: {}",
@@ -688,19 +685,12 @@ async fn cancelling_a_client_request_cancels_the_downstream_request() {
     let querier = start_querier("querier", &frontend, &hole.url(), &[]).await;
     let url = format!("{}/api/v1/query?query=up&time=1", frontend.url());
     let client = tokio::spawn(async move { http_get(&url).await });
-    match hole.next_event(Duration::from_secs(10)).await {
-        BlackHoleEvent::RequestReceived(head) => {
-            assert!(head.starts_with("POST /api/v1/query"), "{head}")
-        }
-        other => panic!("unexpected {other:?}"),
-    }
-    // The client gives up: its connection closes.
+    let head = hole.expect_request().await;
+    assert!(head.starts_with("POST /api/v1/query"), "{head}");
+    // The client gives up: its connection closes, and with it the
+    // downstream request.
     client.abort();
-    assert_eq!(
-        hole.next_event(Duration::from_secs(10)).await,
-        BlackHoleEvent::Closed,
-        "the downstream request is abandoned when the client goes away"
-    );
+    hole.expect_closed().await;
     // The worker is free again.
     querier.wait_querier_idle().await;
 }
@@ -781,15 +771,9 @@ async fn cancelling_in_one_process_cancels_the_downstream_request() {
     sluice.wait_ready_status(200, Duration::from_secs(10)).await;
     let url = format!("{}/api/v1/query?query=up&time=1", sluice.url());
     let client = tokio::spawn(async move { http_get(&url).await });
-    assert!(matches!(
-        hole.next_event(Duration::from_secs(10)).await,
-        BlackHoleEvent::RequestReceived(_)
-    ));
+    hole.expect_request().await;
     client.abort();
-    assert_eq!(
-        hole.next_event(Duration::from_secs(10)).await,
-        BlackHoleEvent::Closed
-    );
+    hole.expect_closed().await;
     sluice.wait_querier_idle().await;
 }
 
@@ -815,10 +799,7 @@ async fn a_failing_piece_fails_the_query_at_once_and_cancels_the_other_pieces() 
     let url = format!("{}{path}", frontend.url());
     let client = tokio::spawn(async move { http_get(&url).await });
     for _ in 0..3 {
-        assert!(matches!(
-            hole.next_event(Duration::from_secs(10)).await,
-            BlackHoleEvent::RequestReceived(_)
-        ));
+        hole.expect_request().await;
     }
     // The client has its answer without waiting for the held pieces (the
     // query timeout is two minutes).
@@ -830,10 +811,120 @@ async fn a_failing_piece_fails_the_query_at_once_and_cancels_the_other_pieces() 
     assert_eq!(String::from_utf8_lossy(&body), FAILED);
     // The two held pieces are abandoned downstream.
     for _ in 0..2 {
-        assert_eq!(
-            hole.next_event(Duration::from_secs(10)).await,
-            BlackHoleEvent::Closed
-        );
+        hole.expect_closed().await;
     }
+    querier.wait_querier_idle().await;
+}
+
+/// A range query over four days from a non-midnight start: five day pieces.
+fn five_piece_range_path() -> String {
+    let start = 10 * DAY_MS + 3_600_000;
+    format!(
+        "/api/v1/query_range?{}",
+        form_urlencode(&[
+            ("query", "up"),
+            ("start", &seconds(start)),
+            ("end", &seconds(start + 4 * DAY_MS)),
+            ("step", "60"),
+        ])
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_max_query_parallelism_pieces_of_a_query_run_at_once() {
+    let mut hole = BlackHole::start().await;
+    let frontend = start_frontend(&["-querier.max-query-parallelism=2"]).await;
+    // The querier could run all five pieces at once (it runs 20).
+    let querier = start_querier("querier", &frontend, &hole.url(), &[]).await;
+    let url = format!("{}{}", frontend.url(), five_piece_range_path());
+    let client = tokio::spawn(async move { http_get(&url).await });
+    for _ in 0..2 {
+        hole.expect_request().await;
+    }
+    // The other three wait in the frontend for one of these two to end,
+    // not in the queue. (Without the limit, the failing-piece test above
+    // shows every piece sent at once.)
+    assert_eq!(hole.event_within(Duration::from_millis(1500)).await, None);
+    assert_eq!(frontend.metric("sluice_queue_length").await, 0.0);
+    client.abort();
+    for _ in 0..2 {
+        hole.expect_closed().await;
+    }
+    // The waiting pieces were never started.
+    assert_eq!(hole.event_within(Duration::from_millis(500)).await, None);
+    querier.wait_querier_idle().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_fails_a_split_range_query_with_429_and_drops_its_pieces() {
+    let mut hole = BlackHole::start().await;
+    // Five pieces sent at once, one can run and two can wait: at least
+    // two find the tenant's queue full.
+    let frontend = start_frontend(&["-query-frontend.max-outstanding-requests-per-tenant=2"]).await;
+    let querier = start_querier(
+        "querier",
+        &frontend,
+        &hole.url(),
+        &["-querier.max-concurrent=1"],
+    )
+    .await;
+    let url = format!("{}{}", frontend.url(), five_piece_range_path());
+    let (status, _, body) = tokio::time::timeout(Duration::from_secs(10), http_get(&url))
+        .await
+        .expect("answered at once, without waiting for the held piece");
+    assert_eq!(status, 429);
+    assert_eq!(String::from_utf8_lossy(&body), TOO_MANY_OUTSTANDING);
+    assert!(frontend.metric("sluice_discarded_requests_total").await >= 1.0);
+    // The query's other pieces leave the queue, and a piece the querier
+    // had taken is abandoned downstream.
+    frontend
+        .wait_metric("sluice_queue_length", 0.0, Duration::from_secs(10))
+        .await;
+    if let Some(event) = hole.event_within(Duration::from_millis(500)).await {
+        assert!(
+            matches!(event, BlackHoleEvent::RequestReceived(_)),
+            "{event:?}"
+        );
+        hole.expect_closed().await;
+    }
+    querier.wait_querier_idle().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_outliving_its_leader_runs_the_query_itself() {
+    let mut hole = BlackHole::start().await;
+    let frontend = start_frontend(&["-querier.timeout=2s"]).await;
+    let querier = start_querier("querier", &frontend, &hole.url(), &[]).await;
+    let url = format!("{}/api/v1/query?query=up&time=1", frontend.url());
+    let leader = tokio::spawn({
+        let url = url.clone();
+        async move { http_get(&url).await }
+    });
+    hole.expect_request().await;
+    // The same query, later: it waits for the leader's answer, and its
+    // own deadline is later than the leader's.
+    let follower = tokio::spawn(async move { http_get(&url).await });
+    const TIMED_OUT: &str =
+        r#"{"status":"error","errorType":"timeout","error":"query timed out after 2s"}"#;
+    let (status, _, body) = leader.await.expect("leader");
+    assert_eq!(
+        (status, String::from_utf8_lossy(&body).as_ref()),
+        (503, TIMED_OUT)
+    );
+    // The leader's request is abandoned and the follower sends its own,
+    // in either order, instead of taking a timeout it has not reached.
+    let mut events = [
+        hole.next_event(Duration::from_secs(10)).await,
+        hole.next_event(Duration::from_secs(10)).await,
+    ];
+    events.sort_by_key(|event| matches!(event, BlackHoleEvent::RequestReceived(_)));
+    assert_eq!(events[0], BlackHoleEvent::Closed);
+    assert!(matches!(events[1], BlackHoleEvent::RequestReceived(_)));
+    let (status, _, body) = follower.await.expect("follower");
+    assert_eq!(
+        (status, String::from_utf8_lossy(&body).as_ref()),
+        (503, TIMED_OUT)
+    );
+    hole.expect_closed().await;
     querier.wait_querier_idle().await;
 }

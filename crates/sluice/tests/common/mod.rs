@@ -243,10 +243,34 @@ impl BlackHole {
     }
 
     pub async fn next_event(&mut self, timeout: Duration) -> BlackHoleEvent {
-        tokio::time::timeout(timeout, self.events.recv())
+        self.event_within(timeout)
             .await
             .expect("black hole event in time")
-            .expect("black hole alive")
+    }
+
+    /// Waits for a request to arrive (10 s at most) and returns its head.
+    pub async fn expect_request(&mut self) -> String {
+        match self.next_event(Duration::from_secs(10)).await {
+            BlackHoleEvent::RequestReceived(head) => head,
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    /// Waits for a connection that sent a request to close (10 s at most).
+    pub async fn expect_closed(&mut self) {
+        assert_eq!(
+            self.next_event(Duration::from_secs(10)).await,
+            BlackHoleEvent::Closed
+        );
+    }
+
+    /// The next event if one comes within `timeout`, for tests that show
+    /// something does not happen.
+    pub async fn event_within(&mut self, timeout: Duration) -> Option<BlackHoleEvent> {
+        tokio::time::timeout(timeout, self.events.recv())
+            .await
+            .ok()
+            .map(|event| event.expect("black hole alive"))
     }
 }
 
