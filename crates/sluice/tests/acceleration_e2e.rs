@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{DelayProxy, SluiceProcess, start_sluice};
+use common::{BlackHole, DelayProxy, SluiceProcess, start_sluice};
 use sluice_testkit::{
     Dataset, MemcachedServer, PrometheusServer, form_urlencode, gunzip, header, http_get,
     http_get_with_headers,
@@ -641,4 +641,39 @@ async fn answers_are_gzipped_when_the_client_asks_and_decode_to_prometheus_bytes
         http_get_with_headers(&format!("{}/api/v1/query?query=sum(", sluice.url()), &gzip).await;
     assert_eq!(status, 400);
     assert_eq!(header(&headers, "content-encoding"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_with_warnings_or_infos_are_passed_on_and_never_cached() {
+    // Debian's Prometheus 2.42 annotates no answer, so a downstream that
+    // answers every sub-query alike stands in for one that warns.
+    const EMPTY: &str = r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
+    const WARNED: &str =
+        r#"{"status":"success","data":{"resultType":"matrix","result":[]},"warnings":["careful"]}"#;
+    // Prometheus 2.50 and later also send infos, likewise never cached.
+    const INFORMED: &str =
+        r#"{"status":"success","data":{"resultType":"matrix","result":[]},"infos":["note"]}"#;
+    // Two days from a non-midnight start, long settled: three day pieces.
+    let start = 10 * 86_400_000 + 3_600_000;
+    let path = range_path("up", start, start + 2 * 86_400_000, "60");
+    for (body, cached) in [(EMPTY, true), (WARNED, false), (INFORMED, false)] {
+        let mut downstream = BlackHole::answering_all("200 OK", body).await;
+        let sluice = start_all("warnings", &downstream.url(), &[]).await;
+        for round in 0..2 {
+            let (status, _, got) = http_get(&format!("{}{path}", sluice.url())).await;
+            assert_eq!(
+                (status, String::from_utf8_lossy(&got).as_ref()),
+                (200, body)
+            );
+            let sent = if round == 1 && cached { 0 } else { 3 };
+            for _ in 0..sent {
+                downstream.expect_request().await;
+            }
+            assert_eq!(
+                downstream.event_within(Duration::from_millis(300)).await,
+                None,
+                "round {round} of {body}: {sent} sub-queries"
+            );
+        }
+    }
 }

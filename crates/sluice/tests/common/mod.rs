@@ -176,21 +176,31 @@ pub enum BlackHoleEvent {
 
 impl BlackHole {
     pub async fn start() -> BlackHole {
-        BlackHole::start_with(None).await
+        BlackHole::start_with(None, true).await
     }
 
     /// A black hole that answers the first request it receives with
     /// `status` (e.g. `422 Unprocessable Entity`) and the JSON `body`, as
     /// Prometheus fails a query, and holds the rest.
     pub async fn answering_first(status: &str, body: &str) -> BlackHole {
-        let answer = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        BlackHole::start_with(Some(answer.into_bytes())).await
+        BlackHole::start_with(Some(Self::answer(status, body)), true).await
     }
 
-    async fn start_with(answer: Option<Vec<u8>>) -> BlackHole {
+    /// Not a black hole at all: a downstream that answers every request
+    /// with `status` and the JSON `body`, still reporting each request.
+    pub async fn answering_all(status: &str, body: &str) -> BlackHole {
+        BlackHole::start_with(Some(Self::answer(status, body)), false).await
+    }
+
+    fn answer(status: &str, body: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    async fn start_with(answer: Option<Vec<u8>>, only_first: bool) -> BlackHole {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let answer = answer.map(std::sync::Arc::new);
         let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -221,11 +231,20 @@ impl BlackHole {
                                     let head =
                                         String::from_utf8_lossy(&buffer[..read]).into_owned();
                                     let _ = sender.send(BlackHoleEvent::RequestReceived(head));
+                                    let first =
+                                        first.swap(false, std::sync::atomic::Ordering::SeqCst);
                                     if let Some(answer) = &answer
-                                        && first.swap(false, std::sync::atomic::Ordering::SeqCst)
+                                        && (first || !only_first)
                                     {
                                         // Answered and closed: no further requests.
+                                        // What the client still sends (a form body)
+                                        // is read to its end, so that closing never
+                                        // resets the connection under the answer.
                                         let _ = connection.write_all(answer).await;
+                                        let _ = connection.shutdown().await;
+                                        while matches!(connection.read(&mut buffer).await, Ok(read) if read > 0)
+                                        {
+                                        }
                                         return;
                                     }
                                 }
