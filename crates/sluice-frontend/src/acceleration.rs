@@ -538,7 +538,7 @@ fn metadata_key(tenant: &str, request: &QueryRequest) -> String {
 /// Values bounded by a byte count the caller reckons for each; the oldest
 /// go first. A key put again gets the new value and keeps its place. A
 /// value is served for `ttl` after it was put, as the results cache's
-/// backends serve theirs (`-query-frontend.results-cache.ttl`): these
+/// backends serve theirs (`-query-frontend.results-cache-ttl`): these
 /// copies must not outlive what they copy. An expired value waits for its
 /// turn to go, unserved.
 struct OldestFirst<K, V> {

@@ -428,7 +428,7 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |config, value| config.cache.compression = value.to_owned()
     ),
     setting!(
-        "query-frontend.results-cache.ttl",
+        "query-frontend.results-cache-ttl",
         "frontend.results_cache.ttl",
         "7d",
         "How long cached results are kept.",
@@ -456,10 +456,10 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |config, value| config.frontend.fragment_memo_bytes = parse_number(value)?
     ),
     setting!(
-        "query-frontend.metadata-cache-ttl",
+        "query-frontend.results-cache-ttl-for-labels-query",
         "frontend.metadata_cache_ttl",
         "0s",
-        "Cache series, labels and label values answers this long (in the results cache's backend); 0 turns it off.",
+        "Cache labels, label values and series answers this long (in the results cache's backend); 0 turns it off. Mimir's name; sluice caches series answers under it too.",
         |config, value| config.frontend.metadata_cache_ttl = parse_go_duration(value)?
     ),
     setting!(
@@ -927,6 +927,23 @@ mod tests {
         assert_eq!(memcached.timeout, Duration::from_millis(200));
         assert_eq!(memcached.connect_timeout, Duration::from_millis(100));
         assert_eq!(memcached.max_item_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn cache_ttls_take_mimirs_flags() {
+        let config = run(load(
+            &args(&[
+                DOWNSTREAM,
+                "-query-frontend.results-cache-ttl=6h",
+                "-query-frontend.results-cache-ttl-for-labels-query=30s",
+            ]),
+            &no_env,
+        ));
+        assert_eq!(
+            config.frontend.results_cache_ttl,
+            Duration::from_secs(6 * 3600)
+        );
+        assert_eq!(config.frontend.metadata_cache_ttl, Duration::from_secs(30));
     }
 
     #[test]

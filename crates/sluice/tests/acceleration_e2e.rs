@@ -309,7 +309,7 @@ async fn tenants_never_share_cached_answers() {
         &prometheus.url(),
         &[
             "-auth.multitenancy-enabled=true",
-            "-query-frontend.metadata-cache-ttl=1m",
+            "-query-frontend.results-cache-ttl-for-labels-query=1m",
         ],
     )
     .await;
@@ -372,7 +372,10 @@ async fn metadata_answers_are_cached_only_when_asked_for_and_only_for_their_ttl(
     assert_eq!(plain.metric("sluice_metadata_cache_hits_total").await, 0.0);
 
     let ttl = Duration::from_secs(2);
-    let ttl_flag = format!("-query-frontend.metadata-cache-ttl={}s", ttl.as_secs());
+    let ttl_flag = format!(
+        "-query-frontend.results-cache-ttl-for-labels-query={}s",
+        ttl.as_secs()
+    );
     let sluice = start_all("metadata-ttl", &prometheus.url(), &[&ttl_flag]).await;
     for (index, path) in paths.iter().enumerate() {
         let url = format!("{}{path}", sluice.url());
