@@ -779,10 +779,10 @@ async fn cancelling_in_one_process_cancels_the_downstream_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_piece_fails_the_query_at_once_and_cancels_the_other_pieces() {
-    // The first sub-query to arrive fails as Prometheus fails a query; the
-    // others would never be answered.
+    // The first sub-query to arrive fails as Prometheus fails a query,
+    // once all three have arrived; the others would never be answered.
     const FAILED: &str = r#"{"status":"error","errorType":"execution","error":"boom"}"#;
-    let mut hole = BlackHole::answering_first("422 Unprocessable Entity", FAILED).await;
+    let mut hole = BlackHole::answering_first("422 Unprocessable Entity", FAILED, 3).await;
     let frontend = start_frontend(&[]).await;
     let querier = start_querier("querier", &frontend, &hole.url(), &[]).await;
     // Two days from a non-midnight start: three day pieces, sent at once.

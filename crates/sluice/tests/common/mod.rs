@@ -176,20 +176,22 @@ pub enum BlackHoleEvent {
 
 impl BlackHole {
     pub async fn start() -> BlackHole {
-        BlackHole::start_with(None, true).await
+        BlackHole::start_with(None, true, 0).await
     }
 
     /// A black hole that answers the first request it receives with
     /// `status` (e.g. `422 Unprocessable Entity`) and the JSON `body`, as
-    /// Prometheus fails a query, and holds the rest.
-    pub async fn answering_first(status: &str, body: &str) -> BlackHole {
-        BlackHole::start_with(Some(Self::answer(status, body)), true).await
+    /// Prometheus fails a query, once `requests` requests have arrived (so
+    /// that what the answer sets off cannot overtake their arrival), and
+    /// holds the rest.
+    pub async fn answering_first(status: &str, body: &str, requests: usize) -> BlackHole {
+        BlackHole::start_with(Some(Self::answer(status, body)), true, requests).await
     }
 
     /// Not a black hole at all: a downstream that answers every request
     /// with `status` and the JSON `body`, still reporting each request.
     pub async fn answering_all(status: &str, body: &str) -> BlackHole {
-        BlackHole::start_with(Some(Self::answer(status, body)), false).await
+        BlackHole::start_with(Some(Self::answer(status, body)), false, 0).await
     }
 
     fn answer(status: &str, body: &str) -> Vec<u8> {
@@ -200,10 +202,17 @@ impl BlackHole {
         .into_bytes()
     }
 
-    async fn start_with(answer: Option<Vec<u8>>, only_first: bool) -> BlackHole {
+    async fn start_with(
+        answer: Option<Vec<u8>>,
+        only_first: bool,
+        answer_after: usize,
+    ) -> BlackHole {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let answer = answer.map(std::sync::Arc::new);
-        let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let answer = answer.map(Arc::new);
+        let first = Arc::new(AtomicBool::new(true));
+        let arrived = Arc::new((AtomicUsize::new(0), tokio::sync::Notify::new()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind black hole");
@@ -214,6 +223,7 @@ impl BlackHole {
                 let sender = sender.clone();
                 let first = first.clone();
                 let answer = answer.clone();
+                let arrived = arrived.clone();
                 tokio::spawn(async move {
                     let mut buffer = vec![0u8; 64 * 1024];
                     let mut saw_request = false;
@@ -231,11 +241,23 @@ impl BlackHole {
                                     let head =
                                         String::from_utf8_lossy(&buffer[..read]).into_owned();
                                     let _ = sender.send(BlackHoleEvent::RequestReceived(head));
-                                    let first =
-                                        first.swap(false, std::sync::atomic::Ordering::SeqCst);
+                                    let (count, all_arrived) = &*arrived;
+                                    if count.fetch_add(1, Ordering::SeqCst) + 1 >= answer_after {
+                                        all_arrived.notify_waiters();
+                                    }
+                                    let first = first.swap(false, Ordering::SeqCst);
                                     if let Some(answer) = &answer
                                         && (first || !only_first)
                                     {
+                                        loop {
+                                            // Registered before the count is read, so
+                                            // no wake-up can fall between the two.
+                                            let notified = all_arrived.notified();
+                                            if count.load(Ordering::SeqCst) >= answer_after {
+                                                break;
+                                            }
+                                            notified.await;
+                                        }
                                         // Answered and closed: no further requests.
                                         // What the client still sends (a form body)
                                         // is read to its end, so that closing never
