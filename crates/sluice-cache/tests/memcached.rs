@@ -14,20 +14,29 @@ use tokio::net::{TcpListener, TcpStream};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
+/// The operation timeout of the tests that are not about timeouts.
+/// memcached answers in well under a millisecond, but a CI machine short of
+/// CPU once took over the default 200 ms to move a 900 KiB value, and the
+/// client then rightly turned it into a miss.
+const PATIENT: Duration = Duration::from_secs(5);
+
+/// `servers` with [`PATIENT`] timeouts.
+fn patient(servers: &[String]) -> MemcachedConfig {
+    let mut config = MemcachedConfig::new(servers.to_vec());
+    config.timeout = PATIENT;
+    config.connect_timeout = PATIENT;
+    config
+}
+
 fn raw(servers: &[String]) -> MemcachedCache {
-    MemcachedCache::new(
-        MemcachedConfig::new(servers.to_vec()),
-        &CacheMetrics::unregistered(),
-        "test",
-    )
-    .unwrap()
+    MemcachedCache::new(patient(servers), &CacheMetrics::unregistered(), "test").unwrap()
 }
 
 fn encoded(servers: &[String], compression: Compression) -> SharedCache {
     build(
         CacheConfig {
             name: "test".to_owned(),
-            backend: BackendConfig::Memcached(MemcachedConfig::new(servers.to_vec())),
+            backend: BackendConfig::Memcached(patient(servers)),
             compression,
         },
         &CacheMetrics::unregistered(),
@@ -178,11 +187,9 @@ async fn a_killed_server_turns_only_its_keys_into_misses_without_errors_or_hangs
     for round in 0..5 {
         let started = Instant::now();
         let found = cache.get_many(&keys).await;
+        // A dead server refuses at once: nothing waits out its timeout.
         let took = started.elapsed();
-        assert!(
-            took < Duration::from_millis(1000),
-            "round {round} took {took:?}"
-        );
+        assert!(took < PATIENT, "round {round} took {took:?}");
         assert_eq!(found.keys().collect::<HashSet<_>>(), alive, "round {round}");
         for (key, value) in &found {
             assert_eq!(value, &value_of(key));
@@ -191,7 +198,7 @@ async fn a_killed_server_turns_only_its_keys_into_misses_without_errors_or_hangs
         let fresh: Vec<String> = (0..30).map(|i| format!("fresh-{round}-{i}")).collect();
         let started = Instant::now();
         cache.set_many(entries(&fresh), DAY).await;
-        assert!(started.elapsed() < Duration::from_millis(1000));
+        assert!(started.elapsed() < PATIENT);
         let got = cache.get_many(&fresh).await;
         let expected: HashSet<&String> = fresh
             .iter()
@@ -205,7 +212,7 @@ async fn a_killed_server_turns_only_its_keys_into_misses_without_errors_or_hangs
 async fn a_restarted_server_is_used_again_after_the_backoff() {
     let mut server = MemcachedServer::start().await;
     let address = server.address();
-    let mut config = MemcachedConfig::new(vec![address.clone()]);
+    let mut config = patient(std::slice::from_ref(&address));
     config.down_backoff = Duration::from_millis(200);
     let cache = MemcachedCache::new(config, &CacheMetrics::unregistered(), "t").unwrap();
     let keys = many_keys(10);
@@ -319,8 +326,10 @@ async fn garbage_and_silent_servers_become_misses_within_the_timeout() {
             .set_many(vec![("k".to_owned(), b"v".to_vec())], DAY)
             .await;
         assert!(found.is_empty(), "{reply:?}");
+        // Within the 200 ms timeout, twice (get and set), and a margin for
+        // a loaded machine: a client without a timeout waits for ever.
         assert!(
-            started.elapsed() < Duration::from_millis(1000),
+            started.elapsed() < Duration::from_secs(5),
             "{reply:?}: {:?}",
             started.elapsed()
         );
@@ -348,7 +357,8 @@ async fn garbage_and_silent_servers_become_misses_within_the_timeout() {
     let cache = encoded(&[closed], Compression::None);
     let started = Instant::now();
     assert!(cache.get_many(&["k".to_owned()]).await.is_empty());
-    assert!(started.elapsed() < Duration::from_millis(500));
+    // Refused at once, not after the connect timeout.
+    assert!(started.elapsed() < PATIENT);
 }
 
 #[tokio::test]
@@ -380,7 +390,7 @@ async fn values_over_the_item_size_are_skipped() {
     // A server with a smaller item limit refuses what we think fits: still
     // only a dropped write, and the connection stays usable.
     let tiny = MemcachedServer::start_with_args(&["-I", "1m", "-m", "64"]).await;
-    let mut config = MemcachedConfig::new(vec![tiny.address()]);
+    let mut config = patient(&[tiny.address()]);
     config.max_item_bytes = 4 << 20;
     let cache = MemcachedCache::new(config, &CacheMetrics::unregistered(), "t").unwrap();
     cache
@@ -401,7 +411,7 @@ async fn values_over_the_item_size_are_skipped() {
 async fn the_largest_value_a_config_promises_is_stored_and_one_more_byte_is_not() {
     // A server started with a larger item size, and the setting to match.
     let server = MemcachedServer::start_with_args(&["-I", "3m", "-m", "64"]).await;
-    let mut memcached = MemcachedConfig::new(vec![server.address()]);
+    let mut memcached = patient(&[server.address()]);
     memcached.max_item_bytes = 3 << 20;
     let config = CacheConfig {
         name: "test".to_owned(),

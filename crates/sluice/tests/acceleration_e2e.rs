@@ -436,6 +436,9 @@ async fn memcached_backed_cache_survives_memcached_dying() {
                 second.address()
             ),
             "-query-frontend.results-cache.compression=lz4",
+            // A machine short of CPU can take over the default 200 ms; a
+            // killed memcached refuses at once, whatever the timeout.
+            "-query-frontend.results-cache.memcached.timeout=5s",
             // Exact repeats would be answered from memory before memcached
             // is asked; this test is about memcached.
             "-query-frontend.answer-memo-size-bytes=0",
