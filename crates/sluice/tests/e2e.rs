@@ -26,6 +26,21 @@ fn seconds(ms: i64) -> String {
 }
 
 /// Fails with the first place two answers differ, not two whole bodies.
+/// A range query over `days` days from a non-midnight start, long settled:
+/// `days + 1` day pieces.
+fn range_path_over_days(days: i64) -> String {
+    let start = 10 * DAY_MS + 3_600_000;
+    format!(
+        "/api/v1/query_range?{}",
+        form_urlencode(&[
+            ("query", "up"),
+            ("start", &seconds(start)),
+            ("end", &seconds(start + days * DAY_MS)),
+            ("step", "60"),
+        ])
+    )
+}
+
 fn assert_same_answer(got: &(u16, Vec<u8>), want: &(u16, Vec<u8>), what: &str) {
     if got == want {
         return;
@@ -785,18 +800,8 @@ async fn a_failing_piece_fails_the_query_at_once_and_cancels_the_other_pieces() 
     let mut hole = BlackHole::answering_first("422 Unprocessable Entity", FAILED, 3).await;
     let frontend = start_frontend(&[]).await;
     let querier = start_querier("querier", &frontend, &hole.url(), &[]).await;
-    // Two days from a non-midnight start: three day pieces, sent at once.
-    let start = 10 * DAY_MS + 3_600_000;
-    let path = format!(
-        "/api/v1/query_range?{}",
-        form_urlencode(&[
-            ("query", "up"),
-            ("start", &seconds(start)),
-            ("end", &seconds(start + 2 * DAY_MS)),
-            ("step", "60"),
-        ])
-    );
-    let url = format!("{}{path}", frontend.url());
+    // Three day pieces, sent at once.
+    let url = format!("{}{}", frontend.url(), range_path_over_days(2));
     let client = tokio::spawn(async move { http_get(&url).await });
     for _ in 0..3 {
         hole.expect_request().await;
@@ -816,27 +821,13 @@ async fn a_failing_piece_fails_the_query_at_once_and_cancels_the_other_pieces() 
     querier.wait_querier_idle().await;
 }
 
-/// A range query over four days from a non-midnight start: five day pieces.
-fn five_piece_range_path() -> String {
-    let start = 10 * DAY_MS + 3_600_000;
-    format!(
-        "/api/v1/query_range?{}",
-        form_urlencode(&[
-            ("query", "up"),
-            ("start", &seconds(start)),
-            ("end", &seconds(start + 4 * DAY_MS)),
-            ("step", "60"),
-        ])
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_max_query_parallelism_pieces_of_a_query_run_at_once() {
     let mut hole = BlackHole::start().await;
     let frontend = start_frontend(&["-querier.max-query-parallelism=2"]).await;
     // The querier could run all five pieces at once (it runs 20).
     let querier = start_querier("querier", &frontend, &hole.url(), &[]).await;
-    let url = format!("{}{}", frontend.url(), five_piece_range_path());
+    let url = format!("{}{}", frontend.url(), range_path_over_days(4));
     let client = tokio::spawn(async move { http_get(&url).await });
     for _ in 0..2 {
         hole.expect_request().await;
@@ -868,7 +859,7 @@ async fn a_full_queue_fails_a_split_range_query_with_429_and_drops_its_pieces() 
         &["-querier.max-concurrent=1"],
     )
     .await;
-    let url = format!("{}{}", frontend.url(), five_piece_range_path());
+    let url = format!("{}{}", frontend.url(), range_path_over_days(4));
     let (status, _, body) = tokio::time::timeout(Duration::from_secs(10), http_get(&url))
         .await
         .expect("answered at once, without waiting for the held piece");
