@@ -32,7 +32,9 @@
 //! median of several runs with a keep-alive client; the ratios against (a)
 //! are the result. Each encoding ends with a line saying which bars the run
 //! met, and of those it missed, which were out of reach here: missed by
-//! their floor as well.
+//! their floor as well; and with the share of CPU time the hypervisor took
+//! for other guests meanwhile (steal), with a warning when that was high
+//! enough to make the figures the host's more than sluice's.
 
 use std::time::{Duration, Instant};
 
@@ -41,7 +43,7 @@ mod support;
 use http_body_util::Empty;
 use hyper::body::Bytes;
 use sluice_testkit::{Dataset, PrometheusServer, form_urlencode};
-use support::{HttpClient, millis, start_sluice};
+use support::{CpuTimes, HttpClient, millis, start_sluice, steal_report};
 
 const QUERY: &str = "sum by (job) (rate(http_requests_total[5m]))";
 const DAY_MS: i64 = 86_400_000;
@@ -443,6 +445,7 @@ async fn main() {
     .into_iter()
     .enumerate()
     {
+        let cpu_before = CpuTimes::now();
         let figures = measure(
             &client,
             &prometheus.url(),
@@ -528,6 +531,7 @@ async fn main() {
             ));
         }
         println!("  bars in this run: {}", verdicts.join("; "));
+        println!("  {}", steal_report(&cpu_before));
     }
     let _ = sluice.process.terminate(Duration::from_secs(10)).await;
 }

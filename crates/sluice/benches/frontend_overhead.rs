@@ -164,6 +164,7 @@ async fn main() {
         "each figure: the median of {ROUNDS} latency rounds or {THROUGHPUT_ROUNDS} throughput rounds, each round measuring every target in turn (throughput: in alternating order); ratios and differences are taken within a round"
     );
 
+    let cpu_before = support::CpuTimes::now();
     let mut rounds: Vec<Vec<Latency>> = targets.iter().map(|_| Vec::new()).collect();
     for _ in 0..ROUNDS {
         for (index, (_, base)) in targets.iter().enumerate() {
@@ -243,6 +244,7 @@ async fn main() {
             println!();
         }
     }
+    println!("\n{}", support::steal_report(&cpu_before));
     let _ = sluice.process.terminate(Duration::from_secs(10)).await;
     let _ = sluice_thread_per_core
         .process

@@ -87,3 +87,60 @@ pub(crate) async fn start_sluice(downstream_url: &str, extra: &[&str]) -> Sluice
         _logs: logs,
     }
 }
+
+/// Above this share of CPU time taken by the hypervisor, a run's figures
+/// say more about the host than about the servers measured.
+const STEAL_WARNING: f64 = 0.05;
+
+/// The CPU time counters of the whole machine (`/proc/stat`'s `cpu` line),
+/// to tell afterwards how much of a run's CPU time the hypervisor gave to
+/// other guests (steal). On these shared virtual machines steal came and
+/// went within minutes: from 0-2% to 10-38% on an idle machine, and in one
+/// run Prometheus's time for the same week-long query went from 281 ms to
+/// 2952 ms. A run's ratios mean little then, and the bench says so.
+pub(crate) struct CpuTimes {
+    steal: u64,
+    total: u64,
+}
+
+impl CpuTimes {
+    /// The counters now, or `None` where `/proc/stat` cannot be read.
+    pub(crate) fn now() -> Option<CpuTimes> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+        // user nice system idle iowait irq softirq steal (guest and
+        // guest_nice are already counted in user and nice).
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|field| field.parse().ok())
+            .collect::<Option<_>>()?;
+        (fields.len() == 8).then(|| CpuTimes {
+            steal: fields[7],
+            total: fields.iter().sum(),
+        })
+    }
+}
+
+/// The share of the machine's CPU time stolen since `since`, as a line for
+/// the report: with a warning when it is above [`STEAL_WARNING`].
+pub(crate) fn steal_report(since: &Option<CpuTimes>) -> String {
+    let share = since
+        .as_ref()
+        .zip(CpuTimes::now())
+        .and_then(|(before, after)| {
+            let total = after.total.checked_sub(before.total)?;
+            let steal = after.steal.checked_sub(before.steal)?;
+            (total > 0).then(|| steal as f64 / total as f64)
+        });
+    match share {
+        None => "host steal time: unknown (no /proc/stat)".to_owned(),
+        Some(share) if share > STEAL_WARNING => format!(
+            "host steal time: {:.1}% of CPU time, above {:.0}%: other guests had this machine's cores, so these figures measure the host as much as the servers; run again",
+            share * 100.0,
+            STEAL_WARNING * 100.0
+        ),
+        Some(share) => format!("host steal time: {:.1}% of CPU time", share * 100.0),
+    }
+}
