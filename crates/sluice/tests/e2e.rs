@@ -892,8 +892,12 @@ async fn a_follower_outliving_its_leader_runs_the_query_itself() {
         async move { http_get(&url).await }
     });
     hole.expect_request().await;
-    // The same query, later: it waits for the leader's answer, and its
-    // own deadline is later than the leader's.
+    // The same query, a second later: it waits for the leader's answer,
+    // and has a second of its own left when the leader times out. Sent at
+    // once, it had only milliseconds left then, and on a busy machine its
+    // own request could run out of them before reaching the downstream
+    // (CI failed once so).
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let follower = tokio::spawn(async move { http_get(&url).await });
     const TIMED_OUT: &str =
         r#"{"status":"error","errorType":"timeout","error":"query timed out after 2s"}"#;
