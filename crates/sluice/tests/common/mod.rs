@@ -174,9 +174,20 @@ pub enum BlackHoleEvent {
     Closed,
 }
 
+/// Which requests a [`BlackHole`] answers.
+enum Answering {
+    /// None: every request is held.
+    None,
+    /// The first one, with `answer`, once `after` requests have arrived;
+    /// the rest are held.
+    First { answer: Vec<u8>, after: usize },
+    /// Every one, at once, with `answer`.
+    All(Vec<u8>),
+}
+
 impl BlackHole {
     pub async fn start() -> BlackHole {
-        BlackHole::start_with(None, true, 0).await
+        BlackHole::start_with(Answering::None).await
     }
 
     /// A black hole that answers the first request it receives with
@@ -185,13 +196,17 @@ impl BlackHole {
     /// that what the answer sets off cannot overtake their arrival), and
     /// holds the rest.
     pub async fn answering_first(status: &str, body: &str, requests: usize) -> BlackHole {
-        BlackHole::start_with(Some(Self::answer(status, body)), true, requests).await
+        BlackHole::start_with(Answering::First {
+            answer: Self::answer(status, body),
+            after: requests,
+        })
+        .await
     }
 
     /// Not a black hole at all: a downstream that answers every request
     /// with `status` and the JSON `body`, still reporting each request.
     pub async fn answering_all(status: &str, body: &str) -> BlackHole {
-        BlackHole::start_with(Some(Self::answer(status, body)), false, 0).await
+        BlackHole::start_with(Answering::All(Self::answer(status, body))).await
     }
 
     fn answer(status: &str, body: &str) -> Vec<u8> {
@@ -202,15 +217,15 @@ impl BlackHole {
         .into_bytes()
     }
 
-    async fn start_with(
-        answer: Option<Vec<u8>>,
-        only_first: bool,
-        answer_after: usize,
-    ) -> BlackHole {
+    async fn start_with(answering: Answering) -> BlackHole {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let answer = answer.map(Arc::new);
+        let (answer, only_first, answer_after) = match answering {
+            Answering::None => (None, true, 0),
+            Answering::First { answer, after } => (Some(Arc::new(answer)), true, after),
+            Answering::All(answer) => (Some(Arc::new(answer)), false, 0),
+        };
         let first = Arc::new(AtomicBool::new(true));
         let arrived = Arc::new((AtomicUsize::new(0), tokio::sync::Notify::new()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
