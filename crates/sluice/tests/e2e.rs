@@ -25,7 +25,6 @@ fn seconds(ms: i64) -> String {
     }
 }
 
-/// Fails with the first place two answers differ, not two whole bodies.
 /// A range query over `days` days from a non-midnight start, long settled:
 /// `days + 1` day pieces.
 fn range_path_over_days(days: i64) -> String {
@@ -41,6 +40,7 @@ fn range_path_over_days(days: i64) -> String {
     )
 }
 
+/// Fails with the first place two answers differ, not two whole bodies.
 fn assert_same_answer(got: &(u16, Vec<u8>), want: &(u16, Vec<u8>), what: &str) {
     if got == want {
         return;

@@ -185,6 +185,47 @@ enum Answering {
     All(Vec<u8>),
 }
 
+impl Answering {
+    /// The answer for a request (`first` when it is the first to arrive),
+    /// and how many requests must have arrived before it is sent; `None`
+    /// when the request is held.
+    fn reply(&self, first: bool) -> Option<(&[u8], usize)> {
+        match self {
+            Answering::None => None,
+            Answering::First { answer, after } => first.then_some((answer, *after)),
+            Answering::All(answer) => Some((answer, 0)),
+        }
+    }
+}
+
+/// Requests arrived at a [`BlackHole`], for answers that wait for a count.
+#[derive(Default)]
+struct Arrivals {
+    count: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+impl Arrivals {
+    /// Counts one arrival; the first gets `true`.
+    fn arrive(&self) -> bool {
+        let first = self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+        self.changed.notify_waiters();
+        first
+    }
+
+    async fn wait_for(&self, count: usize) {
+        loop {
+            // Registered before the count is read, so no arrival can fall
+            // between the two unnoticed.
+            let changed = self.changed.notified();
+            if self.count.load(std::sync::atomic::Ordering::SeqCst) >= count {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
 impl BlackHole {
     pub async fn start() -> BlackHole {
         BlackHole::start_with(Answering::None).await
@@ -219,15 +260,9 @@ impl BlackHole {
 
     async fn start_with(answering: Answering) -> BlackHole {
         use std::sync::Arc;
-        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (answer, only_first, answer_after) = match answering {
-            Answering::None => (None, true, 0),
-            Answering::First { answer, after } => (Some(Arc::new(answer)), true, after),
-            Answering::All(answer) => (Some(Arc::new(answer)), false, 0),
-        };
-        let first = Arc::new(AtomicBool::new(true));
-        let arrived = Arc::new((AtomicUsize::new(0), tokio::sync::Notify::new()));
+        let answering = Arc::new(answering);
+        let arrivals = Arc::new(Arrivals::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind black hole");
@@ -236,9 +271,8 @@ impl BlackHole {
         let task = tokio::spawn(async move {
             while let Ok((mut connection, _)) = listener.accept().await {
                 let sender = sender.clone();
-                let first = first.clone();
-                let answer = answer.clone();
-                let arrived = arrived.clone();
+                let answering = answering.clone();
+                let arrivals = arrivals.clone();
                 tokio::spawn(async move {
                     let mut buffer = vec![0u8; 64 * 1024];
                     let mut saw_request = false;
@@ -256,23 +290,9 @@ impl BlackHole {
                                     let head =
                                         String::from_utf8_lossy(&buffer[..read]).into_owned();
                                     let _ = sender.send(BlackHoleEvent::RequestReceived(head));
-                                    let (count, all_arrived) = &*arrived;
-                                    if count.fetch_add(1, Ordering::SeqCst) + 1 >= answer_after {
-                                        all_arrived.notify_waiters();
-                                    }
-                                    let first = first.swap(false, Ordering::SeqCst);
-                                    if let Some(answer) = &answer
-                                        && (first || !only_first)
-                                    {
-                                        loop {
-                                            // Registered before the count is read, so
-                                            // no wake-up can fall between the two.
-                                            let notified = all_arrived.notified();
-                                            if count.load(Ordering::SeqCst) >= answer_after {
-                                                break;
-                                            }
-                                            notified.await;
-                                        }
+                                    let first = arrivals.arrive();
+                                    if let Some((answer, after)) = answering.reply(first) {
+                                        arrivals.wait_for(after).await;
                                         // Answered and closed: no further requests.
                                         // What the client still sends (a form body)
                                         // is read to its end, so that closing never
