@@ -228,8 +228,10 @@ impl Engine {
     }
 }
 
-fn parse(query: &str) -> Result<promql_parser::parser::Expr, EngineError> {
-    promql_parser::parser::parse(query).map_err(EngineError::BadData)
+/// Parses through `sluice-promql`, whose depth bound keeps the recursive
+/// evaluator within a thread's stack whatever the query text.
+fn parse(query: &str) -> Result<std::sync::Arc<promql_parser::parser::Expr>, EngineError> {
+    sluice_promql::parse(query).map_err(EngineError::BadData)
 }
 
 #[cfg(test)]

@@ -76,7 +76,13 @@ impl Route {
             {
                 Some(name) if !name.is_empty() && !name.contains('/') => {
                     let decoded: String = percent_decode(name);
-                    Route::LabelValues(decoded)
+                    // Prometheus routes on the decoded path, where these
+                    // are no label name but other paths: not found.
+                    if decoded.contains('/') || decoded == "." || decoded == ".." {
+                        Route::NotFound
+                    } else {
+                        Route::LabelValues(decoded)
+                    }
                 }
                 _ => Route::NotFound,
             },
@@ -367,6 +373,9 @@ async fn api(
             &format!("error parsing form values: {problem}"),
         );
     }
+    if let Err(error) = check_expression_sizes(inner, &form, route) {
+        return api_error_response(&error);
+    }
     let query_text_for_log;
     let kind = match route {
         Route::Query => match params::parse_instant_query(&form, now_ms()) {
@@ -571,6 +580,46 @@ async fn api(
     sent.unwrap_or_else(|| encode(&response))
 }
 
+/// Refuses a query expression or `match[]` selector longer than
+/// `-query-frontend.max-query-expression-size-bytes` before anything parses it.
+fn check_expression_sizes(inner: &Inner, form: &Form, route: &Route) -> Result<(), ApiError> {
+    let limit = inner.config.max_query_expression_bytes;
+    let name = match route {
+        Route::Query | Route::QueryRange => "query",
+        Route::Series | Route::Labels | Route::LabelValues(_) => "match[]",
+        _ => return Ok(()),
+    };
+    if limit == 0 {
+        return Ok(());
+    }
+    match form.get_all(name).find(|value| value.len() > limit) {
+        Some(value) => Err(ApiError::bad_data(format!(
+            "invalid parameter {}: the expression is {} bytes long, over the limit of {limit} \
+             bytes (-query-frontend.max-query-expression-size-bytes)",
+            params::go_quote(name),
+            value.len()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `text` cut to at most `max_bytes` (on a character boundary) for a log
+/// line, saying how much was cut: a query can be megabytes long.
+fn bounded_for_log(text: &str, max_bytes: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max_bytes {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}... ({} more bytes cut)",
+        &text[..end],
+        text.len() - end
+    ))
+}
+
 /// What the query stats line says of a request besides its statistics.
 struct QueryLog<'a> {
     tenant: &'a str,
@@ -598,7 +647,7 @@ impl QueryLog<'_> {
             target: "query_stats",
             tenant = %self.tenant,
             route = self.route,
-            query = %self.query,
+            query = %bounded_for_log(self.query, inner.config.log_query_max_bytes),
             status,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             execution_ms = stats.execution.as_secs_f64() * 1000.0,

@@ -57,6 +57,12 @@ pub struct FrontendConfig {
     pub max_body_bytes: usize,
     /// Log a stats line for every request (otherwise only for slow ones).
     pub log_queries_longer_than: Duration,
+    /// Longest query text a log line carries; longer ones are cut and say
+    /// by how much.
+    pub log_query_max_bytes: usize,
+    /// Longest query expression (or `match[]` selector) accepted, in bytes
+    /// (0 = no limit): 400 beyond, before any parsing.
+    pub max_query_expression_bytes: usize,
     /// Query-schedulers to queue through (`host:port`, DNS names allowed);
     /// empty means this frontend owns its queue and queriers pull from it.
     pub scheduler_addresses: Vec<String>,
@@ -100,6 +106,8 @@ impl Default for FrontendConfig {
             max_query_lookback: Duration::ZERO,
             max_body_bytes: 10 * 1024 * 1024,
             log_queries_longer_than: Duration::ZERO,
+            log_query_max_bytes: 4096,
+            max_query_expression_bytes: 256 * 1024,
             scheduler_addresses: Vec::new(),
             advertised_address: String::new(),
             scheduler_dns_refresh: Duration::from_secs(10),

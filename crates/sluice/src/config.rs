@@ -264,6 +264,20 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |config, value| config.frontend.log_queries_longer_than = parse_go_duration(value)?
     ),
     setting!(
+        "query-frontend.log-query-max-bytes",
+        "frontend.log_query_max_bytes",
+        "4096",
+        "Longest query text a log line carries, in bytes; longer ones are cut and say how many bytes were cut.",
+        |config, value| config.frontend.log_query_max_bytes = parse_number(value)?
+    ),
+    setting!(
+        "query-frontend.max-query-expression-size-bytes",
+        "frontend.max_query_expression_size_bytes",
+        "262144",
+        "Longest query expression or match[] selector accepted, in bytes; longer ones get 400 before they are parsed. 0 = no limit.",
+        |config, value| config.frontend.max_query_expression_bytes = parse_number(value)?
+    ),
+    setting!(
         "query-frontend.max-body-size",
         "frontend.max_body_size",
         "10485760",

@@ -37,6 +37,10 @@ fn main() -> ExitCode {
     };
     init_logging(&config);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // Parsing and evaluating walk a query's tree recursively, on the
+    // workers and the blocking pool; their stacks hold the deepest tree
+    // the parser accepts.
+    builder.thread_stack_size(sluice_promql::STACK_BYTES);
     builder.worker_threads(worker_threads(
         config.worker_threads,
         std::thread::available_parallelism().map_or(1, |cores| cores.get()),
