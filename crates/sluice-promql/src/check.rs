@@ -9,6 +9,7 @@
 //! final: a query over it never reaches the parser.
 
 use crate::lex::{AGGREGATORS, Kind, Lexer, Token};
+use crate::place::{Record, Ty};
 
 /// Why a query was refused by the check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,24 +24,26 @@ pub(crate) struct Refusal {
 /// Checks `query`'s syntax and that its tree nests at most `max_depth`
 /// levels. Runs in time linear in the query's length and recursion bounded
 /// by `max_depth`.
-pub(crate) fn check(query: &str, max_depth: usize) -> Result<(), Refusal> {
+/// On success, what the check saw of the query's calls, aggregations,
+/// operators and matchers, to place the type errors it cannot find itself.
+pub(crate) fn check(query: &str, max_depth: usize) -> Result<Vec<Record>, Refusal> {
     let mut checker = Checker {
         lexer: Lexer::new(query),
         current: None,
         max_depth,
         first_error: None,
+        records: Vec::new(),
     };
     if checker.peek().kind == Kind::Eof {
         return Err(checker.refuse_at(0, "no expression found in input"));
     }
     checker.expr(0, 1)?;
-    let next = checker.peek().clone();
-    if next.kind != Kind::Eof {
-        return Err(checker.unexpected_at_top(&next));
+    if checker.peek().kind != Kind::Eof {
+        return Err(checker.unexpected("", ""));
     }
     match checker.first_error {
         Some(refusal) => Err(refusal),
-        None => Ok(()),
+        None => Ok(checker.records),
     }
 }
 
@@ -53,22 +56,30 @@ struct Node {
     selector: bool,
     /// Has `offset` or `@`, which must not come before a range.
     modified: Option<&'static str>,
+    ty: Ty,
+    /// Where it starts in the query.
+    pos: usize,
 }
 
 impl Node {
-    fn leaf(selector: bool) -> Node {
+    fn leaf(ty: Ty, pos: usize) -> Node {
         Node {
             depth: 1,
-            selector,
+            selector: ty == Ty::Vector,
             modified: None,
+            ty,
+            pos,
         }
     }
 
-    fn wrapped(self) -> Node {
+    /// A node above `self`, of type `ty`, starting at `pos`.
+    fn wrapped(self, ty: Ty, pos: usize) -> Node {
         Node {
             depth: self.depth + 1,
             selector: false,
             modified: None,
+            ty,
+            pos,
         }
     }
 }
@@ -80,6 +91,7 @@ struct Checker<'a> {
     /// A semantic error met on the way (Prometheus records these and
     /// parses on); reported if no syntax error follows.
     first_error: Option<Refusal>,
+    records: Vec<Record>,
 }
 
 /// Binary operators by precedence, lowest first; `^` alone is
@@ -147,16 +159,6 @@ impl<'a> Checker<'a> {
         self.refuse_at(token.pos, message)
     }
 
-    fn unexpected_at_top(&mut self, token: &Token<'_>) -> Refusal {
-        let message = match token.text {
-            ")" if token.kind == Kind::Symbol => "unexpected right parenthesis ')'".to_owned(),
-            "}" if token.kind == Kind::Symbol => "unexpected right brace '}'".to_owned(),
-            "]" if token.kind == Kind::Symbol => "unexpected right bracket ']'".to_owned(),
-            _ => return self.unexpected("", ""),
-        };
-        self.refuse_at(token.pos, message)
-    }
-
     /// Remembers a semantic error; only the first counts.
     fn note(&mut self, pos: usize, message: &str) {
         if self.first_error.is_none() {
@@ -195,7 +197,7 @@ impl<'a> Checker<'a> {
                 return Ok(left);
             };
             self.advance();
-            self.binary_modifiers()?;
+            let returns_bool = self.binary_modifiers()?;
             let next_min = if precedence == POWER {
                 precedence
             } else {
@@ -208,19 +210,34 @@ impl<'a> Checker<'a> {
             if depth + combined - 1 > self.max_depth {
                 return Err(self.too_deep(operator.pos));
             }
+            let ty = Ty::of_binary(left.ty, right.ty);
+            self.records.push(Record::Binary {
+                op: operator.text.to_ascii_lowercase(),
+                op_pos: operator.pos,
+                returns_bool,
+                lhs: (left.pos, left.ty),
+                rhs: (right.pos, right.ty),
+            });
             left = Node {
                 depth: combined,
                 selector: false,
                 modified: None,
+                ty,
+                pos: left.pos,
             };
         }
     }
 
     fn unary(&mut self, depth: usize) -> Result<Node, Refusal> {
         if self.peek().is("+") || self.peek().is("-") {
-            self.advance();
+            let sign = self.advance();
             // Unary minus binds like `*`: only `^` binds tighter.
-            return Ok(self.expr(POWER, depth + 1)?.wrapped());
+            let operand = self.expr(POWER, depth + 1)?;
+            self.records.push(Record::Unary {
+                pos: sign.pos,
+                ty: operand.ty,
+            });
+            return Ok(operand.wrapped(operand.ty, sign.pos));
         }
         let primary = self.primary(depth)?;
         self.postfix(primary, depth)
@@ -229,19 +246,23 @@ impl<'a> Checker<'a> {
     fn primary(&mut self, depth: usize) -> Result<Node, Refusal> {
         let token = self.peek().clone();
         match token.kind {
-            Kind::Number | Kind::String | Kind::Duration => {
+            Kind::Number | Kind::Duration => {
                 self.advance();
-                Ok(Node::leaf(false))
+                Ok(Node::leaf(Ty::Scalar, token.pos))
+            }
+            Kind::String => {
+                self.advance();
+                Ok(Node::leaf(Ty::String, token.pos))
             }
             Kind::Symbol if token.text == "(" => {
                 self.advance();
                 let inner = self.expr(0, depth + 1)?;
                 self.close(")")?;
-                Ok(inner.wrapped())
+                Ok(inner.wrapped(inner.ty, token.pos))
             }
             Kind::Symbol if token.text == "{" => {
-                self.matchers()?;
-                Ok(Node::leaf(true))
+                self.matchers(token.pos)?;
+                Ok(Node::leaf(Ty::Vector, token.pos))
             }
             Kind::Identifier | Kind::MetricIdentifier => self.named(&token, depth),
             _ => Err(self.unexpected("", "")),
@@ -255,35 +276,47 @@ impl<'a> Checker<'a> {
             .keyword()
             .is_some_and(|word| AGGREGATORS.contains(&word));
         if is_aggregator && token.kind == Kind::Identifier {
-            return self.aggregation(depth);
+            return self.aggregation(token, depth);
         }
         if token.kind == Kind::Identifier && self.peek().is("(") {
-            let widest = self.arguments(depth)?;
+            let arguments = self.arguments(depth)?;
+            let deepest = arguments.iter().map(|arg| arg.depth).max().unwrap_or(0);
+            self.records.push(Record::Call {
+                name: token.text.to_owned(),
+                pos: token.pos,
+                args: arguments.iter().map(|arg| (arg.pos, arg.ty)).collect(),
+            });
+            let call = Node::leaf(Ty::Unknown, token.pos);
             return Ok(Node {
-                depth: widest + 1,
-                selector: false,
-                modified: None,
+                depth: deepest + 1,
+                ..call
             });
         }
         if self.peek().is("{") {
-            self.matchers()?;
+            let open = self.peek().pos;
+            self.matchers(open)?;
         }
-        Ok(Node::leaf(true))
+        Ok(Node::leaf(Ty::Vector, token.pos))
     }
 
-    fn aggregation(&mut self, depth: usize) -> Result<Node, Refusal> {
+    fn aggregation(&mut self, op: &Token<'a>, depth: usize) -> Result<Node, Refusal> {
         let grouped_first = self.grouping_clause()?;
         if !self.peek().is("(") {
             return Err(self.unexpected("aggregation", ""));
         }
-        let widest = self.arguments(depth)?;
+        let arguments = self.arguments(depth)?;
         if !grouped_first {
             self.grouping_clause()?;
         }
+        self.records.push(Record::Aggregation {
+            op: op.text.to_ascii_lowercase(),
+            pos: op.pos,
+            args: arguments.iter().map(|arg| (arg.pos, arg.ty)).collect(),
+        });
+        let deepest = arguments.iter().map(|arg| arg.depth).max().unwrap_or(0);
         Ok(Node {
-            depth: widest + 1,
-            selector: false,
-            modified: None,
+            depth: deepest + 1,
+            ..Node::leaf(Ty::Vector, op.pos)
         })
     }
 
@@ -320,17 +353,16 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// `( expr, ... )` of a call or aggregation; returns the deepest
-    /// argument's depth.
-    fn arguments(&mut self, depth: usize) -> Result<usize, Refusal> {
+    /// `( expr, ... )` of a call or aggregation.
+    fn arguments(&mut self, depth: usize) -> Result<Vec<Node>, Refusal> {
         self.advance(); // (
-        let mut widest = 0;
+        let mut arguments = Vec::new();
         if self.peek().is(")") {
             self.advance();
-            return Ok(widest);
+            return Ok(arguments);
         }
         loop {
-            widest = widest.max(self.expr(0, depth + 1)?.depth);
+            arguments.push(self.expr(0, depth + 1)?);
             if self.peek().is(",") {
                 let comma = self.advance();
                 if self.peek().is(")") {
@@ -339,53 +371,42 @@ impl<'a> Checker<'a> {
                         "trailing commas not allowed in function call args",
                     );
                     self.advance();
-                    return Ok(widest);
+                    return Ok(arguments);
                 }
                 continue;
             }
             self.close(")")?;
-            return Ok(widest);
+            return Ok(arguments);
         }
     }
 
-    /// Expects `closing`; the end of input here is an unclosed bracket.
+    /// Expects `closing` (the lexer reports an unclosed bracket at the end).
     fn close(&mut self, closing: &str) -> Result<(), Refusal> {
-        let token = self.peek().clone();
-        if token.is(closing) {
+        if self.peek().is(closing) {
             self.advance();
             return Ok(());
-        }
-        if token.kind == Kind::Eof {
-            let message = match closing {
-                ")" => "unclosed left parenthesis",
-                "}" => "unexpected end of input inside braces",
-                _ => "unexpected end of input inside brackets",
-            };
-            return Err(self.refuse_at(token.pos, message));
         }
         Err(self.unexpected("", ""))
     }
 
-    /// `{ label op "value", "name", ... }`.
-    fn matchers(&mut self) -> Result<(), Refusal> {
+    /// `{ label op "value", "name", ... }` opened at `open`.
+    fn matchers(&mut self, open: usize) -> Result<(), Refusal> {
         self.advance(); // {
+        self.records.push(Record::Selector { pos: open });
         loop {
             let token = self.peek().clone();
             if token.is("}") {
                 self.advance();
                 return Ok(());
             }
-            if token.kind == Kind::Eof {
-                return Err(self.refuse_at(token.pos, "unexpected end of input inside braces"));
-            }
             match token.kind {
-                Kind::Identifier => self.matcher_rest()?,
+                Kind::Identifier => self.matcher_rest(&token)?,
                 // A quoted name alone is the metric name (UTF-8 names).
                 Kind::String => {
                     self.advance();
                     if is_match_operator(self.peek()) {
                         self.advance();
-                        self.matcher_value()?;
+                        self.matcher_value(&token)?;
                     }
                 }
                 _ => return Err(self.unexpected("label matching", "identifier or \"}\"")),
@@ -393,29 +414,29 @@ impl<'a> Checker<'a> {
             if self.peek().is(",") {
                 self.advance();
             } else if !self.peek().is("}") {
-                if self.peek().kind == Kind::Eof {
-                    let pos = self.peek().pos;
-                    return Err(self.refuse_at(pos, "unexpected end of input inside braces"));
-                }
                 return Err(self.unexpected("label matching", "\",\" or \"}\""));
             }
         }
     }
 
-    fn matcher_rest(&mut self) -> Result<(), Refusal> {
+    fn matcher_rest(&mut self, label: &Token<'a>) -> Result<(), Refusal> {
         self.advance(); // the label name
         if !is_match_operator(self.peek()) {
             return Err(self.unexpected("label matching", "label matching operator"));
         }
         self.advance();
-        self.matcher_value()
+        self.matcher_value(label)
     }
 
-    fn matcher_value(&mut self) -> Result<(), Refusal> {
+    fn matcher_value(&mut self, label: &Token<'a>) -> Result<(), Refusal> {
         if self.peek().kind != Kind::String {
             return Err(self.unexpected("label matching", "string"));
         }
-        self.advance();
+        let value = self.advance();
+        self.records.push(Record::Matcher {
+            pos: label.pos,
+            value: value.text.to_owned(),
+        });
         Ok(())
     }
 
@@ -469,48 +490,46 @@ impl<'a> Checker<'a> {
     fn range_or_subquery(&mut self, node: Node, open: &Token<'a>) -> Result<Node, Refusal> {
         self.advance(); // [
         if !is_duration(self.peek()) {
-            return Err(self.bracket_error("subquery selector", "duration"));
+            return Err(self.unexpected("subquery selector", "duration"));
         }
         self.advance();
         if self.peek().is("]") {
             self.advance();
-            if let Some(modifier) = node.modified {
+            if !node.selector {
+                self.note(open.pos, "ranges only allowed for vector selectors");
+            } else if let Some(modifier) = node.modified {
                 self.note(
                     open.pos,
                     &format!("no {modifier} modifiers allowed before range"),
                 );
-            } else if !node.selector {
-                self.note(open.pos, "ranges only allowed for vector selectors");
             }
-            return Ok(node.wrapped());
+            return Ok(node.wrapped(Ty::Matrix, node.pos));
         }
         if !self.peek().is(":") {
-            return Err(self.bracket_error("subquery or range", "\":\" or \"]\""));
+            return Err(self.unexpected("subquery or range", "\":\" or \"]\""));
         }
         self.advance();
         if is_duration(self.peek()) {
             self.advance();
             if !self.peek().is("]") {
-                return Err(self.bracket_error("subquery selector", "\"]\""));
+                return Err(self.unexpected("subquery selector", "\"]\""));
             }
         } else if !self.peek().is("]") {
-            return Err(self.bracket_error("subquery selector", "duration or \"]\""));
+            return Err(self.unexpected("subquery selector", "duration or \"]\""));
         }
         self.advance();
-        Ok(node.wrapped())
+        self.records.push(Record::Subquery {
+            pos: node.pos,
+            ty: node.ty,
+        });
+        Ok(node.wrapped(Ty::Matrix, node.pos))
     }
 
-    fn bracket_error(&mut self, context: &str, expected: &str) -> Refusal {
-        if self.peek().kind == Kind::Eof {
-            let pos = self.peek().pos;
-            return self.refuse_at(pos, "unexpected end of input inside brackets");
-        }
-        self.unexpected(context, expected)
-    }
-
-    /// `bool`, `on (...)`/`ignoring (...)` and `group_left/right (...)`.
-    fn binary_modifiers(&mut self) -> Result<(), Refusal> {
-        if self.peek().is("bool") {
+    /// `bool`, `on (...)`/`ignoring (...)` and `group_left/right (...)`;
+    /// returns whether `bool` was there.
+    fn binary_modifiers(&mut self) -> Result<bool, Refusal> {
+        let returns_bool = self.peek().is("bool");
+        if returns_bool {
             self.advance();
         }
         if self.peek().is("on") || self.peek().is("ignoring") {
@@ -523,7 +542,7 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        Ok(())
+        Ok(returns_bool)
     }
 }
 
@@ -559,7 +578,11 @@ mod tests {
             "# comment\nup",
             "x:y:z + on() vector(1)",
         ] {
-            assert_eq!(check(query, 100), Ok(()), "{query}");
+            assert!(
+                check(query, 100).is_ok(),
+                "{query}: {:?}",
+                check(query, 100)
+            );
         }
     }
 
@@ -596,9 +619,10 @@ mod tests {
                 "unexpected \"}\" in label matching, expected label matching operator".into()
             )
         );
+        // Prometheus places this one just after the parenthesis.
         assert_eq!(
             refusal("x)"),
-            (1, "unexpected right parenthesis ')'".into())
+            (2, "unexpected right parenthesis ')'".into())
         );
         assert_eq!(refusal(""), (0, "no expression found in input".into()));
         assert_eq!(refusal("x $"), (2, "unexpected character: '$'".into()));
@@ -637,7 +661,7 @@ mod tests {
             format!("x{{{}}}", vec!["a=\"b\""; 10_000].join(",")),
         ];
         for query in shallow {
-            assert_eq!(check(&query, 100), Ok(()));
+            assert!(check(&query, 100).is_ok());
         }
     }
 }

@@ -136,6 +136,9 @@ pub(crate) struct Lexer<'a> {
     /// Inside `[...]` a colon separates a subquery's range from its step
     /// instead of belonging to a metric name.
     in_brackets: bool,
+    /// Inside `{...}` only names, strings and matcher operators may come.
+    in_braces: bool,
+    paren_depth: usize,
 }
 
 const SYMBOLS: &[&str] = &[
@@ -149,6 +152,8 @@ impl<'a> Lexer<'a> {
             input,
             pos: 0,
             in_brackets: false,
+            in_braces: false,
+            paren_depth: 0,
         }
     }
 
@@ -157,8 +162,14 @@ impl<'a> Lexer<'a> {
         let start = self.pos;
         let rest = &self.input[start..];
         let Some(first) = rest.chars().next() else {
-            return self.token(Kind::Eof, start, start);
+            return self.end(start);
         };
+        if self.in_braces
+            && !(first.is_ascii_alphabetic() || first == '_')
+            && let Some(token) = self.inside_braces(start, first)
+        {
+            return token;
+        }
         if first.is_ascii_digit()
             || (first == '.' && rest[1..].starts_with(|c: char| c.is_ascii_digit()))
         {
@@ -171,12 +182,11 @@ impl<'a> Lexer<'a> {
             return self.string(start, first);
         }
         if let Some(symbol) = SYMBOLS.iter().find(|symbol| rest.starts_with(**symbol)) {
-            match *symbol {
-                "[" => self.in_brackets = true,
-                "]" => self.in_brackets = false,
-                _ => {}
+            // Regex matching exists only inside braces.
+            if *symbol == "!~" && !self.in_braces {
+                return self.error(start, "unexpected character after '!': '~'".to_owned());
             }
-            return self.token(Kind::Symbol, start, start + symbol.len());
+            return self.symbol(start, symbol);
         }
         let message = if first == '!' {
             match rest[1..].chars().next() {
@@ -187,6 +197,65 @@ impl<'a> Lexer<'a> {
             format!("unexpected character: {}", go_rune(first))
         };
         self.error(start, message)
+    }
+
+    /// The end of input, or the error an unclosed bracket makes of it, as
+    /// Prometheus's lexer reports them.
+    fn end(&mut self, pos: usize) -> Token<'a> {
+        let unclosed = if self.in_braces {
+            "unexpected end of input inside braces"
+        } else if self.paren_depth > 0 {
+            "unclosed left parenthesis"
+        } else if self.in_brackets {
+            "unclosed left bracket"
+        } else {
+            return self.token(Kind::Eof, pos, pos);
+        };
+        self.error(pos, unclosed.to_owned())
+    }
+
+    /// Inside braces: strings, `,`, `}` and matcher operators; any other
+    /// character than a name's is an error there. `None`: lex it as usual.
+    fn inside_braces(&mut self, start: usize, first: char) -> Option<Token<'a>> {
+        let rest = &self.input[start..];
+        let allowed = ["}", ",", "=~", "!~", "!=", "="];
+        if matches!(first, '"' | '\'' | '`') || allowed.iter().any(|s| rest.starts_with(s)) {
+            return None;
+        }
+        let message = match rest[1..].chars().next() {
+            Some(next) if first == '!' => {
+                format!(
+                    "unexpected character after '!' inside braces: {}",
+                    go_rune(next)
+                )
+            }
+            _ => format!("unexpected character inside braces: {}", go_rune(first)),
+        };
+        Some(self.error(start, message))
+    }
+
+    /// A symbol, keeping track of open brackets; a closing one that closes
+    /// nothing is an error, worded and placed as Prometheus does.
+    fn symbol(&mut self, start: usize, symbol: &str) -> Token<'a> {
+        match symbol {
+            "(" => self.paren_depth += 1,
+            ")" if self.paren_depth == 0 => {
+                return self.error(start + 1, "unexpected right parenthesis ')'".to_owned());
+            }
+            ")" => self.paren_depth -= 1,
+            "[" => self.in_brackets = true,
+            "]" if !self.in_brackets => {
+                return self.error(start, "unexpected right bracket ']'".to_owned());
+            }
+            "]" => self.in_brackets = false,
+            "{" => self.in_braces = true,
+            "}" if !self.in_braces => {
+                return self.error(start, "unexpected character: '}'".to_owned());
+            }
+            "}" => self.in_braces = false,
+            _ => {}
+        }
+        self.token(Kind::Symbol, start, start + symbol.len())
     }
 
     fn token(&mut self, kind: Kind, start: usize, end: usize) -> Token<'a> {
@@ -284,9 +353,18 @@ impl<'a> Lexer<'a> {
                 continue;
             }
             match c {
-                '\\' if chars.next().is_none() => {
-                    return self.error(start, "escape sequence not terminated".to_owned());
-                }
+                '\\' => match chars.next() {
+                    None => return self.error(start, "escape sequence not terminated".to_owned()),
+                    Some((_, escaped)) if !is_escape(escaped, quote) => {
+                        let message = format!(
+                            "unknown escape sequence U+{:04X} {}",
+                            escaped as u32,
+                            go_rune(escaped)
+                        );
+                        return self.error(start, message);
+                    }
+                    Some(_) => {}
+                },
                 '\n' => return self.error(start, "unterminated quoted string".to_owned()),
                 _ => {}
             }
@@ -298,6 +376,17 @@ impl<'a> Lexer<'a> {
         };
         self.error(start, message.to_owned())
     }
+}
+
+/// Whether `\\c` starts an escape Go's string syntax knows, in a string
+/// quoted with `quote` (the digits after `x`, `u`, `U` and octal escapes are
+/// left to the parser).
+fn is_escape(c: char, quote: char) -> bool {
+    c == quote
+        || matches!(
+            c,
+            'a' | 'b' | 'f' | 'n' | 'r' | 't' | 'v' | '\\' | 'x' | 'u' | 'U' | '0'..='7'
+        )
 }
 
 /// Go's `%q` of one rune.

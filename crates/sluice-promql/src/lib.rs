@@ -17,6 +17,7 @@
 
 mod check;
 mod lex;
+mod place;
 mod quote;
 
 pub use quote::go_quote;
@@ -85,9 +86,12 @@ pub fn parse_uncached(query: &str) -> Parsed {
         Ok(expr) => Ok(Arc::new(expr)),
         Err(message) => Err(match checked {
             Err(refusal) => positioned(query, refusal.pos, &refusal.message),
-            // The check found the syntax sound: a type error, which
-            // Prometheus places at the offending node; we know only the query.
-            Ok(()) => positioned(query, 0, &prometheus_wording(&message)),
+            // The check found the syntax sound: a type error, placed at the
+            // node it is about.
+            Ok(records) => {
+                let (pos, worded) = place::place(&message, &records);
+                positioned(query, pos, &worded)
+            }
         }),
     }
 }
@@ -103,36 +107,6 @@ fn positioned(query: &str, pos: usize, message: &str) -> String {
         .map_or(0, |index| index + 1);
     let column = pos.min(query.len()) - line_start + 1;
     format!("{line}:{column}: parse error: {message}")
-}
-
-/// promql-parser's type errors in Prometheus's words: its quotes and its
-/// names for value types.
-fn prometheus_wording(message: &str) -> String {
-    let mut worded = String::with_capacity(message.len() + 16);
-    let mut rest = message;
-    // 'name' becomes "name".
-    while let Some(open) = rest.find('\'') {
-        let Some(close) = rest[open + 1..].find('\'') else {
-            break;
-        };
-        worded.push_str(&rest[..open]);
-        worded.push('"');
-        worded.push_str(&rest[open + 1..open + 1 + close]);
-        worded.push('"');
-        rest = &rest[open + close + 2..];
-    }
-    worded.push_str(rest);
-    if worded.starts_with("expected type ") {
-        worded = worded
-            .replace("type matrix", "type range vector")
-            .replace("type vector", "type instant vector")
-            .replace("got matrix", "got range vector")
-            .replace("got vector", "got instant vector");
-    }
-    worded.replace(
-        "vector matching only allowed between vectors",
-        "vector matching only allowed between instant vectors",
-    )
 }
 
 #[cfg(test)]
@@ -181,7 +155,15 @@ mod tests {
         );
         assert_eq!(
             error("rate(x)"),
-            "1:1: parse error: expected type range vector in call to function \"rate\", got instant vector"
+            "1:6: parse error: expected type range vector in call to function \"rate\", got instant vector"
+        );
+        assert_eq!(
+            error("1 + topk(x, y)"),
+            "1:10: parse error: expected type scalar in aggregation parameter, got instant vector"
+        );
+        assert_eq!(
+            error("1 == 1"),
+            "1:3: parse error: comparisons between scalars must use BOOL modifier"
         );
         assert_eq!(
             error("abs(1, 2)"),

@@ -204,3 +204,111 @@ async fn hostile_expressions_are_answered_and_the_process_stays_up() {
     let (status, _) = query(&sluice, "up").await;
     assert_eq!(status, 200);
 }
+
+/// Malformed queries, each answered by Prometheus with a positioned parse
+/// error; sluice must answer each with the same status and words.
+const MALFORMED: &[&str] = &[
+    "1 +",
+    "foo bar",
+    "sum(x",
+    "up{",
+    "x offset",
+    "sum by job (x)",
+    "x{a}",
+    "x)",
+    "x $",
+    "rate(x,)",
+    "(x)[5m]",
+    "rate(x)",
+    "abs(1,2)",
+    "1 == 1",
+    "x[5m",
+    "x[5m:",
+    "x @ foo",
+    "sum(x) by (a",
+    "x{a=1}",
+    "foo{",
+    "1 and 2",
+    "-\"a\"",
+    "x[5m] + 1",
+    "\"a\" + 1",
+    "count_values(1, x)",
+    "topk(x, y)",
+    "unknownfn(x)",
+    "x offset 5m[5m]",
+    "}",
+    "x]",
+    "1 +\n foo bar",
+    "sum without(a b) (x)",
+    "{}",
+    "sum(rate(x[5m])) by",
+    "x + on(a) group_left y",
+    "x and on(a) group_left y",
+    "sum(x[5m])",
+    "rate(x[5m] offset)",
+    "x @ 1 @ 2",
+    "x offset 1m offset 2m",
+    "histogram_quantile(0.9)",
+    "label_replace(x, 1, 2, 3, 4)",
+    "x[5m:1m] [5m]",
+    "(x)[5m:]",
+    "1 + \"a\"",
+    "count_values(\"a\")",
+    "quantile(x)",
+    "x{a=\"b\"",
+    "x{a=\"b\",,}",
+    "x{=\"b\"}",
+    "sum by (a,) (x)",
+    "sum by () (x)",
+    "time(1)",
+    "vector()",
+    "abs()",
+    "x offset -",
+    "x{a!b}",
+    "a !~ b",
+    "x == bool 1",
+    "1 > bool 2 > 3",
+    "sum(x) without",
+    "((x)",
+    "x + ",
+    "-",
+    "rate(x[5m])[5m]",
+    "x[5m] offset 1m [1m]",
+    "topk(3, x[5m])",
+    "sum(x,y)",
+    "x{a=\"\\q\"}",
+    "x{a='b}",
+    "abs(x) bool",
+    "scalar(x) == scalar(y)",
+    "vector(1) and 1",
+    "min_over_time(rate(x[5m])[5m])",
+    "1 unless 2",
+    "x unless on(a) group_right y",
+];
+
+/// Where sluice's words differ from Prometheus's: Go's own regular
+/// expression and number syntax errors, which another parser cannot repeat.
+const WORDED_OTHERWISE: &[&str] = &["x{a=~\"(\"}", "foo[5x]", "1.2.3", "0x"];
+
+#[tokio::test]
+async fn parse_errors_match_prometheus_word_for_word() {
+    let dataset = Dataset::new();
+    let prometheus = PrometheusServer::start(&dataset).await;
+    let sluice = start_sluice_over(&prometheus).await;
+    for text in MALFORMED.iter().chain(WORDED_OTHERWISE) {
+        let url = format!(
+            "{}/api/v1/query?{}",
+            prometheus.url(),
+            form_urlencode(&[("query", text)])
+        );
+        let (want_status, _, body) = http_request("GET", &url, &[], Vec::new()).await;
+        let want: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let (status, got) = post(&sluice, "/api/v1/query", &[("query", text)]).await;
+        assert_eq!(status, want_status, "{text}: {got}");
+        if WORDED_OTHERWISE.contains(text) {
+            assert_eq!(got["errorType"], "bad_data", "{text}");
+            continue;
+        }
+        assert_eq!(got["error"], want["error"], "{text}");
+    }
+}
