@@ -414,10 +414,8 @@ mod tests {
             dir.insert("chunks/000001", bytes);
             if let Ok(reader) = ChunkReader::open(Arc::new(dir)) {
                 let _ = reader.chunk(ChunkRef(reference % 4096));
-                if let Ok(chunk) = reader.chunk(ChunkRef::new(0, 8)) {
-                    if let Ok(samples) = chunk.float_samples() {
-                        samples.for_each(drop);
-                    }
+                if let Ok(samples) = reader.chunk(ChunkRef::new(0, 8)).and_then(|chunk| chunk.float_samples()) {
+                    samples.for_each(drop);
                 }
             }
         }

@@ -120,10 +120,6 @@ impl<'a> Decoder<'a> {
         Ok(slice)
     }
 
-    pub(crate) fn skip(&mut self, count: usize) -> Result<()> {
-        self.bytes(count).map(|_| ())
-    }
-
     pub(crate) fn byte(&mut self) -> Result<u8> {
         Ok(self.bytes(1)?[0])
     }

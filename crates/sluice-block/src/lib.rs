@@ -15,9 +15,17 @@ pub mod chunkenc;
 pub mod chunks;
 mod encoding;
 pub mod error;
+pub mod index;
+pub mod labels;
+pub mod matcher;
+mod postings;
 pub mod read;
 
 pub use chunkenc::{Chunk, Encoding, STALE_NAN, Sample, XorEncoder, XorIterator};
+pub use chunks::{ChunkReader, ChunkRef, ChunkWriter};
 pub use encoding::crc32c;
 pub use error::{Error, Result};
+pub use index::{ChunkMeta, IndexReader, SeriesEntry, SeriesRef};
+pub use labels::{Label, Labels};
+pub use matcher::{MatchOp, Matcher};
 pub use read::{LocalDir, MemDir, RangeRead};
