@@ -18,8 +18,10 @@ pub mod error;
 pub mod index;
 pub mod labels;
 pub mod matcher;
+pub mod meta;
 mod postings;
 pub mod read;
+pub mod tombstones;
 
 pub use chunkenc::{Chunk, Encoding, STALE_NAN, Sample, XorEncoder, XorIterator};
 pub use chunks::{ChunkReader, ChunkRef, ChunkWriter};
@@ -28,4 +30,6 @@ pub use error::{Error, Result};
 pub use index::{ChunkMeta, IndexReader, SeriesEntry, SeriesRef};
 pub use labels::{Label, Labels};
 pub use matcher::{MatchOp, Matcher};
+pub use meta::{BlockMeta, BlockStats, Compaction, Ulid};
 pub use read::{LocalDir, MemDir, RangeRead};
+pub use tombstones::{Interval, Tombstones};
