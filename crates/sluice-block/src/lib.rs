@@ -11,6 +11,7 @@
 //! offset where the bytes went wrong, and never panics (property tests feed
 //! them mutated input).
 
+pub mod block;
 pub mod chunkenc;
 pub mod chunks;
 mod encoding;
@@ -22,7 +23,9 @@ pub mod meta;
 mod postings;
 pub mod read;
 pub mod tombstones;
+pub mod writer;
 
+pub use block::{Block, BlockSeries, SeriesSamples, Shard};
 pub use chunkenc::{Chunk, Encoding, STALE_NAN, Sample, XorEncoder, XorIterator};
 pub use chunks::{ChunkReader, ChunkRef, ChunkWriter};
 pub use encoding::crc32c;
@@ -33,3 +36,4 @@ pub use matcher::{MatchOp, Matcher};
 pub use meta::{BlockMeta, BlockStats, Compaction, Ulid};
 pub use read::{LocalDir, MemDir, RangeRead};
 pub use tombstones::{Interval, Tombstones};
+pub use writer::{BlockWriter, SAMPLES_PER_CHUNK};
