@@ -681,7 +681,14 @@ fn set_postings_ends(table: &mut BTreeMap<String, Vec<PostingsEntry>>, toc: &Toc
     boundaries.sort_unstable();
     for entry in table.values_mut().flatten() {
         let next = boundaries.partition_point(|&boundary| boundary <= entry.start);
-        entry.end = boundaries.get(next).copied().unwrap_or(limit).min(limit);
+        // Never before the start, even for a corrupt offset past the limit:
+        // slicing relies on start <= end.
+        entry.end = boundaries
+            .get(next)
+            .copied()
+            .unwrap_or(limit)
+            .min(limit)
+            .max(entry.start);
     }
 }
 

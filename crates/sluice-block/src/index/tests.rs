@@ -227,14 +227,17 @@ proptest! {
         series in arbitrary_series(),
         flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
         cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
     ) {
         let (mut bytes, references) = write_index(&series).unwrap();
         for (index, byte) in flips {
             let position = index.index(bytes.len());
             bytes[position] ^= byte;
         }
-        let cut = cut.index(bytes.len() + 1);
-        if cut < 10 { bytes.truncate(cut); }
+        if truncate {
+            let cut = cut.index(bytes.len() + 1);
+            bytes.truncate(cut);
+        }
         if let Ok(reader) = open(bytes) {
             let matchers = [Matcher::new(MatchOp::Regex, "a", "x.*").unwrap(), Matcher::new(MatchOp::NotEqual, "b", "").unwrap()];
             let _ = reader.select(&matchers);
@@ -243,4 +246,25 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_postings_offset_past_the_postings_is_an_error_not_a_panic() {
+    // Two postings lists whose offsets are rewritten to lie past the TOC's
+    // limit: the reader must refuse them with an error.
+    let (bytes, _) = write_index(&sample_series()).unwrap();
+    let mut reader = open(bytes).unwrap();
+    for entries in reader.postings.values_mut() {
+        for entry in entries.iter_mut() {
+            entry.start += 10_000;
+        }
+    }
+    let limit = reader.file_len - TOC_LEN;
+    let toc = Toc::default();
+    set_postings_ends(&mut reader.postings, &toc, limit);
+    assert!(
+        reader
+            .select(&[Matcher::new(MatchOp::Regex, "job", ".+").unwrap()])
+            .is_err()
+    );
 }
