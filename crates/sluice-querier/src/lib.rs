@@ -231,12 +231,14 @@ fn rebalance<E: Executor>(
     for key in gone {
         if let Some(pool) = pools.remove(&key) {
             tracing::info!(owner = %key, "queue owner gone; stopping its workers");
+            shared.limiter.set_workers(&key, 0);
             tokio::spawn(pool.stop_all());
         }
     }
     let owner_count = wanted.len();
     for (index, (key, target)) in wanted.into_iter().enumerate() {
         let share = worker_share(config.max_concurrent, owner_count, index);
+        shared.limiter.set_workers(&key, share);
         let pool = pools.entry(key.clone()).or_insert_with(|| {
             tracing::info!(owner = %key, "queue owner found");
             TargetPool {

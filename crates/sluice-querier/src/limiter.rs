@@ -17,6 +17,7 @@
 //! (slowly, so a real inflation shows), and is pulled down faster when
 //! latency falls well below it, so the limit recovers after a burst.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -142,6 +143,11 @@ pub(crate) struct LimiterGauges {
 
 /// Hands out permits up to the adaptive limit. A worker takes one before it
 /// tells its owner it is ready and keeps it until its task ends.
+///
+/// The limit is divided among the owners (frontends or schedulers) in
+/// proportion to their workers, at least one each: a ready worker waits at
+/// its owner holding its permit, so with one shared pool the idle workers of
+/// one owner could hold every permit while another owner's queue starved.
 pub struct ConcurrencyLimiter {
     state: Mutex<LimiterState>,
     // Signalled when a permit is returned or the limit grows.
@@ -151,19 +157,46 @@ pub struct ConcurrencyLimiter {
 
 struct LimiterState {
     gradient: Gradient,
+    /// Per owner: its workers and the permits they hold.
+    owners: HashMap<Arc<str>, OwnerPermits>,
     in_use: usize,
+}
+
+#[derive(Default)]
+struct OwnerPermits {
+    workers: usize,
+    in_use: usize,
+}
+
+impl LimiterState {
+    /// The permits `owner`'s workers may hold: its share of the limit by
+    /// worker count, rounded down so the shares never exceed the limit, but
+    /// at least one so that every owner is served.
+    fn owner_limit(&self, owner: &OwnerPermits) -> usize {
+        let all_workers: usize = self.owners.values().map(|o| o.workers).sum();
+        if all_workers == 0 {
+            return 1;
+        }
+        (self.gradient.limit() * owner.workers / all_workers).max(1)
+    }
 }
 
 /// Admission of one worker; returned on drop.
 #[must_use = "dropping the permit returns it at once"]
 pub struct ConcurrencyPermit {
     limiter: Arc<ConcurrencyLimiter>,
+    owner: Arc<str>,
 }
 
 impl Drop for ConcurrencyPermit {
     fn drop(&mut self) {
         let mut state = self.limiter.lock();
         state.in_use -= 1;
+        // Saturating: the owner may have been forgotten and found again
+        // since this permit was taken.
+        if let Some(owner) = state.owners.get_mut(&self.owner) {
+            owner.in_use = owner.in_use.saturating_sub(1);
+        }
         self.limiter.gauges.permits_in_use.set(state.in_use as i64);
         drop(state);
         self.limiter.freed.notify_waiters();
@@ -178,6 +211,7 @@ impl ConcurrencyLimiter {
         Arc::new(ConcurrencyLimiter {
             state: Mutex::new(LimiterState {
                 gradient,
+                owners: HashMap::new(),
                 in_use: 0,
             }),
             freed: Notify::new(),
@@ -194,27 +228,47 @@ impl ConcurrencyLimiter {
         self.lock().gradient.limit()
     }
 
-    /// A permit if one is free under the limit now.
-    pub fn try_acquire(self: &Arc<Self>) -> Option<ConcurrencyPermit> {
+    /// Sets how many workers pull from `owner`; `0` forgets it (permits its
+    /// workers still hold are returned without effect).
+    pub(crate) fn set_workers(&self, owner: &str, workers: usize) {
         let mut state = self.lock();
-        if state.in_use >= state.gradient.limit() {
+        if workers == 0 {
+            state.owners.remove(owner);
+        } else {
+            state.owners.entry(Arc::from(owner)).or_default().workers = workers;
+        }
+        drop(state);
+        // Shares moved: some owner may have room now.
+        self.freed.notify_waiters();
+    }
+
+    /// A permit for a worker of `owner` if its share has one free now.
+    pub fn try_acquire(self: &Arc<Self>, owner: &str) -> Option<ConcurrencyPermit> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let (key, permits) = state.owners.get_key_value(owner)?;
+        if permits.in_use >= state.owner_limit(permits) {
             return None;
         }
+        let key = Arc::clone(key);
+        state.owners.get_mut(&key).expect("just found").in_use += 1;
         state.in_use += 1;
         self.gauges.permits_in_use.set(state.in_use as i64);
         Some(ConcurrencyPermit {
             limiter: Arc::clone(self),
+            owner: key,
         })
     }
 
-    /// Waits for a permit. Cancel-safe: nothing is taken until it returns.
-    pub async fn acquire(self: &Arc<Self>) -> ConcurrencyPermit {
+    /// Waits for a permit for a worker of `owner`. Cancel-safe: nothing is
+    /// taken until it returns.
+    pub async fn acquire(self: &Arc<Self>, owner: &str) -> ConcurrencyPermit {
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             // Registered before the check, so a release in between is seen.
             freed.as_mut().enable();
-            if let Some(permit) = self.try_acquire() {
+            if let Some(permit) = self.try_acquire(owner) {
                 return permit;
             }
             freed.await;
@@ -306,24 +360,40 @@ mod tests {
         assert_eq!(g.limit(), 20);
     }
 
+    /// A limiter whose only owner, `"owner"`, has `max` workers.
     fn limiter(min: usize, max: usize) -> Arc<ConcurrencyLimiter> {
         let gauges = LimiterGauges {
             limit: IntGauge::new("limit", "limit").unwrap(),
             permits_in_use: IntGauge::new("in_use", "in use").unwrap(),
         };
-        ConcurrencyLimiter::new(LimitConfig::new(min, max), gauges)
+        let limiter = ConcurrencyLimiter::new(LimitConfig::new(min, max), gauges);
+        limiter.set_workers("owner", max);
+        limiter
+    }
+
+    /// Feeds the limiter a saturated backend until its limit is below `max`.
+    fn shrink(limiter: &ConcurrencyLimiter, max: usize) -> usize {
+        for _ in 0..20 {
+            limiter.record(Duration::from_millis(10), max);
+        }
+        for _ in 0..50 {
+            limiter.record(Duration::from_secs(1), max);
+        }
+        let limit = limiter.limit();
+        assert!(limit < max, "limit {limit}");
+        limit
     }
 
     #[tokio::test(start_paused = true)]
     async fn permits_wait_for_a_release_under_the_limit() {
         let limiter = limiter(1, 2);
-        let first = limiter.acquire().await;
-        let _second = limiter.acquire().await;
-        assert!(limiter.try_acquire().is_none());
+        let first = limiter.acquire("owner").await;
+        let _second = limiter.acquire("owner").await;
+        assert!(limiter.try_acquire("owner").is_none());
         assert_eq!(limiter.gauges.permits_in_use.get(), 2);
         let waiting = tokio::spawn({
             let limiter = Arc::clone(&limiter);
-            async move { limiter.acquire().await }
+            async move { limiter.acquire("owner").await }
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
@@ -340,18 +410,33 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_shrunk_limit_admits_fewer_workers() {
         let limiter = limiter(2, 8);
-        let held: Vec<_> = (0..8).map(|_| limiter.try_acquire().unwrap()).collect();
-        for _ in 0..20 {
-            limiter.record(Duration::from_millis(10), 8);
-        }
-        for _ in 0..50 {
-            limiter.record(Duration::from_secs(1), 8);
-        }
-        let limit = limiter.limit();
-        assert!(limit < 8, "limit {limit}");
+        let held: Vec<_> = (0..8)
+            .map(|_| limiter.try_acquire("owner").unwrap())
+            .collect();
+        let limit = shrink(&limiter, 8);
         assert_eq!(limiter.gauges.limit.get(), limit as i64);
         drop(held);
-        let admitted: Vec<_> = std::iter::from_fn(|| limiter.try_acquire()).collect();
+        let admitted: Vec<_> = std::iter::from_fn(|| limiter.try_acquire("owner")).collect();
         assert_eq!(admitted.len(), limit);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_workers_of_one_owner_cannot_starve_another() {
+        let limiter = limiter(2, 20);
+        limiter.set_workers("owner", 10);
+        limiter.set_workers("other", 10);
+        let limit = shrink(&limiter, 20);
+        // One owner's workers take all they can (as ready workers waiting
+        // at an idle owner would): the other owner keeps its share.
+        let first: Vec<_> = std::iter::from_fn(|| limiter.try_acquire("owner")).collect();
+        let second: Vec<_> = std::iter::from_fn(|| limiter.try_acquire("other")).collect();
+        assert_eq!(first.len(), limit / 2, "limit {limit}");
+        assert_eq!(second.len(), limit / 2, "limit {limit}");
+        // An owner that went away gets nothing; its share goes to the rest.
+        limiter.set_workers("other", 0);
+        assert!(limiter.try_acquire("other").is_none());
+        drop(second);
+        let more: Vec<_> = std::iter::from_fn(|| limiter.try_acquire("owner")).collect();
+        assert_eq!(first.len() + more.len(), limit);
     }
 }

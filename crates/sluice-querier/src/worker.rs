@@ -70,9 +70,10 @@ async fn run<E: Executor>(setup: WorkerSetup<E>, mut stop: watch::Receiver<bool>
         let serve = serve.clone();
         let querier_id = setup.querier_id.clone();
         let limiter = setup.limiter.clone();
+        let owner: Arc<str> = Arc::from(setup.owner.as_str());
         let ready: LocalReady = Arc::new(move || {
-            let limiter = limiter.clone();
-            Box::pin(async move { limiter.acquire().await })
+            let (limiter, owner) = (limiter.clone(), owner.clone());
+            Box::pin(async move { limiter.acquire(&owner).await })
         });
         let setup = Arc::new(setup);
         let execute: LocalExecute = Arc::new(move |task| {
@@ -162,7 +163,9 @@ async fn serve_tasks<E: Executor>(
         let held = match permit.take() {
             Some(held) => held,
             None => {
-                let acquired = link.watch(stop, setup.limiter.acquire()).await?;
+                let acquired = link
+                    .watch(stop, setup.limiter.acquire(&setup.owner))
+                    .await?;
                 link.send(message(QuerierMessage::Ready(QuerierReady {})))
                     .await?;
                 acquired
@@ -177,7 +180,7 @@ async fn serve_tasks<E: Executor>(
         // Keep the permit only while still under the limit, which may have
         // shrunk meanwhile; otherwise the owner waits for `Ready`.
         drop(held);
-        permit = setup.limiter.try_acquire();
+        permit = setup.limiter.try_acquire(&setup.owner);
         result.not_ready = permit.is_none();
         if !frontend_address.is_empty() {
             result = deliver_to_frontend(setup, &frontend_address, &tenant, result).await;
