@@ -723,3 +723,23 @@ async fn a_stopped_queue_drains_past_the_reserve() {
     assert_eq!(next(&q, &h).await, ("a".into(), 1));
     assert!(q.dequeue(&h).await.is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_item_held_back_by_the_reserve_past_its_deadline_is_never_handed_out() {
+    let q = queue(QueueConfig::default());
+    let h = q.register_querier("q");
+    push(&q, "a", 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    q.enqueue("a", 1, Some(deadline)).unwrap().detach();
+    push(&q, "b", 2);
+    let held = q.dequeue(&h).await.unwrap();
+    // `a` holds a slot and only one dequeuer is left: `b`, holding none,
+    // takes it; `a`'s next item waits behind the reserve.
+    assert_eq!(next(&q, &h).await, ("b".into(), 2));
+    assert!(blocks(&q, &h).await);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    drop(held);
+    // Its slot is free but its deadline passed: the owner has answered 503.
+    assert!(blocks(&q, &h).await);
+    assert!(q.is_empty());
+}
