@@ -522,6 +522,30 @@ impl<T> State<T> {
         }
     }
 
+    /// Puts a dequeuer of `querier` to sleep on `notify`; returns its id.
+    fn add_waiter(
+        &mut self,
+        querier: &Arc<str>,
+        notify: &Arc<Notify>,
+        config: &QueueConfig,
+    ) -> u64 {
+        let id = self.next_waiter_id;
+        self.next_waiter_id += 1;
+        self.waiting.insert(
+            id,
+            Waiter {
+                querier: Arc::clone(querier),
+                notify: Arc::clone(notify),
+            },
+        );
+        if config.max_queriers_per_tenant > 0 {
+            // This sleeper raised the capacity; a tenant it may not serve
+            // may now take a slot on a querier that sleeps.
+            self.wake_allowed(config);
+        }
+        id
+    }
+
     /// Forgets a waiter; returns the tenant it had been woken for, if any.
     fn deregister_waiter(&mut self, id: u64) -> Option<Arc<str>> {
         if self.waiting.remove(&id).is_some() {
@@ -795,21 +819,7 @@ impl<T: Send + 'static> RequestQueue<T> {
                     drop(expired);
                     return taken.map(|(tenant, entry)| self.dequeued(tenant, entry));
                 }
-                let id = st.next_waiter_id;
-                st.next_waiter_id += 1;
-                st.waiting.insert(
-                    id,
-                    Waiter {
-                        querier: Arc::clone(querier_id),
-                        notify: Arc::clone(&notify),
-                    },
-                );
-                registration.id = Some(id);
-                if config.max_queriers_per_tenant > 0 {
-                    // This sleeper raised the capacity; a tenant it may not
-                    // serve may now take a slot on a querier that sleeps.
-                    st.wake_allowed(config);
-                }
+                registration.id = Some(st.add_waiter(querier_id, &notify, config));
                 // Forgetting a querier only matters when it reshapes shards.
                 st.next_forget_at
                     .filter(|_| config.max_queriers_per_tenant > 0)
