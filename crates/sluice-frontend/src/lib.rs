@@ -44,6 +44,9 @@ pub struct FrontendConfig {
     pub max_outstanding_per_tenant: usize,
     /// A tenant's share of queriers (0 = all): shuffle sharding.
     pub max_queriers_per_tenant: usize,
+    /// Idle querier slots kept from a tenant that already holds slots (see
+    /// [`QueueConfig::reserved_slots`]).
+    pub reserved_querier_slots: usize,
     /// Tries per sub-query (first run included) on 5xx or transport errors.
     pub max_retries: usize,
     /// The whole request's budget, queue time included.
@@ -100,6 +103,7 @@ impl Default for FrontendConfig {
             multitenancy_enabled: false,
             max_outstanding_per_tenant: 100,
             max_queriers_per_tenant: 0,
+            reserved_querier_slots: QueueConfig::default().reserved_slots,
             max_retries: 5,
             query_timeout: Duration::from_secs(120),
             max_query_length: Duration::ZERO,
@@ -199,6 +203,7 @@ impl Frontend {
         let queue = RequestQueue::new(QueueConfig {
             max_outstanding_per_tenant: config.max_outstanding_per_tenant,
             max_queriers_per_tenant: config.max_queriers_per_tenant,
+            reserved_slots: config.reserved_querier_slots,
             ..QueueConfig::default()
         });
         let metrics = FrontendMetrics::new(registry);
@@ -303,13 +308,18 @@ impl Frontend {
 
     /// Serves one worker of a querier in this same process straight from
     /// the queue (see [`sluice_queue::worker_stream::serve_inline`]) until
-    /// `stop` is raised or the queue is stopped and drained.
-    pub async fn serve_local_worker<F, Fut>(
+    /// `stop` is raised or the queue is stopped and drained. Before each
+    /// task the worker waits for `ready` and holds its output until the
+    /// task ends.
+    pub async fn serve_local_worker<R, RFut, P, F, Fut>(
         &self,
         querier_id: String,
         stop: tokio::sync::watch::Receiver<bool>,
+        ready: R,
         execute: F,
     ) where
+        R: Fn() -> RFut,
+        RFut: std::future::Future<Output = P>,
         F: Fn(sluice_proto::QueryTask) -> Fut,
         Fut: std::future::Future<Output = sluice_proto::QueryResult>,
     {
@@ -318,6 +328,7 @@ impl Frontend {
             self.inner.metrics.owner.clone(),
             querier_id,
             stop,
+            ready,
             execute,
         )
         .await;

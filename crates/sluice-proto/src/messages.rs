@@ -303,7 +303,17 @@ pub struct QuerierHello {
     /// The querier's total concurrency, so the owner can reason about capacity.
     #[prost(uint32, tag = "2")]
     pub max_concurrency: u32,
+    /// The worker will send [`QuerierReady`] before it can take a task (it
+    /// waits for its querier's concurrency limiter); until then the owner
+    /// hands it nothing. False (an older querier) means ready at once.
+    #[prost(bool, tag = "3")]
+    pub not_ready: bool,
 }
+
+/// The worker may take a task now: sent after a hello or result that said
+/// `not_ready`, once the querier's concurrency limiter admitted it.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct QuerierReady {}
 
 /// The querier is shutting down: the owner must send this worker nothing more
 /// and end the stream once the worker's task (if any) is answered.
@@ -338,12 +348,16 @@ pub struct QueryResult {
     pub desired_concurrency: u32,
     #[prost(message, optional, tag = "6")]
     pub stats: Option<ExecutionStats>,
+    /// As in [`QuerierHello`]: the worker sends [`QuerierReady`] before it
+    /// can take the next task.
+    #[prost(bool, tag = "7")]
+    pub not_ready: bool,
 }
 
 /// Querier worker → queue owner.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct QuerierToOwner {
-    #[prost(oneof = "QuerierMessage", tags = "1, 3, 4")]
+    #[prost(oneof = "QuerierMessage", tags = "1, 3, 4, 5")]
     pub message: Option<QuerierMessage>,
 }
 
@@ -354,12 +368,15 @@ pub struct QuerierToOwner {
 pub enum QuerierMessage {
     #[prost(message, tag = "1")]
     Hello(QuerierHello),
-    // Tag 2 is reserved: a worker asks for its next task by answering the
-    // last one (or saying hello), so no separate "ready" message exists.
+    // Tag 2 is reserved (an early, unused "ready"): a worker asks for its
+    // next task by answering the last one or saying hello, unless it says
+    // `not_ready` there and sends `Ready` later.
     #[prost(message, tag = "3")]
     Result(QueryResult),
     #[prost(message, tag = "4")]
     Goodbye(QuerierGoodbye),
+    #[prost(message, tag = "5")]
+    Ready(QuerierReady),
 }
 
 /// One task handed to a worker.

@@ -7,8 +7,14 @@
 //! `max_concurrent` is exactly its number of workers. That total is divided
 //! across the owners it is connected to (at least one worker each) and
 //! re-divided whenever DNS shows owners coming or going.
+//!
+//! Workers do not all run at once: a querier-wide [`ConcurrencyLimiter`]
+//! adapts how many may, to the downstream's latency, and a worker takes a
+//! permit *before* it tells its owner it is ready, so no task ever sits on a
+//! querier waiting for one while another querier slot is idle.
 
 pub mod executor;
+mod limiter;
 mod metrics;
 mod worker;
 
@@ -25,6 +31,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 pub use executor::{Execution, Executor, PrometheusExecutor};
+pub use limiter::{ConcurrencyLimiter, ConcurrencyPermit, LimitConfig};
 pub use metrics::QuerierMetrics;
 
 /// The owner → worker half of a worker stream.
@@ -35,12 +42,19 @@ pub type LocalExecute = Arc<
     dyn Fn(sluice_proto::QueryTask) -> BoxFuture<'static, sluice_proto::QueryResult> + Send + Sync,
 >;
 
+/// Waits until an in-process worker may take a task (a permit of the
+/// querier's concurrency limiter), to be held until that task ends.
+pub type LocalReady = Arc<dyn Fn() -> BoxFuture<'static, ConcurrencyPermit> + Send + Sync>;
+
 /// Serves one worker of a querier whose queue owner lives in the same
 /// process (`-target=all`): called with the querier id, the worker's stop
-/// signal and the way to run a task, it hands tasks over directly until
-/// stopped, with no gRPC, no encoding and no stream in between.
+/// signal, the wait for readiness and the way to run a task, it hands tasks
+/// over directly until stopped, with no gRPC, no encoding and no stream in
+/// between.
 pub type LocalConnect = Arc<
-    dyn Fn(String, watch::Receiver<bool>, LocalExecute) -> BoxFuture<'static, ()> + Send + Sync,
+    dyn Fn(String, watch::Receiver<bool>, LocalReady, LocalExecute) -> BoxFuture<'static, ()>
+        + Send
+        + Sync,
 >;
 
 /// How a querier is set up.
@@ -51,8 +65,12 @@ pub struct QuerierConfig {
     /// `host:port` of every queue owner (query-frontends or
     /// query-schedulers); DNS names may resolve to many.
     pub owner_addresses: Vec<String>,
-    /// Total sub-queries run at once, across all owners.
+    /// Total sub-queries run at once, across all owners: the ceiling of the
+    /// adaptive concurrency limit.
     pub max_concurrent: usize,
+    /// The floor of the adaptive concurrency limit; equal to
+    /// `max_concurrent` turns adaptation off.
+    pub min_concurrent: usize,
     /// How often owner names are resolved again.
     pub dns_refresh: Duration,
     /// How long shutdown waits for running sub-queries.
@@ -101,13 +119,21 @@ pub async fn run<E: Executor>(
 ) {
     let mut pools: BTreeMap<String, TargetPool> = BTreeMap::new();
     let delivery = sluice_proto::delivery::ResultDelivery::default();
+    let limiter = ConcurrencyLimiter::new(
+        LimitConfig::new(config.min_concurrent, config.max_concurrent),
+        limiter::LimiterGauges {
+            limit: metrics.concurrency_limit.clone(),
+            permits_in_use: metrics.concurrency_permits_in_use.clone(),
+        },
+    );
     let mut refresh = tokio::time::interval(config.dns_refresh);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = refresh.tick() => {
                 let wanted = resolve_targets(&config, local.as_ref()).await;
-                rebalance(&delivery, &config, &executor, &metrics, &mut pools, wanted);
+                let workers = WorkerShared { delivery: &delivery, executor: &executor, limiter: &limiter, metrics: &metrics };
+                rebalance(&workers, &config, &mut pools, wanted);
             }
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
@@ -181,13 +207,19 @@ impl TargetPool {
     }
 }
 
+/// What every worker of this querier shares.
+struct WorkerShared<'a, E> {
+    delivery: &'a sluice_proto::delivery::ResultDelivery,
+    executor: &'a Arc<E>,
+    limiter: &'a Arc<ConcurrencyLimiter>,
+    metrics: &'a QuerierMetrics,
+}
+
 /// Splits `max_concurrent` across the wanted owners, starting and stopping
 /// workers to match. Stopped workers finish their task first.
 fn rebalance<E: Executor>(
-    delivery: &sluice_proto::delivery::ResultDelivery,
+    shared: &WorkerShared<'_, E>,
     config: &QuerierConfig,
-    executor: &Arc<E>,
-    metrics: &QuerierMetrics,
     pools: &mut BTreeMap<String, TargetPool>,
     wanted: BTreeMap<String, Target>,
 ) {
@@ -199,12 +231,14 @@ fn rebalance<E: Executor>(
     for key in gone {
         if let Some(pool) = pools.remove(&key) {
             tracing::info!(owner = %key, "queue owner gone; stopping its workers");
+            shared.limiter.set_workers(&key, 0);
             tokio::spawn(pool.stop_all());
         }
     }
     let owner_count = wanted.len();
     for (index, (key, target)) in wanted.into_iter().enumerate() {
         let share = worker_share(config.max_concurrent, owner_count, index);
+        shared.limiter.set_workers(&key, share);
         let pool = pools.entry(key.clone()).or_insert_with(|| {
             tracing::info!(owner = %key, "queue owner found");
             TargetPool {
@@ -219,16 +253,17 @@ fn rebalance<E: Executor>(
         while pool.workers.len() < share {
             pool.workers.push(worker::spawn(worker::WorkerSetup {
                 target: pool.target.clone(),
-                delivery: delivery.clone(),
-                executor: executor.clone(),
+                delivery: shared.delivery.clone(),
+                executor: shared.executor.clone(),
+                limiter: shared.limiter.clone(),
                 querier_id: config.querier_id.clone(),
                 max_concurrent: config.max_concurrent as u32,
                 owner: key.clone(),
-                metrics: metrics.clone(),
+                metrics: shared.metrics.clone(),
             }));
         }
     }
-    metrics.connected_targets.set(pools.len() as i64);
+    shared.metrics.connected_targets.set(pools.len() as i64);
 }
 
 /// The number of workers for the `index`-th of `owner_count` owners: an even

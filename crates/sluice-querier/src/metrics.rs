@@ -7,6 +7,10 @@ pub struct QuerierMetrics {
     pub connected_targets: IntGauge,
     pub requests: IntCounterVec,
     pub duration: Histogram,
+    /// The adaptive concurrency limit now.
+    pub concurrency_limit: IntGauge,
+    /// Workers admitted by the limit: running a sub-query or ready for one.
+    pub concurrency_permits_in_use: IntGauge,
 }
 
 impl QuerierMetrics {
@@ -35,12 +39,24 @@ impl QuerierMetrics {
                 "Time to run one sub-query.",
             ))
             .expect("valid metric"),
+            concurrency_limit: IntGauge::new(
+                "sluice_querier_concurrency_limit",
+                "Workers this querier lets run or wait for a sub-query at once, adapted to the downstream's latency.",
+            )
+            .expect("valid metric"),
+            concurrency_permits_in_use: IntGauge::new(
+                "sluice_querier_concurrency_permits_in_use",
+                "Workers admitted under the concurrency limit: running a sub-query or ready for one.",
+            )
+            .expect("valid metric"),
         };
         for collector in [
             Box::new(metrics.inflight.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(metrics.connected_targets.clone()),
             Box::new(metrics.requests.clone()),
             Box::new(metrics.duration.clone()),
+            Box::new(metrics.concurrency_limit.clone()),
+            Box::new(metrics.concurrency_permits_in_use.clone()),
         ] {
             registry
                 .register(collector)

@@ -1,4 +1,6 @@
-//! One worker: one stream to one owner, one sub-query at a time.
+//! One worker: one stream to one owner, one sub-query at a time, each under
+//! a permit of the querier's concurrency limiter taken before the worker
+//! says it is ready.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,17 +8,22 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use sluice_proto::{
     ApiResponse, ErrorType, ExecutionStats, OwnerMessage, QuerierGoodbye, QuerierHello,
-    QuerierMessage, QuerierToOwner, QueryResult, QueryTask,
+    QuerierMessage, QuerierReady, QuerierToOwner, QueryResult, QueryTask,
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::{Executor, LocalExecute, OwnerStream, QuerierMetrics, Target};
+use crate::{
+    ConcurrencyLimiter, ConcurrencyPermit, Executor, LocalExecute, LocalReady, OwnerStream,
+    QuerierMetrics, Target,
+};
 
 pub(crate) struct WorkerSetup<E> {
     pub(crate) target: Target,
     /// For tasks from a scheduler: their results go straight to the frontend.
     pub(crate) delivery: sluice_proto::delivery::ResultDelivery,
     pub(crate) executor: Arc<E>,
+    /// Querier-wide: how many workers may be ready or running at once.
+    pub(crate) limiter: Arc<ConcurrencyLimiter>,
     pub(crate) querier_id: String,
     pub(crate) max_concurrent: u32,
     pub(crate) owner: String,
@@ -62,12 +69,18 @@ async fn run<E: Executor>(setup: WorkerSetup<E>, mut stop: watch::Receiver<bool>
         // worker directly, with no stream in between.
         let serve = serve.clone();
         let querier_id = setup.querier_id.clone();
+        let limiter = setup.limiter.clone();
+        let owner: Arc<str> = Arc::from(setup.owner.as_str());
+        let ready: LocalReady = Arc::new(move || {
+            let (limiter, owner) = (limiter.clone(), owner.clone());
+            Box::pin(async move { limiter.acquire(&owner).await })
+        });
         let setup = Arc::new(setup);
         let execute: LocalExecute = Arc::new(move |task| {
             let setup = setup.clone();
             Box::pin(async move { execute_task(&setup, task).await })
         });
-        serve(querier_id, stop, execute).await;
+        serve(querier_id, stop, ready, execute).await;
         return;
     }
     let mut backoff = Duration::from_millis(50);
@@ -110,76 +123,155 @@ fn fastrand_f64() -> f64 {
     f64::from(nanos % 1000) / 1000.0
 }
 
+/// One connection to an owner: hello, then for each task a permit, `Ready`
+/// (unless the last result already said the worker was ready), the task,
+/// its result. A stop is answered with goodbye; the owner then ends the
+/// stream once the running task (if any) is answered.
 async fn session<E: Executor>(
     setup: &WorkerSetup<E>,
     sender: mpsc::Sender<QuerierToOwner>,
-    mut stream: OwnerStream,
+    stream: OwnerStream,
     stop: &mut watch::Receiver<bool>,
 ) -> SessionEnd {
     let hello = message(QuerierMessage::Hello(QuerierHello {
         querier_id: setup.querier_id.clone(),
         max_concurrency: setup.max_concurrent,
+        not_ready: true,
     }));
     if sender.send(hello).await.is_err() {
         return SessionEnd::Broken;
     }
-    let mut said_goodbye = false;
+    let mut link = Link {
+        sender,
+        stream,
+        said_goodbye: false,
+    };
+    match serve_tasks(setup, &mut link, stop).await {
+        Ok(never) => match never {},
+        Err(end) => end,
+    }
+}
+
+/// Serves tasks on an open stream until it ends (the error says how).
+async fn serve_tasks<E: Executor>(
+    setup: &WorkerSetup<E>,
+    link: &mut Link,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<std::convert::Infallible, SessionEnd> {
+    let mut permit: Option<ConcurrencyPermit> = None;
     loop {
-        let next = tokio::select! {
-            next = stream.next() => next,
-            _ = stop.changed(), if !said_goodbye => {
-                said_goodbye = true;
-                if sender.send(message(QuerierMessage::Goodbye(QuerierGoodbye {}))).await.is_err() {
-                    return SessionEnd::Stopped;
-                }
-                continue;
+        let held = match permit.take() {
+            Some(held) => held,
+            None => {
+                let acquired = link
+                    .watch(stop, setup.limiter.acquire(&setup.owner))
+                    .await?;
+                link.send(message(QuerierMessage::Ready(QuerierReady {})))
+                    .await?;
+                acquired
             }
         };
-        match next {
-            Some(Ok(owner_message)) => match owner_message.message {
-                Some(OwnerMessage::Task(task)) => {
-                    let frontend_address = task.frontend_address.clone();
-                    let tenant = task.tenant.clone();
-                    let Some(mut result) = run_task(setup, task, &mut stream).await else {
-                        return if said_goodbye {
-                            SessionEnd::Stopped
-                        } else {
-                            SessionEnd::Broken
-                        };
-                    };
-                    if !frontend_address.is_empty() {
-                        result =
-                            deliver_to_frontend(setup, &frontend_address, &tenant, result).await;
+        let task = link.next_task(stop).await?;
+        let frontend_address = task.frontend_address.clone();
+        let tenant = task.tenant.clone();
+        let Some(mut result) = run_task(setup, task, &mut link.stream).await else {
+            return Err(link.end());
+        };
+        // Keep the permit only while still under the limit, which may have
+        // shrunk meanwhile; otherwise the owner waits for `Ready`.
+        drop(held);
+        permit = setup.limiter.try_acquire(&setup.owner);
+        result.not_ready = permit.is_none();
+        if !frontend_address.is_empty() {
+            result = deliver_to_frontend(setup, &frontend_address, &tenant, result).await;
+        }
+        link.send(message(QuerierMessage::Result(result))).await?;
+    }
+}
+
+/// A worker's open stream to its owner.
+struct Link {
+    sender: mpsc::Sender<QuerierToOwner>,
+    stream: OwnerStream,
+    said_goodbye: bool,
+}
+
+impl Link {
+    /// How the session ends when the stream does.
+    fn end(&self) -> SessionEnd {
+        if self.said_goodbye {
+            SessionEnd::Stopped
+        } else {
+            SessionEnd::Broken
+        }
+    }
+
+    async fn send(&mut self, message: QuerierToOwner) -> Result<(), SessionEnd> {
+        self.sender.send(message).await.map_err(|_| self.end())
+    }
+
+    /// Says goodbye (once) when the worker is told to stop.
+    async fn goodbye(&mut self) -> Result<(), SessionEnd> {
+        self.said_goodbye = true;
+        if self
+            .sender
+            .send(message(QuerierMessage::Goodbye(QuerierGoodbye {})))
+            .await
+            .is_err()
+        {
+            return Err(SessionEnd::Stopped);
+        }
+        Ok(())
+    }
+
+    /// Runs `wait` while answering a stop with goodbye and noticing the
+    /// stream's end (a stale cancel is all the owner may send meanwhile).
+    async fn watch<T>(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+        wait: impl std::future::Future<Output = T>,
+    ) -> Result<T, SessionEnd> {
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                done = &mut wait => return Ok(done),
+                _ = stop.changed(), if !self.said_goodbye => self.goodbye().await?,
+                next = self.stream.next() => match next {
+                    Some(Ok(_)) => {}
+                    Some(Err(status)) => {
+                        tracing::debug!(%status, "worker stream failed");
+                        return Err(self.end());
                     }
-                    if sender
-                        .send(message(QuerierMessage::Result(result)))
-                        .await
-                        .is_err()
-                    {
-                        return if said_goodbye {
-                            SessionEnd::Stopped
-                        } else {
-                            SessionEnd::Broken
-                        };
-                    }
-                }
-                // A cancel for a task already answered crossed our result.
-                Some(OwnerMessage::Cancel(_)) | None => {}
-            },
-            Some(Err(status)) => {
-                tracing::debug!(owner = %setup.owner, %status, "worker stream failed");
-                return if said_goodbye {
-                    SessionEnd::Stopped
-                } else {
-                    SessionEnd::Broken
-                };
+                    None => return Err(self.end()),
+                },
             }
-            None => {
-                return if said_goodbye {
-                    SessionEnd::Stopped
-                } else {
-                    SessionEnd::Broken
-                };
+        }
+    }
+
+    /// Waits for the owner's next task.
+    async fn next_task(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<QueryTask, SessionEnd> {
+        loop {
+            let next = tokio::select! {
+                next = self.stream.next() => next,
+                _ = stop.changed(), if !self.said_goodbye => {
+                    self.goodbye().await?;
+                    continue;
+                }
+            };
+            match next {
+                Some(Ok(owner_message)) => match owner_message.message {
+                    Some(OwnerMessage::Task(task)) => return Ok(task),
+                    // A cancel for a task already answered crossed our result.
+                    Some(OwnerMessage::Cancel(_)) | None => {}
+                },
+                Some(Err(status)) => {
+                    tracing::debug!(%status, "worker stream failed");
+                    return Err(self.end());
+                }
+                None => return Err(self.end()),
             }
         }
     }
@@ -237,6 +329,9 @@ async fn execute_task<E: Executor>(setup: &WorkerSetup<E>, task: QueryTask) -> Q
         "success"
     };
     let elapsed = started.elapsed();
+    // Execution time only: queue time says nothing about the backend.
+    let running = setup.metrics.inflight.get().max(1) as usize;
+    setup.limiter.record(elapsed, running);
     setup.metrics.duration.observe(elapsed.as_secs_f64());
     setup.metrics.requests.with_label_values(&[outcome]).inc();
     let samples = execution.response.sample_count() as u64;
@@ -245,11 +340,12 @@ async fn execute_task<E: Executor>(setup: &WorkerSetup<E>, task: QueryTask) -> Q
         response: Some(execution.response),
         retryable: execution.retryable,
         current_concurrency: setup.metrics.inflight.get().max(0) as u32,
-        desired_concurrency: setup.max_concurrent,
+        desired_concurrency: setup.limiter.limit() as u32,
         stats: Some(ExecutionStats {
             execution_ns: elapsed.as_nanos() as i64,
             samples,
         }),
+        not_ready: false,
     }
 }
 
@@ -278,7 +374,7 @@ async fn run_task<E: Executor>(
                                 "query canceled by its client",
                             )),
                             current_concurrency: setup.metrics.inflight.get().max(0) as u32,
-                            desired_concurrency: setup.max_concurrent,
+                            desired_concurrency: setup.limiter.limit() as u32,
                             ..QueryResult::default()
                         });
                     }

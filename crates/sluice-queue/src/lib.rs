@@ -3,7 +3,14 @@
 //! its own bounded FIFO; queriers are served tenants round robin so that one
 //! tenant's burst cannot starve the others, and with shuffle sharding a tenant
 //! is confined to a stable subset of queriers so that a bad tenant can only
-//! hurt part of the fleet. The queue itself is generic over the item type and
+//! hurt part of the fleet.
+//!
+//! Fairness is by cost, not count: a tenant's share is the querier slots it
+//! holds, i.e. items handed out and not yet finished (see [`InFlightGuard`]).
+//! A dequeue serves the tenant holding fewest slots, and a tenant that already
+//! holds slots may not take the last `reserved_slots` idle ones, so a tenant
+//! arriving beside a flood of slow work finds a free querier at once instead
+//! of waiting for a multi-second piece to finish. The queue itself is generic over the item type and
 //! knows nothing about queries; [`worker_stream`] is the owner's side of the
 //! pull protocol that queriers drain it with, shared by the query-frontend
 //! and the query-scheduler.
@@ -38,6 +45,11 @@ pub struct QueueConfig {
     /// member, so that a restarting querier does not reshuffle tenants. Its
     /// tenants wait for it (or for the delay to pass) in the meantime.
     pub querier_forget_delay: Duration,
+    /// Idle querier slots a tenant that already holds slots may not take, so
+    /// that another tenant finds one free at once. Capacity is the slots in
+    /// use plus the dequeuers waiting; a tenant holding none may always take
+    /// one. `0` turns the reserve off (fewest-held-first still applies).
+    pub reserved_slots: usize,
 }
 
 impl Default for QueueConfig {
@@ -46,6 +58,7 @@ impl Default for QueueConfig {
             max_outstanding_per_tenant: 100,
             max_queriers_per_tenant: 0,
             querier_forget_delay: Duration::ZERO,
+            reserved_slots: 1,
         }
     }
 }
@@ -69,6 +82,31 @@ pub struct Dequeued<T> {
     /// When it was enqueued, for queue-wait metrics and for the "time spent
     /// queued" field sent to the querier.
     pub enqueued_at: Instant,
+    /// The querier slot the item occupies, charged to its tenant until
+    /// dropped: hold it until the work is answered, canceled or lost.
+    pub in_flight: InFlightGuard,
+}
+
+/// One querier slot held by a tenant. Dropping it frees the slot and wakes a
+/// waiting dequeuer if that lets a blocked tenant take one.
+#[must_use = "dropping the guard frees the tenant's slot at once"]
+pub struct InFlightGuard {
+    queue: Arc<dyn Release>,
+    tenant: Arc<str>,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.queue.release(&self.tenant);
+    }
+}
+
+impl fmt::Debug for InFlightGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InFlightGuard")
+            .field("tenant", &self.tenant)
+            .finish()
+    }
 }
 
 /// Tenant-fair queue of `T`. Cloning is cheap and every clone is the same queue.
@@ -184,6 +222,10 @@ trait Unregister: Send + Sync {
     fn unregister(&self, querier_id: &str);
 }
 
+trait Release: Send + Sync {
+    fn release(&self, tenant: &str);
+}
+
 struct Shared<T> {
     config: QueueConfig,
     state: Mutex<State<T>>,
@@ -244,6 +286,13 @@ struct State<T> {
     notified: HashMap<u64, Option<Arc<str>>>,
     next_waiter_id: u64,
 
+    // Querier slots held per tenant (absent = none) and in total.
+    in_flight: HashMap<Arc<str>, usize>,
+    total_in_flight: usize,
+    // Dequeue calls under way (asleep or not): the idle slots. With
+    // `total_in_flight` they make the capacity the reserve is taken from.
+    dequeuers: usize,
+
     stopped: bool,
 }
 
@@ -303,7 +352,50 @@ impl<T: Send + 'static> Unregister for Shared<T> {
     }
 }
 
+impl<T: Send + 'static> Release for Shared<T> {
+    fn release(&self, tenant: &str) {
+        let config = &self.config;
+        let mut st = self.lock();
+        if let Some(held) = st.in_flight.get_mut(tenant) {
+            *held -= 1;
+            if *held == 0 {
+                st.in_flight.remove(tenant);
+            }
+            st.total_in_flight -= 1;
+        }
+        st.wake_allowed(config);
+    }
+}
+
 impl<T> State<T> {
+    fn held(&self, tenant: &str) -> usize {
+        self.in_flight.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// Whether a tenant holding `held` slots may take one more: always if it
+    /// holds none, otherwise only while `reserved_slots` others stay idle.
+    fn may_take(&self, held: usize, config: &QueueConfig) -> bool {
+        let capacity = self.total_in_flight + self.dequeuers;
+        // Once stopped, the reserve is ignored like shards, so draining
+        // dequeuers only see an empty queue as empty.
+        self.stopped || held == 0 || held + 1 + config.reserved_slots <= capacity
+    }
+
+    /// Wakes a sleeper for every queued tenant that may take a slot now (a
+    /// slot was freed, or capacity grew where only other queriers sleep).
+    fn wake_allowed(&mut self, config: &QueueConfig) {
+        if self.len == 0 || self.waiting.is_empty() {
+            return;
+        }
+        let tenants: Vec<Arc<str>> = self.ring.values().cloned().collect();
+        for tenant in tenants {
+            if self.waiting.is_empty() {
+                return;
+            }
+            self.wake_for(&tenant, config);
+        }
+    }
+
     fn remove_item(&mut self, tenant: &str, id: u64) -> Option<Entry<T>> {
         let tq = self.tenants.get_mut(tenant)?;
         let idx = tq.items.binary_search_by_key(&id, |e| e.id).ok()?;
@@ -403,7 +495,9 @@ impl<T> State<T> {
 
     /// Wakes the oldest sleeping dequeuer that may serve `tenant`, if any.
     fn wake_for(&mut self, tenant: &Arc<str>, config: &QueueConfig) {
-        if self.waiting.is_empty() {
+        // A tenant blocked by the reserve gains nothing from a wakeup; waking
+        // anyway would pass it from sleeper to sleeper in a loop.
+        if self.waiting.is_empty() || !self.may_take(self.held(tenant), config) {
             return;
         }
         let chosen = if config.max_queriers_per_tenant == 0 || self.stopped {
@@ -426,6 +520,30 @@ impl<T> State<T> {
             w.notify.notify_one();
             self.notified.insert(id, Some(Arc::clone(tenant)));
         }
+    }
+
+    /// Puts a dequeuer of `querier` to sleep on `notify`; returns its id.
+    fn add_waiter(
+        &mut self,
+        querier: &Arc<str>,
+        notify: &Arc<Notify>,
+        config: &QueueConfig,
+    ) -> u64 {
+        let id = self.next_waiter_id;
+        self.next_waiter_id += 1;
+        self.waiting.insert(
+            id,
+            Waiter {
+                querier: Arc::clone(querier),
+                notify: Arc::clone(notify),
+            },
+        );
+        if config.max_queriers_per_tenant > 0 {
+            // This sleeper raised the capacity; a tenant it may not serve
+            // may now take a slot on a querier that sleeps.
+            self.wake_allowed(config);
+        }
+        id
     }
 
     /// Forgets a waiter; returns the tenant it had been woken for, if any.
@@ -451,19 +569,12 @@ impl<T> State<T> {
         }
     }
 
-    /// Takes the next item for `querier`: the first tenant after its cursor in
-    /// ring order that it may serve, front of that tenant's FIFO. Expired
-    /// items met on the way are removed into `expired`.
-    fn take(
-        &mut self,
-        querier: &str,
-        now: Instant,
-        config: &QueueConfig,
-        expired: &mut Vec<Entry<T>>,
-    ) -> Option<Dequeued<T>> {
+    /// The tenant `querier` serves next: among the tenants it may serve and
+    /// that may take a slot, the one holding fewest; ties go to the first
+    /// after the querier's cursor in ring order (round robin).
+    fn pick_tenant(&mut self, querier: &str, config: &QueueConfig) -> Option<(u64, Arc<str>)> {
         let mut pos = self.queriers.get(querier).map_or(0, |q| q.cursor);
-        // Tenants only leave the ring during this loop, so `len` steps visit
-        // each remaining tenant at most once.
+        let mut best: Option<(usize, u64, Arc<str>)> = None;
         for _ in 0..self.ring.len() {
             let (&next, tenant) = self
                 .ring
@@ -475,35 +586,69 @@ impl<T> State<T> {
             if !self.eligible(&tenant, querier, config) {
                 continue;
             }
-            let tq = self
-                .tenants
-                .get_mut(&tenant)
-                .expect("ring and tenants agree");
-            let mut taken = None;
-            while let Some(front) = tq.items.pop_front() {
-                self.len -= 1;
-                if front.deadline.is_some_and(|d| d <= now) {
-                    expired.push(front);
-                } else {
-                    taken = Some(front);
-                    break;
-                }
+            let held = self.held(&tenant);
+            if !self.may_take(held, config) || best.as_ref().is_some_and(|b| b.0 <= held) {
+                continue;
             }
-            if tq.items.is_empty() {
-                self.remove_tenant(&tenant);
-            }
-            if let Some(entry) = taken {
-                if let Some(q) = self.queriers.get_mut(querier) {
-                    q.cursor = pos;
-                }
-                return Some(Dequeued {
-                    item: entry.item,
-                    tenant,
-                    enqueued_at: entry.enqueued_at,
-                });
+            best = Some((held, pos, tenant));
+            if held == 0 {
+                // Nobody holds fewer; the rest of the round cannot win.
+                break;
             }
         }
-        None
+        best.map(|(_, pos, tenant)| (pos, tenant))
+    }
+
+    /// Pops `tenant`'s first live item, moving expired ones met on the way
+    /// into `expired`; the tenant leaves the ring once emptied.
+    fn pop_live(
+        &mut self,
+        tenant: &str,
+        now: Instant,
+        expired: &mut Vec<Entry<T>>,
+    ) -> Option<Entry<T>> {
+        let tq = self
+            .tenants
+            .get_mut(tenant)
+            .expect("ring and tenants agree");
+        let mut taken = None;
+        while let Some(front) = tq.items.pop_front() {
+            self.len -= 1;
+            if front.deadline.is_some_and(|d| d <= now) {
+                expired.push(front);
+            } else {
+                taken = Some(front);
+                break;
+            }
+        }
+        if tq.items.is_empty() {
+            self.remove_tenant(tenant);
+        }
+        taken
+    }
+
+    /// Takes the next item for `querier` (see `pick_tenant`), charging its
+    /// tenant a slot. Expired items met on the way are removed into `expired`.
+    fn take(
+        &mut self,
+        querier: &str,
+        now: Instant,
+        config: &QueueConfig,
+        expired: &mut Vec<Entry<T>>,
+    ) -> Option<(Arc<str>, Entry<T>)> {
+        // Each round that finds only expired items empties a tenant, so this ends.
+        loop {
+            let (pos, tenant) = self.pick_tenant(querier, config)?;
+            let Some(entry) = self.pop_live(&tenant, now, expired) else {
+                continue;
+            };
+            if let Some(q) = self.queriers.get_mut(querier) {
+                q.cursor = pos;
+            }
+            *self.in_flight.entry(Arc::clone(&tenant)).or_insert(0) += 1;
+            self.total_in_flight += 1;
+            return Some((tenant, entry));
+        }
     }
 }
 
@@ -524,6 +669,9 @@ impl<T: Send + 'static> RequestQueue<T> {
                     waiting: BTreeMap::new(),
                     notified: HashMap::new(),
                     next_waiter_id: 0,
+                    in_flight: HashMap::new(),
+                    total_in_flight: 0,
+                    dequeuers: 0,
                     stopped: false,
                 }),
             }),
@@ -608,9 +756,14 @@ impl<T: Send + 'static> RequestQueue<T> {
         })
     }
 
-    /// Waits for the next item for `querier`: tenants in round robin (per
-    /// querier id), FIFO within a tenant, and with shuffle sharding only
-    /// tenants whose shard includes this querier.
+    /// Waits for the next item for `querier`: the tenant holding fewest
+    /// querier slots first, tenants in round robin (per querier id) among
+    /// equals, FIFO within a tenant, and with shuffle sharding only tenants
+    /// whose shard includes this querier. A tenant that holds slots waits
+    /// while taking one would leave fewer than `reserved_slots` idle.
+    ///
+    /// A waiting dequeue counts as an idle slot: call it only when the
+    /// querier is ready to run what it returns.
     ///
     /// Returns `None` when the queue is stopped and empty (after [`stop`],
     /// shards are ignored so any querier helps drain), or when this querier
@@ -628,13 +781,21 @@ impl<T: Send + 'static> RequestQueue<T> {
         let shared = &*self.shared;
         let config = &shared.config;
         let querier_id = &querier.querier_id;
-        let mut registration = Registration { shared, id: None };
+        let mut registration = Registration {
+            shared,
+            id: None,
+            counted: false,
+        };
         let notify = Arc::new(Notify::new());
         loop {
             let mut expired = Vec::new();
             let wait_until = {
                 let now = Instant::now();
                 let mut st = shared.lock();
+                if !registration.counted {
+                    registration.counted = true;
+                    st.dequeuers += 1;
+                }
                 let woken_for = registration
                     .id
                     .take()
@@ -649,23 +810,16 @@ impl<T: Send + 'static> RequestQueue<T> {
                 } else {
                     st.take(querier_id, now, config, &mut expired)
                 };
-                st.pass_on(woken_for, taken.as_ref().map(|d| &*d.tenant), config);
+                st.pass_on(woken_for, taken.as_ref().map(|(t, _)| &**t), config);
                 // Once stopped, shards are ignored, so finding nothing means empty.
                 if taken.is_some() || shutting_down || st.stopped {
+                    registration.counted = false;
+                    st.dequeuers -= 1;
                     drop(st);
                     drop(expired);
-                    return taken;
+                    return taken.map(|(tenant, entry)| self.dequeued(tenant, entry));
                 }
-                let id = st.next_waiter_id;
-                st.next_waiter_id += 1;
-                st.waiting.insert(
-                    id,
-                    Waiter {
-                        querier: Arc::clone(querier_id),
-                        notify: Arc::clone(&notify),
-                    },
-                );
-                registration.id = Some(id);
+                registration.id = Some(st.add_waiter(querier_id, &notify, config));
                 // Forgetting a querier only matters when it reshapes shards.
                 st.next_forget_at
                     .filter(|_| config.max_queriers_per_tenant > 0)
@@ -682,6 +836,23 @@ impl<T: Send + 'static> RequestQueue<T> {
                 None => notify.notified().await,
             }
         }
+    }
+
+    fn dequeued(&self, tenant: Arc<str>, entry: Entry<T>) -> Dequeued<T> {
+        Dequeued {
+            item: entry.item,
+            tenant: Arc::clone(&tenant),
+            enqueued_at: entry.enqueued_at,
+            in_flight: InFlightGuard {
+                queue: Arc::clone(&self.shared) as Arc<dyn Release>,
+                tenant,
+            },
+        }
+    }
+
+    /// Querier slots `tenant` holds now (items handed out, not yet finished).
+    pub fn tenant_in_flight(&self, tenant: &str) -> usize {
+        self.shared.lock().held(tenant)
     }
 
     /// Registers one connection of `querier_id`. A querier that reconnects
@@ -801,18 +972,26 @@ impl<T: Send + 'static> RequestQueue<T> {
     }
 }
 
-/// A dequeue's place among the sleepers; leaving it (the future was dropped)
-/// hands any wakeup it had received to another sleeper.
+/// A dequeue's place among the sleepers and the idle slot it counts as;
+/// leaving it (the future was dropped) hands any wakeup it had received to
+/// another sleeper.
 struct Registration<'a, T> {
     shared: &'a Shared<T>,
     id: Option<u64>,
+    counted: bool,
 }
 
 impl<T> Drop for Registration<'_, T> {
     fn drop(&mut self) {
+        if self.id.is_none() && !self.counted {
+            return;
+        }
+        let config = &self.shared.config;
+        let mut st = self.shared.lock();
+        if self.counted {
+            st.dequeuers -= 1;
+        }
         if let Some(id) = self.id {
-            let config = &self.shared.config;
-            let mut st = self.shared.lock();
             let woken_for = st.deregister_waiter(id);
             st.pass_on(woken_for, None, config);
         }

@@ -497,7 +497,15 @@ async fn stress(config: QueueConfig) {
                     }
                 } else {
                     match q.dequeue(&h).await {
-                        Some(d) => got.push(d.item),
+                        Some(d) => {
+                            got.push(d.item);
+                            // Hold the tenant's slot across a yield now and
+                            // then, so the reserve blocks and wakes tenants.
+                            if round.is_multiple_of(3) {
+                                tokio::task::yield_now().await;
+                            }
+                            drop(d);
+                        }
                         None => break,
                     }
                 }
@@ -571,4 +579,167 @@ async fn concurrent_stress_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_stress_with_shuffle_sharding() {
     stress(sharded(1, Duration::ZERO)).await;
+}
+
+/// Items dequeued and held (their slots stay charged) by spawned dequeuers.
+type Held = tokio::sync::mpsc::UnboundedReceiver<Dequeued<u64>>;
+
+/// Spawns `n` dequeuers for `querier_id` that each take one item and send
+/// it, slot held, to the returned channel.
+fn spawn_holders(q: &RequestQueue<u64>, querier_id: &str, n: usize) -> Held {
+    let (sender, held) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..n {
+        let q = q.clone();
+        let h = q.register_querier(querier_id);
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            if let Some(d) = q.dequeue(&h).await {
+                let _ = sender.send(d);
+            }
+            // Keep the connection so shards and counts do not change.
+            std::future::pending::<()>().await;
+        });
+    }
+    held
+}
+
+/// Everything sent to `held` until the spawned dequeuers are all idle;
+/// the caller keeps the slots charged for as long as it keeps the items.
+async fn drain(held: &mut Held) -> Vec<Dequeued<u64>> {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::iter::from_fn(|| held.try_recv().ok()).collect()
+}
+
+fn items(dequeued: &[Dequeued<u64>]) -> Vec<(&str, u64)> {
+    dequeued.iter().map(|d| (&*d.tenant, d.item)).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_tenant_holding_fewest_slots_goes_first() {
+    let q = queue(QueueConfig {
+        reserved_slots: 0,
+        ..QueueConfig::default()
+    });
+    let h = q.register_querier("q");
+    for i in 0..3 {
+        push(&q, "a", i);
+        push(&q, "b", 10 + i);
+        push(&q, "c", 20 + i);
+    }
+    let a0 = q.dequeue(&h).await.unwrap();
+    let b0 = q.dequeue(&h).await.unwrap();
+    assert_eq!((&*a0.tenant, &*b0.tenant), ("a", "b"));
+    // `a` holds a slot: `c`, holding none, goes before it despite the round.
+    drop(b0);
+    assert_eq!(next(&q, &h).await, ("c".into(), 20));
+    // `a` holds 1, `b` none: `b` first though `a` comes next in the round.
+    let b1 = q.dequeue(&h).await.unwrap();
+    assert_eq!(b1.item, 11);
+    assert_eq!(q.tenant_in_flight("a"), 1);
+    assert_eq!(q.tenant_in_flight("b"), 1);
+    // Equal holdings: round robin from the cursor (after `b`: `c`, `a`).
+    assert_eq!(next(&q, &h).await, ("c".into(), 21));
+    drop((a0, b1));
+    assert_eq!(q.tenant_in_flight("a"), 0);
+    assert_eq!(next(&q, &h).await, ("a".into(), 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tenant_holding_slots_leaves_the_reserve_idle() {
+    let q = queue(QueueConfig::default());
+    for i in 0..10 {
+        push(&q, "flood", i);
+    }
+    let mut held = spawn_holders(&q, "q", 4);
+    let flood = drain(&mut held).await;
+    // Four slots, one reserved: the flood holds three, one dequeuer waits.
+    assert_eq!(items(&flood), [("flood", 0), ("flood", 1), ("flood", 2)]);
+    assert_eq!(q.tenant_in_flight("flood"), 3);
+    // Another tenant takes the reserved slot at once.
+    push(&q, "quiet", 100);
+    let quiet = drain(&mut held).await;
+    assert_eq!(items(&quiet), [("quiet", 100)]);
+    assert_eq!(q.tenant_len("flood"), 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_freed_slot_wakes_a_dequeuer_its_tenant_was_blocked_from() {
+    let q = queue(QueueConfig::default());
+    let h = q.register_querier("q");
+    for i in 0..3 {
+        push(&q, "a", i);
+    }
+    let first = q.dequeue(&h).await.unwrap();
+    // One slot held, one dequeuer: taking it would leave no slot idle.
+    let waiting = q.dequeue(&h);
+    tokio::pin!(waiting);
+    assert!(poll_once(waiting.as_mut()).await.is_pending());
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert!(poll_once(waiting.as_mut()).await.is_pending());
+    // The slot is freed: `a` holds none, so the sleeper is woken and takes.
+    drop(first);
+    let second = timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("woken by the freed slot")
+        .unwrap();
+    assert_eq!(second.item, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_reserve_never_hands_a_tenant_to_a_querier_outside_its_shard() {
+    let q = queue(QueueConfig {
+        reserved_slots: 0,
+        ..sharded(1, Duration::ZERO)
+    });
+    let h1 = q.register_querier("q1");
+    let h2 = q.register_querier("q2");
+    let member = q.tenant_queriers("a").unwrap()[0].clone();
+    let (inside, outside) = if *member == *"q1" {
+        (&h1, &h2)
+    } else {
+        (&h2, &h1)
+    };
+    for i in 0..3 {
+        push(&q, "a", i);
+    }
+    let held = q.dequeue(inside).await.unwrap();
+    // The outsider may not serve `a`, whatever `a` holds or leaves idle.
+    assert!(blocks(&q, outside).await);
+    assert_eq!(next(&q, inside).await, ("a".into(), 1));
+    drop(held);
+    assert!(blocks(&q, outside).await);
+    assert_eq!(q.tenant_len("a"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopped_queue_drains_past_the_reserve() {
+    let q = queue(QueueConfig::default());
+    let h = q.register_querier("q");
+    push(&q, "a", 0);
+    push(&q, "a", 1);
+    let _held = q.dequeue(&h).await.unwrap();
+    assert!(blocks(&q, &h).await, "the reserve holds item 1 back");
+    q.stop();
+    assert_eq!(next(&q, &h).await, ("a".into(), 1));
+    assert!(q.dequeue(&h).await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_item_held_back_by_the_reserve_past_its_deadline_is_never_handed_out() {
+    let q = queue(QueueConfig::default());
+    let h = q.register_querier("q");
+    push(&q, "a", 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    q.enqueue("a", 1, Some(deadline)).unwrap().detach();
+    push(&q, "b", 2);
+    let held = q.dequeue(&h).await.unwrap();
+    // `a` holds a slot and only one dequeuer is left: `b`, holding none,
+    // takes it; `a`'s next item waits behind the reserve.
+    assert_eq!(next(&q, &h).await, ("b".into(), 2));
+    assert!(blocks(&q, &h).await);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    drop(held);
+    // Its slot is free but its deadline passed: the owner has answered 503.
+    assert!(blocks(&q, &h).await);
+    assert!(q.is_empty());
 }

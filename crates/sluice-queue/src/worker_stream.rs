@@ -163,6 +163,10 @@ fn flow_control_pause() -> Duration {
 /// Serves one worker until it says goodbye, its stream ends, or the queue
 /// stops and drains. Returning drops `outbound`, which ends the stream on the
 /// querier's side.
+///
+/// A worker is only dequeued for while it is ready: after a hello or result
+/// saying `not_ready` it must send `Ready` first (its querier's concurrency
+/// limiter admitted it), so a task never waits on a querier for a permit.
 pub async fn serve_worker<A, S>(
     queue: RequestQueue<A>,
     metrics: OwnerMetrics,
@@ -182,12 +186,17 @@ pub async fn serve_worker<A, S>(
         }
     };
     let querier_id = hello.querier_id;
+    let mut ready = !hello.not_ready;
     let querier = queue.register_querier(&querier_id);
     let _connected = ConnectedWorker::new(&metrics.connected_workers);
     let inflight = metrics
         .inflight_per_querier
         .with_label_values(&[querier_id.as_str()]);
     loop {
+        if !ready && !wait_until_ready(&mut inbound, &queue, &querier_id).await {
+            return;
+        }
+        ready = true;
         let dequeued = tokio::select! {
             dequeued = queue.dequeue(&querier) => match dequeued {
                 Some(dequeued) => dequeued,
@@ -203,7 +212,7 @@ pub async fn serve_worker<A, S>(
                 Some(Ok(_)) => continue,
             },
         };
-        let Some((mut assignment, task)) = hand_out(dequeued, &metrics) else {
+        let Some((mut assignment, task, slot)) = hand_out(dequeued, &metrics) else {
             continue;
         };
         let query_id = task.query_id;
@@ -216,55 +225,129 @@ pub async fn serve_worker<A, S>(
             return;
         }
         inflight.inc();
-        let mut cancel_sent = false;
-        let mut said_goodbye = false;
-        let result = loop {
-            tokio::select! {
-                message = inbound.next() => match message {
-                    Some(Ok(QuerierToOwner { message: Some(QuerierMessage::Result(result)) }))
-                        if result.query_id == query_id => break Some(result),
-                    Some(Ok(QuerierToOwner { message: Some(QuerierMessage::Goodbye(_)) })) => {
-                        said_goodbye = true;
-                        queue.notify_querier_shutdown(&querier_id);
-                    }
-                    Some(Ok(_)) => {}
-                    None | Some(Err(_)) => break None,
-                },
-                _ = assignment.abandoned(), if !cancel_sent => {
-                    // Whoever asked went away: tell the querier to stop, then
-                    // wait for the worker to be free again.
-                    cancel_sent = true;
-                    let cancel = owner_message(OwnerMessage::Cancel(CancelTask { query_id }));
-                    if outbound.send(cancel).await.is_err() {
-                        inflight.dec();
-                        querier_lost(&queue, &querier_id, assignment);
-                        return;
-                    }
-                }
-            }
-        };
+        let end = await_result(
+            &mut inbound,
+            &outbound,
+            &mut assignment,
+            query_id,
+            &queue,
+            &querier_id,
+        )
+        .await;
         inflight.dec();
-        let Some(result) = result else {
+        let TaskEnd::Answered {
+            result,
+            said_goodbye,
+        } = end
+        else {
             querier_lost(&queue, &querier_id, assignment);
             return;
         };
+        ready = !result.not_ready;
         let over_limit = result.current_concurrency > result.desired_concurrency;
         assignment.finish(Outcome::Answered(result));
+        // The tenant's slot is free now, not after a pause below.
+        drop(slot);
         if said_goodbye {
             return;
         }
-        if over_limit {
-            // Flow control: this querier runs more than it wants; let its
-            // other work finish before handing this worker more.
-            metrics.flow_control_backoffs.inc();
-            tokio::select! {
-                _ = tokio::time::sleep(flow_control_pause()) => {}
-                message = inbound.next() => match message {
-                    Some(Ok(QuerierToOwner { message: Some(QuerierMessage::Goodbye(_)) })) | None | Some(Err(_)) => return,
-                    Some(Ok(_)) => {}
-                },
+        // Flow control for queriers without a limiter (they never say
+        // `not_ready`): this querier runs more than it wants; let its other
+        // work finish before handing this worker more.
+        if ready && over_limit && !flow_control_pause_served(&mut inbound, &metrics).await {
+            return;
+        }
+    }
+}
+
+/// Waits for a worker's `Ready`; false if it said goodbye or its stream ended.
+async fn wait_until_ready<A, S>(inbound: &mut S, queue: &RequestQueue<A>, querier_id: &str) -> bool
+where
+    A: Assignment,
+    S: Stream<Item = Result<QuerierToOwner, tonic::Status>> + Unpin,
+{
+    loop {
+        match inbound.next().await {
+            Some(Ok(QuerierToOwner {
+                message: Some(QuerierMessage::Ready(_)),
+            })) => return true,
+            Some(Ok(QuerierToOwner {
+                message: Some(QuerierMessage::Goodbye(_)),
+            })) => {
+                queue.notify_querier_shutdown(querier_id);
+                return false;
+            }
+            None | Some(Err(_)) => return false,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// How a task handed to a worker stream ended.
+#[allow(clippy::large_enum_variant)] // moved once, its size does not matter
+enum TaskEnd {
+    Answered {
+        result: QueryResult,
+        said_goodbye: bool,
+    },
+    /// The stream broke with the task in hand.
+    Lost,
+}
+
+/// Waits for the worker's result for `query_id`, telling it to cancel if
+/// whoever asked goes away meanwhile.
+async fn await_result<A, S>(
+    inbound: &mut S,
+    outbound: &mpsc::Sender<Result<OwnerToQuerier, tonic::Status>>,
+    assignment: &mut A,
+    query_id: u64,
+    queue: &RequestQueue<A>,
+    querier_id: &str,
+) -> TaskEnd
+where
+    A: Assignment,
+    S: Stream<Item = Result<QuerierToOwner, tonic::Status>> + Unpin,
+{
+    let mut cancel_sent = false;
+    let mut said_goodbye = false;
+    loop {
+        tokio::select! {
+            message = inbound.next() => match message {
+                Some(Ok(QuerierToOwner { message: Some(QuerierMessage::Result(result)) }))
+                    if result.query_id == query_id => return TaskEnd::Answered { result, said_goodbye },
+                Some(Ok(QuerierToOwner { message: Some(QuerierMessage::Goodbye(_)) })) => {
+                    said_goodbye = true;
+                    queue.notify_querier_shutdown(querier_id);
+                }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return TaskEnd::Lost,
+            },
+            _ = assignment.abandoned(), if !cancel_sent => {
+                // Whoever asked went away: tell the querier to stop, then
+                // wait for the worker to be free again.
+                cancel_sent = true;
+                let cancel = owner_message(OwnerMessage::Cancel(CancelTask { query_id }));
+                if outbound.send(cancel).await.is_err() {
+                    return TaskEnd::Lost;
+                }
             }
         }
+    }
+}
+
+/// Holds a worker back for a short flow-control pause; false if it said
+/// goodbye or its stream ended meanwhile.
+async fn flow_control_pause_served<S>(inbound: &mut S, metrics: &OwnerMetrics) -> bool
+where
+    S: Stream<Item = Result<QuerierToOwner, tonic::Status>> + Unpin,
+{
+    metrics.flow_control_backoffs.inc();
+    tokio::select! {
+        _ = tokio::time::sleep(flow_control_pause()) => true,
+        message = inbound.next() => !matches!(
+            message,
+            Some(Ok(QuerierToOwner { message: Some(QuerierMessage::Goodbye(_)) })) | None | Some(Err(_))
+        ),
     }
 }
 
@@ -274,14 +357,20 @@ pub async fn serve_worker<A, S>(
 /// process as its queue owner (`-target=all`) uses this, saving two task
 /// hand-offs per sub-query on the hot path. Returns once `stop` is raised
 /// (after finishing the running task) or the queue is stopped and drained.
-pub async fn serve_inline<A, F, Fut>(
+///
+/// Before each dequeue the worker waits for `ready` (its querier's
+/// concurrency limiter), and holds what that returns until the task ends.
+pub async fn serve_inline<A, R, RFut, P, F, Fut>(
     queue: RequestQueue<A>,
     metrics: OwnerMetrics,
     querier_id: String,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    ready: R,
     execute: F,
 ) where
     A: Assignment,
+    R: Fn() -> RFut,
+    RFut: Future<Output = P>,
     F: Fn(QueryTask) -> Fut,
     Fut: Future<Output = QueryResult>,
 {
@@ -294,6 +383,10 @@ pub async fn serve_inline<A, F, Fut>(
         if *stop.borrow() {
             return;
         }
+        let _permit = tokio::select! {
+            permit = ready() => permit,
+            _ = stop.changed() => return,
+        };
         let dequeued = tokio::select! {
             dequeued = queue.dequeue(&querier) => match dequeued {
                 Some(dequeued) => dequeued,
@@ -301,29 +394,39 @@ pub async fn serve_inline<A, F, Fut>(
             },
             _ = stop.changed() => return,
         };
-        let Some((mut assignment, task)) = hand_out(dequeued, &metrics) else {
+        let Some((mut assignment, task, _slot)) = hand_out(dequeued, &metrics) else {
             continue;
         };
-        let query_id = task.query_id;
         inflight.inc();
-        let execution = execute(task);
-        tokio::pin!(execution);
-        let result = tokio::select! {
-            result = &mut execution => result,
-            _ = assignment.abandoned() => {
-                // Dropping the execution stops it (and its downstream request).
-                QueryResult {
-                    query_id,
-                    response: Some(sluice_proto::ApiResponse::error(
-                        sluice_proto::ErrorType::Canceled,
-                        "query canceled by its client",
-                    )),
-                    ..QueryResult::default()
-                }
-            }
-        };
+        let result = execute_unless_abandoned(&mut assignment, task, &execute).await;
         inflight.dec();
         assignment.finish(Outcome::Answered(result));
+    }
+}
+
+/// Runs `task` in process, or answers `canceled` as soon as whoever asked
+/// goes away (dropping the execution stops it and its downstream request).
+async fn execute_unless_abandoned<A, F, Fut>(
+    assignment: &mut A,
+    task: QueryTask,
+    execute: &F,
+) -> QueryResult
+where
+    A: Assignment,
+    F: Fn(QueryTask) -> Fut,
+    Fut: Future<Output = QueryResult>,
+{
+    let query_id = task.query_id;
+    tokio::select! {
+        result = execute(task) => result,
+        _ = assignment.abandoned() => QueryResult {
+            query_id,
+            response: Some(sluice_proto::ApiResponse::error(
+                sluice_proto::ErrorType::Canceled,
+                "query canceled by its client",
+            )),
+            ..QueryResult::default()
+        },
     }
 }
 
@@ -335,13 +438,15 @@ fn querier_lost<A: Assignment>(queue: &RequestQueue<A>, querier_id: &str, assign
     assignment.finish(Outcome::QuerierLost);
 }
 
-/// Turns a dequeued item into the task for a worker, or `None` when nobody
-/// waits for it any more or its deadline passed (counted as discarded).
+/// Turns a dequeued item into the task for a worker and the tenant's slot
+/// (hold it until the task ends), or `None` when nobody waits for it any
+/// more or its deadline passed (counted as discarded; the slot is freed).
 fn hand_out<A: Assignment>(
     dequeued: crate::Dequeued<A>,
     metrics: &OwnerMetrics,
-) -> Option<(A, QueryTask)> {
+) -> Option<(A, QueryTask, crate::InFlightGuard)> {
     let tenant = dequeued.tenant;
+    let slot = dequeued.in_flight;
     let mut assignment = dequeued.item;
     let now = Instant::now();
     let discarded = if assignment.is_abandoned() {
@@ -361,7 +466,7 @@ fn hand_out<A: Assignment>(
     let queued_for = now.saturating_duration_since(dequeued.enqueued_at);
     metrics.queue_duration.observe(queued_for.as_secs_f64());
     let task = assignment.task(&tenant, queued_for, now);
-    Some((assignment, task))
+    Some((assignment, task, slot))
 }
 
 /// Counts a connected worker for as long as it lives.

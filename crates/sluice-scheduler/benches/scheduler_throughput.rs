@@ -152,6 +152,8 @@ async fn main() {
             querier_id: format!("querier-{index}"),
             owner_addresses: vec![scheduler_address.clone()],
             max_concurrent: 16,
+            // A fixed limit: this measures the scheduler, not adaptation.
+            min_concurrent: 16,
             dns_refresh: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(1),
         };

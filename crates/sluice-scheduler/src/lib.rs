@@ -33,6 +33,9 @@ pub struct SchedulerConfig {
     pub max_outstanding_per_tenant: usize,
     pub max_queriers_per_tenant: usize,
     pub querier_forget_delay: Duration,
+    /// Idle querier slots kept from a tenant that already holds slots (see
+    /// [`QueueConfig::reserved_slots`]).
+    pub reserved_querier_slots: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -41,6 +44,7 @@ impl Default for SchedulerConfig {
             max_outstanding_per_tenant: 100,
             max_queriers_per_tenant: 0,
             querier_forget_delay: Duration::ZERO,
+            reserved_querier_slots: QueueConfig::default().reserved_slots,
         }
     }
 }
@@ -153,6 +157,7 @@ impl Scheduler {
             max_outstanding_per_tenant: config.max_outstanding_per_tenant,
             max_queriers_per_tenant: config.max_queriers_per_tenant,
             querier_forget_delay: config.querier_forget_delay,
+            reserved_slots: config.reserved_querier_slots,
         });
         let owner = sluice_queue::worker_stream::register_owner_metrics(registry);
         let metrics = SchedulerMetrics {

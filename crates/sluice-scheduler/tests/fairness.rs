@@ -1,6 +1,6 @@
-//! Fairness at a real scheduler over gRPC, with a scripted frontend and a
-//! scripted querier that finishes one task at a time: the querier is the
-//! deterministic slow executor, so the order of service is exact.
+//! Fairness at a real scheduler over gRPC, with a scripted frontend and
+//! scripted queriers: the querier is the deterministic slow executor, so the
+//! order (and, with slow work, the timing) of service is exact.
 
 use std::time::Duration;
 
@@ -99,6 +99,8 @@ async fn querier_stream(
             message: Some(QuerierMessage::Hello(QuerierHello {
                 querier_id: querier_id.to_owned(),
                 max_concurrency: 1,
+                // A querier without a limiter: ready after every result.
+                not_ready: false,
             })),
         })
         .await
@@ -330,4 +332,118 @@ async fn a_querier_over_its_concurrency_is_backed_off_while_others_are_served() 
     .unwrap();
     assert!(matches!(third.message, Some(OwnerMessage::Task(ref task)) if task.query_id == 3));
     assert_eq!(backoffs(), 1.0);
+}
+
+/// Runs one scripted worker stream of `querier_id`: it reports every task it
+/// is handed on `handed`, holds the `slow` tenant's tasks for `hold` and
+/// answers the others at once.
+fn spawn_scripted_worker(
+    channel: tonic::transport::Channel,
+    querier_id: &'static str,
+    slow: &'static str,
+    hold: Duration,
+    handed: mpsc::UnboundedSender<(String, u64, tokio::time::Instant)>,
+) {
+    tokio::spawn(async move {
+        let (to_owner, mut tasks) = querier_stream(&channel, querier_id).await;
+        while let Some(Ok(message)) = tasks.next().await {
+            let Some(OwnerMessage::Task(task)) = message.message else {
+                continue;
+            };
+            let _ = handed.send((
+                task.tenant.clone(),
+                task.query_id,
+                tokio::time::Instant::now(),
+            ));
+            if task.tenant == slow {
+                tokio::time::sleep(hold).await;
+            }
+            let result = QuerierToOwner {
+                message: Some(QuerierMessage::Result(QueryResult {
+                    query_id: task.query_id,
+                    ..QueryResult::default()
+                })),
+            };
+            if to_owner.send(result).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_holding_the_slots_with_slow_work_does_not_delay_another() {
+    const WORKERS: usize = 4;
+    const HOLD: Duration = Duration::from_secs(2);
+    let registry = prometheus::Registry::new();
+    let (address, _scheduler) = start_scheduler_with(SchedulerConfig::default(), &registry).await;
+    let channel = connect(&address).await;
+    let (handed_sender, mut handed) = mpsc::unbounded_channel();
+    for _ in 0..WORKERS {
+        spawn_scripted_worker(
+            channel.clone(),
+            "slow-querier",
+            "flood",
+            HOLD,
+            handed_sender.clone(),
+        );
+    }
+    while connected_workers(&registry) < WORKERS as f64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The flood queues far more slow work than there are workers.
+    let (to_scheduler, mut answers) = frontend_stream(&channel, 512).await;
+    for query_id in 0..40 {
+        to_scheduler.send(request("flood", query_id)).await.unwrap();
+        assert_eq!(
+            answers.next().await.unwrap().unwrap().status(),
+            EnqueueStatus::Ok
+        );
+    }
+    // It gets every slot but the reserved one.
+    for _ in 0..WORKERS - 1 {
+        let (tenant, _, _) = handed.recv().await.unwrap();
+        assert_eq!(tenant, "flood");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        handed.try_recv().is_err(),
+        "the flood took the reserved slot"
+    );
+    // The quiet tenant, one query at a time, is served at once each time,
+    // not after a flood task ends (2 s): old round robin made it wait that.
+    for query_id in 1000..1003 {
+        let sent = tokio::time::Instant::now();
+        to_scheduler.send(request("quiet", query_id)).await.unwrap();
+        assert_eq!(
+            answers.next().await.unwrap().unwrap().status(),
+            EnqueueStatus::Ok
+        );
+        let (tenant, id, at) = tokio::time::timeout(HOLD * 2, handed.recv())
+            .await
+            .expect("the quiet query is handed out")
+            .unwrap();
+        assert_eq!((tenant.as_str(), id), ("quiet", query_id));
+        let waited = at - sent;
+        assert!(
+            waited < HOLD / 4,
+            "quiet query {query_id} waited {waited:?} beside the flood"
+        );
+        // Its result frees the slot before the next quiet query.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The flood still progresses on the slots it holds.
+    let (tenant, _, _) = tokio::time::timeout(HOLD * 2, handed.recv())
+        .await
+        .expect("the flood is served on")
+        .unwrap();
+    assert_eq!(tenant, "flood");
+}
+
+fn connected_workers(registry: &prometheus::Registry) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .find(|family| family.name() == "sluice_connected_querier_workers")
+        .map_or(0.0, |family| family.get_metric()[0].get_gauge().get_value())
 }

@@ -66,6 +66,7 @@ pub(crate) struct Config {
     pub(crate) frontend: sluice_frontend::FrontendConfig,
     pub(crate) querier_frontend_addresses: Vec<String>,
     pub(crate) querier_max_concurrent: usize,
+    pub(crate) querier_min_concurrent: usize,
     pub(crate) querier_downstream_url: String,
     pub(crate) querier_id: String,
     pub(crate) querier_dns_lookup_period: Duration,
@@ -250,6 +251,13 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |config, value| config.frontend.max_queriers_per_tenant = parse_number(value)?
     ),
     setting!(
+        "query-frontend.reserved-querier-slots",
+        "frontend.reserved_querier_slots",
+        "1",
+        "Idle querier slots a tenant already running sub-queries may not take, so another tenant finds one free at once instead of waiting behind a flood of slow work; 0 turns the reserve off.",
+        |config, value| config.frontend.reserved_querier_slots = parse_number(value)?
+    ),
+    setting!(
         "query-frontend.max-retries-per-request",
         "frontend.max_retries",
         "5",
@@ -356,6 +364,13 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "0",
         "Queriers a tenant's sub-queries may run on at a query-scheduler (shuffle sharding); 0 means all.",
         |config, value| config.scheduler.max_queriers_per_tenant = parse_number(value)?
+    ),
+    setting!(
+        "query-scheduler.reserved-querier-slots",
+        "scheduler.reserved_querier_slots",
+        "1",
+        "Idle querier slots a tenant already running sub-queries may not take at a query-scheduler, so another tenant finds one free at once; 0 turns the reserve off.",
+        |config, value| config.scheduler.reserved_querier_slots = parse_number(value)?
     ),
     setting!(
         "query-scheduler.querier-forget-delay",
@@ -484,6 +499,13 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |config, value| config.querier_max_concurrent = parse_number(value)?
     ),
     setting!(
+        "querier.min-concurrent",
+        "querier.min_concurrent",
+        "2",
+        "Floor of the querier's adaptive concurrency limit, which lowers how many sub-queries run at once (down to this) while the downstream's latency rises. Keep it above the reserved querier slots so a tenant beside a flood still finds one; equal to -querier.max-concurrent turns adaptation off.",
+        |config, value| config.querier_min_concurrent = parse_number(value)?
+    ),
+    setting!(
         "querier.downstream-url",
         "querier.downstream_url",
         "",
@@ -527,6 +549,7 @@ fn blank_config() -> Config {
         frontend: sluice_frontend::FrontendConfig::default(),
         querier_frontend_addresses: Vec::new(),
         querier_max_concurrent: 0,
+        querier_min_concurrent: 0,
         querier_downstream_url: String::new(),
         querier_id: String::new(),
         querier_dns_lookup_period: Duration::ZERO,

@@ -193,11 +193,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let local: Option<LocalConnect> = frontend.as_ref().map(|frontend| {
             let frontend = frontend.clone();
             Arc::new(
-                move |querier_id, stop, execute: sluice_querier::LocalExecute| {
+                move |querier_id,
+                      stop,
+                      ready: sluice_querier::LocalReady,
+                      execute: sluice_querier::LocalExecute| {
                     let frontend = frontend.clone();
                     Box::pin(async move {
                         frontend
-                            .serve_local_worker(querier_id, stop, move |task| execute(task))
+                            .serve_local_worker(
+                                querier_id,
+                                stop,
+                                move || ready(),
+                                move |task| execute(task),
+                            )
                             .await
                     }) as futures_util::future::BoxFuture<'static, ()>
                 },
@@ -213,6 +221,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .cloned()
                 .collect(),
             max_concurrent: config.querier_max_concurrent,
+            min_concurrent: config.querier_min_concurrent,
             dns_refresh: config.querier_dns_lookup_period,
             shutdown_grace: config.graceful_shutdown_timeout,
         };

@@ -725,6 +725,50 @@ async fn a_request_past_its_timeout_gets_503_and_leaves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_queries_held_back_by_the_reserved_slot_still_time_out_with_503() {
+    let mut hole = BlackHole::start().await;
+    let frontend = start_frontend(&["-querier.timeout=1s"]).await;
+    // Two slots, one reserved for other tenants: while the first query
+    // holds a slot, the same tenant's next ones wait in the queue.
+    let querier = start_querier(
+        "querier",
+        &frontend,
+        &hole.url(),
+        &["-querier.max-concurrent=2"],
+    )
+    .await;
+    let send = |time: u32| {
+        let url = format!("{}/api/v1/query?query=up&time={time}", frontend.url());
+        tokio::spawn(async move {
+            let sent = tokio::time::Instant::now();
+            let (status, _, body) = http_get(&url).await;
+            (
+                status,
+                String::from_utf8_lossy(&body).into_owned(),
+                sent.elapsed(),
+            )
+        })
+    };
+    let first = send(1);
+    hole.expect_request().await;
+    let held_back = [send(2), send(3)];
+    frontend
+        .wait_metric("sluice_queue_length", 2.0, Duration::from_secs(5))
+        .await;
+    const TIMED_OUT: &str =
+        r#"{"status":"error","errorType":"timeout","error":"query timed out after 1s"}"#;
+    for client in std::iter::once(first).chain(held_back) {
+        let (status, body, took) = client.await.expect("client");
+        assert_eq!((status, body.as_str()), (503, TIMED_OUT));
+        assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    }
+    frontend
+        .wait_metric("sluice_queue_length", 0.0, Duration::from_secs(5))
+        .await;
+    querier.wait_querier_idle().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_what_is_running() {
     let dataset = Dataset::new();
     let prometheus = PrometheusServer::start(&dataset).await;
