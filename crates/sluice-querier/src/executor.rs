@@ -42,6 +42,13 @@ pub trait Executor: Send + Sync + 'static {
         request: &QueryRequest,
         timeout: Duration,
     ) -> impl std::future::Future<Output = Execution> + Send;
+
+    /// The latency of a trivial request to the backend, which the
+    /// concurrency limit keeps near its unloaded level; `None` when this
+    /// executor cannot probe (the limit then follows task latencies alone).
+    fn probe(&self) -> impl std::future::Future<Output = Option<Duration>> + Send {
+        std::future::ready(None)
+    }
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -267,6 +274,22 @@ fn duration_param(ms: i64) -> String {
 }
 
 impl Executor for PrometheusExecutor {
+    /// `query=1` at the downstream's instant API: parsed and evaluated in
+    /// microseconds, so its latency is the time the backend made it wait.
+    /// A probe that fails or times out counts as the longest wait.
+    async fn probe(&self) -> Option<Duration> {
+        const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+        let request = Request::post(self.query_url.clone())
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from_static(b"query=1")))
+            .ok()?;
+        let started = Instant::now();
+        match self.exchange(request, PROBE_TIMEOUT).await {
+            Ok((200, _, _)) => Some(started.elapsed()),
+            _ => Some(PROBE_TIMEOUT),
+        }
+    }
+
     async fn execute(&self, tenant: &str, request: &QueryRequest, timeout: Duration) -> Execution {
         let Some(kind) = &request.kind else {
             return Execution::failed(ErrorType::BadData, "empty request".into(), false);

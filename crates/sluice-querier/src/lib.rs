@@ -16,6 +16,7 @@
 pub mod executor;
 mod limiter;
 mod metrics;
+mod probe;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -126,6 +127,12 @@ pub async fn run<E: Executor>(
             permits_in_use: metrics.concurrency_permits_in_use.clone(),
         },
     );
+    let probing = tokio::spawn(probe::probe_backend(
+        Arc::clone(&executor),
+        Arc::clone(&limiter),
+        metrics.inflight.clone(),
+        shutdown.clone(),
+    ));
     let mut refresh = tokio::time::interval(config.dns_refresh);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -154,6 +161,7 @@ pub async fn run<E: Executor>(
     if drained.is_err() {
         tracing::warn!(grace = ?config.shutdown_grace, "querier shutdown grace expired with sub-queries still running");
     }
+    probing.abort();
     metrics.connected_targets.set(0);
 }
 

@@ -157,6 +157,8 @@ pub struct ConcurrencyLimiter {
 
 struct LimiterState {
     gradient: Gradient,
+    /// The limit the backend's probed latency allows, once probes come in.
+    probed: Option<crate::probe::ProbeAimd>,
     /// Per owner: its workers and the permits they hold.
     owners: HashMap<Arc<str>, OwnerPermits>,
     in_use: usize,
@@ -169,6 +171,14 @@ struct OwnerPermits {
 }
 
 impl LimiterState {
+    /// The lower of what task latencies and backend probes allow.
+    fn limit(&self) -> usize {
+        let gradient = self.gradient.limit();
+        self.probed
+            .as_ref()
+            .map_or(gradient, |probed| gradient.min(probed.limit()))
+    }
+
     /// The permits `owner`'s workers may hold: its share of the limit by
     /// worker count, rounded down so the shares never exceed the limit, but
     /// at least one so that every owner is served.
@@ -177,7 +187,7 @@ impl LimiterState {
         if all_workers == 0 {
             return 1;
         }
-        (self.gradient.limit() * owner.workers / all_workers).max(1)
+        (self.limit() * owner.workers / all_workers).max(1)
     }
 }
 
@@ -211,6 +221,7 @@ impl ConcurrencyLimiter {
         Arc::new(ConcurrencyLimiter {
             state: Mutex::new(LimiterState {
                 gradient,
+                probed: None,
                 owners: HashMap::new(),
                 in_use: 0,
             }),
@@ -225,7 +236,7 @@ impl ConcurrencyLimiter {
 
     /// The current limit.
     pub fn limit(&self) -> usize {
-        self.lock().gradient.limit()
+        self.lock().limit()
     }
 
     /// Sets how many workers pull from `owner`; `0` forgets it (permits its
@@ -279,10 +290,33 @@ impl ConcurrencyLimiter {
     /// `running` tasks executing beside it (itself included), and adapts.
     /// Ready but idle workers hold permits too, so they are not counted.
     pub fn record(&self, latency: Duration, running: usize) {
+        self.adapt(|state| state.gradient.sample(latency, running));
+    }
+
+    /// Records the latency of one probe of the backend (see [`crate::probe`]).
+    pub(crate) fn record_probe(&self, latency: Duration) {
+        let (min_limit, max_limit) = {
+            let state = self.lock();
+            (
+                state.gradient.config.min_limit,
+                state.gradient.config.max_limit,
+            )
+        };
+        self.adapt(|state| {
+            state
+                .probed
+                .get_or_insert_with(|| crate::probe::ProbeAimd::new(min_limit, max_limit))
+                .sample(latency)
+        });
+    }
+
+    /// Applies `change` to the estimators, publishing the new limit and
+    /// waking waiters when it grew.
+    fn adapt(&self, change: impl FnOnce(&mut LimiterState)) {
         let mut state = self.lock();
-        let before = state.gradient.limit();
-        state.gradient.sample(latency, running);
-        let after = state.gradient.limit();
+        let before = state.limit();
+        change(&mut state);
+        let after = state.limit();
         drop(state);
         if after != before {
             self.gauges.limit.set(after as i64);
