@@ -72,6 +72,8 @@ pub struct QuerierConfig {
     /// The floor of the adaptive concurrency limit; equal to
     /// `max_concurrent` turns adaptation off.
     pub min_concurrent: usize,
+    /// How often the downstream is probed while sub-queries run (zero: never).
+    pub backend_probe_interval: Duration,
     /// How often owner names are resolved again.
     pub dns_refresh: Duration,
     /// How long shutdown waits for running sub-queries.
@@ -130,7 +132,8 @@ pub async fn run<E: Executor>(
     let probing = tokio::spawn(probe::probe_backend(
         Arc::clone(&executor),
         Arc::clone(&limiter),
-        metrics.inflight.clone(),
+        metrics.clone(),
+        config.backend_probe_interval,
         shutdown.clone(),
     ));
     let mut refresh = tokio::time::interval(config.dns_refresh);

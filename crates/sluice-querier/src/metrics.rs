@@ -11,6 +11,8 @@ pub struct QuerierMetrics {
     pub concurrency_limit: IntGauge,
     /// Workers admitted by the limit: running a sub-query or ready for one.
     pub concurrency_permits_in_use: IntGauge,
+    /// Latency of the trivial queries that probe the downstream.
+    pub backend_probe_duration: Histogram,
 }
 
 impl QuerierMetrics {
@@ -49,6 +51,14 @@ impl QuerierMetrics {
                 "Workers admitted under the concurrency limit: running a sub-query or ready for one.",
             )
             .expect("valid metric"),
+            backend_probe_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "sluice_querier_backend_probe_duration_seconds",
+                    "Latency of the trivial query (query=1) sent to the downstream while sub-queries run, which steers the concurrency limit.",
+                )
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0]),
+            )
+            .expect("valid metric"),
         };
         for collector in [
             Box::new(metrics.inflight.clone()) as Box<dyn prometheus::core::Collector>,
@@ -57,6 +67,7 @@ impl QuerierMetrics {
             Box::new(metrics.duration.clone()),
             Box::new(metrics.concurrency_limit.clone()),
             Box::new(metrics.concurrency_permits_in_use.clone()),
+            Box::new(metrics.backend_probe_duration.clone()),
         ] {
             registry
                 .register(collector)

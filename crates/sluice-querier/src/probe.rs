@@ -1,6 +1,6 @@
 //! The backend's responsiveness, probed: while the querier is running
 //! work, it asks its downstream a trivial query every
-//! [`PROBE_INTERVAL`] and adapts its concurrency to that query's latency
+//! `-querier.backend-probe-interval` and adapts its concurrency to that query's latency
 //! (additive increase, multiplicative decrease, as TCP does).
 //!
 //! Task latencies alone cannot tell a saturated backend from heavy work: a
@@ -17,10 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::{ConcurrencyLimiter, Executor};
-
-/// How often the backend is probed while the querier runs work.
-pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+use crate::{ConcurrencyLimiter, Executor, QuerierMetrics};
 
 /// A probe slower than its baseline by both this factor and
 /// [`CONGESTED_MARGIN`] says the backend is making requests wait.
@@ -107,19 +104,24 @@ impl ProbeAimd {
     }
 }
 
-/// Probes the executor's backend while tasks run, feeding the limiter,
-/// until `stop` is raised. Does nothing for executors that cannot probe.
+/// Probes the executor's backend every `interval` while tasks run, feeding
+/// the limiter, until `stop` is raised. Does nothing for executors that
+/// cannot probe, or with a zero interval.
 pub(crate) async fn probe_backend<E: Executor>(
     executor: Arc<E>,
     limiter: Arc<ConcurrencyLimiter>,
-    running: prometheus::IntGauge,
+    metrics: QuerierMetrics,
+    interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut interval = tokio::time::interval(PROBE_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    if interval.is_zero() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = interval.tick() => {}
+            _ = ticks.tick() => {}
             _ = stop.changed() => return,
         }
         if *stop.borrow() {
@@ -127,13 +129,16 @@ pub(crate) async fn probe_backend<E: Executor>(
         }
         // An idle querier loads nothing: what the backend does then is
         // someone else's doing, and says nothing about our limit.
-        if running.get() <= 0 {
+        if metrics.inflight.get() <= 0 {
             continue;
         }
-        match executor.probe().await {
-            Some(latency) => limiter.record_probe(latency),
-            None => return,
-        }
+        let Some(latency) = executor.probe().await else {
+            return;
+        };
+        metrics
+            .backend_probe_duration
+            .observe(latency.as_secs_f64());
+        limiter.record_probe(latency);
     }
 }
 

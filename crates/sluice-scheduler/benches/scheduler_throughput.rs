@@ -154,6 +154,7 @@ async fn main() {
             max_concurrent: 16,
             // A fixed limit: this measures the scheduler, not adaptation.
             min_concurrent: 16,
+            backend_probe_interval: Duration::ZERO,
             dns_refresh: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(1),
         };

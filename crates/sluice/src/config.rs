@@ -67,6 +67,7 @@ pub(crate) struct Config {
     pub(crate) querier_frontend_addresses: Vec<String>,
     pub(crate) querier_max_concurrent: usize,
     pub(crate) querier_min_concurrent: usize,
+    pub(crate) querier_backend_probe_interval: Duration,
     pub(crate) querier_downstream_url: String,
     pub(crate) querier_id: String,
     pub(crate) querier_dns_lookup_period: Duration,
@@ -506,6 +507,13 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |config, value| config.querier_min_concurrent = parse_number(value)?
     ),
     setting!(
+        "querier.backend-probe-interval",
+        "querier.backend_probe_interval",
+        "100ms",
+        "While sub-queries run, how often the querier sends its downstream a trivial query (query=1) whose latency steers the adaptive concurrency limit; 0 turns probing off (the limit then follows sub-query latencies alone).",
+        |config, value| config.querier_backend_probe_interval = parse_go_duration(value)?
+    ),
+    setting!(
         "querier.downstream-url",
         "querier.downstream_url",
         "",
@@ -550,6 +558,7 @@ fn blank_config() -> Config {
         querier_frontend_addresses: Vec::new(),
         querier_max_concurrent: 0,
         querier_min_concurrent: 0,
+        querier_backend_probe_interval: Duration::ZERO,
         querier_downstream_url: String::new(),
         querier_id: String::new(),
         querier_dns_lookup_period: Duration::ZERO,

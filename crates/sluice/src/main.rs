@@ -222,6 +222,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .collect(),
             max_concurrent: config.querier_max_concurrent,
             min_concurrent: config.querier_min_concurrent,
+            backend_probe_interval: config.querier_backend_probe_interval,
             dns_refresh: config.querier_dns_lookup_period,
             shutdown_grace: config.graceful_shutdown_timeout,
         };

@@ -311,9 +311,15 @@ async fn a_flooding_tenant_gets_429s_while_a_quiet_one_is_served() {
         flood
             .spawn(async move { http_get_with_headers(&url, &[("X-Scope-OrgID", "flood")]).await });
     }
-    // Let the flood fill its queue before the quiet tenant asks.
+    // Let the flood fill its queue before the quiet tenant asks: once the
+    // queue is full, most of the 300 are refused at once. (The queue holds
+    // exactly 100 only until a querier takes one, too briefly to poll for.)
     frontend
-        .wait_metric("sluice_queue_length", 100.0, Duration::from_secs(30))
+        .wait_metric_at_least(
+            "sluice_discarded_requests_total",
+            150.0,
+            Duration::from_secs(30),
+        )
         .await;
     let quiet_query = "count(node_temperature_celsius)";
     let mut quiet = tokio::task::JoinSet::new();
@@ -766,6 +772,38 @@ async fn sub_queries_held_back_by_the_reserved_slot_still_time_out_with_503() {
         .wait_metric("sluice_queue_length", 0.0, Duration::from_secs(5))
         .await;
     querier.wait_querier_idle().await;
+}
+
+/// While a sub-query runs, the querier probes its downstream with a
+/// trivial query (the adaptive limit's signal); answers stay Prometheus's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_queriers_probe_the_downstream() {
+    let dataset = Dataset::new();
+    let prometheus = PrometheusServer::start(&dataset).await;
+    let slow = DelayProxy::start(prometheus.port(), Duration::from_millis(300)).await;
+    let sluice = common::start_sluice(
+        "probing",
+        &[
+            format!("-querier.downstream-url={}", slow.url()),
+            "-querier.backend-probe-interval=20ms".to_owned(),
+        ],
+    )
+    .await;
+    let probes = "sluice_querier_backend_probe_duration_seconds_count";
+    assert_eq!(
+        sluice.metric(probes).await,
+        0.0,
+        "idle queriers never probe"
+    );
+    let time = seconds(dataset.start_ms() + DAY_MS);
+    let params = [
+        ("query", "sum(http_requests_total)"),
+        ("time", time.as_str()),
+    ];
+    assert_identical(&prometheus.url(), &sluice.url(), "/api/v1/query", &params).await;
+    sluice
+        .wait_metric_at_least(probes, 1.0, Duration::from_secs(10))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

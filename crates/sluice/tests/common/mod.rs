@@ -49,15 +49,38 @@ impl SluiceProcess {
 
     /// Polls `/metrics` until `name` reaches `value`.
     pub async fn wait_metric(&self, name: &str, value: f64, timeout: Duration) {
+        self.wait_metric_until(
+            name,
+            |current| current == value,
+            &format!("{value}"),
+            timeout,
+        )
+        .await;
+    }
+
+    /// Polls `/metrics` until `name` reaches at least `value`.
+    pub async fn wait_metric_at_least(&self, name: &str, value: f64, timeout: Duration) {
+        let wanted = format!("at least {value}");
+        self.wait_metric_until(name, |current| current >= value, &wanted, timeout)
+            .await;
+    }
+
+    async fn wait_metric_until(
+        &self,
+        name: &str,
+        reached: impl Fn(f64) -> bool,
+        wanted: &str,
+        timeout: Duration,
+    ) {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let current = self.metric(name).await;
-            if current == value {
+            if reached(current) {
                 return;
             }
             if tokio::time::Instant::now() > deadline {
                 panic!(
-                    "metric {name} is {current}, expected {value}; log:\n{}",
+                    "metric {name} is {current}, expected {wanted}; log:\n{}",
                     self.process.log_contents()
                 );
             }
@@ -104,6 +127,9 @@ pub async fn start_sluice(name: &str, args: &[String]) -> SluiceProcess {
         format!("-server.grpc-listen-port={grpc_port}"),
         "-log.level=info".to_owned(),
         "-server.graceful-shutdown-timeout=10s".to_owned(),
+        // Scripted downstreams count and hold every request they get, and
+        // probes would be among them; a test that wants probes sets it.
+        "-querier.backend-probe-interval=0".to_owned(),
     ];
     all_args.extend_from_slice(args);
     let mut process = ChildProcess::start(
