@@ -27,7 +27,7 @@ use sluice_block::{
 use sluice_engine::{EngineError, Shard, Storage, StoredSeries};
 use sluice_metastore::{LoadedBlock, Metastore};
 
-pub use metadata::{label_names, label_values, series};
+pub use metadata::{label_names, label_values, selector_matchers, series};
 
 /// The blocks of one tenant that a query may read, fixed when it starts so
 /// that a sync during the query does not change what it sees.

@@ -10,6 +10,38 @@ use sluice_engine::EngineError;
 
 use crate::{BlockStorage, block_matchers, execution};
 
+/// The matcher sets of a series selector such as `up{job="a"}` (several
+/// for `{a="1" or b="2"}`), the metric name folded in as the engine does.
+pub fn selector_matchers(text: &str) -> Result<Vec<Vec<EngineMatcher>>, EngineError> {
+    use promql_parser::label::{METRIC_NAME, MatchOp};
+    use promql_parser::parser::Expr;
+
+    let expr = promql_parser::parser::parse(text)
+        .map_err(|error| EngineError::BadData(format!("invalid parameter \"match[]\": {error}")))?;
+    let Expr::VectorSelector(selector) = expr else {
+        return Err(EngineError::BadData(format!(
+            "invalid parameter \"match[]\": {text:?} is not a series selector"
+        )));
+    };
+    let name = selector
+        .name
+        .as_ref()
+        .map(|name| EngineMatcher::new(MatchOp::Equal, METRIC_NAME, name));
+    let mut sets = if selector.matchers.or_matchers.is_empty() {
+        vec![selector.matchers.matchers.clone()]
+    } else {
+        selector.matchers.or_matchers.clone()
+    };
+    for set in &mut sets {
+        if let Some(name) = &name
+            && !set.iter().any(|matcher| matcher.name == METRIC_NAME)
+        {
+            set.push(name.clone());
+        }
+    }
+    Ok(sets)
+}
+
 /// The label sets of the series matching any of `selectors` in `[start,
 /// end]`, sorted and without duplicates.
 pub fn series(

@@ -105,11 +105,7 @@ fn overlapping_blocks_and_tombstones_read_like_one_store() {
         panic!("not a vector");
     };
     assert_eq!(counts[0].value, 240.0);
-    let selector = promql_parser::parser::parse("x").unwrap();
-    let promql_parser::parser::Expr::VectorSelector(selector) = selector else {
-        panic!("not a selector");
-    };
-    let matchers = vec![selector.matchers.matchers.clone()];
+    let matchers = selector_matchers("x").unwrap();
     assert_eq!(
         series(&storage, &matchers, 0, 6 * HOUR).unwrap(),
         vec![a, b]
@@ -118,8 +114,11 @@ fn overlapping_blocks_and_tombstones_read_like_one_store() {
         label_names(&storage, &[], 0, 6 * HOUR).unwrap(),
         vec!["__name__", "job"]
     );
+    let either = selector_matchers(r#"{job="a" or job="b"}"#).unwrap();
+    assert_eq!(either.len(), 2);
+    assert!(selector_matchers("rate(x[5m])").is_err());
     assert_eq!(
-        label_values(&storage, "job", &matchers, 0, HOUR).unwrap(),
+        label_values(&storage, "job", &either, 0, HOUR).unwrap(),
         vec!["a", "b"]
     );
 }

@@ -8,6 +8,7 @@
 //! across the owners it is connected to (at least one worker each) and
 //! re-divided whenever DNS shows owners coming or going.
 
+mod engine;
 pub mod executor;
 mod metrics;
 mod worker;
@@ -24,6 +25,7 @@ use sluice_proto::{OwnerToQuerier, QuerierToOwner};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+pub use engine::EngineExecutor;
 pub use executor::{Execution, Executor, PrometheusExecutor};
 pub use metrics::QuerierMetrics;
 

@@ -584,6 +584,14 @@ pub(crate) enum Loaded {
     Help(String),
 }
 
+impl Config {
+    /// Whether blocks to read were configured: an S3 bucket, or a directory.
+    pub(crate) fn has_bucket(&self) -> bool {
+        self.blocks_storage.backend == sluice_bucket::Backend::S3
+            || !self.blocks_storage.filesystem_dir.as_os_str().is_empty()
+    }
+}
+
 fn blank_config() -> Config {
     Config {
         targets: Vec::new(),
@@ -816,11 +824,14 @@ fn validate(config: &mut Config) -> Result<(), String> {
     let runs_querier = config.targets.contains(&Role::Querier);
     let runs_frontend = config.targets.contains(&Role::QueryFrontend);
     if runs_querier {
-        if config.querier_downstream_url.is_empty() {
+        if config.querier_downstream_url.is_empty() && !config.has_bucket() {
             return Err(
-                "the querier needs -querier.downstream-url (a Prometheus-compatible API, e.g. http://localhost:9090)"
+                "the querier needs -querier.downstream-url (a Prometheus-compatible API, e.g. http://localhost:9090) or blocks to read (-blocks-storage.filesystem.dir, or -blocks-storage.backend=s3)"
                     .into(),
             );
+        }
+        if config.querier_max_samples == 0 {
+            return Err("-querier.max-samples must be at least 1".into());
         }
         if !runs_frontend
             && config.querier_frontend_addresses.is_empty()
@@ -1051,6 +1062,17 @@ mod tests {
         assert_eq!(defaults.querier_max_samples, 50_000_000);
         let refused = load(&args(&[DOWNSTREAM, "-blocks-storage.backend=gcs"]), &no_env);
         assert!(refused.unwrap_err().contains("gcs"));
+        // A directory of blocks is enough for a querier: the engine reads it.
+        let engine = run(load(
+            &args(&["-blocks-storage.filesystem.dir=/prom"]),
+            &no_env,
+        ));
+        assert!(engine.querier_downstream_url.is_empty() && engine.has_bucket());
+        let neither = load(&args(&[]), &no_env).unwrap_err();
+        assert!(
+            neither.contains("-blocks-storage.filesystem.dir"),
+            "{neither}"
+        );
     }
 
     #[test]
