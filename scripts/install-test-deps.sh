@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real servers that sluice's end-to-end tests and benchmarks run
 # (see crates/sluice-testkit): Prometheus + promtool (Debian package
-# `prometheus`) and memcached. Safe to run repeatedly; runs as root (no sudo).
+# `prometheus`), memcached and moto's S3 server (PyPI `moto[server]`).
+# Safe to run repeatedly; runs as root (no sudo).
 #
 # The tests start their own private instances on free loopback ports, so the
 # packaged system services must NOT be left running: they would hold the
@@ -63,7 +64,19 @@ done
 if id prometheus >/dev/null 2>&1; then pkill -x -u prometheus prometheus >/dev/null 2>&1 || true; fi
 if id memcache >/dev/null 2>&1; then pkill -x -u memcache memcached >/dev/null 2>&1 || true; fi
 
+# moto's S3 server for sluice-bucket's S3 tests, from PyPI. Installed only
+# when missing; a failed install stops the script (set -e) rather than
+# leaving the S3 tests to fail later with a less obvious message.
+if ! python3 -c 'import moto.server' >/dev/null 2>&1; then
+    echo "install-test-deps.sh: installing moto[server] from PyPI"
+    if ! python3 -m pip install --quiet 'moto[server]'; then
+        echo "install-test-deps.sh: FAILED to install moto[server] (python3 -m pip)" >&2
+        exit 1
+    fi
+fi
+
 echo "install-test-deps.sh: versions"
 prometheus --version 2>&1 | head -n 1
 promtool --version 2>&1 | head -n 1
 memcached --version
+python3 -c 'import moto; print("moto", moto.__version__)'

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::chunkenc::{Sample, XorIterator};
+use crate::chunkenc::{Chunk, Sample, XorIterator};
 use crate::chunks::ChunkReader;
 use crate::error::{Error, Result};
 use crate::index::{ChunkMeta, IndexReader, SeriesRef};
@@ -77,6 +77,16 @@ impl Block {
 
     pub fn tombstones(&self) -> &Tombstones {
         &self.tombstones
+    }
+
+    /// The chunk `meta` points at, of any encoding.
+    pub fn chunk(&self, meta: &ChunkMeta) -> Result<Chunk> {
+        self.chunks.chunk(meta.reference)
+    }
+
+    /// How many chunk segment files the block has.
+    pub fn segment_count(&self) -> usize {
+        self.chunks.segment_count()
     }
 
     /// The series matching all `matchers` with a chunk in `[min_time,

@@ -13,6 +13,7 @@
 //! permit *before* it tells its owner it is ready, so no task ever sits on a
 //! querier waiting for one while another querier slot is idle.
 
+mod engine;
 pub mod executor;
 mod limiter;
 mod metrics;
@@ -31,6 +32,7 @@ use sluice_proto::{OwnerToQuerier, QuerierToOwner};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+pub use engine::EngineExecutor;
 pub use executor::{Execution, Executor, PrometheusExecutor};
 pub use limiter::{ConcurrencyLimiter, ConcurrencyPermit, LimitConfig};
 pub use metrics::QuerierMetrics;

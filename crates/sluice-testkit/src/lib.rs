@@ -1,7 +1,7 @@
 //! Shared harness for sluice's end-to-end tests and benchmark command: it runs
 //! REAL servers (Prometheus backfilled with a deterministic multi-day
-//! [`Dataset`], memcached, and sluice's own binaries via [`ChildProcess`]) on
-//! free loopback ports, and gives tests a raw HTTP client to talk to them.
+//! [`Dataset`], memcached, moto's S3 server, and sluice's own binaries via
+//! [`ChildProcess`]) on free loopback ports, and gives tests a raw HTTP client to talk to them.
 //! Nothing here is a mock, and a missing binary is a loud failure, never a
 //! skipped test: run `scripts/install-test-deps.sh` (as root) to install them.
 //!
@@ -25,6 +25,7 @@
 mod dataset;
 mod http;
 mod memcached;
+mod moto;
 mod process;
 mod prometheus;
 
@@ -39,8 +40,19 @@ pub use http::{
     http_post_form_with_headers, http_request,
 };
 pub use memcached::MemcachedServer;
+pub use moto::MotoServer;
 pub use process::{ChildProcess, TempDir, wait_for_http_ok};
 pub use prometheus::PrometheusServer;
+
+/// A one-worker multi-thread runtime for tests whose code under test blocks
+/// its own thread while the runtime serves its I/O (the bucket's sync calls).
+pub fn io_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("building a test runtime: {e}"))
+}
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 ///

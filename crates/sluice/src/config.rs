@@ -75,6 +75,11 @@ pub(crate) struct Config {
     pub(crate) frontend_instance_address: String,
     pub(crate) scheduler: sluice_scheduler::SchedulerConfig,
     pub(crate) cache: CacheSettings,
+    /// Where the blocks are; an empty filesystem dir with the filesystem
+    /// backend means no bucket.
+    pub(crate) blocks_storage: sluice_bucket::BucketConfig,
+    pub(crate) bucket_sync_interval: Duration,
+    pub(crate) querier_max_samples: usize,
 }
 
 /// The results cache as configured, turned into a backend in `validate`.
@@ -534,6 +539,72 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "How often frontend addresses are resolved again, to find new frontends.",
         |config, value| config.querier_dns_lookup_period = parse_go_duration(value)?
     ),
+    setting!(
+        "querier.max-samples",
+        "querier.max_samples",
+        "50000000",
+        "The most samples the embedded engine holds at once for one sub-query; beyond it the query fails with an execution error. Prometheus's --query.max-samples.",
+        |config, value| config.querier_max_samples = parse_number(value)?
+    ),
+    setting!(
+        "blocks-storage.backend",
+        "blocks_storage.backend",
+        "filesystem",
+        "Where the blocks are: filesystem or s3.",
+        |config, value| config.blocks_storage.backend = value.parse()?
+    ),
+    setting!(
+        "blocks-storage.filesystem.dir",
+        "blocks_storage.filesystem.dir",
+        "",
+        "Directory of blocks (<tenant>/<ULID>/ or ULIDs at its root, e.g. a Prometheus data directory, read as tenant 'anonymous'). With no -querier.downstream-url the querier evaluates queries over these blocks.",
+        |config, value| config.blocks_storage.filesystem_dir = value.into()
+    ),
+    setting!(
+        "blocks-storage.s3.endpoint",
+        "blocks_storage.s3.endpoint",
+        "",
+        "S3 endpoint as host:port, without a scheme; empty means AWS.",
+        |config, value| config.blocks_storage.s3.endpoint = value.to_owned()
+    ),
+    setting!(
+        "blocks-storage.s3.bucket-name",
+        "blocks_storage.s3.bucket_name",
+        "",
+        "S3 bucket name.",
+        |config, value| config.blocks_storage.s3.bucket_name = value.to_owned()
+    ),
+    setting!(
+        "blocks-storage.s3.access-key-id",
+        "blocks_storage.s3.access_key_id",
+        "",
+        "S3 access key ID; empty means the AWS environment variables.",
+        |config, value| config.blocks_storage.s3.access_key_id = value.to_owned()
+    ),
+    setting!(
+        "blocks-storage.s3.secret-access-key",
+        "blocks_storage.s3.secret_access_key",
+        "",
+        "S3 secret access key.",
+        |config, value| config.blocks_storage.s3.secret_access_key = value.to_owned()
+    ),
+    setting!(
+        "blocks-storage.s3.region",
+        "blocks_storage.s3.region",
+        "",
+        "S3 region; empty means the AWS environment's, else us-east-1.",
+        |config, value| config.blocks_storage.s3.region = value.to_owned()
+    ),
+    setting!(bool "blocks-storage.s3.insecure", "blocks_storage.s3.insecure", "false",
+        "Reach S3 over plain HTTP. The default build has no TLS for S3 (no C crypto) and needs this; HTTPS needs a build with the s3-tls feature.",
+        |config, value| config.blocks_storage.s3.insecure = parse_bool(value)?),
+    setting!(
+        "blocks-storage.bucket-store.sync-interval",
+        "blocks_storage.bucket_store.sync_interval",
+        "1m",
+        "How often the bucket is listed again for new and deleted blocks. Shorter than Mimir's 15m: Prometheus deletes compacted blocks at once, and on a filesystem or with a bucket index a sync costs a listing or one GET.",
+        |config, value| config.bucket_sync_interval = parse_go_duration(value)?
+    ),
 ];
 
 /// What the command line asked for.
@@ -541,6 +612,14 @@ pub(crate) static SETTINGS: &[Setting] = &[
 pub(crate) enum Loaded {
     Run(Box<Config>),
     Help(String),
+}
+
+impl Config {
+    /// Whether blocks to read were configured: an S3 bucket, or a directory.
+    pub(crate) fn has_bucket(&self) -> bool {
+        self.blocks_storage.backend == sluice_bucket::Backend::S3
+            || !self.blocks_storage.filesystem_dir.as_os_str().is_empty()
+    }
 }
 
 fn blank_config() -> Config {
@@ -566,6 +645,9 @@ fn blank_config() -> Config {
         frontend_instance_address: String::new(),
         scheduler: sluice_scheduler::SchedulerConfig::default(),
         cache: CacheSettings::default(),
+        blocks_storage: sluice_bucket::BucketConfig::default(),
+        bucket_sync_interval: Duration::ZERO,
+        querier_max_samples: 0,
     }
 }
 
@@ -774,11 +856,14 @@ fn validate(config: &mut Config) -> Result<(), String> {
     let runs_querier = config.targets.contains(&Role::Querier);
     let runs_frontend = config.targets.contains(&Role::QueryFrontend);
     if runs_querier {
-        if config.querier_downstream_url.is_empty() {
+        if config.querier_downstream_url.is_empty() && !config.has_bucket() {
             return Err(
-                "the querier needs -querier.downstream-url (a Prometheus-compatible API, e.g. http://localhost:9090)"
+                "the querier needs -querier.downstream-url (a Prometheus-compatible API, e.g. http://localhost:9090) or blocks to read (-blocks-storage.filesystem.dir, or -blocks-storage.backend=s3)"
                     .into(),
             );
+        }
+        if config.querier_max_samples == 0 {
+            return Err("-querier.max-samples must be at least 1".into());
         }
         if !runs_frontend
             && config.querier_frontend_addresses.is_empty()
@@ -973,6 +1058,53 @@ mod tests {
         assert_eq!(memcached.timeout, Duration::from_millis(200));
         assert_eq!(memcached.connect_timeout, Duration::from_millis(100));
         assert_eq!(memcached.max_item_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn blocks_storage_takes_mimirs_flags() {
+        let config = run(load(
+            &args(&[
+                DOWNSTREAM,
+                "-blocks-storage.backend=s3",
+                "-blocks-storage.s3.endpoint=minio:9000",
+                "-blocks-storage.s3.bucket-name=blocks",
+                "-blocks-storage.s3.access-key-id=id",
+                "-blocks-storage.s3.secret-access-key=secret",
+                "-blocks-storage.s3.region=eu-west-1",
+                "-blocks-storage.s3.insecure=true",
+                "-blocks-storage.bucket-store.sync-interval=30s",
+                "-querier.max-samples=1000",
+            ]),
+            &no_env,
+        ));
+        let expected = sluice_bucket::S3Config {
+            endpoint: "minio:9000".into(),
+            bucket_name: "blocks".into(),
+            access_key_id: "id".into(),
+            secret_access_key: "secret".into(),
+            region: "eu-west-1".into(),
+            insecure: true,
+        };
+        assert_eq!(config.blocks_storage.backend, sluice_bucket::Backend::S3);
+        assert_eq!(config.blocks_storage.s3, expected);
+        assert_eq!(config.bucket_sync_interval, Duration::from_secs(30));
+        assert_eq!(config.querier_max_samples, 1000);
+        let defaults = run(load(&args(&[DOWNSTREAM]), &no_env));
+        assert_eq!(defaults.bucket_sync_interval, Duration::from_secs(60));
+        assert_eq!(defaults.querier_max_samples, 50_000_000);
+        let refused = load(&args(&[DOWNSTREAM, "-blocks-storage.backend=gcs"]), &no_env);
+        assert!(refused.unwrap_err().contains("gcs"));
+        // A directory of blocks is enough for a querier: the engine reads it.
+        let engine = run(load(
+            &args(&["-blocks-storage.filesystem.dir=/prom"]),
+            &no_env,
+        ));
+        assert!(engine.querier_downstream_url.is_empty() && engine.has_bucket());
+        let neither = load(&args(&[]), &no_env).unwrap_err();
+        assert!(
+            neither.contains("-blocks-storage.filesystem.dir"),
+            "{neither}"
+        );
     }
 
     #[test]

@@ -13,8 +13,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use config::{Config, Loaded, Role};
+use sluice_bucket::Bucket;
 use sluice_frontend::{Frontend, FrontendConfig};
-use sluice_querier::{LocalConnect, PrometheusExecutor, QuerierConfig, QuerierMetrics};
+use sluice_metastore::Metastore;
+use sluice_querier::{
+    EngineExecutor, LocalConnect, PrometheusExecutor, QuerierConfig, QuerierMetrics,
+};
 use tokio::sync::watch;
 
 // Answering a query allocates many small buffers (headers, labels, JSON);
@@ -117,6 +121,45 @@ fn listen_address(address: &str, port: u16) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("invalid listen address {host}:{port}"))
 }
 
+/// What the querier runs sub-queries with.
+enum QuerierExecutor {
+    // Boxed: the HTTP client is large, and the value lives only until spawn.
+    Downstream(Box<PrometheusExecutor>),
+    Engine(EngineExecutor),
+}
+
+/// The `prometheus` executor when a downstream is configured, else the
+/// embedded engine over the bucket's blocks, synced once before the querier
+/// starts (so its first queries see the blocks) and then every
+/// `-blocks-storage.bucket-store.sync-interval` until `stop`.
+async fn querier_executor(
+    config: &Config,
+    registry: &prometheus::Registry,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<QuerierExecutor> {
+    if !config.querier_downstream_url.is_empty() {
+        let executor = PrometheusExecutor::new(
+            &config.querier_downstream_url,
+            config.querier_max_concurrent,
+        )
+        .map_err(anyhow::Error::msg)?;
+        return Ok(QuerierExecutor::Downstream(Box::new(executor)));
+    }
+    let bucket = Bucket::open(&config.blocks_storage, tokio::runtime::Handle::current())?;
+    let metastore = Metastore::new(bucket, registry);
+    let first = Arc::clone(&metastore);
+    let report = tokio::task::spawn_blocking(move || first.sync())
+        .await
+        .context("the first bucket sync did not finish")?
+        .context("the first bucket sync failed")?;
+    tracing::info!(bucket = metastore.bucket().name(), blocks = report.blocks, failed = report.failed, tenants = ?metastore.tenants(), "blocks loaded");
+    tokio::spawn(Arc::clone(&metastore).run(config.bucket_sync_interval, stop));
+    Ok(QuerierExecutor::Engine(EngineExecutor::new(
+        metastore,
+        config.querier_max_samples,
+    )))
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let runs_frontend = config.targets.contains(&Role::QueryFrontend);
@@ -185,11 +228,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut querier_owners: Option<prometheus::IntGauge> = None;
     let mut querier_task = None;
     if runs_querier {
-        let executor = PrometheusExecutor::new(
-            &config.querier_downstream_url,
-            config.querier_max_concurrent,
-        )
-        .map_err(anyhow::Error::msg)?;
+        let executor = querier_executor(&config, &registry, querier_stopped.clone()).await?;
         let local: Option<LocalConnect> = frontend.as_ref().map(|frontend| {
             let frontend = frontend.clone();
             Arc::new(
@@ -233,13 +272,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
             "querier starting"
         );
         querier_owners = Some(metrics.connected_targets.clone());
-        querier_task = Some(tokio::spawn(sluice_querier::run(
-            querier_config,
-            Arc::new(executor),
-            local,
-            metrics,
-            querier_stopped,
-        )));
+        querier_task = Some(match executor {
+            QuerierExecutor::Downstream(executor) => tokio::spawn(sluice_querier::run(
+                querier_config,
+                Arc::new(*executor),
+                local,
+                metrics,
+                querier_stopped,
+            )),
+            QuerierExecutor::Engine(executor) => tokio::spawn(sluice_querier::run(
+                querier_config,
+                Arc::new(executor),
+                local,
+                metrics,
+                querier_stopped,
+            )),
+        });
     }
 
     let router = match (&frontend, &scheduler) {

@@ -1,0 +1,142 @@
+use std::path::Path;
+
+use sluice_block::{BlockWriter, Sample};
+use sluice_bucket::{Bucket, BucketConfig};
+use sluice_engine::{Engine, MemoryStorage, QueryOptions, QueryValue};
+use sluice_testkit::TempDir;
+
+use super::*;
+
+type Data = Vec<(Labels, Vec<Sample>)>;
+
+fn samples(from: i64, to: i64, value: impl Fn(i64) -> f64) -> Vec<Sample> {
+    (from..to)
+        .step_by(15_000)
+        .map(|t| Sample { t, v: value(t) })
+        .collect()
+}
+
+fn write(parent: &Path, data: &Data, deletions: &[(Labels, Interval)]) {
+    let mut writer = BlockWriter::new();
+    for (labels, samples) in data {
+        writer.add_series(labels.clone(), samples.clone()).unwrap();
+    }
+    for (labels, interval) in deletions {
+        writer.delete(labels.clone(), *interval);
+    }
+    writer.write(parent).unwrap();
+}
+
+fn storage_over(dir: &Path, runtime: &tokio::runtime::Runtime) -> BlockStorage {
+    let config = BucketConfig {
+        filesystem_dir: dir.to_owned(),
+        ..BucketConfig::default()
+    };
+    let bucket = Bucket::open(&config, runtime.handle().clone()).unwrap();
+    let metastore = Metastore::new(bucket, &prometheus::Registry::new());
+    metastore.sync().unwrap();
+    BlockStorage::new(&metastore, "anonymous", i64::MIN, i64::MAX)
+}
+
+fn evaluate(storage: &dyn Storage, query: &str, at: i64) -> QueryValue {
+    Engine::new()
+        .instant(storage, query, at, &QueryOptions::default())
+        .unwrap()
+        .value
+}
+
+const HOUR: i64 = 3_600_000;
+
+#[test]
+fn overlapping_blocks_and_tombstones_read_like_one_store() {
+    let runtime = sluice_testkit::io_runtime();
+    let dir = TempDir::new("blockread").unwrap();
+    let a = Labels::from_pairs(&[("__name__", "x"), ("job", "a")]);
+    let b = Labels::from_pairs(&[("__name__", "x"), ("job", "b")]);
+    let counter = |t: i64| (t / 15_000) as f64;
+    // Two blocks overlapping by an hour, with identical samples there.
+    write(
+        dir.path(),
+        &vec![(a.clone(), samples(0, 3 * HOUR, counter))],
+        &[],
+    );
+    let deleted = Interval {
+        min_time: 4 * HOUR,
+        max_time: 4 * HOUR + 600_000,
+    };
+    write(
+        dir.path(),
+        &vec![
+            (a.clone(), samples(2 * HOUR, 6 * HOUR, counter)),
+            (b.clone(), samples(0, 6 * HOUR, |_| 1.0)),
+        ],
+        &[(b.clone(), deleted)],
+    );
+    let storage = storage_over(dir.path(), &runtime);
+
+    let memory = MemoryStorage::new();
+    let to_pairs =
+        |samples: Vec<Sample>| -> Vec<(i64, f64)> { samples.iter().map(|s| (s.t, s.v)).collect() };
+    memory.append(&engine_labels(&a), &to_pairs(samples(0, 6 * HOUR, counter)));
+    let kept: Vec<Sample> = samples(0, 6 * HOUR, |_| 1.0)
+        .into_iter()
+        .filter(|s| !deleted.contains(s.t))
+        .collect();
+    memory.append(&engine_labels(&b), &to_pairs(kept));
+
+    for query in ["count_over_time(x[1h])", "rate(x[5m])", "x", "sum(x)"] {
+        for at in [
+            HOUR + 7_000,
+            2 * HOUR + 30_000,
+            4 * HOUR + 300_000,
+            5 * HOUR + 1_000,
+        ] {
+            assert_eq!(
+                evaluate(&storage, query, at),
+                evaluate(&memory, query, at),
+                "{query} at {at}"
+            );
+        }
+    }
+    // 240 samples an hour, each once, though two blocks hold 2h..3h.
+    let QueryValue::Vector(counts) =
+        evaluate(&storage, "count_over_time(x{job=\"a\"}[1h])", 3 * HOUR - 1)
+    else {
+        panic!("not a vector");
+    };
+    assert_eq!(counts[0].value, 240.0);
+    let matchers = selector_matchers("x").unwrap();
+    assert_eq!(
+        series(&storage, &matchers, 0, 6 * HOUR).unwrap(),
+        vec![a, b]
+    );
+    assert_eq!(
+        label_names(&storage, &[], 0, 6 * HOUR).unwrap(),
+        vec!["__name__", "job"]
+    );
+    let either = selector_matchers(r#"{job="a" or job="b"}"#).unwrap();
+    assert_eq!(either.len(), 2);
+    assert!(selector_matchers("rate(x[5m])").is_err());
+    assert_eq!(
+        label_values(&storage, "job", &either, 0, HOUR).unwrap(),
+        vec!["a", "b"]
+    );
+}
+
+#[test]
+fn histogram_times_cover_the_chunk_evenly() {
+    let origin = sluice_block::chunkenc::Origin {
+        file: "chunks/000001".into(),
+        offset: 8,
+    };
+    let chunk = Chunk::new(Encoding::Histogram, vec![0u8, 5].into(), origin);
+    let meta = ChunkMeta {
+        min_time: 1000,
+        max_time: 5000,
+        reference: sluice_block::ChunkRef(0),
+    };
+    assert_eq!(
+        histogram_times(&chunk, &meta),
+        vec![1000, 2000, 3000, 4000, 5000]
+    );
+}

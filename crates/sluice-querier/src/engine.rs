@@ -1,0 +1,230 @@
+//! The `engine` executor: sub-queries evaluated by the embedded PromQL engine
+//! over the metastore's blocks of the asking tenant, with no downstream.
+//! Evaluation and block reads are synchronous and CPU- or I/O-bound, so they
+//! run on the blocking pool; a dropped future cancels the evaluation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_blockread::{BlockStorage, label_names, label_values, selector_matchers, series};
+use sluice_engine::{Engine, EngineError, QueryOptions, QueryOutput, QueryValue};
+use sluice_metastore::Metastore;
+use sluice_proto::{
+    ApiResponse, ErrorType, Label, LabelSet, MetadataKind, MetadataQuery, QueryData, QueryKind,
+    QueryRequest, ResponseData, ResultType, Series, SeriesData, StringsData,
+};
+
+use crate::executor::{Execution, Executor};
+
+/// Runs sub-queries with the embedded engine over a bucket's blocks.
+#[derive(Clone)]
+pub struct EngineExecutor {
+    metastore: Arc<Metastore>,
+    /// `-querier.max-samples`.
+    max_samples: usize,
+}
+
+impl EngineExecutor {
+    pub fn new(metastore: Arc<Metastore>, max_samples: usize) -> EngineExecutor {
+        EngineExecutor {
+            metastore,
+            max_samples,
+        }
+    }
+
+    fn options(&self, timeout: Duration, lookback_delta_ms: i64) -> QueryOptions {
+        let mut options = QueryOptions {
+            max_samples: self.max_samples,
+            ..QueryOptions::default()
+        };
+        if lookback_delta_ms > 0 {
+            options.lookback_delta_ms = lookback_delta_ms;
+        }
+        options.with_timeout(timeout)
+    }
+
+    fn storage(&self, tenant: &str) -> BlockStorage {
+        // Every block of the tenant: `offset` and `@` reach outside the
+        // query's own range, and the storage skips blocks per selector.
+        BlockStorage::new(&self.metastore, tenant, i64::MIN, i64::MAX)
+    }
+}
+
+fn failed(error: EngineError) -> Execution {
+    let error_type = ErrorType::from_prometheus(error.error_type());
+    Execution {
+        response: ApiResponse::error(error_type, error.to_string()),
+        retryable: false,
+    }
+}
+
+fn labels(labels: &sluice_engine::Labels) -> Vec<Label> {
+    labels
+        .iter()
+        .map(|label| Label {
+            name: label.name.clone(),
+            value: label.value.clone(),
+        })
+        .collect()
+}
+
+fn point_series(labels: Vec<Label>, points: impl Iterator<Item = (i64, f64)>) -> Series {
+    let mut series = Series {
+        labels,
+        ..Series::default()
+    };
+    for (timestamp_ms, value) in points {
+        series.push(timestamp_ms, value);
+    }
+    series
+}
+
+/// The engine's answer as the typed result the frontend encodes.
+fn query_data(value: QueryValue) -> QueryData {
+    let mut data = QueryData::default();
+    let (result_type, series) = match value {
+        QueryValue::Vector(samples) => (
+            ResultType::Vector,
+            samples
+                .iter()
+                .map(|sample| {
+                    let point = std::iter::once((sample.timestamp_ms, sample.value));
+                    point_series(labels(&sample.labels), point)
+                })
+                .collect(),
+        ),
+        QueryValue::Matrix(matrix) => (
+            ResultType::Matrix,
+            matrix
+                .iter()
+                .map(|one| point_series(labels(&one.labels), one.points.iter().copied()))
+                .collect(),
+        ),
+        QueryValue::Scalar {
+            timestamp_ms,
+            value,
+        } => (
+            ResultType::Scalar,
+            vec![point_series(
+                Vec::new(),
+                std::iter::once((timestamp_ms, value)),
+            )],
+        ),
+        QueryValue::String {
+            timestamp_ms,
+            value,
+        } => {
+            data.string_timestamp_ms = timestamp_ms;
+            data.string_value = value;
+            (ResultType::String, Vec::new())
+        }
+    };
+    data.result_type = result_type as i32;
+    data.series = series;
+    data
+}
+
+fn answered(outcome: Result<QueryOutput, EngineError>) -> Execution {
+    match outcome {
+        Ok(output) => {
+            let mut response = ApiResponse::success(ResponseData::Query(query_data(output.value)));
+            response.warnings = output.warnings;
+            response.infos = output.infos;
+            Execution {
+                response,
+                retryable: false,
+            }
+        }
+        Err(error) => failed(error),
+    }
+}
+
+/// `series`, `labels` or `label/<name>/values` over `storage`.
+fn metadata(storage: &BlockStorage, query: &MetadataQuery) -> Result<ResponseData, EngineError> {
+    let mut selectors = Vec::new();
+    for text in &query.matchers {
+        selectors.extend(selector_matchers(text)?);
+    }
+    let start = query.start_ms.unwrap_or(i64::MIN);
+    let end = query.end_ms.unwrap_or(i64::MAX);
+    let limit = |length: usize| match query.limit {
+        0 => length,
+        limit => length.min(limit as usize),
+    };
+    let kind = MetadataKind::try_from(query.kind).unwrap_or(MetadataKind::Series);
+    let strings = |mut values: Vec<String>| {
+        values.truncate(limit(values.len()));
+        ResponseData::Strings(StringsData { values })
+    };
+    Ok(match kind {
+        MetadataKind::Series => {
+            let mut found = series(storage, &selectors, start, end)?;
+            found.truncate(limit(found.len()));
+            let series = found
+                .iter()
+                .map(|labels| LabelSet {
+                    labels: labels
+                        .iter()
+                        .map(|label| Label {
+                            name: label.name.clone(),
+                            value: label.value.clone(),
+                        })
+                        .collect(),
+                })
+                .collect();
+            ResponseData::Series(SeriesData { series })
+        }
+        MetadataKind::LabelNames => strings(label_names(storage, &selectors, start, end)?),
+        MetadataKind::LabelValues => strings(label_values(
+            storage,
+            &query.label_name,
+            &selectors,
+            start,
+            end,
+        )?),
+    })
+}
+
+impl Executor for EngineExecutor {
+    async fn execute(&self, tenant: &str, request: &QueryRequest, timeout: Duration) -> Execution {
+        let storage = self.storage(tenant);
+        match request.kind.clone() {
+            Some(QueryKind::Instant(query)) => {
+                let options = self.options(timeout, query.lookback_delta_ms);
+                answered(
+                    sluice_engine::evaluate_off_runtime(options, move |options| {
+                        Engine::new().instant(&storage, &query.query, query.time_ms, options)
+                    })
+                    .await,
+                )
+            }
+            Some(QueryKind::Range(query)) => {
+                let options = self.options(timeout, query.lookback_delta_ms);
+                answered(
+                    sluice_engine::evaluate_off_runtime(options, move |options| {
+                        let (start, end, step) = (query.start_ms, query.end_ms, query.step_ms);
+                        Engine::new().range(&storage, &query.query, start, end, step, options)
+                    })
+                    .await,
+                )
+            }
+            Some(QueryKind::Metadata(query)) => {
+                match tokio::task::spawn_blocking(move || metadata(&storage, &query)).await {
+                    Ok(Ok(data)) => Execution {
+                        response: ApiResponse::success(data),
+                        retryable: false,
+                    },
+                    Ok(Err(error)) => failed(error),
+                    Err(error) => failed(EngineError::Execution(format!(
+                        "metadata lookup failed: {error}"
+                    ))),
+                }
+            }
+            Some(QueryKind::Forwarded(forwarded)) => failed(EngineError::BadData(format!(
+                "{} is not served by the embedded engine (no -querier.downstream-url)",
+                forwarded.path
+            ))),
+            None => failed(EngineError::BadData("empty request".into())),
+        }
+    }
+}
