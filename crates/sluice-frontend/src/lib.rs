@@ -8,6 +8,7 @@
 //! answers (memo, encoded fragments)   settled repeats as stored bytes
 //!  ▶ align (opt-in)                    start and end onto the step
 //!  ▶ split                             range queries into day pieces, one batch
+//!  ▶ instant split (opt-in)            long windows of instant queries, by interval
 //!  ▶ results cache                     only what the cache lacks runs
 //!  ▶ (block planning and sharding go here)
 //!  ▶ collapse                          identical work in flight runs once; pieces fan out
@@ -45,6 +46,7 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use metrics::FrontendMetrics;
 use owner::PendingTask;
 use schedulers::SchedulerPool;
+pub use sluice_plan::RangeBoundaries;
 use stages::dispatch::DispatchStage;
 use stages::results_cache::ResultsCache;
 pub use stages::results_cache::ResultsCacheConfig;
@@ -88,6 +90,12 @@ pub struct FrontendConfig {
     /// Range queries are split at this interval, boundaries at UTC midnight
     /// for a day (0 = off).
     pub split_interval: Duration,
+    /// Instant queries whose range selector is longer are split into one
+    /// sub-query per interval of it, where that is exact (0 = off).
+    pub split_instant_queries_by_interval: Duration,
+    /// Where the queriers' range selectors begin their windows, which the
+    /// instant split must match to cover each sample once.
+    pub range_selector_boundaries: RangeBoundaries,
     /// Pieces of one query run at once.
     pub max_query_parallelism: usize,
     /// Round start and end down to the step: better cache hits, different answers.
@@ -126,6 +134,8 @@ impl Default for FrontendConfig {
             advertised_address: String::new(),
             scheduler_dns_refresh: Duration::from_secs(10),
             split_interval: Duration::from_secs(24 * 3600),
+            split_instant_queries_by_interval: Duration::ZERO,
+            range_selector_boundaries: RangeBoundaries::LeftOpen,
             max_query_parallelism: 14,
             align_queries_with_step: false,
             results_cache: Some(stages::results_cache::default_config()),

@@ -11,6 +11,7 @@ pub(crate) mod align;
 pub(crate) mod answers;
 pub(crate) mod collapse;
 pub(crate) mod dispatch;
+pub(crate) mod instant_split;
 pub(crate) mod results_cache;
 pub(crate) mod split;
 
@@ -43,7 +44,8 @@ pub(crate) struct ChainParts {
 }
 
 /// The chain, first stage first:
-/// answers ▶ align ▶ split ▶ results cache ▶ collapse ▶ dispatch.
+/// answers ▶ align ▶ split ▶ instant split ▶ results cache ▶ collapse ▶
+/// dispatch.
 /// Block planning and sharding go between the results cache and collapse.
 pub(crate) fn build(config: &FrontendConfig, parts: ChainParts) -> Next {
     let ChainParts {
@@ -67,6 +69,14 @@ pub(crate) fn build(config: &FrontendConfig, parts: ChainParts) -> Next {
             results_cache,
             fragments.clone(),
             metrics.clone(),
+        ));
+    }
+    if !config.split_instant_queries_by_interval.is_zero() {
+        next = Arc::new(instant_split::InstantSplitStage::new(
+            next,
+            config.split_instant_queries_by_interval,
+            config.range_selector_boundaries,
+            config.max_query_parallelism,
         ));
     }
     if !config.split_interval.is_zero() {
