@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use sluice_proto::{ApiResponse, ErrorType, QueryKind, QueryRequest, RangeQuery};
+use sluice_proto::{ApiResponse, ErrorType, QueryKind, RangeQuery};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{AnswerFuture, Next, Stage};
 use crate::clock::SharedClock;
 use crate::metrics::FrontendMetrics;
-use crate::request::{Answer, Outcome, PieceAnswers, QueryStats, Request, tenant_key};
+use crate::request::{Answer, Outcome, PieceAnswers, QueryStats, Request};
 
 type Shared = watch::Receiver<Option<Arc<ApiResponse>>>;
 
@@ -149,10 +149,7 @@ impl CollapseStage {
 
     /// Runs `request`, or waits for the identical one already running.
     async fn run_collapsed(&self, request: Request) -> Answer {
-        let query_request = QueryRequest {
-            kind: Some(request.kind.clone()),
-        };
-        let key = tenant_key(&request.tenant, &query_request);
+        let key = request_key(&request.tenant, &request.kind);
         loop {
             let existing = self
                 .in_flight
@@ -236,6 +233,17 @@ impl CollapseStage {
     }
 }
 
+/// The collapsing key of `kind` for `tenant`: the tenant and the request's
+/// encoding, the same bytes as the `QueryRequest` holding `kind`, made
+/// without copying the request into one.
+fn request_key(tenant: &str, kind: &QueryKind) -> Vec<u8> {
+    let mut key = Vec::with_capacity(tenant.len() + 1 + kind.encoded_len());
+    key.extend_from_slice(tenant.as_bytes());
+    key.push(0);
+    kind.encode(&mut key);
+    key
+}
+
 /// The batch's answers with the pieces' execution stats summed; pieces
 /// dropped after another failed hold a `canceled` error.
 fn pieces_answer(
@@ -277,6 +285,7 @@ mod tests {
     use super::*;
     use crate::clock::SystemClock;
     use crate::stages::testing::{FakeNext, range_request};
+    use sluice_proto::QueryRequest;
 
     /// A next stage that answers only once `open` is raised, counting calls.
     struct GatedNext {
@@ -357,6 +366,18 @@ mod tests {
         assert_eq!(next.seen().len(), 2, "one at a time: the third never ran");
         assert_eq!(pieces.answers[2].error_type, ErrorType::Canceled as i32);
         assert!(next.seen().iter().all(|piece| piece.pieces.is_none()));
+    }
+
+    #[test]
+    fn a_requests_key_is_its_tenants_and_its_encoding() {
+        let request = range_request("up", 0, 3_600_000, 60_000);
+        let whole = QueryRequest {
+            kind: Some(request.kind.clone()),
+        };
+        assert_eq!(
+            request_key("tenant", &request.kind),
+            crate::request::tenant_key("tenant", &whole)
+        );
     }
 
     #[test]
