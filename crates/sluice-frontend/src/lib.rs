@@ -229,6 +229,8 @@ impl Frontend {
                 results_cache,
             },
         );
+        // Says at start-up which stages this configuration turned on.
+        tracing::info!(stages = %stages::names(&chain).join(" > "), "query-frontend chain");
         Ok(Frontend {
             inner: Arc::new(Inner {
                 config,

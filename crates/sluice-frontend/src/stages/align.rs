@@ -19,6 +19,14 @@ impl AlignStage {
 }
 
 impl Stage for AlignStage {
+    fn name(&self) -> &'static str {
+        "align"
+    }
+
+    fn next_stage(&self) -> Option<&Next> {
+        Some(&self.next)
+    }
+
     fn handle(&self, mut request: Request) -> AnswerFuture<'_> {
         if let QueryKind::Range(query) = &request.kind {
             request.kind = QueryKind::Range(sluice_plan::align(query));

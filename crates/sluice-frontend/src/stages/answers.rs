@@ -42,6 +42,14 @@ pub(crate) struct AnswersStage {
 }
 
 impl Stage for AnswersStage {
+    fn name(&self) -> &'static str {
+        "answers"
+    }
+
+    fn next_stage(&self) -> Option<&Next> {
+        Some(&self.next)
+    }
+
     fn handle(&self, request: Request) -> AnswerFuture<'_> {
         match request.range() {
             Some(_) => Box::pin(self.range(request)),

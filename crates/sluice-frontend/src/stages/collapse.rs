@@ -275,6 +275,14 @@ fn pieces_answer(
 }
 
 impl Stage for CollapseStage {
+    fn name(&self) -> &'static str {
+        "collapse"
+    }
+
+    fn next_stage(&self) -> Option<&Next> {
+        Some(&self.next)
+    }
+
     fn handle(&self, request: Request) -> AnswerFuture<'_> {
         Box::pin(self.handle_request(request))
     }
@@ -294,6 +302,14 @@ mod tests {
     }
 
     impl Stage for GatedNext {
+        fn name(&self) -> &'static str {
+            "gated"
+        }
+
+        fn next_stage(&self) -> Option<&Next> {
+            None
+        }
+
         fn handle(&self, request: Request) -> AnswerFuture<'_> {
             self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut open = self.open.clone();

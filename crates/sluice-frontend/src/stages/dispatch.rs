@@ -11,7 +11,7 @@ use sluice_queue::{EnqueueError, RequestQueue};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{AnswerFuture, Stage};
+use super::{AnswerFuture, Next, Stage};
 use crate::clock::SharedClock;
 use crate::metrics::FrontendMetrics;
 use crate::owner::PendingTask;
@@ -32,6 +32,14 @@ pub(crate) struct DispatchStage {
 }
 
 impl Stage for DispatchStage {
+    fn name(&self) -> &'static str {
+        "dispatch"
+    }
+
+    fn next_stage(&self) -> Option<&Next> {
+        None
+    }
+
     fn handle(&self, request: Request) -> AnswerFuture<'_> {
         Box::pin(async move {
             let mut stats = QueryStats::default();

@@ -24,6 +24,14 @@ pub(crate) struct InstantSplitStage {
 }
 
 impl Stage for InstantSplitStage {
+    fn name(&self) -> &'static str {
+        "instant split"
+    }
+
+    fn next_stage(&self) -> Option<&Next> {
+        Some(&self.next)
+    }
+
     fn handle(&self, request: Request) -> AnswerFuture<'_> {
         let QueryKind::Instant(query) = &request.kind else {
             return self.next.handle(request);

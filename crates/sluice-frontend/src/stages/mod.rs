@@ -29,7 +29,23 @@ pub(crate) type AnswerFuture<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 
 
 /// One step of the query path.
 pub(crate) trait Stage: Send + Sync {
+    /// Takes `request`, does this stage's part and hands back the answer.
     fn handle(&self, request: Request) -> AnswerFuture<'_>;
+    /// The stage's name, as the chain is described.
+    fn name(&self) -> &'static str;
+    /// The stage this one hands requests to; none for the last.
+    fn next_stage(&self) -> Option<&Next>;
+}
+
+/// The names of the stages from `first` on, in order: the chain as built.
+pub(crate) fn names(first: &Next) -> Vec<&'static str> {
+    let mut names = vec![first.name()];
+    let mut stage = first;
+    while let Some(next) = stage.next_stage() {
+        names.push(next.name());
+        stage = next;
+    }
+    names
 }
 
 /// The stage a stage hands its requests to.
@@ -92,6 +108,69 @@ pub(crate) fn build(config: &FrontendConfig, parts: ChainParts) -> Next {
 }
 
 #[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::SystemClock;
+
+    fn chain_of(config: FrontendConfig) -> Vec<&'static str> {
+        let registry = prometheus::Registry::new();
+        let metrics = FrontendMetrics::new(&registry);
+        let clock: SharedClock = Arc::new(SystemClock);
+        let queue = sluice_queue::RequestQueue::new(sluice_queue::QueueConfig::default());
+        let dispatch = Arc::new(dispatch::DispatchStage::new(
+            queue,
+            None,
+            metrics.clone(),
+            clock.clone(),
+            &config,
+        ));
+        let results_cache =
+            results_cache::ResultsCache::from_config(&config, &registry, clock.clone())
+                .expect("a valid configuration");
+        let parts = ChainParts {
+            metrics,
+            clock,
+            dispatch,
+            results_cache,
+        };
+        names(&build(&config, parts))
+    }
+
+    #[test]
+    fn the_chain_follows_the_configuration() {
+        assert_eq!(
+            chain_of(FrontendConfig::default()),
+            ["answers", "split", "results cache", "collapse", "dispatch"]
+        );
+        let everything = FrontendConfig {
+            align_queries_with_step: true,
+            split_instant_queries_by_interval: Duration::from_secs(3600),
+            ..FrontendConfig::default()
+        };
+        assert_eq!(
+            chain_of(everything),
+            [
+                "answers",
+                "align",
+                "split",
+                "instant split",
+                "results cache",
+                "collapse",
+                "dispatch"
+            ]
+        );
+        let bare = FrontendConfig {
+            results_cache: None,
+            split_interval: Duration::ZERO,
+            ..FrontendConfig::default()
+        };
+        assert_eq!(chain_of(bare), ["collapse", "dispatch"]);
+    }
+}
+
+#[cfg(test)]
 pub(crate) mod testing {
     //! A fake next stage for the stages' unit tests.
 
@@ -125,6 +204,14 @@ pub(crate) mod testing {
     }
 
     impl Stage for FakeNext {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+
+        fn next_stage(&self) -> Option<&Next> {
+            None
+        }
+
         fn handle(&self, request: Request) -> AnswerFuture<'_> {
             let outcome = match &request.pieces {
                 Some(pieces) => {

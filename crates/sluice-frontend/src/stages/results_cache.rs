@@ -156,6 +156,14 @@ enum Merge {
 }
 
 impl Stage for ResultsCacheStage {
+    fn name(&self) -> &'static str {
+        "results cache"
+    }
+
+    fn next_stage(&self) -> Option<&Next> {
+        Some(&self.next)
+    }
+
     fn handle(&self, request: Request) -> AnswerFuture<'_> {
         let no_store = request.cache_control.no_store;
         match &request.kind {

@@ -26,6 +26,14 @@ impl SplitStage {
 }
 
 impl Stage for SplitStage {
+    fn name(&self) -> &'static str {
+        "split"
+    }
+
+    fn next_stage(&self) -> Option<&Next> {
+        Some(&self.next)
+    }
+
     fn handle(&self, mut request: Request) -> AnswerFuture<'_> {
         let Some(query) = request.range() else {
             return self.next.handle(request);
