@@ -1,7 +1,10 @@
-//! The HTTP face of the frontend: Prometheus's API routes, `/ready`, `/metrics`.
+//! The HTTP face of the frontend: Prometheus's API routes, `/ready`,
+//! `/metrics`. It only speaks HTTP: a request is parsed and validated into a
+//! typed [`Request`], handed to the first stage of the chain, and the answer
+//! encoded here, at the edge.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -11,18 +14,16 @@ use http_body_util::BodyExt;
 use sluice_api::params::{self, Form};
 use sluice_api::{ApiError, json};
 use sluice_proto::{
-    ApiResponse, ErrorType, ForwardedRequest, MetadataKind, QueryData, QueryKind, QueryRequest,
-    ResponseData, ResultType,
+    ApiResponse, ErrorType, ForwardedRequest, MetadataKind, QueryData, QueryKind, ResponseData,
+    ResultType,
 };
 use tokio::time::Instant;
 
 use crate::Inner;
-use crate::acceleration::{AccelerationStats, MemoAnswer, RangeOptions};
-use crate::buffers;
 use crate::chunks::Chunks;
 use crate::compression;
-use crate::dispatch::{DispatchStats, humanize};
-use crate::fragments::{Assembled, Assembler};
+use crate::request::{Answer, CacheControl, EncodedBody, QueryStats, Request};
+use crate::stages::dispatch::humanize;
 use crate::tenant::tenant_of;
 
 #[derive(Clone)]
@@ -129,13 +130,6 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 fn json_response(status: u16, body: impl Into<Body>, content_type: &str) -> Response {
     let mut response = Response::new(body.into());
     *response.status_mut() =
@@ -155,12 +149,8 @@ fn error_response(status: u16, error_type: ErrorType, message: &str) -> Response
     )
 }
 
-fn api_error_response(error: &ApiError) -> Response {
-    error_response(error.http_status(), error.error_type, &error.message)
-}
-
 async fn handle(State(state): State<AppState>, request: http::Request<Body>) -> Response {
-    let started = Instant::now();
+    let started = state.inner.clock.now();
     let route = Route::of(request.uri().path());
     let gzip = compression::accepts_gzip(request.headers());
     let inner = state.inner.clone();
@@ -191,7 +181,7 @@ async fn handle(State(state): State<AppState>, request: http::Request<Body>) -> 
         .metrics
         .request_duration
         .with_label_values(&[route.label(), response.status().as_str()])
-        .observe(started.elapsed().as_secs_f64());
+        .observe((inner.clock.now() - started).as_secs_f64());
     response
 }
 
@@ -311,6 +301,7 @@ fn metrics(state: &AppState) -> Response {
     response
 }
 
+/// A query the chain answers: parsed into a [`Request`], run, encoded.
 async fn api(
     inner: &Arc<Inner>,
     route: &Route,
@@ -318,18 +309,88 @@ async fn api(
     started: Instant,
     gzip: bool,
 ) -> Response {
+    let (request, query_text) = match parse_request(inner, route, request, started, gzip).await {
+        Ok(parsed) => parsed,
+        Err(refused) => return refused.into_response(),
+    };
+    let tenant = request.tenant.clone();
+    let is_range = request.range().is_some();
+    let mut answer = inner.chain.handle(request).await;
+    if is_range && !answer.stats.memo_hit {
+        answer.stats.pieces = answer.stats.pieces.max(1);
+        inner.metrics.pieces.observe(answer.stats.pieces as f64);
+    }
+    let request_log = QueryLog {
+        tenant: &tenant,
+        route: route.label(),
+        query: &query_text,
+        started,
+    };
+    let response = answer.response();
+    request_log.stats(
+        inner,
+        response.status_code(),
+        &response.error,
+        &answer.stats,
+    );
+    encoded(answer)
+}
+
+/// The answer as an HTTP response: the body a stage made, or else the
+/// answer encoded as Prometheus JSON.
+fn encoded(answer: Answer) -> Response {
+    match answer.encoded {
+        Some(EncodedBody::Json(json)) => json_response(200, json, "application/json"),
+        Some(EncodedBody::JsonChunks(chunks)) => {
+            json_response(200, Chunks::new(chunks), "application/json")
+        }
+        Some(EncodedBody::Gzip(body)) => gzip_json_response(body),
+        None => encode(&answer.into_response()),
+    }
+}
+
+/// `request` as the chain's [`Request`] and the query text its log line
+/// carries, or the response refusing it (or answering it outright).
+async fn parse_request(
+    inner: &Inner,
+    route: &Route,
+    request: http::Request<Body>,
+    started: Instant,
+    gzip: bool,
+) -> Result<(Request, String), Refused> {
     let (parts, body) = request.into_parts();
     if parts.method != Method::GET && parts.method != Method::POST {
-        return error_response(
-            405,
-            ErrorType::BadData,
-            &format!("method {} not allowed", parts.method),
-        );
+        let message = format!("method {} not allowed", parts.method);
+        return Err(Refused::Error(405, ErrorType::BadData, message));
     }
-    let tenant = match tenant_of(&parts.headers, inner.config.multitenancy_enabled) {
-        Ok(tenant) => tenant,
-        Err(error) => return api_error_response(&error),
-    };
+    let tenant =
+        tenant_of(&parts.headers, inner.config.multitenancy_enabled).map_err(Refused::from)?;
+    let form = read_form(inner, &parts, body).await?;
+    check_expression_sizes(inner, &form, route).map_err(Refused::from)?;
+    let (kind, query_text) = parse_kind(inner, route, &form)?;
+    let cache_control = CacheControl::parse(
+        parts
+            .headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|value| value.to_str().ok()),
+    );
+    let mut request = Request::new(
+        Arc::from(tenant),
+        kind,
+        started + inner.config.query_timeout,
+    );
+    request.cache_control = cache_control;
+    request.accepts_gzip = gzip;
+    Ok((request, query_text))
+}
+
+/// The request's parameters, from its URL and, for a form POST, its body.
+async fn read_form(
+    inner: &Inner,
+    parts: &http::request::Parts,
+    body: Body,
+) -> Result<Form, Refused> {
     let is_form = parts.method == Method::POST
         && parts
             .headers
@@ -342,24 +403,16 @@ async fn api(
                         .eq_ignore_ascii_case("application/x-www-form-urlencoded")
                 })
             });
-    let body_bytes = match read_body(body, inner.config.max_body_bytes).await {
+    let limit = inner.config.max_body_bytes;
+    let body_bytes = match read_body(body, limit).await {
         Ok(bytes) => bytes,
         Err(BodyError::TooLarge) => {
-            return error_response(
-                413,
-                ErrorType::BadData,
-                &format!(
-                    "request body too large: limit is {} bytes",
-                    inner.config.max_body_bytes
-                ),
-            );
+            let message = format!("request body too large: limit is {limit} bytes");
+            return Err(Refused::Error(413, ErrorType::BadData, message));
         }
         Err(BodyError::Unreadable(error)) => {
-            return error_response(
-                400,
-                ErrorType::BadData,
-                &format!("error reading request body: {error}"),
-            );
+            let message = format!("error reading request body: {error}");
+            return Err(Refused::Error(400, ErrorType::BadData, message));
         }
     };
     let form = Form::parse(
@@ -367,217 +420,100 @@ async fn api(
         if is_form { Some(&body_bytes[..]) } else { None },
     );
     if let Some(problem) = form.parse_error() {
-        return error_response(
-            400,
-            ErrorType::BadData,
-            &format!("error parsing form values: {problem}"),
-        );
+        let message = format!("error parsing form values: {problem}");
+        return Err(Refused::Error(400, ErrorType::BadData, message));
     }
-    if let Err(error) = check_expression_sizes(inner, &form, route) {
-        return api_error_response(&error);
-    }
-    let query_text_for_log;
-    let kind = match route {
-        Route::Query => match params::parse_instant_query(&form, now_ms()) {
-            Ok(query) => {
-                query_text_for_log = query.query.clone();
-                QueryKind::Instant(query)
-            }
-            Err(error) => return api_error_response(&error),
-        },
-        Route::QueryRange => match params::parse_range_query(&form) {
-            Ok(mut query) => {
-                if let Err(error) = check_query_length(inner, query.start_ms, query.end_ms) {
-                    return api_error_response(&error);
-                }
-                if let Some(earliest) = earliest_allowed(inner) {
-                    if query.end_ms < earliest {
-                        // Nothing the tenant may see: answer without running it.
-                        return empty_matrix();
-                    }
-                    if query.start_ms < earliest {
-                        // Clamp to a step-aligned start so the points stay on the grid.
-                        let steps_to_skip =
-                            (earliest - query.start_ms + query.step_ms - 1) / query.step_ms;
-                        query.start_ms += steps_to_skip * query.step_ms;
-                    }
-                }
-                query_text_for_log = query.query.clone();
-                QueryKind::Range(query)
-            }
-            Err(error) => return api_error_response(&error),
-        },
-        Route::Series | Route::Labels | Route::LabelValues(_) => {
-            let (metadata_kind, label_name) = match route {
-                Route::Series => (MetadataKind::Series, None),
-                Route::Labels => (MetadataKind::LabelNames, None),
-                Route::LabelValues(name) => (MetadataKind::LabelValues, Some(name.as_str())),
-                _ => unreachable!("matched above"),
-            };
-            match params::parse_metadata_query(&form, metadata_kind, label_name) {
-                Ok(mut query) => {
-                    if let Some(earliest) = earliest_allowed(inner)
-                        && query.start_ms.is_none_or(|start| start < earliest)
-                    {
-                        query.start_ms = Some(earliest);
-                    }
-                    query_text_for_log = query.matchers.join(",");
-                    QueryKind::Metadata(query)
-                }
-                Err(error) => return api_error_response(&error),
-            }
+    Ok(form)
+}
+
+/// What `route` asks with `form`, and the query text for the log line.
+fn parse_kind(inner: &Inner, route: &Route, form: &Form) -> Result<(QueryKind, String), Refused> {
+    match route {
+        Route::Query => {
+            let query =
+                params::parse_instant_query(form, inner.clock.now_ms()).map_err(Refused::from)?;
+            let text = query.query.clone();
+            Ok((QueryKind::Instant(query), text))
+        }
+        Route::QueryRange => parse_range(inner, form),
+        Route::Series => parse_metadata(inner, form, MetadataKind::Series, None),
+        Route::Labels => parse_metadata(inner, form, MetadataKind::LabelNames, None),
+        Route::LabelValues(name) => {
+            parse_metadata(inner, form, MetadataKind::LabelValues, Some(name))
         }
         Route::Forwarded(path) => {
-            query_text_for_log = String::new();
-            QueryKind::Forwarded(ForwardedRequest {
+            let forwarded = ForwardedRequest {
                 path: (*path).to_owned(),
                 query_string: form.to_query_string(),
-            })
+            };
+            Ok((QueryKind::Forwarded(forwarded), String::new()))
         }
         Route::Ready | Route::Metrics | Route::NotFound => unreachable!("handled by the caller"),
-    };
-    let request_log = QueryLog {
-        tenant: &tenant,
-        route: route.label(),
-        query: &query_text_for_log,
-        started,
-    };
-    let deadline = started + inner.config.query_timeout;
-    let mut stats = DispatchStats::default();
-    let mut acceleration = AccelerationStats::default();
-    // `Cache-Control: no-store` asks for an answer computed now and kept nowhere.
-    let no_store = parts
-        .headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|directive| directive.trim().eq_ignore_ascii_case("no-store"));
-    let memo_key = match (&kind, &inner.memo) {
-        (QueryKind::Range(query), Some(_)) if !no_store => {
-            crate::acceleration::AnswerMemo::key(&tenant, query, inner.config.max_cache_freshness)
-        }
-        _ => None,
-    };
-    if let (Some(key), Some(memo)) = (&memo_key, &inner.memo)
-        && let Some(answer) = memo.get(key)
-    {
-        inner.metrics.memo_hits.inc();
-        inner
-            .metrics
-            .samples
-            .with_label_values(&["cache"])
-            .inc_by(answer.samples() as u64);
-        acceleration.memo_hit = true;
-        acceleration.samples_from_cache = answer.samples();
-        request_log.stats(inner, 200, "", &stats, &acceleration);
-        return memo_response(answer, gzip);
     }
-    let range_step_ms = match &kind {
-        QueryKind::Range(query) => Some(query.step_ms),
-        _ => None,
-    };
-    let (response, prefixes) = match kind {
-        QueryKind::Range(query) => {
-            let answer = inner
-                .run_range_query(
-                    &tenant,
-                    query,
-                    deadline,
-                    RangeOptions { no_store, gzip },
-                    &mut stats,
-                    &mut acceleration,
-                )
-                .await;
-            (answer.response, answer.prefixes)
+}
+
+/// A range query, its length checked and its start clamped to the oldest
+/// data the tenant may read.
+fn parse_range(inner: &Inner, form: &Form) -> Result<(QueryKind, String), Refused> {
+    let mut query = params::parse_range_query(form).map_err(Refused::from)?;
+    check_query_length(inner, query.start_ms, query.end_ms).map_err(Refused::from)?;
+    if let Some(earliest) = earliest_allowed(inner) {
+        if query.end_ms < earliest {
+            // Nothing the tenant may see: answer without running it.
+            return Err(Refused::EmptyMatrix);
         }
-        QueryKind::Metadata(query) => {
-            let request = QueryRequest {
-                kind: Some(QueryKind::Metadata(query)),
-            };
-            let response = inner
-                .run_metadata_query(&tenant, request, deadline, no_store, &mut stats)
-                .await;
-            (response, None)
+        if query.start_ms < earliest {
+            // Clamp to a step-aligned start so the points stay on the grid.
+            let steps_to_skip = (earliest - query.start_ms + query.step_ms - 1) / query.step_ms;
+            query.start_ms += steps_to_skip * query.step_ms;
         }
-        other => {
-            let response = inner
-                .dispatch_collapsed(
-                    &tenant,
-                    QueryRequest { kind: Some(other) },
-                    deadline,
-                    &mut stats,
-                )
-                .await;
-            (response, None)
-        }
-    };
-    request_log.stats(
-        inner,
-        response.status_code(),
-        &response.error,
-        &stats,
-        &acceleration,
-    );
-    // A range answer is assembled from encoded pieces of earlier answers
-    // where it shares their samples (see `fragments`); `no-store` asks
-    // for nothing kept, so it bypasses them.
-    let assembled = match (range_step_ms, &inner.fragments) {
-        (Some(step_ms), Some(fragments))
-            if !no_store
-                && !response.is_error()
-                && matches!(response.data, Some(ResponseData::Query(_))) =>
-        {
-            let mut assembler = Assembler::new(fragments, step_ms).with_prefixes(prefixes.as_ref());
-            let tail = json::encode_response_with(&response, &mut assembler);
-            let counted = &inner.metrics.fragments;
-            counted
-                .with_label_values(&["kept"])
-                .inc_by(assembler.tally.kept);
-            counted
-                .with_label_values(&["made"])
-                .inc_by(assembler.tally.made);
-            Some(assembler.finish(tail))
-        }
-        _ => None,
-    };
-    // This client's body, when the answer was assembled: the spliced gzip
-    // form in a pooled buffer when it wants one and the answer is long
-    // enough to gain from it, else the JSON as the buffers it is made of.
-    let (sent, assembled) = match assembled {
-        Some(assembled) if gzip && assembled.len() >= compression::MIN_COMPRESSED_LEN => {
-            match assembled_gzip(assembled).await {
-                Some((body, assembled)) => (Some(gzip_json_response(body)), Some(assembled)),
-                None => return error_response(500, ErrorType::Internal, "compression failed"),
+    }
+    let text = query.query.clone();
+    Ok((QueryKind::Range(query), text))
+}
+
+/// A `series`, `labels` or label values request, its start clamped to the
+/// oldest data the tenant may read.
+fn parse_metadata(
+    inner: &Inner,
+    form: &Form,
+    metadata_kind: MetadataKind,
+    label_name: Option<&str>,
+) -> Result<(QueryKind, String), Refused> {
+    let mut query =
+        params::parse_metadata_query(form, metadata_kind, label_name).map_err(Refused::from)?;
+    if let Some(earliest) = earliest_allowed(inner)
+        && query.start_ms.is_none_or(|start| start < earliest)
+    {
+        query.start_ms = Some(earliest);
+    }
+    let text = query.matchers.join(",");
+    Ok((QueryKind::Metadata(query), text))
+}
+
+/// Why a request does not reach the chain.
+enum Refused {
+    /// A Prometheus error envelope, with its HTTP status.
+    Error(u16, ErrorType, String),
+    /// Nothing the tenant may see: an empty matrix, without running anything.
+    EmptyMatrix,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Refused {
+        Refused::Error(error.http_status(), error.error_type, error.message)
+    }
+}
+
+impl Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::Error(status, error_type, message) => {
+                error_response(status, error_type, &message)
             }
+            Refused::EmptyMatrix => empty_matrix(),
         }
-        Some(assembled) => {
-            let body = Chunks::new(assembled.json_chunks());
-            let sent = json_response(200, body, "application/json");
-            (Some(sent), Some(assembled))
-        }
-        None => (None, None),
-    };
-    if let (Some(key), Some(memo)) = (memo_key, &inner.memo)
-        && !response.is_error()
-        && response.warnings.is_empty()
-        && response.infos.is_empty()
-    {
-        let samples = response.sample_count();
-        let answer = Arc::new(match assembled {
-            Some(assembled) => MemoAnswer::assembled(assembled, samples),
-            None => MemoAnswer::new(
-                bytes::Bytes::from(json::encode_response(&response)),
-                samples,
-            ),
-        });
-        memo.put(key, answer.clone());
-        // The body sent is not kept: most answers are never asked for
-        // again (a dashboard moving with time); a repeat makes its own
-        // form from the assembled answer, and that is kept.
-        return sent.unwrap_or_else(|| memo_response(answer, gzip));
     }
-    sent.unwrap_or_else(|| encode(&response))
 }
 
 /// Refuses a query expression or `match[]` selector longer than
@@ -631,15 +567,9 @@ struct QueryLog<'a> {
 impl QueryLog<'_> {
     /// The query stats line, for requests slower than
     /// `-query-frontend.log-queries-longer-than`.
-    fn stats(
-        &self,
-        inner: &Inner,
-        status: u16,
-        error: &str,
-        stats: &DispatchStats,
-        acceleration: &AccelerationStats,
-    ) {
-        let elapsed = self.started.elapsed();
+    fn stats(&self, inner: &Inner, status: u16, error: &str, stats: &QueryStats) {
+        let answered_at = stats.answered_at.unwrap_or_else(|| inner.clock.now());
+        let elapsed = answered_at.saturating_duration_since(self.started);
         if elapsed < inner.config.log_queries_longer_than {
             return;
         }
@@ -652,36 +582,18 @@ impl QueryLog<'_> {
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             execution_ms = stats.execution.as_secs_f64() * 1000.0,
             attempts = stats.attempts,
-            pieces = acceleration.pieces,
-            sub_queries = acceleration.sub_queries,
-            cached_extents = acceleration.cached_extents,
-            results_cache_hits = acceleration.cache_hits,
-            results_cache_misses = acceleration.cache_misses,
-            results_cache_hit_bytes = acceleration.cache_hit_bytes,
-            answer_memo_hit = acceleration.memo_hit,
+            pieces = stats.pieces,
+            sub_queries = stats.sub_queries,
+            cached_extents = stats.cached_extents,
+            results_cache_hits = stats.cache_hits,
+            results_cache_misses = stats.cache_misses,
+            results_cache_hit_bytes = stats.cache_hit_bytes,
+            answer_memo_hit = stats.memo_hit,
             samples = stats.samples,
-            samples_from_cache = acceleration.samples_from_cache,
+            samples_from_cache = stats.samples_from_cache,
             error = %error,
             "query stats"
         );
-    }
-}
-
-/// The gzip form of an assembled answer, in a pooled buffer (it is sent
-/// once); off the async workers when much of it has to be compressed
-/// afresh (a first answer). A moved range's edges and new pieces are tens
-/// of kilobytes, well under a millisecond's work: handing them to another
-/// thread would cost a wake-up instead.
-async fn assembled_gzip(assembled: Assembled) -> Option<(bytes::Bytes, Assembled)> {
-    let quick = assembled.splices_quickly();
-    let splice = move || {
-        let body = buffers::BODIES.written(|out| assembled.gzip_in(out));
-        (body, assembled)
-    };
-    if quick {
-        Some(splice())
-    } else {
-        tokio::task::spawn_blocking(splice).await.ok()
     }
 }
 
@@ -689,20 +601,6 @@ fn gzip_json_response(body: bytes::Bytes) -> Response {
     let mut response = json_response(200, body, "application/json");
     compression::mark_gzip(response.headers_mut());
     response
-}
-
-/// A memoised answer as a response, in the form the client accepts. The
-/// gzip form is a spliced one or one made in the background (see
-/// [`MemoAnswer::gzipped`]); with neither ready the answer goes out as
-/// JSON, which `handle` compresses on the fly when asked.
-fn memo_response(answer: Arc<MemoAnswer>, gzip: bool) -> Response {
-    if gzip
-        && answer.json_len() >= compression::MIN_COMPRESSED_LEN
-        && let Some(body) = answer.gzipped()
-    {
-        return gzip_json_response(body);
-    }
-    json_response(200, answer.json(), "application/json")
 }
 
 fn encode(response: &ApiResponse) -> Response {
@@ -741,7 +639,7 @@ fn earliest_allowed(inner: &Inner) -> Option<i64> {
     if lookback.is_zero() {
         return None;
     }
-    Some(now_ms() - lookback.as_millis() as i64)
+    Some(inner.clock.now_ms() - lookback.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -1,29 +1,40 @@
 //! sluice's query-frontend.
 //!
-//! The life of a query, in the order a reader meets it here:
-//! [`http`] receives a Prometheus API request, validates it with
-//! `sluice_api::params` and finds the tenant; [`dispatch`] puts the resulting
-//! sub-query in the tenant-fair [`sluice_queue::RequestQueue`], waits for its
-//! answer and retries it on another querier when it failed for a reason that
-//! may not repeat; [`owner`] is the other end: every querier worker holds a
-//! stream to it, and each worker stream takes one queued sub-query at a time
-//! and returns its typed result. The answer is encoded as Prometheus JSON once,
-//! at the edge.
+//! The life of a query, in the order a reader meets it here: [`http`]
+//! parses and validates a Prometheus API request into a typed
+//! [`request::Request`] and hands it to the chain of [`stages`]:
+//!
+//! ```text
+//! answers (memo, encoded fragments)   settled repeats as stored bytes
+//!  ▶ align (opt-in)                    start and end onto the step
+//!  ▶ split                             range queries into day pieces, one batch
+//!  ▶ instant split (opt-in)            long windows of instant queries, by interval
+//!  ▶ results cache                     only what the cache lacks runs
+//!  ▶ (block planning and sharding go here)
+//!  ▶ collapse                          identical work in flight runs once; pieces fan out
+//!  ▶ dispatch                          own queue or schedulers, retries
+//! ```
+//!
+//! [`owner`] is the other end of the queue: every querier worker holds a
+//! stream to it and takes one queued sub-query at a time. The answer comes
+//! back up the chain and is encoded as Prometheus JSON once, at the edge.
 
-mod acceleration;
 mod buffers;
 mod chunks;
+pub mod clock;
 mod compression;
-mod dispatch;
 mod fragments;
 mod http;
 mod metrics;
+mod oldest_first;
 mod owner;
+mod request;
 mod schedulers;
+mod stages;
 mod tenant;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -31,9 +42,14 @@ use sluice_proto::{ResultAck, ResultReport};
 use sluice_queue::{QueueConfig, RequestQueue};
 use tokio::sync::mpsc;
 
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use metrics::FrontendMetrics;
 use owner::PendingTask;
 use schedulers::SchedulerPool;
+pub use sluice_plan::RangeBoundaries;
+use stages::dispatch::DispatchStage;
+use stages::results_cache::ResultsCache;
+pub use stages::results_cache::ResultsCacheConfig;
 
 /// How a frontend is set up.
 #[derive(Clone, Debug)]
@@ -77,12 +93,18 @@ pub struct FrontendConfig {
     /// Range queries are split at this interval, boundaries at UTC midnight
     /// for a day (0 = off).
     pub split_interval: Duration,
+    /// Instant queries whose range selector is longer are split into one
+    /// sub-query per interval of it, where that is exact (0 = off).
+    pub split_instant_queries_by_interval: Duration,
+    /// Where the queriers' range selectors begin their windows, which the
+    /// instant split must match to cover each sample once.
+    pub range_selector_boundaries: RangeBoundaries,
     /// Pieces of one query run at once.
     pub max_query_parallelism: usize,
     /// Round start and end down to the step: better cache hits, different answers.
     pub align_queries_with_step: bool,
     /// The results cache; `None` turns it off.
-    pub results_cache: Option<sluice_cache::CacheConfig>,
+    pub results_cache: Option<ResultsCacheConfig>,
     /// The newest data is never cached: it may still change.
     pub max_cache_freshness: Duration,
     pub results_cache_ttl: Duration,
@@ -116,15 +138,11 @@ impl Default for FrontendConfig {
             advertised_address: String::new(),
             scheduler_dns_refresh: Duration::from_secs(10),
             split_interval: Duration::from_secs(24 * 3600),
+            split_instant_queries_by_interval: Duration::ZERO,
+            range_selector_boundaries: RangeBoundaries::LeftOpen,
             max_query_parallelism: 14,
             align_queries_with_step: false,
-            results_cache: Some(sluice_cache::CacheConfig {
-                name: "results".to_owned(),
-                backend: sluice_cache::BackendConfig::InProcess(
-                    sluice_cache::InProcessConfig::with_max_bytes(512 * 1024 * 1024),
-                ),
-                compression: sluice_cache::Compression::None,
-            }),
+            results_cache: Some(stages::results_cache::default_config()),
             max_cache_freshness: Duration::from_secs(600),
             results_cache_ttl: Duration::from_secs(7 * 24 * 3600),
             metadata_cache_ttl: Duration::ZERO,
@@ -139,20 +157,14 @@ pub(crate) struct Inner {
     pub(crate) config: FrontendConfig,
     pub(crate) queue: RequestQueue<PendingTask>,
     pub(crate) metrics: FrontendMetrics,
-    pub(crate) next_query_id: AtomicU64,
     pub(crate) shutting_down: AtomicBool,
     /// Set when sub-queries go through query-schedulers.
     pub(crate) schedulers: Option<Arc<SchedulerPool>>,
-    pub(crate) results_cache: Option<sluice_cache::SharedCache>,
-    pub(crate) collapser: acceleration::Collapser,
-    /// Encoded answers of settled range queries (see [`acceleration::AnswerMemo`]).
-    pub(crate) memo: Option<acceleration::AnswerMemo>,
-    pub(crate) fragments: Option<fragments::FragmentMemo>,
-    /// Decoded results cache entries, when the cache is in process.
-    pub(crate) decoded_entries: Option<acceleration::DecodedEntries>,
-    /// The largest results cache entry the backend stores: a larger one
-    /// loses its oldest extents before it is written.
-    pub(crate) max_cache_entry_bytes: usize,
+    /// The first stage of the query path.
+    pub(crate) chain: stages::Next,
+    /// The last stage, for [`Frontend::execute`].
+    pub(crate) dispatch: Arc<DispatchStage>,
+    pub(crate) clock: SharedClock,
 }
 
 impl Inner {
@@ -173,25 +185,6 @@ pub struct Frontend {
     inner: Arc<Inner>,
 }
 
-/// An in-process results cache's configuration with a quarter of its
-/// budget taken out for its newest entries kept decoded (when range results
-/// are cached), and that quarter in bytes: together they stay within the
-/// budget the operator set.
-fn share_in_process_budget(
-    mut cache: Option<sluice_cache::CacheConfig>,
-    cache_range_results: bool,
-) -> (Option<sluice_cache::CacheConfig>, usize) {
-    let decoded = match cache.as_mut().map(|cache| &mut cache.backend) {
-        Some(sluice_cache::BackendConfig::InProcess(in_process)) if cache_range_results => {
-            let decoded = in_process.max_bytes / 4;
-            in_process.max_bytes -= decoded;
-            decoded as usize
-        }
-        _ => 0,
-    };
-    (cache, decoded)
-}
-
 impl Frontend {
     /// A frontend; with scheduler addresses configured it starts connecting
     /// to them, so it must be called inside a Tokio runtime. Fails only on a
@@ -200,6 +193,15 @@ impl Frontend {
         config: FrontendConfig,
         registry: &prometheus::Registry,
     ) -> Result<Frontend, String> {
+        Frontend::with_clock(config, registry, Arc::new(SystemClock))
+    }
+
+    /// [`Frontend::new`] reading the time from `clock`.
+    pub fn with_clock(
+        config: FrontendConfig,
+        registry: &prometheus::Registry,
+        clock: SharedClock,
+    ) -> Result<Frontend, String> {
         let queue = RequestQueue::new(QueueConfig {
             max_outstanding_per_tenant: config.max_outstanding_per_tenant,
             max_queriers_per_tenant: config.max_queriers_per_tenant,
@@ -207,19 +209,7 @@ impl Frontend {
             ..QueueConfig::default()
         });
         let metrics = FrontendMetrics::new(registry);
-        let (results_cache_config, decoded_entries_bytes) =
-            share_in_process_budget(config.results_cache.clone(), config.cache_range_results);
-        let results_cache = match &results_cache_config {
-            Some(cache_config) => {
-                let cache_metrics = sluice_cache::CacheMetrics::register(registry)
-                    .map_err(|error| format!("registering cache metrics: {error}"))?;
-                Some(
-                    sluice_cache::build(cache_config.clone(), &cache_metrics)
-                        .map_err(|error| format!("results cache: {error}"))?,
-                )
-            }
-            None => None,
-        };
+        let results_cache = ResultsCache::from_config(&config, registry, clock.clone())?;
         let schedulers = (!config.scheduler_addresses.is_empty()).then(|| {
             SchedulerPool::start(
                 config.scheduler_addresses.clone(),
@@ -228,49 +218,34 @@ impl Frontend {
                 metrics.connected_schedulers.clone(),
             )
         });
-        let memo = (results_cache.is_some()
-            && config.cache_range_results
-            && config.answer_memo_bytes > 0)
-            .then(|| {
-                acceleration::AnswerMemo::new(config.answer_memo_bytes, config.results_cache_ttl)
-            });
-        let fragments = (results_cache.is_some()
-            && config.cache_range_results
-            && config.fragment_memo_bytes > 0)
-            .then(|| fragments::FragmentMemo::new(config.fragment_memo_bytes));
-        let decoded_entries = (decoded_entries_bytes > 0).then(|| {
-            acceleration::DecodedEntries::new(decoded_entries_bytes, config.results_cache_ttl)
-        });
-        let max_cache_entry_bytes =
-            results_cache_config
-                .as_ref()
-                .map_or(sluice_plan::DEFAULT_MAX_ENTRY_BYTES, |cache| {
-                    cache
-                        .max_value_bytes(sluice_plan::CacheKey::STORAGE_KEY_LEN)
-                        .min(sluice_plan::DEFAULT_MAX_ENTRY_BYTES)
-                });
+        let dispatch = Arc::new(DispatchStage::new(
+            queue.clone(),
+            schedulers.clone(),
+            metrics.clone(),
+            clock.clone(),
+            &config,
+        ));
+        let chain = stages::build(
+            &config,
+            stages::ChainParts {
+                metrics: metrics.clone(),
+                clock: clock.clone(),
+                dispatch: dispatch.clone(),
+                results_cache,
+            },
+        );
+        // Says at start-up which stages this configuration turned on.
+        tracing::info!(stages = %stages::names(&chain).join(" > "), "query-frontend chain");
         Ok(Frontend {
             inner: Arc::new(Inner {
                 config,
                 queue,
                 metrics,
-                // Ids only need to be unique per frontend process; starting
-                // from the clock keeps a restarted frontend from reusing the
-                // ids of its previous life while results for them may linger.
-                next_query_id: AtomicU64::new(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|elapsed| elapsed.as_nanos() as u64)
-                        .unwrap_or(1),
-                ),
                 shutting_down: AtomicBool::new(false),
                 schedulers,
-                memo,
-                fragments,
-                decoded_entries,
-                max_cache_entry_bytes,
-                results_cache,
-                collapser: acceleration::Collapser::default(),
+                chain,
+                dispatch,
+                clock,
             }),
         })
     }
@@ -348,9 +323,10 @@ impl Frontend {
         tenant: &str,
         request: sluice_proto::QueryRequest,
     ) -> sluice_proto::ApiResponse {
-        let deadline = tokio::time::Instant::now() + self.inner.config.query_timeout;
-        let mut stats = dispatch::DispatchStats::default();
+        let deadline = self.inner.clock.now() + self.inner.config.query_timeout;
+        let mut stats = request::QueryStats::default();
         self.inner
+            .dispatch
             .dispatch(tenant, request, deadline, &mut stats)
             .await
     }
@@ -426,46 +402,5 @@ impl sluice_proto::frontend_results::frontend_results_server::FrontendResults fo
         Ok(tonic::Response::new(
             tokio_stream::wrappers::ReceiverStream::new(stream),
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sluice_cache::{BackendConfig, CacheConfig, Compression, InProcessConfig, MemcachedConfig};
-
-    fn cache(backend: BackendConfig) -> Option<CacheConfig> {
-        Some(CacheConfig {
-            name: "results".into(),
-            backend,
-            compression: Compression::None,
-        })
-    }
-
-    fn in_process_bytes(cache: &Option<CacheConfig>) -> u64 {
-        match cache.as_ref().map(|cache| &cache.backend) {
-            Some(BackendConfig::InProcess(in_process)) => in_process.max_bytes,
-            other => panic!("not in-process: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn decoded_entries_come_out_of_the_in_process_budget() {
-        let budget = 512 << 20;
-        let in_process = cache(BackendConfig::InProcess(InProcessConfig::with_max_bytes(
-            budget,
-        )));
-        let (shared, decoded) = share_in_process_budget(in_process.clone(), true);
-        assert_eq!(decoded as u64, budget / 4);
-        assert_eq!(in_process_bytes(&shared) + decoded as u64, budget);
-        // Range results not cached: nothing is kept decoded.
-        let (whole, decoded) = share_in_process_budget(in_process, false);
-        assert_eq!((in_process_bytes(&whole), decoded), (budget, 0));
-        // memcached's memory is memcached's; the frontend keeps no copies.
-        let memcached = cache(BackendConfig::Memcached(MemcachedConfig::new(vec![
-            "127.0.0.1:11211".into(),
-        ])));
-        assert_eq!(share_in_process_budget(memcached, true).1, 0);
-        assert_eq!(share_in_process_budget(None, true).1, 0);
     }
 }

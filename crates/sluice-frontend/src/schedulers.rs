@@ -203,27 +203,7 @@ impl SchedulerPool {
                 None,
             );
         };
-        let (reply, outcome) = oneshot::channel();
-        self.pending.lock().expect("pending lock").insert(
-            query_id,
-            RemotePending {
-                tenant: tenant.to_owned(),
-                reply,
-                scheduler: connection.address.clone(),
-            },
-        );
-        let guard = RemoteGuard {
-            pool: self.clone(),
-            query_id,
-            sender: sender.clone(),
-            scheduler: connection.address.clone(),
-        };
-        let (ack_sender, ack) = oneshot::channel();
-        connection
-            .acks
-            .lock()
-            .expect("acks lock")
-            .insert(query_id, ack_sender);
+        let (guard, outcome, ack) = self.register(query_id, tenant, &connection, &sender);
         let enqueue = frontend_message(FrontendMessage::Enqueue(EnqueueRequest {
             query_id,
             tenant: tenant.to_owned(),
@@ -259,6 +239,44 @@ impl SchedulerPool {
             }
         };
         (answer, Some(guard), Some(outcome))
+    }
+
+    /// Registers `query_id` as pending on `connection`: where its result
+    /// and the scheduler's acknowledgement will arrive, and the guard that
+    /// cancels it at the scheduler when dropped unanswered.
+    fn register(
+        self: &Arc<Self>,
+        query_id: u64,
+        tenant: &str,
+        connection: &Arc<Connection>,
+        sender: &mpsc::Sender<FrontendToScheduler>,
+    ) -> (
+        RemoteGuard,
+        oneshot::Receiver<Outcome>,
+        oneshot::Receiver<EnqueueAnswer>,
+    ) {
+        let (reply, outcome) = oneshot::channel();
+        self.pending.lock().expect("pending lock").insert(
+            query_id,
+            RemotePending {
+                tenant: tenant.to_owned(),
+                reply,
+                scheduler: connection.address.clone(),
+            },
+        );
+        let guard = RemoteGuard {
+            pool: self.clone(),
+            query_id,
+            sender: sender.clone(),
+            scheduler: connection.address.clone(),
+        };
+        let (ack_sender, ack) = oneshot::channel();
+        connection
+            .acks
+            .lock()
+            .expect("acks lock")
+            .insert(query_id, ack_sender);
+        (guard, outcome, ack)
     }
 
     /// Delivers a result a querier (or scheduler) sent us. The tenant must be

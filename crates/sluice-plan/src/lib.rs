@@ -57,6 +57,7 @@
 //! ```
 
 mod cache;
+mod instant_split;
 mod merge;
 mod plan;
 mod promql;
@@ -66,6 +67,10 @@ pub use cache::{
     CacheEntry, CacheKey, CacheOptions, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_FRESHNESS_MS, Extent,
     answer_is_final, cache_key, cached_prefix, decode_entry, encode_entry, plan_queries_with_cache,
     plan_with_cache, updated_entry,
+};
+pub use instant_split::{
+    Combine, InstantSplit, MAX_INSTANT_PARTS, RangeBoundaries, merge_instant_parts,
+    split_instant_query,
 };
 pub use merge::{compare_labels, concat_data, concat_slices, slice_data};
 pub use plan::{CachedPrefix, Plan};

@@ -73,7 +73,7 @@ fn walk(expr: &Expr, visit: &mut impl FnMut(&Expr)) {
     }
 }
 
-fn walk_mut(expr: &mut Expr, visit: &mut impl FnMut(&mut Expr)) {
+pub(crate) fn walk_mut(expr: &mut Expr, visit: &mut impl FnMut(&mut Expr)) {
     visit(expr);
     match expr {
         Expr::Aggregate(aggregate) => {

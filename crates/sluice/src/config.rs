@@ -109,6 +109,16 @@ pub(crate) struct Setting {
     apply: Apply,
 }
 
+fn parse_range_boundaries(text: &str) -> Result<sluice_frontend::RangeBoundaries, String> {
+    match text {
+        "left-open" => Ok(sluice_frontend::RangeBoundaries::LeftOpen),
+        "closed" => Ok(sluice_frontend::RangeBoundaries::Closed),
+        other => Err(format!(
+            "invalid range selector boundaries {other:?}: left-open or closed"
+        )),
+    }
+}
+
 fn parse_bool(text: &str) -> Result<bool, String> {
     match text {
         "true" | "1" | "t" | "T" | "TRUE" | "True" => Ok(true),
@@ -391,6 +401,21 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "24h",
         "Split range queries at this interval (boundaries at UTC midnight for a day) and run the pieces in parallel; 0 turns splitting off.",
         |config, value| config.frontend.split_interval = parse_go_duration(value)?
+    ),
+    setting!(
+        "query-frontend.split-instant-queries-by-interval",
+        "frontend.split_instant_queries_by_interval",
+        "0s",
+        "Split instant queries whose range selector is longer than this into one sub-query per interval, where that is exact (sum, count, min and max over time, and their aggregations); 0 turns it off.",
+        |config, value| config.frontend.split_instant_queries_by_interval =
+            parse_go_duration(value)?
+    ),
+    setting!(
+        "query-frontend.range-selectors",
+        "frontend.range_selectors",
+        "left-open",
+        "Where the queriers' range selectors begin: left-open, (t-r, t], as Prometheus 3 and sluice's engine; or closed, [t-r, t], as Prometheus 2. Split instant queries must match it.",
+        |config, value| config.frontend.range_selector_boundaries = parse_range_boundaries(value)?
     ),
     setting!(
         "querier.max-query-parallelism",

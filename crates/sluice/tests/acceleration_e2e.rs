@@ -683,3 +683,97 @@ async fn answers_with_warnings_or_infos_are_passed_on_and_never_cached() {
         }
     }
 }
+
+/// An instant query's vector answer as (labels, value) pairs sorted by labels.
+fn vector_of(body: &[u8]) -> Vec<(String, f64)> {
+    let answer: serde_json::Value = serde_json::from_slice(body).expect("a JSON answer");
+    assert_eq!(answer["status"], "success", "{answer}");
+    assert_eq!(answer["data"]["resultType"], "vector", "{answer}");
+    let mut vector: Vec<(String, f64)> = answer["data"]["result"]
+        .as_array()
+        .expect("a result list")
+        .iter()
+        .map(|sample| {
+            let value = sample["value"][1].as_str().expect("a value");
+            (
+                sample["metric"].to_string(),
+                value.parse().expect("a number"),
+            )
+        })
+        .collect();
+    vector.sort_by(|a, b| a.0.cmp(&b.0));
+    vector
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_instant_queries_answer_as_prometheus_does() {
+    const HOUR_MS: i64 = 3_600_000;
+    let dataset = Dataset::new();
+    let prometheus = PrometheusServer::start(&dataset).await;
+    // The Debian Prometheus is 2.x: its range selectors include their start.
+    let sluice = start_all(
+        "instant-split",
+        &prometheus.url(),
+        &[
+            "-query-frontend.split-instant-queries-by-interval=6h",
+            "-query-frontend.range-selectors=closed",
+        ],
+    )
+    .await;
+    let split_queries = [
+        "sum(sum_over_time(http_requests_total[1d]))",
+        "sum by (job) (count_over_time(http_requests_total[30h]))",
+        "min_over_time(node_temperature_celsius[20h])",
+        "max by (instance) (max_over_time(node_temperature_celsius[2d] offset 1h))",
+        "sum_over_time(node_temperature_celsius[13h])",
+        "count_over_time(ephemeral_worker_up[1d])",
+    ];
+    let mut random = Lcg(0x1457);
+    let span = dataset.end_ms() - dataset.start_ms();
+    for case in 0..24 {
+        // On a minute half the time: the parts' edges then fall on samples.
+        let jitter = if case % 2 == 0 {
+            0
+        } else {
+            random.next(60_000)
+        };
+        let time = dataset.start_ms() + random.next(span) / 60_000 * 60_000 + jitter;
+        let query = split_queries[case as usize % split_queries.len()];
+        let path = format!(
+            "/api/v1/query?{}",
+            form_urlencode(&[("query", query), ("time", &seconds(time))])
+        );
+        let (_, _, want) = http_get(&format!("{}{path}", prometheus.url())).await;
+        let (status, _, got) = http_get(&format!("{}{path}", sluice.url())).await;
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&got));
+        let (want, got) = (vector_of(&want), vector_of(&got));
+        assert_eq!(got.len(), want.len(), "{path}");
+        for ((got_labels, got_value), (want_labels, want_value)) in got.iter().zip(&want) {
+            assert_eq!(got_labels, want_labels, "{path}");
+            let tolerance = 1e-9 * got_value.abs().max(want_value.abs());
+            assert!(
+                (got_value - want_value).abs() <= tolerance,
+                "{path}: {got_labels} is {got_value}, Prometheus says {want_value}"
+            );
+        }
+    }
+    let sub_queries = sluice.metric("sluice_subqueries_total").await;
+    assert!(
+        sub_queries >= 24.0 * 4.0,
+        "{sub_queries}: the queries were not split"
+    );
+    // What does not split exactly runs whole, byte for byte Prometheus's.
+    for query in [
+        "sum(rate(http_requests_total[1d]))",
+        "increase(http_requests_total[30h])",
+    ] {
+        let path = format!(
+            "/api/v1/query?{}",
+            form_urlencode(&[
+                ("query", query),
+                ("time", &seconds(dataset.end_ms() - HOUR_MS))
+            ])
+        );
+        assert_same(&sluice, &prometheus, &path).await;
+    }
+}

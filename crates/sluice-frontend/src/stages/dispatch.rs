@@ -1,24 +1,57 @@
-//! Runs one sub-query through the queue, with retries and the deadline.
+//! The last stage: runs one sub-query through the queue (the frontend's
+//! own, or the query-schedulers'), with retries and the deadline.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sluice_proto::{ApiResponse, ErrorType, QueryRequest, QueryResult};
-use sluice_queue::EnqueueError;
 use sluice_queue::worker_stream::Outcome;
+use sluice_queue::{EnqueueError, RequestQueue};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::Inner;
+use super::{AnswerFuture, Next, Stage};
+use crate::clock::SharedClock;
+use crate::metrics::FrontendMetrics;
 use crate::owner::PendingTask;
-use crate::schedulers::EnqueueAnswer;
+use crate::request::{Answer, QueryStats, Request};
+use crate::schedulers::{EnqueueAnswer, SchedulerPool};
 
-/// What the client's request learned, for its stats line.
-#[derive(Default)]
-pub(crate) struct DispatchStats {
-    pub(crate) attempts: u32,
-    pub(crate) samples: u64,
-    pub(crate) execution: Duration,
+/// Queues sub-queries and waits for their answers.
+pub(crate) struct DispatchStage {
+    queue: RequestQueue<PendingTask>,
+    /// Set when sub-queries go through query-schedulers.
+    schedulers: Option<Arc<SchedulerPool>>,
+    metrics: FrontendMetrics,
+    clock: SharedClock,
+    next_query_id: AtomicU64,
+    /// Tries per sub-query (first run included).
+    max_retries: usize,
+    query_timeout: Duration,
+}
+
+impl Stage for DispatchStage {
+    fn name(&self) -> &'static str {
+        "dispatch"
+    }
+
+    fn next_stage(&self) -> Option<&Next> {
+        None
+    }
+
+    fn handle(&self, request: Request) -> AnswerFuture<'_> {
+        Box::pin(async move {
+            let mut stats = QueryStats::default();
+            let query_request = QueryRequest {
+                kind: Some(request.kind),
+            };
+            let response = self
+                .dispatch(&request.tenant, query_request, request.deadline, &mut stats)
+                .await;
+            Answer::whole(response, stats)
+        })
+    }
 }
 
 /// How one attempt at a sub-query ended.
@@ -30,7 +63,29 @@ enum Attempt {
     Final(ApiResponse),
 }
 
-impl Inner {
+impl DispatchStage {
+    pub(crate) fn new(
+        queue: RequestQueue<PendingTask>,
+        schedulers: Option<Arc<SchedulerPool>>,
+        metrics: FrontendMetrics,
+        clock: SharedClock,
+        config: &crate::FrontendConfig,
+    ) -> DispatchStage {
+        // Ids only need to be unique per frontend process; starting from
+        // the clock keeps a restarted frontend from reusing the ids of its
+        // previous life while results for them may linger.
+        let first_query_id = (clock.now_ms().max(1) as u64).saturating_mul(1_000_000);
+        DispatchStage {
+            queue,
+            schedulers,
+            metrics,
+            clock,
+            next_query_id: AtomicU64::new(first_query_id),
+            max_retries: config.max_retries,
+            query_timeout: config.query_timeout,
+        }
+    }
+
     /// Queues `request` for `tenant` and waits for its answer, retrying on
     /// another querier when it fails for a reason that may not repeat.
     pub(crate) async fn dispatch(
@@ -38,9 +93,9 @@ impl Inner {
         tenant: &str,
         request: QueryRequest,
         deadline: Instant,
-        stats: &mut DispatchStats,
+        stats: &mut QueryStats,
     ) -> ApiResponse {
-        let max_attempts = self.config.max_retries.max(1) as u32;
+        let max_attempts = self.max_retries.max(1) as u32;
         let mut last_scheduler: Option<String> = None;
         loop {
             stats.attempts += 1;
@@ -147,8 +202,8 @@ impl Inner {
         match answer {
             EnqueueAnswer::TooManyRequests => self.too_many_requests(tenant),
             EnqueueAnswer::TryElsewhere(error) => {
-                if Instant::now() >= deadline {
-                    return Attempt::Final(timeout_error(self.config.query_timeout));
+                if self.clock.now() >= deadline {
+                    return Attempt::Final(timeout_error(self.query_timeout));
                 }
                 // Nothing connected at all: wait a moment rather than burn
                 // every retry in a microsecond.
@@ -194,12 +249,12 @@ impl Inner {
                     .discarded
                     .with_label_values(&[tenant, "timeout"])
                     .inc();
-                Attempt::Final(timeout_error(self.config.query_timeout))
+                Attempt::Final(timeout_error(self.query_timeout))
             }
             Ok(Err(_unanswered)) => {
                 // Dropped unanswered: it expired in the queue or the queue stopped.
-                if Instant::now() >= deadline {
-                    return Attempt::Final(timeout_error(self.config.query_timeout));
+                if self.clock.now() >= deadline {
+                    return Attempt::Final(timeout_error(self.query_timeout));
                 }
                 Attempt::Retry("unanswered", "the sub-query was dropped unanswered".into())
             }
@@ -246,8 +301,56 @@ pub(crate) fn humanize(duration: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::humanize;
-    use std::time::Duration;
+    use super::*;
+    use crate::clock::ManualClock;
+    use sluice_queue::QueueConfig;
+
+    fn stage(max_outstanding_per_tenant: usize) -> DispatchStage {
+        let queue = RequestQueue::new(QueueConfig {
+            max_outstanding_per_tenant,
+            ..QueueConfig::default()
+        });
+        let metrics = FrontendMetrics::new(&prometheus::Registry::new());
+        let config = crate::FrontendConfig::default();
+        DispatchStage::new(queue, None, metrics, ManualClock::at(1), &config)
+    }
+
+    fn instant_request(deadline: Instant) -> Request {
+        let query = sluice_proto::InstantQuery {
+            query: "up".into(),
+            ..Default::default()
+        };
+        Request::new(
+            Arc::from("tenant"),
+            sluice_proto::QueryKind::Instant(query),
+            deadline,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_sub_query_nobody_takes_times_out_at_its_deadline() {
+        let stage = stage(10);
+        let deadline = Instant::now() + Duration::from_millis(20);
+        let answer = stage.handle(instant_request(deadline)).await;
+        assert_eq!(answer.response().error_type, ErrorType::Timeout as i32);
+        assert_eq!(answer.stats.attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_tenant_queue_is_told_so_at_once() {
+        let stage = stage(1);
+        let deadline = Instant::now() + Duration::from_millis(200);
+        let (queued, refused) = futures_util::future::join(
+            stage.handle(instant_request(deadline)),
+            stage.handle(instant_request(deadline)),
+        )
+        .await;
+        assert_eq!(queued.response().error_type, ErrorType::Timeout as i32);
+        assert_eq!(
+            refused.response().error_type,
+            ErrorType::TooManyRequests as i32
+        );
+    }
 
     #[test]
     fn durations_read_like_prometheus() {
