@@ -160,6 +160,78 @@ async fn querier_executor(
     )))
 }
 
+/// Starts the querier role: its executor, its in-process hook into this
+/// process's frontend (if any) and its workers. Returns the gauge of owners
+/// it pulls from (for a querier alone's `/ready`) and its task.
+async fn start_querier(
+    config: &Config,
+    registry: &prometheus::Registry,
+    frontend: Option<&Frontend>,
+    querier_stopped: watch::Receiver<bool>,
+) -> anyhow::Result<(prometheus::IntGauge, tokio::task::JoinHandle<()>)> {
+    let executor = querier_executor(config, registry, querier_stopped.clone()).await?;
+    let local: Option<LocalConnect> = frontend.map(|frontend| {
+        let frontend = frontend.clone();
+        Arc::new(
+            move |querier_id,
+                  stop,
+                  ready: sluice_querier::LocalReady,
+                  execute: sluice_querier::LocalExecute| {
+                let frontend = frontend.clone();
+                Box::pin(async move {
+                    frontend
+                        .serve_local_worker(
+                            querier_id,
+                            stop,
+                            move || ready(),
+                            move |task| execute(task),
+                        )
+                        .await
+                }) as futures_util::future::BoxFuture<'static, ()>
+            },
+        ) as LocalConnect
+    });
+    let metrics = QuerierMetrics::new(registry);
+    let querier_config = QuerierConfig {
+        querier_id: config.querier_id.clone(),
+        owner_addresses: config
+            .querier_frontend_addresses
+            .iter()
+            .chain(&config.querier_scheduler_addresses)
+            .cloned()
+            .collect(),
+        max_concurrent: config.querier_max_concurrent,
+        min_concurrent: config.querier_min_concurrent,
+        backend_probe_interval: config.querier_backend_probe_interval,
+        dns_refresh: config.querier_dns_lookup_period,
+        shutdown_grace: config.graceful_shutdown_timeout,
+    };
+    tracing::info!(
+        querier_id = %querier_config.querier_id,
+        downstream = %config.querier_downstream_url,
+        max_concurrent = querier_config.max_concurrent,
+        "querier starting"
+    );
+    let owners = metrics.connected_targets.clone();
+    let task = match executor {
+        QuerierExecutor::Downstream(executor) => tokio::spawn(sluice_querier::run(
+            querier_config,
+            Arc::new(*executor),
+            local,
+            metrics,
+            querier_stopped,
+        )),
+        QuerierExecutor::Engine(executor) => tokio::spawn(sluice_querier::run(
+            querier_config,
+            Arc::new(executor),
+            local,
+            metrics,
+            querier_stopped,
+        )),
+    };
+    Ok((owners, task))
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let runs_frontend = config.targets.contains(&Role::QueryFrontend);
@@ -228,66 +300,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut querier_owners: Option<prometheus::IntGauge> = None;
     let mut querier_task = None;
     if runs_querier {
-        let executor = querier_executor(&config, &registry, querier_stopped.clone()).await?;
-        let local: Option<LocalConnect> = frontend.as_ref().map(|frontend| {
-            let frontend = frontend.clone();
-            Arc::new(
-                move |querier_id,
-                      stop,
-                      ready: sluice_querier::LocalReady,
-                      execute: sluice_querier::LocalExecute| {
-                    let frontend = frontend.clone();
-                    Box::pin(async move {
-                        frontend
-                            .serve_local_worker(
-                                querier_id,
-                                stop,
-                                move || ready(),
-                                move |task| execute(task),
-                            )
-                            .await
-                    }) as futures_util::future::BoxFuture<'static, ()>
-                },
-            ) as LocalConnect
-        });
-        let metrics = QuerierMetrics::new(&registry);
-        let querier_config = QuerierConfig {
-            querier_id: config.querier_id.clone(),
-            owner_addresses: config
-                .querier_frontend_addresses
-                .iter()
-                .chain(&config.querier_scheduler_addresses)
-                .cloned()
-                .collect(),
-            max_concurrent: config.querier_max_concurrent,
-            min_concurrent: config.querier_min_concurrent,
-            backend_probe_interval: config.querier_backend_probe_interval,
-            dns_refresh: config.querier_dns_lookup_period,
-            shutdown_grace: config.graceful_shutdown_timeout,
-        };
-        tracing::info!(
-            querier_id = %querier_config.querier_id,
-            downstream = %config.querier_downstream_url,
-            max_concurrent = querier_config.max_concurrent,
-            "querier starting"
-        );
-        querier_owners = Some(metrics.connected_targets.clone());
-        querier_task = Some(match executor {
-            QuerierExecutor::Downstream(executor) => tokio::spawn(sluice_querier::run(
-                querier_config,
-                Arc::new(*executor),
-                local,
-                metrics,
-                querier_stopped,
-            )),
-            QuerierExecutor::Engine(executor) => tokio::spawn(sluice_querier::run(
-                querier_config,
-                Arc::new(executor),
-                local,
-                metrics,
-                querier_stopped,
-            )),
-        });
+        let (owners, task) =
+            start_querier(&config, &registry, frontend.as_ref(), querier_stopped).await?;
+        querier_owners = Some(owners);
+        querier_task = Some(task);
     }
 
     let router = match (&frontend, &scheduler) {
