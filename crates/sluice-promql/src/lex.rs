@@ -63,17 +63,17 @@ impl Token<'_> {
         if self.kind != Kind::Identifier {
             return None;
         }
-        let lower = self.text.to_ascii_lowercase();
         [KEYWORDS, AGGREGATORS, WORD_OPERATORS, &["start", "end"]]
             .iter()
             .flat_map(|words| words.iter())
-            .find(|word| **word == lower)
+            .find(|word| word.eq_ignore_ascii_case(self.text))
             .copied()
     }
 
     pub(crate) fn is(&self, symbol: &str) -> bool {
+        // Callers name keywords only, which Prometheus matches in any case.
         (self.kind == Kind::Symbol && self.text == symbol)
-            || (self.kind == Kind::Identifier && self.keyword() == Some(symbol))
+            || (self.kind == Kind::Identifier && self.text.eq_ignore_ascii_case(symbol))
     }
 
     /// How Prometheus names this token after "unexpected ".
@@ -300,10 +300,9 @@ impl<'a> Lexer<'a> {
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
                 .unwrap_or(self.input.len() - start);
         let text = &self.input[start..end];
-        let lower = text.to_ascii_lowercase();
         let kind = if text.contains(':') {
             Kind::MetricIdentifier
-        } else if lower == "inf" || lower == "nan" {
+        } else if text.eq_ignore_ascii_case("inf") || text.eq_ignore_ascii_case("nan") {
             Kind::Number
         } else {
             Kind::Identifier
