@@ -216,6 +216,7 @@ impl Frontend {
                 config.advertised_address.clone(),
                 config.scheduler_dns_refresh,
                 metrics.connected_schedulers.clone(),
+                clock.clone(),
             )
         });
         let dispatch = Arc::new(DispatchStage::new(

@@ -17,6 +17,8 @@ use sluice_queue::worker_stream::Outcome;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::clock::SharedClock;
+
 /// What a scheduler said to one enqueue.
 pub(crate) enum EnqueueAnswer {
     Queued,
@@ -49,6 +51,8 @@ pub(crate) struct SchedulerPool {
     next: AtomicUsize,
     pending: Mutex<HashMap<u64, RemotePending>>,
     connected_gauge: prometheus::IntGauge,
+    /// What the time left to a deadline is measured against.
+    clock: SharedClock,
 }
 
 fn frontend_message(message: FrontendMessage) -> FrontendToScheduler {
@@ -63,6 +67,7 @@ impl SchedulerPool {
         frontend_address: String,
         dns_refresh: Duration,
         connected_gauge: prometheus::IntGauge,
+        clock: SharedClock,
     ) -> Arc<SchedulerPool> {
         let pool = Arc::new(SchedulerPool {
             frontend_address,
@@ -71,6 +76,7 @@ impl SchedulerPool {
             next: AtomicUsize::new(0),
             pending: Mutex::new(HashMap::new()),
             connected_gauge,
+            clock,
         });
         let weak = Arc::downgrade(&pool);
         tokio::spawn(async move {
@@ -209,7 +215,7 @@ impl SchedulerPool {
             tenant: tenant.to_owned(),
             request: Some(request),
             deadline_remaining_ms: deadline
-                .saturating_duration_since(Instant::now())
+                .saturating_duration_since(self.clock.now())
                 .as_millis() as i64,
         }));
         if sender.send(enqueue).await.is_err() {
