@@ -595,6 +595,32 @@ fn parse_model_duration(s: &str) -> Option<i64> {
     i64::try_from(total).ok()
 }
 
+/// A duration as Prometheus prints one (`2m`, `1m30s`, `500ms`, `1w1d`,
+/// `0s`): largest units first, each only when non-zero.
+pub fn format_duration(duration: std::time::Duration) -> String {
+    let total_ms = duration.as_millis() as u64;
+    if total_ms == 0 {
+        return "0s".into();
+    }
+    let mut remaining = total_ms;
+    let mut text = String::new();
+    for (unit, size) in [
+        ("y", 365 * 24 * 3_600_000),
+        ("w", 7 * 24 * 3_600_000),
+        ("d", 24 * 3_600_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
+        if remaining >= size {
+            text.push_str(&format!("{}{unit}", remaining / size));
+            remaining %= size;
+        }
+    }
+    text
+}
+
 /// Parses a duration as Prometheus's `parseDuration` does: float seconds
 /// (`30`, `0.5`, `-1`, `1e3`) or Prometheus's duration syntax (`1h30m`,
 /// `5m`, `1d`, `1w`, `1y`, `100ms`). Returns milliseconds, truncated toward

@@ -13,6 +13,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::BodyExt;
 use sluice_api::params::{self, Form};
 use sluice_api::{ApiError, json};
+use sluice_limits::{Tenant, TenantLimits};
 use sluice_proto::{
     ApiResponse, ErrorType, ForwardedRequest, MetadataKind, QueryData, QueryKind, ResponseData,
     ResultType,
@@ -367,7 +368,9 @@ async fn parse_request(
         tenant_of(&parts.headers, inner.config.multitenancy_enabled).map_err(Refused::from)?;
     let form = read_form(inner, &parts, body).await?;
     check_expression_sizes(inner, &form, route).map_err(Refused::from)?;
-    let (kind, query_text) = parse_kind(inner, route, &form)?;
+    let limits = inner.overrides.tenant(&tenant);
+    let (kind, query_text) = parse_kind(inner, route, &form, &limits.limits)?;
+    check_blocked(inner, &tenant, &kind, &limits)?;
     let cache_control = CacheControl::parse(
         parts
             .headers
@@ -382,6 +385,7 @@ async fn parse_request(
     );
     request.cache_control = cache_control;
     request.accepts_gzip = gzip;
+    request.limits = Some(limits);
     Ok((request, query_text))
 }
 
@@ -426,8 +430,39 @@ async fn read_form(
     Ok(form)
 }
 
+/// Refuses a query the tenant's `blocked_queries` name (400, as Mimir).
+fn check_blocked(
+    inner: &Inner,
+    tenant: &str,
+    kind: &QueryKind,
+    limits: &Tenant,
+) -> Result<(), Refused> {
+    let query = match kind {
+        QueryKind::Instant(query) => &query.query,
+        QueryKind::Range(query) => &query.query,
+        _ => return Ok(()),
+    };
+    match limits.blocked(query) {
+        Some(rule) => {
+            inner
+                .metrics
+                .rejected
+                .with_label_values(&[tenant, "blocked"])
+                .inc();
+            let message = sluice_limits::blocked_message(rule);
+            Err(Refused::Error(400, ErrorType::BadData, message))
+        }
+        None => Ok(()),
+    }
+}
+
 /// What `route` asks with `form`, and the query text for the log line.
-fn parse_kind(inner: &Inner, route: &Route, form: &Form) -> Result<(QueryKind, String), Refused> {
+fn parse_kind(
+    inner: &Inner,
+    route: &Route,
+    form: &Form,
+    limits: &TenantLimits,
+) -> Result<(QueryKind, String), Refused> {
     match route {
         Route::Query => {
             let query =
@@ -435,11 +470,11 @@ fn parse_kind(inner: &Inner, route: &Route, form: &Form) -> Result<(QueryKind, S
             let text = query.query.clone();
             Ok((QueryKind::Instant(query), text))
         }
-        Route::QueryRange => parse_range(inner, form),
-        Route::Series => parse_metadata(inner, form, MetadataKind::Series, None),
-        Route::Labels => parse_metadata(inner, form, MetadataKind::LabelNames, None),
+        Route::QueryRange => parse_range(inner, form, limits),
+        Route::Series => parse_metadata(inner, form, (MetadataKind::Series, None), limits),
+        Route::Labels => parse_metadata(inner, form, (MetadataKind::LabelNames, None), limits),
         Route::LabelValues(name) => {
-            parse_metadata(inner, form, MetadataKind::LabelValues, Some(name))
+            parse_metadata(inner, form, (MetadataKind::LabelValues, Some(name)), limits)
         }
         Route::Forwarded(path) => {
             let forwarded = ForwardedRequest {
@@ -454,10 +489,14 @@ fn parse_kind(inner: &Inner, route: &Route, form: &Form) -> Result<(QueryKind, S
 
 /// A range query, its length checked and its start clamped to the oldest
 /// data the tenant may read.
-fn parse_range(inner: &Inner, form: &Form) -> Result<(QueryKind, String), Refused> {
+fn parse_range(
+    inner: &Inner,
+    form: &Form,
+    limits: &TenantLimits,
+) -> Result<(QueryKind, String), Refused> {
     let mut query = params::parse_range_query(form).map_err(Refused::from)?;
-    check_query_length(inner, query.start_ms, query.end_ms).map_err(Refused::from)?;
-    if let Some(earliest) = earliest_allowed(inner) {
+    check_query_length(limits, query.start_ms, query.end_ms).map_err(Refused::from)?;
+    if let Some(earliest) = earliest_allowed(inner, limits) {
         if query.end_ms < earliest {
             // Nothing the tenant may see: answer without running it.
             return Err(Refused::EmptyMatrix);
@@ -477,12 +516,12 @@ fn parse_range(inner: &Inner, form: &Form) -> Result<(QueryKind, String), Refuse
 fn parse_metadata(
     inner: &Inner,
     form: &Form,
-    metadata_kind: MetadataKind,
-    label_name: Option<&str>,
+    (metadata_kind, label_name): (MetadataKind, Option<&str>),
+    limits: &TenantLimits,
 ) -> Result<(QueryKind, String), Refused> {
     let mut query =
         params::parse_metadata_query(form, metadata_kind, label_name).map_err(Refused::from)?;
-    if let Some(earliest) = earliest_allowed(inner)
+    if let Some(earliest) = earliest_allowed(inner, limits)
         && query.start_ms.is_none_or(|start| start < earliest)
     {
         query.start_ms = Some(earliest);
@@ -618,8 +657,8 @@ fn empty_matrix() -> Response {
     })))
 }
 
-fn check_query_length(inner: &Inner, start_ms: i64, end_ms: i64) -> Result<(), ApiError> {
-    let limit = inner.config.max_query_length;
+fn check_query_length(limits: &TenantLimits, start_ms: i64, end_ms: i64) -> Result<(), ApiError> {
+    let limit = limits.max_query_length;
     if limit.is_zero() {
         return Ok(());
     }
@@ -634,8 +673,8 @@ fn check_query_length(inner: &Inner, start_ms: i64, end_ms: i64) -> Result<(), A
     Ok(())
 }
 
-fn earliest_allowed(inner: &Inner) -> Option<i64> {
-    let lookback = inner.config.max_query_lookback;
+fn earliest_allowed(inner: &Inner, limits: &TenantLimits) -> Option<i64> {
+    let lookback = limits.max_query_lookback;
     if lookback.is_zero() {
         return None;
     }

@@ -38,8 +38,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use sluice_limits::{Overrides, TenantLimits};
 use sluice_proto::{ResultAck, ResultReport};
-use sluice_queue::{QueueConfig, RequestQueue};
+use sluice_queue::{QueueConfig, RequestQueue, TenantLimitsFn, TenantQueueLimits};
 use tokio::sync::mpsc;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
@@ -117,6 +118,24 @@ pub struct FrontendConfig {
     /// Bytes of encoded pieces of range answers kept for answers that
     /// contain the same samples (a range moved forward).
     pub fragment_memo_bytes: usize,
+    /// Per-tenant limits with runtime overrides, shared with the rest of
+    /// the process; `None` gives every tenant the limits above.
+    pub overrides: Option<Arc<Overrides>>,
+}
+
+impl FrontendConfig {
+    /// The per-tenant limits this configuration sets for every tenant.
+    pub fn tenant_defaults(&self) -> TenantLimits {
+        TenantLimits {
+            max_query_length: self.max_query_length,
+            max_query_lookback: self.max_query_lookback,
+            max_query_parallelism: self.max_query_parallelism,
+            max_queriers_per_tenant: self.max_queriers_per_tenant,
+            max_outstanding_requests_per_tenant: self.max_outstanding_per_tenant,
+            results_cache_ttl: self.results_cache_ttl,
+            ..TenantLimits::default()
+        }
+    }
 }
 
 impl Default for FrontendConfig {
@@ -149,6 +168,7 @@ impl Default for FrontendConfig {
             cache_range_results: true,
             answer_memo_bytes: 64 * 1024 * 1024,
             fragment_memo_bytes: 64 * 1024 * 1024,
+            overrides: None,
         }
     }
 }
@@ -165,6 +185,19 @@ pub(crate) struct Inner {
     /// The last stage, for [`Frontend::execute`].
     pub(crate) dispatch: Arc<DispatchStage>,
     pub(crate) clock: SharedClock,
+    /// Every tenant's limits, defaults and runtime overrides.
+    pub(crate) overrides: Arc<Overrides>,
+}
+
+/// The queue reads each tenant's limits from the overrides in force.
+pub fn queue_limits(overrides: Arc<Overrides>) -> TenantLimitsFn {
+    TenantLimitsFn(Arc::new(move |tenant: &str| {
+        let limits = &overrides.tenant(tenant).limits;
+        TenantQueueLimits {
+            max_outstanding: limits.max_outstanding_requests_per_tenant,
+            max_queriers: limits.max_queriers_per_tenant,
+        }
+    }))
 }
 
 impl Inner {
@@ -202,10 +235,15 @@ impl Frontend {
         registry: &prometheus::Registry,
         clock: SharedClock,
     ) -> Result<Frontend, String> {
+        let overrides = match &config.overrides {
+            Some(overrides) => overrides.clone(),
+            None => Arc::new(Overrides::new(config.tenant_defaults()).map_err(|e| e.to_string())?),
+        };
         let queue = RequestQueue::new(QueueConfig {
             max_outstanding_per_tenant: config.max_outstanding_per_tenant,
             max_queriers_per_tenant: config.max_queriers_per_tenant,
             reserved_slots: config.reserved_querier_slots,
+            tenant_limits: Some(queue_limits(overrides.clone())),
             ..QueueConfig::default()
         });
         let metrics = FrontendMetrics::new(registry);
@@ -247,6 +285,7 @@ impl Frontend {
                 chain,
                 dispatch,
                 clock,
+                overrides,
             }),
         })
     }

@@ -19,6 +19,7 @@ pub struct FrontendMetrics {
     pub(crate) metadata_cache_hits: prometheus::IntCounter,
     pub(crate) memo_hits: prometheus::IntCounter,
     pub(crate) fragments: IntCounterVec,
+    pub(crate) rejected: IntCounterVec,
     /// Shared with the worker streams that drain the frontend's own queue.
     pub(crate) owner: OwnerMetrics,
 }
@@ -110,6 +111,14 @@ impl FrontendMetrics {
                 &["source"],
             )
             .expect("valid metric"),
+            rejected: IntCounterVec::new(
+                Opts::new(
+                    "sluice_query_frontend_rejected_queries_total",
+                    "Queries refused by the cluster administrator's per-tenant rules, by tenant and reason.",
+                ),
+                &["user", "reason"],
+            )
+            .expect("valid metric"),
             retries: IntCounterVec::new(
                 Opts::new(
                     "sluice_retries_total",
@@ -133,6 +142,7 @@ impl FrontendMetrics {
             Box::new(metrics.metadata_cache_hits.clone()),
             Box::new(metrics.memo_hits.clone()),
             Box::new(metrics.fragments.clone()),
+            Box::new(metrics.rejected.clone()),
         ] {
             registry
                 .register(collector)

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
+use sluice_limits::Tenant;
 use sluice_proto::{ApiResponse, QueryKind, RangeQuery};
 use tokio::time::Instant;
 
@@ -24,6 +25,9 @@ pub(crate) struct Request {
     /// results cache reads them in one round trip and the fan-out runs
     /// them in parallel. `None` until a stage splits the query.
     pub(crate) pieces: Option<Vec<RangeQuery>>,
+    /// The tenant's own limits (runtime overrides), when the request came
+    /// through the HTTP API; stages fall back to their configured values.
+    pub(crate) limits: Option<Arc<Tenant>>,
 }
 
 impl Request {
@@ -36,6 +40,7 @@ impl Request {
             cache_control: CacheControl::default(),
             accepts_gzip: false,
             pieces: None,
+            limits: None,
         }
     }
 
@@ -48,7 +53,25 @@ impl Request {
             cache_control: self.cache_control,
             accepts_gzip: self.accepts_gzip,
             pieces: None,
+            limits: self.limits.clone(),
         }
+    }
+
+    /// Pieces of this request to run at once: the tenant's
+    /// `max_query_parallelism`, else `configured`.
+    pub(crate) fn parallelism(&self, configured: usize) -> usize {
+        self.limits
+            .as_ref()
+            .map_or(configured, |tenant| tenant.limits.max_query_parallelism)
+            .max(1)
+    }
+
+    /// How long this tenant's results may be cached: its own
+    /// `results_cache_ttl`, else `configured`.
+    pub(crate) fn results_ttl(&self, configured: Duration) -> Duration {
+        self.limits
+            .as_ref()
+            .map_or(configured, |tenant| tenant.limits.results_cache_ttl)
     }
 
     pub(crate) fn range(&self) -> Option<&RangeQuery> {

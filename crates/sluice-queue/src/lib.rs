@@ -50,6 +50,52 @@ pub struct QueueConfig {
     /// use plus the dequeuers waiting; a tenant holding none may always take
     /// one. `0` turns the reserve off (fewest-held-first still applies).
     pub reserved_slots: usize,
+    /// Per-tenant values of the two limits above, when they can differ by
+    /// tenant (runtime overrides); the fields above are then unused.
+    pub tenant_limits: Option<TenantLimitsFn>,
+}
+
+/// A tenant's own queue limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TenantQueueLimits {
+    pub max_outstanding: usize,
+    pub max_queriers: usize,
+}
+
+/// Where the queue reads each tenant's limits. Called under the queue's
+/// lock, so it must be quick and must not call back into the queue.
+#[derive(Clone)]
+pub struct TenantLimitsFn(pub Arc<dyn Fn(&str) -> TenantQueueLimits + Send + Sync>);
+
+impl std::fmt::Debug for TenantLimitsFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TenantLimitsFn")
+    }
+}
+
+impl PartialEq for TenantLimitsFn {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for TenantLimitsFn {}
+
+impl QueueConfig {
+    fn limits(&self, tenant: &str) -> TenantQueueLimits {
+        match &self.tenant_limits {
+            Some(limits) => (limits.0)(tenant),
+            None => TenantQueueLimits {
+                max_outstanding: self.max_outstanding_per_tenant,
+                max_queriers: self.max_queriers_per_tenant,
+            },
+        }
+    }
+
+    /// Whether any tenant may have a shuffle shard, now or after a reload.
+    fn sharding_possible(&self) -> bool {
+        self.max_queriers_per_tenant > 0 || self.tenant_limits.is_some()
+    }
 }
 
 impl Default for QueueConfig {
@@ -59,6 +105,7 @@ impl Default for QueueConfig {
             max_queriers_per_tenant: 0,
             querier_forget_delay: Duration::ZERO,
             reserved_slots: 1,
+            tenant_limits: None,
         }
     }
 }
@@ -247,6 +294,8 @@ struct TenantQueue<T> {
 
 struct Shard {
     generation: u64,
+    /// The tenant's shard size it was computed for (a reload may change it).
+    size: usize,
     // Sorted; `None` means every querier.
     members: Option<Box<[Arc<str>]>>,
 }
@@ -344,7 +393,7 @@ impl<T: Send + 'static> Unregister for Shared<T> {
                 st.next_forget_at = Some(forget_at);
                 // Sleepers time their wait by the earliest forget; re-arm them so
                 // the shards change on time even if nothing else happens.
-                if self.config.max_queriers_per_tenant > 0 {
+                if self.config.sharding_possible() {
                     st.wake_all();
                 }
             }
@@ -421,7 +470,7 @@ impl<T> State<T> {
     fn querier_set_changed(&mut self, config: &QueueConfig) {
         self.querier_generation += 1;
         // Without sharding membership decides nothing, so sleepers need not know.
-        if config.max_queriers_per_tenant > 0 {
+        if config.sharding_possible() {
             self.wake_all();
         }
     }
@@ -459,7 +508,7 @@ impl<T> State<T> {
     /// Whether `querier` may serve `tenant`, computing the tenant's shard if
     /// the querier set changed since it was last computed.
     fn eligible(&mut self, tenant: &str, querier: &str, config: &QueueConfig) -> bool {
-        if config.max_queriers_per_tenant == 0 || self.stopped {
+        if !config.sharding_possible() || self.stopped {
             return true;
         }
         if !self.ensure_shard(tenant, config) {
@@ -479,10 +528,16 @@ impl<T> State<T> {
         let Some(tq) = self.tenants.get_mut(tenant) else {
             return false;
         };
-        if tq.shard.as_ref().is_none_or(|s| s.generation != generation) {
+        let size = config.limits(tenant).max_queriers;
+        if tq
+            .shard
+            .as_ref()
+            .is_none_or(|s| s.generation != generation || s.size != size)
+        {
             tq.shard = Some(Shard {
                 generation,
-                members: shard::select(tenant, queriers.keys(), config.max_queriers_per_tenant),
+                size,
+                members: shard::select(tenant, queriers.keys(), size),
             });
         }
         true
@@ -500,7 +555,7 @@ impl<T> State<T> {
         if self.waiting.is_empty() || !self.may_take(self.held(tenant), config) {
             return;
         }
-        let chosen = if config.max_queriers_per_tenant == 0 || self.stopped {
+        let chosen = if !config.sharding_possible() || self.stopped {
             self.waiting.keys().next().copied()
         } else {
             if !self.ensure_shard(tenant, config) {
@@ -538,7 +593,7 @@ impl<T> State<T> {
                 notify: Arc::clone(notify),
             },
         );
-        if config.max_queriers_per_tenant > 0 {
+        if config.sharding_possible() {
             // This sleeper raised the capacity; a tenant it may not serve
             // may now take a slot on a querier that sleeps.
             self.wake_allowed(config);
@@ -732,7 +787,7 @@ impl<T: Send + 'static> RequestQueue<T> {
             expired.extend(tq.items.pop_front());
             st.len -= 1;
         }
-        let limit = config.max_outstanding_per_tenant;
+        let limit = config.limits(&tenant).max_outstanding;
         if limit > 0 && tq.items.len() >= limit {
             return Err(EnqueueError::TooManyRequests);
         }
@@ -821,8 +876,7 @@ impl<T: Send + 'static> RequestQueue<T> {
                 }
                 registration.id = Some(st.add_waiter(querier_id, &notify, config));
                 // Forgetting a querier only matters when it reshapes shards.
-                st.next_forget_at
-                    .filter(|_| config.max_queriers_per_tenant > 0)
+                st.next_forget_at.filter(|_| config.sharding_possible())
             };
             drop(expired);
             // A wakeup sent between unlocking and here is kept as a permit.
@@ -956,7 +1010,12 @@ impl<T: Send + 'static> RequestQueue<T> {
         let config = &self.shared.config;
         let mut st = self.shared.lock();
         st.forget_queriers(Instant::now(), config);
-        shard::select(tenant, st.queriers.keys(), config.max_queriers_per_tenant).map(Vec::from)
+        shard::select(
+            tenant,
+            st.queriers.keys(),
+            config.limits(tenant).max_queriers,
+        )
+        .map(Vec::from)
     }
 
     /// Stops accepting items; dequeuers drain what is left (ignoring shards)

@@ -743,3 +743,51 @@ async fn an_item_held_back_by_the_reserve_past_its_deadline_is_never_handed_out(
     assert!(blocks(&q, &h).await);
     assert!(q.is_empty());
 }
+
+/// Per-tenant limits read at every decision, so a runtime override that
+/// changes them applies to the next enqueue and the next dequeue.
+#[tokio::test(start_paused = true)]
+async fn each_tenant_has_its_own_limits_and_a_change_applies_at_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let a_queriers = Arc::new(AtomicUsize::new(1));
+    let seen = a_queriers.clone();
+    let q = queue(QueueConfig {
+        tenant_limits: Some(TenantLimitsFn(Arc::new(move |tenant: &str| match tenant {
+            "a" => TenantQueueLimits {
+                max_outstanding: 2,
+                max_queriers: seen.load(Ordering::SeqCst),
+            },
+            _ => TenantQueueLimits {
+                max_outstanding: 0,
+                max_queriers: 0,
+            },
+        }))),
+        ..QueueConfig::default()
+    });
+    let handles: Vec<_> = (0..4)
+        .map(|i| q.register_querier(&format!("q{i}")))
+        .collect();
+    push(&q, "a", 1);
+    push(&q, "a", 2);
+    assert_eq!(
+        q.enqueue("a", 3, None).unwrap_err(),
+        EnqueueError::TooManyRequests
+    );
+    for item in 0..50 {
+        push(&q, "b", item);
+    }
+    assert_eq!(q.tenant_queriers("a").unwrap().len(), 1);
+    assert!(q.tenant_queriers("b").is_none());
+
+    a_queriers.store(3, Ordering::SeqCst);
+    assert_eq!(q.tenant_queriers("a").unwrap().len(), 3);
+    let shard = q.tenant_queriers("a").unwrap();
+    let outside = handles
+        .iter()
+        .find(|h| !shard.iter().any(|m| **m == *h.querier_id()))
+        .unwrap();
+    // The querier outside a's shard of 3 only ever gets b's items.
+    for _ in 0..10 {
+        assert_eq!(next(&q, outside).await.0, "b");
+    }
+}

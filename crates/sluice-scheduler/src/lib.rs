@@ -23,7 +23,7 @@ use sluice_proto::{
     QuerierToOwner, QueryRequest, QueryResult, QueryTask, SchedulerToFrontend,
 };
 use sluice_queue::worker_stream::{Assignment, Outcome, OwnerMetrics};
-use sluice_queue::{EnqueueError, QueueConfig, QueuedGuard, RequestQueue};
+use sluice_queue::{EnqueueError, QueueConfig, QueuedGuard, RequestQueue, TenantLimitsFn};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -36,6 +36,9 @@ pub struct SchedulerConfig {
     /// Idle querier slots kept from a tenant that already holds slots (see
     /// [`QueueConfig::reserved_slots`]).
     pub reserved_querier_slots: usize,
+    /// Each tenant's own queue limits (runtime overrides), in place of the
+    /// two above.
+    pub tenant_limits: Option<TenantLimitsFn>,
 }
 
 impl Default for SchedulerConfig {
@@ -45,6 +48,7 @@ impl Default for SchedulerConfig {
             max_queriers_per_tenant: 0,
             querier_forget_delay: Duration::ZERO,
             reserved_querier_slots: QueueConfig::default().reserved_slots,
+            tenant_limits: None,
         }
     }
 }
@@ -158,6 +162,7 @@ impl Scheduler {
             max_queriers_per_tenant: config.max_queriers_per_tenant,
             querier_forget_delay: config.querier_forget_delay,
             reserved_slots: config.reserved_querier_slots,
+            tenant_limits: config.tenant_limits.clone(),
         });
         let owner = sluice_queue::worker_stream::register_owner_metrics(registry);
         let metrics = SchedulerMetrics {

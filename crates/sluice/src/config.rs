@@ -79,6 +79,9 @@ pub(crate) struct Config {
     /// backend means no bucket.
     pub(crate) blocks_storage: sluice_bucket::BucketConfig,
     pub(crate) bucket_sync_interval: Duration,
+    /// Per-tenant overrides, re-read every reload period (none when empty).
+    pub(crate) runtime_config_file: std::path::PathBuf,
+    pub(crate) runtime_config_reload_period: Duration,
     pub(crate) querier_max_samples: usize,
 }
 
@@ -523,6 +526,20 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |config, value| config.frontend.metadata_cache_ttl = parse_go_duration(value)?
     ),
     setting!(
+        "runtime-config.file",
+        "runtime_config.file",
+        "",
+        "A YAML file of per-tenant limits in Mimir's shape (overrides: {tenant: {limit: value}}), re-read every -runtime-config.reload-period. A file that does not parse or validate is refused and the limits in force stay; at start-up it stops sluice. Shown at /runtime_config.",
+        |config, value| config.runtime_config_file = value.into()
+    ),
+    setting!(
+        "runtime-config.reload-period",
+        "runtime_config.period",
+        "10s",
+        "How often the runtime configuration file is read again.",
+        |config, value| config.runtime_config_reload_period = parse_go_duration(value)?
+    ),
+    setting!(
         "querier.max-concurrent",
         "querier.max_concurrent",
         "20",
@@ -673,6 +690,8 @@ fn blank_config() -> Config {
         blocks_storage: sluice_bucket::BucketConfig::default(),
         bucket_sync_interval: Duration::ZERO,
         querier_max_samples: 0,
+        runtime_config_file: std::path::PathBuf::new(),
+        runtime_config_reload_period: Duration::ZERO,
     }
 }
 

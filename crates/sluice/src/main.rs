@@ -5,6 +5,7 @@
 //! scaled apart. See `sluice -help` and `sluice.example.yaml`.
 
 mod config;
+mod limits;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -232,8 +233,9 @@ async fn start_querier(
     Ok((owners, task))
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(mut config: Config) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
+    let overrides = limits::start(&mut config, &registry)?;
     let runs_frontend = config.targets.contains(&Role::QueryFrontend);
     let runs_querier = config.targets.contains(&Role::Querier);
 
@@ -310,7 +312,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         (Some(frontend), _) => frontend.router(registry.clone()),
         (None, Some(scheduler)) => scheduler_router(registry.clone(), scheduler.clone()),
         (None, None) => querier_router(registry.clone(), querier_owners.clone()),
-    };
+    }
+    .merge(limits::router(overrides));
     tracing::info!(address = %http_address, targets = ?config.targets, "sluice HTTP server listening");
 
     let (http_stop, http_stopped) = watch::channel(false);

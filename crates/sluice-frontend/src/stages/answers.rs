@@ -95,6 +95,7 @@ impl AnswersStage {
         let step_ms = query.step_ms;
         let no_store = request.cache_control.no_store;
         let gzip = request.accepts_gzip;
+        let ttl = request.results_ttl(Duration::MAX);
         let memo_key = match &self.memo {
             Some(_) if !no_store => AnswerMemo::key(
                 &request.tenant,
@@ -138,7 +139,7 @@ impl AnswersStage {
                         samples,
                     ),
                 });
-                memo.put(key, memo_answer.clone());
+                memo.put(key, memo_answer.clone(), ttl);
                 // The body sent is not kept: most answers are never asked
                 // for again (a dashboard moving with time); a repeat makes
                 // its own form from the assembled answer, and that is kept.
@@ -280,9 +281,10 @@ impl AnswerMemo {
 
     /// Keeps `answer`, counting its JSON and room for the gzip form that a
     /// client may ask for later.
-    pub(crate) fn put(&self, key: Vec<u8>, answer: Arc<MemoAnswer>) {
+    /// Served for at most `ttl` (the tenant's results-cache TTL).
+    pub(crate) fn put(&self, key: Vec<u8>, answer: Arc<MemoAnswer>, ttl: Duration) {
         let bytes = answer.counted_len() + key.len();
-        self.answers.put(key, answer, bytes);
+        self.answers.put_for(key, answer, bytes, ttl);
     }
 }
 
@@ -521,6 +523,7 @@ mod tests {
             memo.put(
                 vec![index],
                 Arc::new(MemoAnswer::new(bytes::Bytes::from(vec![index; 70]), 0)),
+                DAY,
             );
         }
         assert!(memo.get(&[0]).is_none(), "the oldest went first");
@@ -629,12 +632,14 @@ mod tests {
         memo.put(
             vec![1],
             Arc::new(MemoAnswer::new(bytes::Bytes::from_static(b"{}"), 0)),
+            DAY,
         );
         assert!(memo.get(&[1]).is_none());
         let memo = AnswerMemo::new(10_000, DAY, clock());
         memo.put(
             vec![1],
             Arc::new(MemoAnswer::new(bytes::Bytes::from_static(b"{}"), 0)),
+            DAY,
         );
         assert!(memo.get(&[1]).is_some());
     }

@@ -34,7 +34,7 @@ pub(crate) struct CollapseStage {
     in_flight: Mutex<HashMap<Vec<u8>, Leader>>,
     metrics: FrontendMetrics,
     clock: SharedClock,
-    /// Pieces of one query run at once.
+    /// Pieces of one query run at once, unless its tenant says otherwise.
     parallelism: usize,
     query_timeout: Duration,
 }
@@ -124,6 +124,7 @@ impl CollapseStage {
         let mut answered: Vec<Option<(ApiResponse, QueryStats)>> =
             (0..piece_count).map(|_| None).collect();
         let mut failed = None;
+        let parallelism = request.parallelism(self.parallelism);
         let mut running = futures_util::stream::iter(pieces.into_iter().enumerate())
             .map(|(index, piece)| {
                 let piece_request = request.with_kind(QueryKind::Range(piece));
@@ -132,7 +133,7 @@ impl CollapseStage {
                     (index, answer)
                 }
             })
-            .buffer_unordered(self.parallelism);
+            .buffer_unordered(parallelism);
         while let Some((index, mut answer)) = running.next().await {
             let stats = std::mem::take(&mut answer.stats);
             let response = answer.into_response();

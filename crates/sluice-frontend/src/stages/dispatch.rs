@@ -276,27 +276,7 @@ fn timeout_error(timeout: Duration) -> ApiResponse {
 
 /// Durations the way Prometheus prints them (`2m`, `1m30s`, `500ms`).
 pub(crate) fn humanize(duration: Duration) -> String {
-    let total_ms = duration.as_millis() as u64;
-    if total_ms == 0 {
-        return "0s".into();
-    }
-    let mut remaining = total_ms;
-    let mut text = String::new();
-    for (unit, size) in [
-        ("y", 365 * 24 * 3_600_000),
-        ("w", 7 * 24 * 3_600_000),
-        ("d", 24 * 3_600_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-        ("ms", 1),
-    ] {
-        if remaining >= size {
-            text.push_str(&format!("{}{unit}", remaining / size));
-            remaining %= size;
-        }
-    }
-    text
+    sluice_api::params::format_duration(duration)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ pub(crate) struct InstantSplitStage {
     interval_ms: i64,
     /// Where the queriers' range selectors begin their windows.
     boundaries: RangeBoundaries,
-    /// Parts of one query run at once.
+    /// Parts of one query run at once, unless its tenant says otherwise.
     parallelism: usize,
 }
 
@@ -86,9 +86,10 @@ impl InstantSplitStage {
             sub_queries: part_requests.len(),
             ..QueryStats::default()
         };
+        let parallelism = request.parallelism(self.parallelism);
         let answers: Vec<Answer> = futures_util::stream::iter(part_requests)
             .map(|part| self.next.handle(part))
-            .buffered(self.parallelism)
+            .buffered(parallelism)
             .collect()
             .await;
         let responses = answers

@@ -147,6 +147,8 @@ struct Lookup {
     /// Per piece, what has to run (cached extents stand for their ranges
     /// only, without their data).
     query_plans: Vec<Plan>,
+    /// How long the tenant's entries may be kept.
+    ttl: Duration,
 }
 
 /// How the answers to a range query's sub-queries become its answer.
@@ -245,7 +247,8 @@ impl ResultsCacheStage {
             .iter()
             .map(|piece| sluice_plan::cache_key(&request.tenant, piece, self.cache.key_interval_ms))
             .collect();
-        let entries = self.entries(&keys, stats).await;
+        let ttl = request.results_ttl(self.cache.ttl);
+        let entries = self.entries(&keys, ttl, stats).await;
         // What has to run is known from the extents' ranges alone: it is
         // sent first, and the cached data is copied out while it runs. These
         // plans serve the write-back too: it needs only which ranges ran.
@@ -260,6 +263,7 @@ impl ResultsCacheStage {
             keys,
             entries,
             query_plans,
+            ttl,
         }
     }
 
@@ -360,7 +364,7 @@ impl ResultsCacheStage {
             };
             let updated = Arc::new(updated);
             if let Some(decoded) = &cache.decoded {
-                decoded.put(key, updated.clone(), updated.encoded_len());
+                decoded.put(key, updated.clone(), updated.encoded_len(), lookup.ttl);
             }
             writes.push((key.storage_key(), updated));
         }
@@ -369,7 +373,7 @@ impl ResultsCacheStage {
         }
         // Off the request's path: the client does not wait for the cache.
         let backend = cache.backend.clone();
-        let ttl = cache.ttl;
+        let ttl = lookup.ttl;
         tokio::spawn(async move {
             let encoded = writes
                 .into_iter()
@@ -385,6 +389,7 @@ impl ResultsCacheStage {
     async fn entries(
         &self,
         keys: &[CacheKey],
+        ttl: Duration,
         stats: &mut QueryStats,
     ) -> Vec<Option<Arc<CacheEntry>>> {
         let decoded = self.cache.decoded.as_ref();
@@ -407,7 +412,7 @@ impl ResultsCacheStage {
                     continue;
                 };
                 if let Some(kept) = decoded {
-                    kept.put(key, entry.clone(), bytes.len());
+                    kept.put(key, entry.clone(), bytes.len(), ttl);
                 }
                 found[index] = Some((entry, bytes.len()));
             }
@@ -537,10 +542,10 @@ impl DecodedEntries {
     }
 
     /// Keeps `key`'s `entry`, whose encoding is `encoded_len` bytes, in
-    /// place of any older one.
-    fn put(&self, key: &CacheKey, entry: Arc<CacheEntry>, encoded_len: usize) {
+    /// place of any older one, for at most `ttl`.
+    fn put(&self, key: &CacheKey, entry: Arc<CacheEntry>, encoded_len: usize, ttl: Duration) {
         self.entries
-            .put(key.hash, (entry, encoded_len), encoded_len * 2);
+            .put_for(key.hash, (entry, encoded_len), encoded_len * 2, ttl);
     }
 }
 
@@ -684,8 +689,8 @@ mod tests {
     #[test]
     fn decoded_entries_are_replaced_in_place_and_bounded() {
         let decoded = DecodedEntries::new(10_000, DAY, clock());
-        decoded.put(&key_k(0), entry(1), 1000);
-        decoded.put(&key_k(0), entry(2), 1000);
+        decoded.put(&key_k(0), entry(1), 1000, Duration::MAX);
+        decoded.put(&key_k(0), entry(2), 1000, Duration::MAX);
         let kept = decoded.get(&key_k(0)).expect("kept");
         assert_eq!(
             kept.0.extents[0].end_ms, 2,
@@ -693,7 +698,7 @@ mod tests {
         );
         assert_eq!(decoded.entries.state.lock().unwrap().order.len(), 1);
         for index in 1..=20 {
-            decoded.put(&key_k(index), entry(1), 1000);
+            decoded.put(&key_k(index), entry(1), 1000, Duration::MAX);
         }
         let state = decoded.entries.state.lock().unwrap();
         assert!(state.bytes <= 10_000, "{}", state.bytes);
@@ -701,14 +706,14 @@ mod tests {
         assert!(state.values.contains_key(&20));
         drop(state);
         // Larger than a quarter of the budget: not kept at all.
-        decoded.put(&key_k(99), entry(1), 2000);
+        decoded.put(&key_k(99), entry(1), 2000, Duration::MAX);
         assert!(decoded.get(&key_k(99)).is_none());
     }
 
     #[test]
     fn a_decoded_entry_serves_only_its_own_key() {
         let decoded = DecodedEntries::new(10_000, DAY, clock());
-        decoded.put(&key_k(0x0123), entry(3), 1000);
+        decoded.put(&key_k(0x0123), entry(3), 1000, Duration::MAX);
         assert!(decoded.get(&key_k(0x0123)).is_some());
         // Another key whose hash collides with it.
         let colliding = CacheKey {
@@ -721,7 +726,7 @@ mod tests {
     #[test]
     fn kept_copies_are_served_only_within_the_results_ttl() {
         let expired = DecodedEntries::new(10_000, std::time::Duration::ZERO, clock());
-        expired.put(&key_k(1), entry(1), 1000);
+        expired.put(&key_k(1), entry(1), 1000, Duration::MAX);
         assert!(expired.get(&key_k(1)).is_none());
     }
 }
