@@ -117,6 +117,11 @@ pub struct FrontendConfig {
     /// Bytes of encoded pieces of range answers kept for answers that
     /// contain the same samples (a range moved forward).
     pub fragment_memo_bytes: usize,
+    /// Client headers handed on to the downstream with every sub-query
+    /// (lowercase names), as Thanos's `--query-frontend.forward-header`.
+    pub forward_headers: Vec<String>,
+    /// How this frontend dials query-schedulers: plain or TLS.
+    pub grpc_client: sluice_tls::GrpcChannels,
 }
 
 impl Default for FrontendConfig {
@@ -149,6 +154,8 @@ impl Default for FrontendConfig {
             cache_range_results: true,
             answer_memo_bytes: 64 * 1024 * 1024,
             fragment_memo_bytes: 64 * 1024 * 1024,
+            forward_headers: Vec::new(),
+            grpc_client: sluice_tls::GrpcChannels::default(),
         }
     }
 }
@@ -216,6 +223,8 @@ impl Frontend {
                 config.advertised_address.clone(),
                 config.scheduler_dns_refresh,
                 metrics.connected_schedulers.clone(),
+                metrics.refused_results.clone(),
+                config.grpc_client.clone(),
                 clock.clone(),
             )
         });
@@ -328,7 +337,7 @@ impl Frontend {
         let mut stats = request::QueryStats::default();
         self.inner
             .dispatch
-            .dispatch(tenant, request, deadline, &mut stats)
+            .dispatch(tenant, request, None, deadline, &mut stats)
             .await
     }
 
@@ -361,7 +370,7 @@ impl sluice_proto::frontend_results::frontend_results_server::FrontendResults fo
             return Err(tonic::Status::invalid_argument("report without a result"));
         };
         match &self.inner.schedulers {
-            Some(pool) => pool.deliver(&report.tenant, result)?,
+            Some(pool) => pool.deliver(&report.tenant, &report.result_token, result)?,
             None => {
                 return Err(tonic::Status::failed_precondition(
                     "this query-frontend does not use a query-scheduler",
@@ -391,7 +400,7 @@ impl sluice_proto::frontend_results::frontend_results_server::FrontendResults fo
                     continue;
                 };
                 let query_id = result.query_id;
-                let error = match pool.deliver(&report.tenant, result) {
+                let error = match pool.deliver(&report.tenant, &report.result_token, result) {
                     Ok(()) => String::new(),
                     Err(status) => status.message().to_owned(),
                 };

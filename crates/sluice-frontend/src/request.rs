@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use sluice_proto::{ApiResponse, QueryKind, RangeQuery};
+use sluice_proto::{ApiResponse, Header, QueryKind, RangeQuery};
 use tokio::time::Instant;
 
 use crate::fragments::Prefixes;
@@ -24,6 +24,9 @@ pub(crate) struct Request {
     /// results cache reads them in one round trip and the fan-out runs
     /// them in parallel. `None` until a stage splits the query.
     pub(crate) pieces: Option<Vec<RangeQuery>>,
+    /// The client's headers named by `-query-frontend.forward-headers`,
+    /// for the downstream; `None` when there are none.
+    pub(crate) forwarded_headers: Option<Arc<[Header]>>,
 }
 
 impl Request {
@@ -36,6 +39,7 @@ impl Request {
             cache_control: CacheControl::default(),
             accepts_gzip: false,
             pieces: None,
+            forwarded_headers: None,
         }
     }
 
@@ -48,6 +52,7 @@ impl Request {
             cache_control: self.cache_control,
             accepts_gzip: self.accepts_gzip,
             pieces: None,
+            forwarded_headers: self.forwarded_headers.clone(),
         }
     }
 

@@ -157,6 +157,7 @@ async fn main() {
             backend_probe_interval: Duration::ZERO,
             dns_refresh: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(1),
+            grpc_client: sluice_tls::GrpcChannels::default(),
         };
         tokio::spawn(sluice_querier::run(
             config,

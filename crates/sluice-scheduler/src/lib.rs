@@ -19,8 +19,8 @@ use futures_util::StreamExt;
 use prometheus::{IntGauge, Registry};
 use sluice_proto::delivery::ResultDelivery;
 use sluice_proto::{
-    ApiResponse, EnqueueStatus, ErrorType, FrontendMessage, FrontendToScheduler, OwnerToQuerier,
-    QuerierToOwner, QueryRequest, QueryResult, QueryTask, SchedulerToFrontend,
+    ApiResponse, EnqueueStatus, ErrorType, FrontendMessage, FrontendToScheduler, Header,
+    OwnerToQuerier, QuerierToOwner, QueryRequest, QueryResult, QueryTask, SchedulerToFrontend,
 };
 use sluice_queue::worker_stream::{Assignment, Outcome, OwnerMetrics};
 use sluice_queue::{EnqueueError, QueueConfig, QueuedGuard, RequestQueue};
@@ -36,6 +36,8 @@ pub struct SchedulerConfig {
     /// Idle querier slots kept from a tenant that already holds slots (see
     /// [`QueueConfig::reserved_slots`]).
     pub reserved_querier_slots: usize,
+    /// How lost-querier reports reach frontends: plain or TLS.
+    pub grpc_client: sluice_tls::GrpcChannels,
 }
 
 impl Default for SchedulerConfig {
@@ -45,6 +47,7 @@ impl Default for SchedulerConfig {
             max_queriers_per_tenant: 0,
             querier_forget_delay: Duration::ZERO,
             reserved_querier_slots: QueueConfig::default().reserved_slots,
+            grpc_client: sluice_tls::GrpcChannels::default(),
         }
     }
 }
@@ -59,6 +62,9 @@ struct SchedulerTask {
     frontend_address: Arc<str>,
     tenant: String,
     request: Option<QueryRequest>,
+    forwarded_headers: Vec<Header>,
+    /// Handed to the querier with the task, and sent back with a report.
+    result_token: Vec<u8>,
     deadline: Instant,
     canceled: watch::Receiver<bool>,
     outstanding: Outstanding,
@@ -91,6 +97,8 @@ impl Assignment for SchedulerTask {
             frontend_address: self.frontend_address.to_string(),
             queued_ns: queued_for.as_nanos() as i64,
             deadline_remaining_ms: self.deadline.saturating_duration_since(now).as_millis() as i64,
+            forwarded_headers: std::mem::take(&mut self.forwarded_headers),
+            result_token: self.result_token.clone(),
         }
     }
 
@@ -119,6 +127,7 @@ impl Assignment for SchedulerTask {
                     .deliver(
                         &self.frontend_address,
                         &self.tenant,
+                        &self.result_token,
                         report,
                         Duration::from_secs(5),
                     )
@@ -176,7 +185,7 @@ impl Scheduler {
                 queue,
                 metrics,
                 shutting_down: AtomicBool::new(false),
-                delivery: ResultDelivery::default(),
+                delivery: ResultDelivery::new(config.grpc_client),
             }),
         }
     }
@@ -324,6 +333,8 @@ impl Inner {
             frontend_address: frontend_address.clone(),
             tenant: enqueue.tenant.clone(),
             request: enqueue.request,
+            forwarded_headers: enqueue.forwarded_headers,
+            result_token: enqueue.result_token,
             deadline,
             canceled,
             outstanding: outstanding.clone(),

@@ -5,6 +5,7 @@
 //! scaled apart. See `sluice -help` and `sluice.example.yaml`.
 
 mod config;
+mod security;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -138,9 +139,10 @@ async fn querier_executor(
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<QuerierExecutor> {
     if !config.querier_downstream_url.is_empty() {
-        let executor = PrometheusExecutor::new(
+        let executor = PrometheusExecutor::with_options(
             &config.querier_downstream_url,
             config.querier_max_concurrent,
+            &config.security.downstream,
         )
         .map_err(anyhow::Error::msg)?;
         return Ok(QuerierExecutor::Downstream(Box::new(executor)));
@@ -205,6 +207,7 @@ async fn start_querier(
         backend_probe_interval: config.querier_backend_probe_interval,
         dns_refresh: config.querier_dns_lookup_period,
         shutdown_grace: config.graceful_shutdown_timeout,
+        grpc_client: config.security.querier_channels.clone(),
     };
     tracing::info!(
         querier_id = %querier_config.querier_id,
@@ -280,17 +283,26 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         let routes = routes.routes();
         let mut stopped = grpc_stopped.clone();
+        let tls = config.security.grpc_server_config.clone();
         grpc_task = Some(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
-            tonic::transport::Server::builder()
+            let server = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .http2_keepalive_interval(Some(Duration::from_secs(10)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                })
-                .await
+                .add_routes(routes);
+            let stop = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            match tls {
+                Some(tls) => {
+                    let incoming = sluice_tls::tls_incoming(grpc_listener, tls);
+                    server.serve_with_incoming_shutdown(incoming, stop).await
+                }
+                None => {
+                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+                    server.serve_with_incoming_shutdown(incoming, stop).await
+                }
+            }
         }));
     }
 
