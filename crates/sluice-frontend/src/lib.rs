@@ -30,6 +30,7 @@ mod oldest_first;
 mod owner;
 mod request;
 mod schedulers;
+mod server;
 mod stages;
 mod tenant;
 
@@ -46,6 +47,7 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use metrics::FrontendMetrics;
 use owner::PendingTask;
 use schedulers::SchedulerPool;
+pub use server::{HttpLimits, serve_http};
 pub use sluice_plan::RangeBoundaries;
 use stages::dispatch::DispatchStage;
 use stages::results_cache::ResultsCache;

@@ -223,6 +223,34 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |config, value| config.grpc_listen_port = parse_number(value)?
     ),
     setting!(
+        "server.http-max-header-bytes",
+        "server.http_max_header_bytes",
+        "1048576",
+        "Longest request line and headers, in bytes; longer gets 431 (Go's and so Prometheus's limit).",
+        |config, value| config.security.http_limits.max_header_bytes = parse_number(value)?
+    ),
+    setting!(
+        "server.http-max-url-bytes",
+        "server.http_max_url_bytes",
+        "1048576",
+        "Longest request URL (path and query string), in bytes; longer gets 414, and clients should POST the form instead.",
+        |config, value| config.security.http_limits.max_url_bytes = parse_number(value)?
+    ),
+    setting!(
+        "server.http-read-header-timeout",
+        "server.http_read_header_timeout",
+        "10s",
+        "Time a client has to send a request's headers before it is disconnected, against slow clients holding connections; 0 waits for ever.",
+        |config, value| config.security.http_limits.read_header_timeout = parse_go_duration(value)?
+    ),
+    setting!(
+        "server.http-conn-limit",
+        "server.http_conn_limit",
+        "0",
+        "Most HTTP connections open at once; past it a new connection is answered 503 with the error envelope and closed. 0: no limit.",
+        |config, value| config.security.http_limits.max_connections = parse_number(value)?
+    ),
+    setting!(
         "server.grpc-tls-cert-path",
         "server.grpc_tls_cert_path",
         "",

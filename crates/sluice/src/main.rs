@@ -241,15 +241,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let runs_querier = config.targets.contains(&Role::Querier);
 
     let http_address = listen_address(&config.http_listen_address, config.http_listen_port)?;
-    // Responses must leave at once, not wait on Nagle for the client's ACK.
-    let http_listener = axum::serve::ListenerExt::tap_io(
-        tokio::net::TcpListener::bind(http_address)
-            .await
-            .with_context(|| format!("binding the HTTP server to {http_address}"))?,
-        |stream| {
-            let _ = stream.set_nodelay(true);
-        },
-    );
+    let http_listener = tokio::net::TcpListener::bind(http_address)
+        .await
+        .with_context(|| format!("binding the HTTP server to {http_address}"))?;
 
     let runs_scheduler = config.targets.contains(&Role::QueryScheduler);
     let frontend = match runs_frontend {
@@ -326,15 +320,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(address = %http_address, targets = ?config.targets, "sluice HTTP server listening");
 
     let (http_stop, http_stopped) = watch::channel(false);
-    let mut http_stopped_wait = http_stopped.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_stopped_wait.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
-    drop(http_stopped);
+    let http_task = tokio::spawn(sluice_frontend::serve_http(
+        http_listener,
+        router,
+        config.security.http_limits.clone(),
+        config.security.http_server_config.clone(),
+        http_stopped,
+    ));
 
     termination_signal().await;
     tracing::info!("shutting down");

@@ -20,6 +20,7 @@ pub(crate) struct Security {
     /// `-query-scheduler.grpc-client-config.*`.
     pub(crate) scheduler_client: ClientTls,
     pub(crate) downstream: DownstreamOptions,
+    pub(crate) http_limits: sluice_frontend::HttpLimits,
     /// Made from `querier_client` by `validate`.
     pub(crate) querier_channels: GrpcChannels,
     /// Made from the server settings by `validate`.

@@ -1,0 +1,215 @@
+//! The HTTP server every role's API runs on: hyper's HTTP/1.1 connections
+//! with limits a slow or hostile client cannot get past, optional TLS, and
+//! a graceful stop.
+//!
+//! - a request whose URL or headers are too long is answered 414 or 431
+//!   with the Prometheus error envelope (beyond twice the header limit,
+//!   hyper itself answers 431 without a body: it will not buffer more);
+//! - a client that has not sent its whole request head within the read
+//!   header timeout is disconnected, so idle half-requests cannot pile up;
+//! - past the connection cap, a new connection is answered 503 with the
+//!   envelope and closed, without being routed anywhere.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use sluice_proto::ErrorType;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
+
+/// What one HTTP server allows.
+#[derive(Clone, Debug)]
+pub struct HttpLimits {
+    /// Request line and headers together, in bytes.
+    pub max_header_bytes: usize,
+    /// The request target (path and query string), in bytes.
+    pub max_url_bytes: usize,
+    /// Time a client has to send its whole request head; zero: no limit.
+    pub read_header_timeout: Duration,
+    /// Connections served at once; zero: no cap.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            // Go's http.DefaultMaxHeaderBytes, as Prometheus has.
+            max_header_bytes: 1 << 20,
+            max_url_bytes: 1 << 20,
+            read_header_timeout: Duration::from_secs(10),
+            max_connections: 0,
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `stop` turns true, then lets
+/// requests in flight finish.
+pub async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: HttpLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = Arc::new(limits);
+    let slots =
+        (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        // Answers must leave at once, not wait on Nagle for the client's ACK.
+        let _ = stream.set_nodelay(true);
+        let permit = match &slots {
+            None => None,
+            Some(slots) => match slots.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    tokio::spawn(refuse_connection(stream));
+                    continue;
+                }
+            },
+        };
+        let (router, limits, acceptor) = (router.clone(), limits.clone(), acceptor.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match acceptor {
+                None => serve_connection(stream, router, &limits, watcher).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(tls)) => serve_connection(tls, router, &limits, watcher).await,
+                        Ok(Err(error)) => tracing::debug!(%error, "HTTP TLS handshake failed"),
+                        Err(_) => tracing::debug!("HTTP TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+    graceful.shutdown().await;
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Answers 503 with the envelope and closes. The request's first bytes
+/// are read first (a second at most), and what follows the answer is
+/// drained briefly: closing a socket with unread data resets it, and the
+/// client would see a reset instead of the answer.
+async fn refuse_connection(mut stream: tokio::net::TcpStream) {
+    let mut buffer = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buffer)).await;
+    let body = sluice_api::json::encode_error(
+        ErrorType::Unavailable,
+        "too many open connections: try again later",
+    );
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(&body).await;
+    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while matches!(stream.read(&mut buffer).await, Ok(read) if read > 0) {}
+    })
+    .await;
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    router: axum::Router,
+    limits: &HttpLimits,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (max_header_bytes, max_url_bytes) = (limits.max_header_bytes, limits.max_url_bytes);
+    let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+        let router = router.clone();
+        async move {
+            if let Some(refusal) = oversized(&request, max_header_bytes, max_url_bytes) {
+                return Ok::<_, std::convert::Infallible>(refusal);
+            }
+            router.oneshot(request.map(Body::new)).await
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // hyper refuses (bare 431) only past this; below it the check in
+        // `oversized` answers with the envelope.
+        .max_buf_size(max_header_bytes.saturating_mul(2).max(8192));
+    if !limits.read_header_timeout.is_zero() {
+        builder.header_read_timeout(limits.read_header_timeout);
+    }
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    if let Err(error) = watcher.watch(connection).await {
+        tracing::debug!(%error, "HTTP connection ended with an error");
+    }
+}
+
+/// The refusal of a request whose target or head is over the limits.
+fn oversized(
+    request: &http::Request<Incoming>,
+    max_header_bytes: usize,
+    max_url_bytes: usize,
+) -> Option<axum::response::Response> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target > max_url_bytes {
+        let message = format!(
+            "request URL of {target} bytes is over the limit of {max_url_bytes}: send the parameters in a POST form body"
+        );
+        return Some(refusal(414, &message));
+    }
+    // Each header line is `name: value\r\n`.
+    let head = target
+        + request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if head > max_header_bytes {
+        let message =
+            format!("request headers of {head} bytes are over the limit of {max_header_bytes}");
+        return Some(refusal(431, &message));
+    }
+    None
+}
+
+fn refusal(status: u16, message: &str) -> axum::response::Response {
+    let mut response = axum::response::Response::new(Body::from(sluice_api::json::encode_error(
+        ErrorType::BadData,
+        message,
+    )));
+    *response.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
