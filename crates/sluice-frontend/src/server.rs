@@ -213,3 +213,87 @@ fn refusal(status: u16, message: &str) -> axum::response::Response {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One request over TLS to `port`, trusting `pki`'s CA; the raw answer.
+    async fn https_get(pki: &sluice_testkit::TestPki, port: u16, path: &str) -> String {
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls_pki_types::pem::PemObject;
+        for certificate in rustls_pki_types::CertificateDer::pem_file_iter(pki.path("ca.pem"))
+            .unwrap()
+            .map(Result::unwrap)
+        {
+            roots.add(certificate).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(sluice_tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn the_api_is_served_over_tls_with_the_same_limits() {
+        let pki = sluice_testkit::TestPki::generate();
+        let tls = sluice_tls::ServerTls {
+            cert_path: pki.path("server.pem"),
+            key_path: pki.path("server.key"),
+            ..sluice_tls::ServerTls::default()
+        }
+        .server_config(&[b"http/1.1"])
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let router = axum::Router::new().route("/ok", axum::routing::get(|| async { "fine" }));
+        let limits = HttpLimits {
+            max_url_bytes: 100,
+            ..HttpLimits::default()
+        };
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(serve_http(
+            listener,
+            router,
+            limits,
+            Some(Arc::new(tls)),
+            stopped,
+        ));
+        let answer = https_get(&pki, port, "/ok").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("fine"), "{answer}");
+        let long = format!("/ok?{}", "a".repeat(200));
+        let answer = https_get(&pki, port, &long).await;
+        assert!(answer.starts_with("HTTP/1.1 414"), "{answer}");
+        assert!(answer.contains(r#""errorType":"bad_data""#), "{answer}");
+        // Plain HTTP to a TLS port gets no answer, only a closed connection.
+        let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        plain
+            .write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = plain.read_to_end(&mut answer).await;
+        assert!(!String::from_utf8_lossy(&answer).contains("fine"));
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("stops when told")
+            .unwrap();
+    }
+}
