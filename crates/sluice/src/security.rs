@@ -89,7 +89,29 @@ pub(crate) fn parse_headers(text: &str) -> Result<Vec<(String, String)>, String>
 
 #[cfg(test)]
 mod tests {
-    use super::parse_headers;
+    use super::{Security, parse_headers};
+
+    #[test]
+    fn a_missing_certificate_stops_the_start_naming_its_flags() {
+        let mut security = Security::default();
+        security.grpc_server.cert_path = "/nonexistent/server.pem".into();
+        security.grpc_server.key_path = "/nonexistent/server.key".into();
+        let error = security
+            .validate(&mut Default::default(), &mut Default::default())
+            .unwrap_err();
+        assert!(error.starts_with("-server.grpc-tls-*"), "{error}");
+        assert!(error.contains("/nonexistent/server.pem"), "{error}");
+        let mut security = Security::default();
+        security.frontend_client.enabled = true;
+        security.frontend_client.ca_path = "/nonexistent/ca.pem".into();
+        let error = security
+            .validate(&mut Default::default(), &mut Default::default())
+            .unwrap_err();
+        assert!(
+            error.starts_with("-query-frontend.grpc-client-config.tls-*"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn headers_split_at_commas_that_start_a_header() {
