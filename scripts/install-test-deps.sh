@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real servers that sluice's end-to-end tests and benchmarks run
 # (see crates/sluice-testkit): Prometheus + promtool (Debian package
-# `prometheus`), memcached and moto's S3 server (PyPI `moto[server]`).
+# `prometheus`), memcached, moto's S3 server (PyPI `moto[server]`) and
+# openssl (throwaway certificates for the TLS tests).
 # Safe to run repeatedly; runs as root (no sudo).
 #
 # The tests start their own private instances on free loopback ports, so the
@@ -23,6 +24,8 @@ if ! command -v promtool >/dev/null 2>&1 && [[ ! " ${missing[*]-} " == *" promet
     missing+=(prometheus)
 fi
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+# TLS tests make throwaway certificates with the openssl command.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "install-test-deps.sh: installing ${missing[*]}"

@@ -15,8 +15,8 @@ use sluice_api::params::{self, Form};
 use sluice_api::{ApiError, json};
 use sluice_limits::{Tenant, TenantLimits};
 use sluice_proto::{
-    ApiResponse, ErrorType, ForwardedRequest, MetadataKind, QueryData, QueryKind, ResponseData,
-    ResultType,
+    ApiResponse, ErrorType, ForwardedRequest, Header, MetadataKind, QueryData, QueryKind,
+    ResponseData, ResultType,
 };
 use tokio::time::Instant;
 
@@ -386,7 +386,30 @@ async fn parse_request(
     request.cache_control = cache_control;
     request.accepts_gzip = gzip;
     request.limits = Some(limits);
+    request.forwarded_headers = forwarded_headers(&inner.config.forward_headers, &parts.headers);
     Ok((request, query_text))
+}
+
+/// The client's headers named by `-query-frontend.forward-headers`, for the
+/// downstream; `None` when none is configured or present.
+fn forwarded_headers(names: &[String], headers: &http::HeaderMap) -> Option<Arc<[Header]>> {
+    if names.is_empty() {
+        return None;
+    }
+    let found: Vec<Header> = names
+        .iter()
+        .flat_map(|name| {
+            headers
+                .get_all(name.as_str())
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .map(|value| Header {
+                    name: name.clone(),
+                    value: value.to_owned(),
+                })
+        })
+        .collect();
+    (!found.is_empty()).then(|| Arc::from(found))
 }
 
 /// The request's parameters, from its URL and, for a form POST, its body.

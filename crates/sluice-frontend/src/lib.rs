@@ -30,6 +30,7 @@ mod oldest_first;
 mod owner;
 mod request;
 mod schedulers;
+mod server;
 mod stages;
 mod tenant;
 
@@ -47,6 +48,7 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use metrics::FrontendMetrics;
 use owner::PendingTask;
 use schedulers::SchedulerPool;
+pub use server::{HttpLimits, serve_http};
 pub use sluice_plan::RangeBoundaries;
 use stages::dispatch::DispatchStage;
 use stages::results_cache::ResultsCache;
@@ -121,6 +123,11 @@ pub struct FrontendConfig {
     /// Per-tenant limits with runtime overrides, shared with the rest of
     /// the process; `None` gives every tenant the limits above.
     pub overrides: Option<Arc<Overrides>>,
+    /// Client headers handed on to the downstream with every sub-query
+    /// (lowercase names), as Thanos's `--query-frontend.forward-header`.
+    pub forward_headers: Vec<String>,
+    /// How this frontend dials query-schedulers: plain or TLS.
+    pub grpc_client: sluice_tls::GrpcChannels,
 }
 
 impl FrontendConfig {
@@ -169,6 +176,8 @@ impl Default for FrontendConfig {
             answer_memo_bytes: 64 * 1024 * 1024,
             fragment_memo_bytes: 64 * 1024 * 1024,
             overrides: None,
+            forward_headers: Vec::new(),
+            grpc_client: sluice_tls::GrpcChannels::default(),
         }
     }
 }
@@ -254,6 +263,8 @@ impl Frontend {
                 config.advertised_address.clone(),
                 config.scheduler_dns_refresh,
                 metrics.connected_schedulers.clone(),
+                metrics.refused_results.clone(),
+                config.grpc_client.clone(),
                 clock.clone(),
             )
         });
@@ -367,7 +378,7 @@ impl Frontend {
         let mut stats = request::QueryStats::default();
         self.inner
             .dispatch
-            .dispatch(tenant, request, deadline, &mut stats)
+            .dispatch(tenant, request, None, deadline, &mut stats)
             .await
     }
 
@@ -400,7 +411,7 @@ impl sluice_proto::frontend_results::frontend_results_server::FrontendResults fo
             return Err(tonic::Status::invalid_argument("report without a result"));
         };
         match &self.inner.schedulers {
-            Some(pool) => pool.deliver(&report.tenant, result)?,
+            Some(pool) => pool.deliver(&report.tenant, &report.result_token, result)?,
             None => {
                 return Err(tonic::Status::failed_precondition(
                     "this query-frontend does not use a query-scheduler",
@@ -430,7 +441,7 @@ impl sluice_proto::frontend_results::frontend_results_server::FrontendResults fo
                     continue;
                 };
                 let query_id = result.query_id;
-                let error = match pool.deliver(&report.tenant, result) {
+                let error = match pool.deliver(&report.tenant, &report.result_token, result) {
                     Ok(()) => String::new(),
                     Err(status) => status.message().to_owned(),
                 };

@@ -20,6 +20,9 @@ pub struct FrontendMetrics {
     pub(crate) memo_hits: prometheus::IntCounter,
     pub(crate) fragments: IntCounterVec,
     pub(crate) rejected: IntCounterVec,
+    /// Results refused because they came without the query's token or for
+    /// another tenant: someone answering a query they were not handed.
+    pub(crate) refused_results: IntCounterVec,
     /// Shared with the worker streams that drain the frontend's own queue.
     pub(crate) owner: OwnerMetrics,
 }
@@ -119,6 +122,14 @@ impl FrontendMetrics {
                 &["user", "reason"],
             )
             .expect("valid metric"),
+            refused_results: IntCounterVec::new(
+                Opts::new(
+                    "sluice_frontend_refused_results_total",
+                    "Results refused because the sender was not handed that query (wrong token) or named another tenant, by reason.",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
             retries: IntCounterVec::new(
                 Opts::new(
                     "sluice_retries_total",
@@ -143,6 +154,7 @@ impl FrontendMetrics {
             Box::new(metrics.memo_hits.clone()),
             Box::new(metrics.fragments.clone()),
             Box::new(metrics.rejected.clone()),
+            Box::new(metrics.refused_results.clone()),
         ] {
             registry
                 .register(collector)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_proto::{OwnerToQuerier, QueryRequest, QueryTask};
+use sluice_proto::{Header, OwnerToQuerier, QueryRequest, QueryTask};
 use sluice_queue::worker_stream::{Assignment, Outcome};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -16,6 +16,7 @@ use crate::Inner;
 pub(crate) struct PendingTask {
     pub(crate) query_id: u64,
     pub(crate) request: Option<QueryRequest>,
+    pub(crate) forwarded_headers: Option<Arc<[Header]>>,
     pub(crate) deadline: Instant,
     pub(crate) reply: oneshot::Sender<Outcome>,
 }
@@ -45,6 +46,13 @@ impl Assignment for PendingTask {
             frontend_address: String::new(),
             queued_ns: queued_for.as_nanos() as i64,
             deadline_remaining_ms: self.deadline.saturating_duration_since(now).as_millis() as i64,
+            forwarded_headers: self
+                .forwarded_headers
+                .as_deref()
+                .map(<[Header]>::to_vec)
+                .unwrap_or_default(),
+            // Answered on the stream it was handed out on: no token needed.
+            result_token: Vec::new(),
         }
     }
 

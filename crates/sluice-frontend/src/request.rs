@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use prost::Message;
 use sluice_limits::Tenant;
-use sluice_proto::{ApiResponse, QueryKind, RangeQuery};
+use sluice_proto::{ApiResponse, Header, QueryKind, RangeQuery};
 use tokio::time::Instant;
 
 use crate::fragments::Prefixes;
@@ -28,6 +28,9 @@ pub(crate) struct Request {
     /// The tenant's own limits (runtime overrides), when the request came
     /// through the HTTP API; stages fall back to their configured values.
     pub(crate) limits: Option<Arc<Tenant>>,
+    /// The client's headers named by `-query-frontend.forward-headers`,
+    /// for the downstream; `None` when there are none.
+    pub(crate) forwarded_headers: Option<Arc<[Header]>>,
 }
 
 impl Request {
@@ -41,6 +44,7 @@ impl Request {
             accepts_gzip: false,
             pieces: None,
             limits: None,
+            forwarded_headers: None,
         }
     }
 
@@ -54,6 +58,7 @@ impl Request {
             accepts_gzip: self.accepts_gzip,
             pieces: None,
             limits: self.limits.clone(),
+            forwarded_headers: self.forwarded_headers.clone(),
         }
     }
 

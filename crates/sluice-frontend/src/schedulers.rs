@@ -11,13 +11,16 @@ use futures_util::StreamExt;
 use sluice_proto::scheduler::scheduler_client::SchedulerClient;
 use sluice_proto::{
     CancelRequest, EnqueueRequest, EnqueueStatus, FrontendHello, FrontendMessage,
-    FrontendToScheduler, QueryRequest, QueryResult,
+    FrontendToScheduler, Header, QueryRequest, QueryResult,
 };
 use sluice_queue::worker_stream::Outcome;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::clock::SharedClock;
+
+/// Random bytes in a result token: 128 bits, past guessing.
+const TOKEN_BYTES: usize = 16;
 
 /// What a scheduler said to one enqueue.
 pub(crate) enum EnqueueAnswer {
@@ -30,6 +33,9 @@ pub(crate) enum EnqueueAnswer {
 /// A sub-query queued through a scheduler, waiting for its result.
 struct RemotePending {
     tenant: String,
+    /// Handed to the scheduler with the enqueue, and by it only to the
+    /// querier that runs the sub-query: a result must bring it back.
+    token: [u8; TOKEN_BYTES],
     reply: oneshot::Sender<Outcome>,
     scheduler: String,
 }
@@ -51,6 +57,8 @@ pub(crate) struct SchedulerPool {
     next: AtomicUsize,
     pending: Mutex<HashMap<u64, RemotePending>>,
     connected_gauge: prometheus::IntGauge,
+    refused_results: prometheus::IntCounterVec,
+    grpc: sluice_tls::GrpcChannels,
     /// What the time left to a deadline is measured against.
     clock: SharedClock,
 }
@@ -67,6 +75,8 @@ impl SchedulerPool {
         frontend_address: String,
         dns_refresh: Duration,
         connected_gauge: prometheus::IntGauge,
+        refused_results: prometheus::IntCounterVec,
+        grpc: sluice_tls::GrpcChannels,
         clock: SharedClock,
     ) -> Arc<SchedulerPool> {
         let pool = Arc::new(SchedulerPool {
@@ -76,6 +86,8 @@ impl SchedulerPool {
             next: AtomicUsize::new(0),
             pending: Mutex::new(HashMap::new()),
             connected_gauge,
+            refused_results,
+            grpc,
             clock,
         });
         let weak = Arc::downgrade(&pool);
@@ -97,7 +109,10 @@ impl SchedulerPool {
         let mut wanted = Vec::new();
         for address in &self.addresses {
             match tokio::net::lookup_host(address.as_str()).await {
-                Ok(resolved) => wanted.extend(resolved.map(|socket| socket.to_string())),
+                Ok(resolved) => {
+                    let host = sluice_tls::host_of(address);
+                    wanted.extend(resolved.map(|socket| (socket.to_string(), host.to_owned())));
+                }
                 Err(error) => {
                     tracing::warn!(%address, %error, "cannot resolve query-scheduler address")
                 }
@@ -106,7 +121,7 @@ impl SchedulerPool {
         let mut connections = self.connections.lock().expect("connections lock");
         let gone: Vec<String> = connections
             .keys()
-            .filter(|address| !wanted.contains(address))
+            .filter(|address| !wanted.iter().any(|(wanted, _)| wanted == *address))
             .cloned()
             .collect();
         for address in gone {
@@ -115,7 +130,7 @@ impl SchedulerPool {
                 self.connection_lost(&connection);
             }
         }
-        for address in wanted {
+        for (address, host) in wanted {
             if connections.contains_key(&address) {
                 continue;
             }
@@ -123,6 +138,7 @@ impl SchedulerPool {
             let task = tokio::spawn(connection_loop(
                 Arc::downgrade(self),
                 address.clone(),
+                host,
                 ready,
             ));
             let connection = Arc::new(Connection {
@@ -185,6 +201,7 @@ impl SchedulerPool {
         query_id: u64,
         tenant: &str,
         request: QueryRequest,
+        forwarded_headers: Option<&[Header]>,
         deadline: Instant,
         avoid: Option<&str>,
     ) -> (
@@ -209,7 +226,11 @@ impl SchedulerPool {
                 None,
             );
         };
-        let (guard, outcome, ack) = self.register(query_id, tenant, &connection, &sender);
+        let mut token = [0; TOKEN_BYTES];
+        if let Err(error) = sluice_tls::fill_random(&mut token) {
+            return (EnqueueAnswer::TryElsewhere(error), None, None);
+        }
+        let (guard, outcome, ack) = self.register(query_id, tenant, token, &connection, &sender);
         let enqueue = frontend_message(FrontendMessage::Enqueue(EnqueueRequest {
             query_id,
             tenant: tenant.to_owned(),
@@ -217,6 +238,10 @@ impl SchedulerPool {
             deadline_remaining_ms: deadline
                 .saturating_duration_since(self.clock.now())
                 .as_millis() as i64,
+            forwarded_headers: forwarded_headers
+                .map(<[Header]>::to_vec)
+                .unwrap_or_default(),
+            result_token: token.to_vec(),
         }));
         if sender.send(enqueue).await.is_err() {
             connection.acks.lock().expect("acks lock").remove(&query_id);
@@ -254,6 +279,7 @@ impl SchedulerPool {
         self: &Arc<Self>,
         query_id: u64,
         tenant: &str,
+        token: [u8; TOKEN_BYTES],
         connection: &Arc<Connection>,
         sender: &mpsc::Sender<FrontendToScheduler>,
     ) -> (
@@ -266,6 +292,7 @@ impl SchedulerPool {
             query_id,
             RemotePending {
                 tenant: tenant.to_owned(),
+                token,
                 reply,
                 scheduler: connection.address.clone(),
             },
@@ -285,16 +312,37 @@ impl SchedulerPool {
         (guard, outcome, ack)
     }
 
-    /// Delivers a result a querier (or scheduler) sent us. The tenant must be
-    /// the one that asked: one tenant's result never reaches another's client.
-    pub(crate) fn deliver(&self, tenant: &str, result: QueryResult) -> Result<(), tonic::Status> {
+    /// Delivers a result a querier (or scheduler) sent us. It must bring
+    /// the query's token, which only the querier handed the query (and the
+    /// scheduler that handed it) know, and name the tenant that asked: a
+    /// result from anyone else, or for another tenant, is refused and
+    /// counted.
+    pub(crate) fn deliver(
+        &self,
+        tenant: &str,
+        token: &[u8],
+        result: QueryResult,
+    ) -> Result<(), tonic::Status> {
         let mut pending = self.pending.lock().expect("pending lock");
         let Some(entry) = pending.get(&result.query_id) else {
             // Answered already (a retry won), or its client left.
             return Ok(());
         };
+        if !same_token(&entry.token, token) {
+            drop(pending);
+            self.refused_results.with_label_values(&["token"]).inc();
+            tracing::warn!(
+                query_id = result.query_id,
+                "result without the query's token refused: its sender was not handed the query"
+            );
+            return Err(tonic::Status::permission_denied(
+                "result refused: the sender was not handed this query",
+            ));
+        }
         if entry.tenant != tenant {
-            tracing::warn!(query_id = result.query_id, expected = %entry.tenant, got = %tenant, "result for the wrong tenant rejected");
+            drop(pending);
+            self.refused_results.with_label_values(&["tenant"]).inc();
+            tracing::warn!(query_id = result.query_id, got = %tenant, "result for the wrong tenant refused");
             return Err(tonic::Status::permission_denied(
                 "result tenant does not match the query",
             ));
@@ -333,6 +381,17 @@ impl SchedulerPool {
         }
         self.update_gauge();
     }
+}
+
+/// Compares in time independent of where the tokens differ, so timing
+/// does not leak a token byte by byte.
+fn same_token(expected: &[u8; TOKEN_BYTES], given: &[u8]) -> bool {
+    given.len() == TOKEN_BYTES
+        && expected
+            .iter()
+            .zip(given)
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
 }
 
 /// Cancels an attempt at its scheduler unless its result already arrived.
@@ -382,6 +441,7 @@ impl Drop for RemoteGuard {
 async fn connection_loop(
     pool: std::sync::Weak<SchedulerPool>,
     address: String,
+    host: String,
     ready: oneshot::Receiver<Arc<Connection>>,
 ) {
     let Ok(connection) = ready.await else { return };
@@ -391,8 +451,19 @@ async fn connection_loop(
             return;
         };
         let frontend_address = strong_pool.frontend_address.clone();
+        let channel = strong_pool.grpc.channel(&host, &address, |endpoint| {
+            endpoint
+                .tcp_nodelay(true)
+                .connect_timeout(Duration::from_secs(2))
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(10))
+        });
         drop(strong_pool);
-        match run_connection(&connection, &address, frontend_address, &pool).await {
+        let run = match channel {
+            Ok(channel) => run_connection(&connection, channel, frontend_address, &pool).await,
+            Err(error) => Err(error),
+        };
+        match run {
             Ok(()) => backoff = Duration::from_millis(50),
             Err(error) => tracing::debug!(%address, %error, "query-scheduler stream failed"),
         }
@@ -408,20 +479,11 @@ async fn connection_loop(
 
 async fn run_connection(
     connection: &Arc<Connection>,
-    address: &str,
+    channel: tonic::transport::Channel,
     frontend_address: String,
     pool: &std::sync::Weak<SchedulerPool>,
 ) -> Result<(), String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|error| error.to_string())?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(2))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(10));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|error| error.to_string())?;
+    let address = &connection.address;
     let mut client = SchedulerClient::new(channel)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);

@@ -38,9 +38,19 @@ struct Link {
 pub struct ResultDelivery {
     channels: Arc<Mutex<HashMap<String, tonic::transport::Channel>>>,
     links: Arc<tokio::sync::Mutex<HashMap<String, Arc<Link>>>>,
+    /// Plain or TLS, as the gRPC client flags say.
+    grpc: sluice_tls::GrpcChannels,
 }
 
 impl ResultDelivery {
+    /// Delivers over channels made by `grpc` (TLS when configured).
+    pub fn new(grpc: sluice_tls::GrpcChannels) -> ResultDelivery {
+        ResultDelivery {
+            grpc,
+            ..ResultDelivery::default()
+        }
+    }
+
     fn client(
         &self,
         address: &str,
@@ -49,13 +59,17 @@ impl ResultDelivery {
         let channel = match channels.get(address) {
             Some(channel) => channel.clone(),
             None => {
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-                    .map_err(|error| format!("invalid frontend address {address:?}: {error}"))?
-                    .tcp_nodelay(true)
-                    .connect_timeout(Duration::from_secs(2))
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_timeout(Duration::from_secs(10))
-                    .connect_lazy();
+                let host = sluice_tls::host_of(address);
+                let channel = self
+                    .grpc
+                    .channel(host, address, |endpoint| {
+                        endpoint
+                            .tcp_nodelay(true)
+                            .connect_timeout(Duration::from_secs(2))
+                            .http2_keep_alive_interval(Duration::from_secs(10))
+                            .keep_alive_timeout(Duration::from_secs(10))
+                    })
+                    .map_err(|error| format!("frontend address {address:?}: {error}"))?;
                 channels.insert(address.to_owned(), channel.clone());
                 channel
             }
@@ -108,17 +122,20 @@ impl ResultDelivery {
         Ok(link)
     }
 
-    /// Delivers `result` for `tenant` to the frontend at `address`.
+    /// Delivers `result` for `tenant` to the frontend at `address`, with
+    /// the task's `result_token`.
     pub async fn deliver(
         &self,
         address: &str,
         tenant: &str,
+        result_token: &[u8],
         result: QueryResult,
         timeout: Duration,
     ) -> Result<(), String> {
         let report = ResultReport {
             tenant: tenant.to_owned(),
             result: Some(result),
+            result_token: result_token.to_vec(),
         };
         if report.encoded_len() <= STREAM_LIMIT_BYTES {
             match self

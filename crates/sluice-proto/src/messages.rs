@@ -397,6 +397,23 @@ pub struct QueryTask {
     /// Milliseconds the task may still run before its client gives up.
     #[prost(int64, tag = "6")]
     pub deadline_remaining_ms: i64,
+    /// Client headers the downstream is to receive as well
+    /// (`-query-frontend.forward-headers`).
+    #[prost(message, repeated, tag = "7")]
+    pub forwarded_headers: Vec<Header>,
+    /// For a result sent to `frontend_address`: the frontend's proof that
+    /// this querier was handed the task (see [`EnqueueRequest::result_token`]).
+    #[prost(bytes = "vec", tag = "8")]
+    pub result_token: Vec<u8>,
+}
+
+/// One HTTP header.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Header {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
 }
 
 /// The running task was cancelled by its client: stop it and free the worker.
@@ -413,7 +430,9 @@ pub struct OwnerToQuerier {
     pub message: Option<OwnerMessage>,
 }
 
-/// What an owner can say.
+/// What an owner can say. Tasks dominate the traffic: boxing them to
+/// shrink the rare cancel would cost an allocation per task instead.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum OwnerMessage {
     #[prost(message, tag = "1")]
@@ -551,6 +570,14 @@ pub struct EnqueueRequest {
     /// Milliseconds the sub-query may still wait and run.
     #[prost(int64, tag = "4")]
     pub deadline_remaining_ms: i64,
+    /// Client headers for the downstream, handed on in the task.
+    #[prost(message, repeated, tag = "5")]
+    pub forwarded_headers: Vec<Header>,
+    /// A secret the frontend accepts the result with: it travels only to
+    /// the querier the scheduler hands the task to, which sends it back in
+    /// its [`ResultReport`], so nobody else can answer for this query.
+    #[prost(bytes = "vec", tag = "6")]
+    pub result_token: Vec<u8>,
 }
 
 /// Forget a sub-query: its client went away.
@@ -609,6 +636,10 @@ pub struct ResultReport {
     pub tenant: String,
     #[prost(message, optional, tag = "2")]
     pub result: Option<QueryResult>,
+    /// The task's `result_token`: without the right one the frontend
+    /// refuses the result.
+    #[prost(bytes = "vec", tag = "3")]
+    pub result_token: Vec<u8>,
 }
 
 /// The frontend's receipt for a [`ResultReport`].

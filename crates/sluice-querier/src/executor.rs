@@ -1,11 +1,14 @@
 //! Executors run one sub-query. The `prometheus` executor forwards it to any
 //! Prometheus-compatible HTTP API.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Uri, header};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -13,8 +16,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use sluice_api::decode::{Expected, decode_response};
 use sluice_api::params::format_time_param;
 use sluice_proto::{
-    ApiResponse, ErrorType, MetadataKind, QueryKind, QueryRequest, RawData, ResponseData,
+    ApiResponse, ErrorType, Header, MetadataKind, QueryKind, QueryRequest, RawData, ResponseData,
 };
+
+use crate::downstream::{Authorization, DownstreamOptions, static_headers};
 
 /// What running a sub-query produced.
 #[derive(Debug)]
@@ -43,6 +48,20 @@ pub trait Executor: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl std::future::Future<Output = Execution> + Send;
 
+    /// Like [`Executor::execute`], also handing `headers` (the client's,
+    /// chosen by `-query-frontend.forward-headers`) to the backend; an
+    /// executor without one to hand them to ignores them.
+    fn execute_forwarding(
+        &self,
+        tenant: &str,
+        request: &QueryRequest,
+        headers: &[Header],
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Execution> + Send {
+        let _ = headers;
+        self.execute(tenant, request, timeout)
+    }
+
     /// The latency of a trivial request to the backend, which the
     /// concurrency limit keeps near its unloaded level; `None` when this
     /// executor cannot probe (the limit then follows task latencies alone).
@@ -51,7 +70,7 @@ pub trait Executor: Send + Sync + 'static {
     }
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Forwards sub-queries to a Prometheus-compatible HTTP API.
 ///
@@ -71,6 +90,8 @@ pub struct PrometheusExecutor {
     query_range_url: Uri,
     series_url: Uri,
     labels_url: Uri,
+    authorization: Arc<Authorization>,
+    headers: Arc<[(HeaderName, HeaderValue)]>,
 }
 
 /// Why a downstream exchange failed before an answer was read.
@@ -80,23 +101,24 @@ enum Failure {
 }
 
 impl PrometheusExecutor {
+    /// A plain executor: no TLS settings, no credentials.
     pub fn new(downstream_url: &str, max_idle_connections: usize) -> Result<Self, String> {
+        Self::with_options(
+            downstream_url,
+            max_idle_connections,
+            &DownstreamOptions::default(),
+        )
+    }
+
+    /// An executor for `downstream_url` (`http://` or `https://`), reached
+    /// as `options` say.
+    pub fn with_options(
+        downstream_url: &str,
+        max_idle_connections: usize,
+        options: &DownstreamOptions,
+    ) -> Result<Self, String> {
         let base_url = downstream_url.trim_end_matches('/').to_owned();
-        if !base_url.starts_with("http://") {
-            // TLS to the backend is left to a sidecar or service mesh: the
-            // build stays free of a TLS stack.
-            return Err(format!(
-                "downstream url {downstream_url:?} must start with http:// (https is not supported)"
-            ));
-        }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(max_idle_connections)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let client = http_client(&base_url, max_idle_connections, options)?;
         let parse = |path: &str| {
             format!("{base_url}{path}")
                 .parse::<Uri>()
@@ -110,7 +132,36 @@ impl PrometheusExecutor {
             series_url: parse("/api/v1/series")?,
             labels_url: parse("/api/v1/labels")?,
             base_url,
+            authorization: Arc::new(Authorization::from_options(options)?),
+            headers: static_headers(&options.headers)?.into(),
         })
+    }
+
+    /// Adds the credentials, the extra headers and the client's forwarded
+    /// ones. Configured credentials win over a forwarded `Authorization`,
+    /// and the tenant is always sluice's own.
+    fn decorate(
+        &self,
+        mut request: http::request::Builder,
+        forwarded: &[Header],
+    ) -> http::request::Builder {
+        let authorization = self.authorization.value();
+        for header in forwarded {
+            let name = header.name.as_str();
+            if name.eq_ignore_ascii_case("x-scope-orgid")
+                || (authorization.is_some() && name.eq_ignore_ascii_case("authorization"))
+            {
+                continue;
+            }
+            request = request.header(name, header.value.as_str());
+        }
+        for (name, value) in self.headers.iter() {
+            request = request.header(name, value.clone());
+        }
+        if let Some(authorization) = authorization {
+            request = request.header(header::AUTHORIZATION, authorization);
+        }
+        request
     }
 
     /// One exchange with the downstream: the answer's status, content type
@@ -150,13 +201,14 @@ impl PrometheusExecutor {
 
     async fn send(
         &self,
-        tenant: &str,
+        (tenant, forwarded): (&str, &[Header]),
         request: http::request::Builder,
         body: Full<Bytes>,
         timeout: Duration,
         expected: Option<Expected>,
     ) -> Execution {
         let started = Instant::now();
+        let request = self.decorate(request, forwarded);
         let request = match request.header("X-Scope-OrgID", tenant).body(body) {
             Ok(request) => request,
             Err(error) => {
@@ -216,6 +268,52 @@ impl PrometheusExecutor {
             }
         }
     }
+}
+
+/// The pooled HTTP/1.1 client: TLS for `https://` URLs, plain otherwise.
+fn http_client(
+    base_url: &str,
+    max_idle_connections: usize,
+    options: &DownstreamOptions,
+) -> Result<HttpClient, String> {
+    let Some((scheme, rest)) = base_url.split_once("://") else {
+        return Err("the downstream url must start with http:// or https://".into());
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        // Not quoted: the part before the @ is a password.
+        return Err("the downstream url must not hold credentials: use -querier.downstream-basic-auth-username and its password flags".into());
+    }
+    let tls = match scheme {
+        "https" => options.tls.client_config()?,
+        // Never used for plain http; no roots needed.
+        "http" => rustls::ClientConfig::builder_with_provider(sluice_tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|error| error.to_string())?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        _ => return Err("the downstream url must start with http:// or https://".into()),
+    };
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let builder = if options.tls.server_name.is_empty() {
+        builder
+    } else {
+        let name = rustls::pki_types::ServerName::try_from(options.tls.server_name.clone())
+            .map_err(|error| format!("invalid downstream TLS server name: {error}"))?;
+        builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+    };
+    let connector = builder.enable_http1().wrap_connector(connector);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(max_idle_connections)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(TokioTimer::new())
+        .build(connector))
 }
 
 /// Includes the causes: the HTTP client's top-level message alone hides
@@ -280,7 +378,9 @@ impl Executor for PrometheusExecutor {
     async fn probe(&self) -> Option<Duration> {
         const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
         let request = Request::post(self.query_url.clone())
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        let request = self
+            .decorate(request, &[])
             .body(Full::new(Bytes::from_static(b"query=1")))
             .ok()?;
         let started = Instant::now();
@@ -291,6 +391,16 @@ impl Executor for PrometheusExecutor {
     }
 
     async fn execute(&self, tenant: &str, request: &QueryRequest, timeout: Duration) -> Execution {
+        self.execute_forwarding(tenant, request, &[], timeout).await
+    }
+
+    async fn execute_forwarding(
+        &self,
+        tenant: &str,
+        request: &QueryRequest,
+        forwarded: &[Header],
+        timeout: Duration,
+    ) -> Execution {
         let Some(kind) = &request.kind else {
             return Execution::failed(ErrorType::BadData, "empty request".into(), false);
         };
@@ -298,7 +408,7 @@ impl Executor for PrometheusExecutor {
             let request = Request::post(url.clone())
                 .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
             self.send(
-                tenant,
+                (tenant, forwarded),
                 request,
                 Full::new(Bytes::from(body)),
                 timeout,
@@ -307,7 +417,7 @@ impl Executor for PrometheusExecutor {
         };
         let get = |uri: String, expected: Option<Expected>| {
             self.send(
-                tenant,
+                (tenant, forwarded),
                 Request::get(uri),
                 Full::new(Bytes::new()),
                 timeout,
@@ -423,9 +533,13 @@ mod tests {
             "http://mimir/prometheus/api/v1/labels"
         );
         let https = PrometheusExecutor::new("https://prometheus:9090", 4)
+            .expect("https with the system's roots");
+        assert_eq!(https.base_url, "https://prometheus:9090");
+        let with_password = PrometheusExecutor::new("http://user:hunter2@prometheus:9090", 4)
             .err()
             .unwrap();
-        assert!(https.contains("https is not supported"), "{https}");
+        assert!(!with_password.contains("hunter2"), "{with_password}");
+        assert!(PrometheusExecutor::new("ftp://prometheus", 4).is_err());
         assert!(PrometheusExecutor::new("prometheus:9090", 4).is_err());
         assert!(PrometheusExecutor::new("http://pro metheus:9090", 4).is_err());
     }

@@ -13,6 +13,7 @@
 //! permit *before* it tells its owner it is ready, so no task ever sits on a
 //! querier waiting for one while another querier slot is idle.
 
+mod downstream;
 mod engine;
 pub mod executor;
 mod limiter;
@@ -32,6 +33,7 @@ use sluice_proto::{OwnerToQuerier, QuerierToOwner};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+pub use downstream::DownstreamOptions;
 pub use engine::EngineExecutor;
 pub use executor::{Execution, Executor, PrometheusExecutor};
 pub use limiter::{ConcurrencyLimiter, ConcurrencyPermit, LimitConfig};
@@ -80,6 +82,8 @@ pub struct QuerierConfig {
     pub dns_refresh: Duration,
     /// How long shutdown waits for running sub-queries.
     pub shutdown_grace: Duration,
+    /// How workers dial owners and deliver results: plain or TLS.
+    pub grpc_client: sluice_tls::GrpcChannels,
 }
 
 /// One owner this querier pulls from.
@@ -123,7 +127,7 @@ pub async fn run<E: Executor>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut pools: BTreeMap<String, TargetPool> = BTreeMap::new();
-    let delivery = sluice_proto::delivery::ResultDelivery::default();
+    let delivery = sluice_proto::delivery::ResultDelivery::new(config.grpc_client.clone());
     let limiter = ConcurrencyLimiter::new(
         LimitConfig::new(config.min_concurrent, config.max_concurrent),
         limiter::LimiterGauges {
@@ -181,8 +185,14 @@ async fn resolve_targets(
     for address in &config.owner_addresses {
         match tokio::net::lookup_host(address.as_str()).await {
             Ok(resolved) => {
+                let host = sluice_tls::host_of(address);
                 for socket in resolved {
-                    wanted.insert(socket.to_string(), grpc_target(socket));
+                    match grpc_target(&config.grpc_client, host, socket) {
+                        Ok(target) => {
+                            wanted.insert(socket.to_string(), target);
+                        }
+                        Err(error) => tracing::warn!(%address, %error, "cannot dial queue owner"),
+                    }
                 }
             }
             // Keep going with what resolves: one bad name must not stop the
@@ -193,15 +203,20 @@ async fn resolve_targets(
     wanted
 }
 
-fn grpc_target(socket: SocketAddr) -> Target {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{socket}"))
-        .expect("a socket address is a valid uri")
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
-    Target::Grpc(endpoint.connect_lazy())
+fn grpc_target(
+    channels: &sluice_tls::GrpcChannels,
+    host: &str,
+    socket: SocketAddr,
+) -> Result<Target, String> {
+    let channel = channels.channel(host, &socket.to_string(), |endpoint| {
+        endpoint
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+    })?;
+    Ok(Target::Grpc(channel))
 }
 
 /// Workers pulling from one owner.

@@ -171,9 +171,10 @@ async fn serve_tasks<E: Executor>(
                 acquired
             }
         };
-        let task = link.next_task(stop).await?;
+        let mut task = link.next_task(stop).await?;
         let frontend_address = task.frontend_address.clone();
         let tenant = task.tenant.clone();
+        let result_token = std::mem::take(&mut task.result_token);
         let Some(mut result) = run_task(setup, task, &mut link.stream).await else {
             return Err(link.end());
         };
@@ -183,7 +184,12 @@ async fn serve_tasks<E: Executor>(
         permit = setup.limiter.try_acquire(&setup.owner);
         result.not_ready = permit.is_none();
         if !frontend_address.is_empty() {
-            result = deliver_to_frontend(setup, &frontend_address, &tenant, result).await;
+            let to = (
+                frontend_address.as_str(),
+                tenant.as_str(),
+                result_token.as_slice(),
+            );
+            result = deliver_to_frontend(setup, to, result).await;
         }
         link.send(message(QuerierMessage::Result(result))).await?;
     }
@@ -282,8 +288,7 @@ impl Link {
 /// only says the worker is free (results never travel through a scheduler).
 async fn deliver_to_frontend<E: Executor>(
     setup: &WorkerSetup<E>,
-    frontend_address: &str,
-    tenant: &str,
+    (frontend_address, tenant, result_token): (&str, &str, &[u8]),
     mut result: QueryResult,
 ) -> QueryResult {
     let canceled = result
@@ -298,7 +303,13 @@ async fn deliver_to_frontend<E: Executor>(
         };
         if let Err(error) = setup
             .delivery
-            .deliver(frontend_address, tenant, report, Duration::from_secs(10))
+            .deliver(
+                frontend_address,
+                tenant,
+                result_token,
+                report,
+                Duration::from_secs(10),
+            )
             .await
         {
             tracing::warn!(%error, query_id = result.query_id, "result not delivered");
@@ -321,7 +332,7 @@ async fn execute_task<E: Executor>(setup: &WorkerSetup<E>, task: QueryTask) -> Q
     let request = task.request.unwrap_or_default();
     let execution = setup
         .executor
-        .execute(&task.tenant, &request, timeout)
+        .execute_forwarding(&task.tenant, &request, &task.forwarded_headers, timeout)
         .await;
     let outcome = if execution.response.is_error() {
         "error"

@@ -19,8 +19,8 @@ use futures_util::StreamExt;
 use prometheus::{IntGauge, Registry};
 use sluice_proto::delivery::ResultDelivery;
 use sluice_proto::{
-    ApiResponse, EnqueueStatus, ErrorType, FrontendMessage, FrontendToScheduler, OwnerToQuerier,
-    QuerierToOwner, QueryRequest, QueryResult, QueryTask, SchedulerToFrontend,
+    ApiResponse, EnqueueStatus, ErrorType, FrontendMessage, FrontendToScheduler, Header,
+    OwnerToQuerier, QuerierToOwner, QueryRequest, QueryResult, QueryTask, SchedulerToFrontend,
 };
 use sluice_queue::worker_stream::{Assignment, Outcome, OwnerMetrics};
 use sluice_queue::{EnqueueError, QueueConfig, QueuedGuard, RequestQueue, TenantLimitsFn};
@@ -39,6 +39,8 @@ pub struct SchedulerConfig {
     /// Each tenant's own queue limits (runtime overrides), in place of the
     /// two above.
     pub tenant_limits: Option<TenantLimitsFn>,
+    /// How lost-querier reports reach frontends: plain or TLS.
+    pub grpc_client: sluice_tls::GrpcChannels,
 }
 
 impl Default for SchedulerConfig {
@@ -49,6 +51,7 @@ impl Default for SchedulerConfig {
             querier_forget_delay: Duration::ZERO,
             reserved_querier_slots: QueueConfig::default().reserved_slots,
             tenant_limits: None,
+            grpc_client: sluice_tls::GrpcChannels::default(),
         }
     }
 }
@@ -63,6 +66,9 @@ struct SchedulerTask {
     frontend_address: Arc<str>,
     tenant: String,
     request: Option<QueryRequest>,
+    forwarded_headers: Vec<Header>,
+    /// Handed to the querier with the task, and sent back with a report.
+    result_token: Vec<u8>,
     deadline: Instant,
     canceled: watch::Receiver<bool>,
     outstanding: Outstanding,
@@ -95,6 +101,8 @@ impl Assignment for SchedulerTask {
             frontend_address: self.frontend_address.to_string(),
             queued_ns: queued_for.as_nanos() as i64,
             deadline_remaining_ms: self.deadline.saturating_duration_since(now).as_millis() as i64,
+            forwarded_headers: std::mem::take(&mut self.forwarded_headers),
+            result_token: self.result_token.clone(),
         }
     }
 
@@ -123,6 +131,7 @@ impl Assignment for SchedulerTask {
                     .deliver(
                         &self.frontend_address,
                         &self.tenant,
+                        &self.result_token,
                         report,
                         Duration::from_secs(5),
                     )
@@ -181,7 +190,7 @@ impl Scheduler {
                 queue,
                 metrics,
                 shutting_down: AtomicBool::new(false),
-                delivery: ResultDelivery::default(),
+                delivery: ResultDelivery::new(config.grpc_client),
             }),
         }
     }
@@ -329,6 +338,8 @@ impl Inner {
             frontend_address: frontend_address.clone(),
             tenant: enqueue.tenant.clone(),
             request: enqueue.request,
+            forwarded_headers: enqueue.forwarded_headers,
+            result_token: enqueue.result_token,
             deadline,
             canceled,
             outstanding: outstanding.clone(),

@@ -50,6 +50,7 @@ fn request(tenant: &str, query_id: u64) -> FrontendToScheduler {
                 })),
             }),
             deadline_remaining_ms: 60_000,
+            ..EnqueueRequest::default()
         })),
     }
 }

@@ -26,6 +26,7 @@ mod dataset;
 mod http;
 mod memcached;
 mod moto;
+mod pki;
 mod process;
 mod prometheus;
 
@@ -41,6 +42,7 @@ pub use http::{
 };
 pub use memcached::MemcachedServer;
 pub use moto::MotoServer;
+pub use pki::TestPki;
 pub use process::{ChildProcess, TempDir, wait_for_http_ok};
 pub use prometheus::PrometheusServer;
 

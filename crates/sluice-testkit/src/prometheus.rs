@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::dataset::Dataset;
 use crate::process::{ChildProcess, TempDir, copy_dir, write_file};
-use crate::{free_port, require_binary};
+use crate::{TestPki, free_port, require_binary};
 
 /// How long Prometheus may take to open the TSDB and report ready. Generous
 /// because tests run in parallel on few shared cores.
@@ -58,6 +58,56 @@ impl PrometheusServer {
     /// Like [`PrometheusServer::start`], with extra command-line flags (e.g.
     /// `--query.max-samples=1000`, `--enable-feature=...`).
     pub async fn start_with_args(dataset: &Dataset, extra_args: &[&str]) -> PrometheusServer {
+        let mut server = PrometheusServer::spawn(dataset, extra_args).await;
+        let url = server.url();
+        server
+            .process
+            .wait_http_ok(&format!("{url}/-/ready"), READY_TIMEOUT)
+            .await;
+        server
+    }
+
+    /// Like [`PrometheusServer::start`], served over HTTPS with `pki`'s
+    /// server certificate and requiring basic auth as `username` with
+    /// `password`, through Prometheus's own `--web.config.file`. Its address
+    /// is `https://localhost:<port>`.
+    pub async fn start_secured(
+        dataset: &Dataset,
+        pki: &TestPki,
+        username: &str,
+        password: &str,
+    ) -> PrometheusServer {
+        // The lowest cost bcrypt allows: Prometheus checks it per request.
+        let hash = bcrypt::hash(password, 4).expect("bcrypt hash");
+        let web_config = pki.dir().join("prometheus-web.yml");
+        let text = format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  {username}: '{hash}'\n",
+            pki.path("server.pem"),
+            pki.path("server.key")
+        );
+        write_file(&web_config, text.as_bytes()).expect("writing the web config");
+        let flag = format!("--web.config.file={}", web_config.display());
+        let mut server = PrometheusServer::spawn(dataset, &[&flag]).await;
+        // Its readiness endpoint wants TLS and a password now: wait for the
+        // log line instead.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !server
+            .process
+            .log_contents()
+            .contains("Server is ready to receive web requests")
+        {
+            assert!(
+                Instant::now() < deadline && server.process.try_wait().is_none(),
+                "Prometheus with TLS did not become ready:\n{}",
+                server.process.log_contents()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    /// Starts the process without waiting for it to be ready.
+    async fn spawn(dataset: &Dataset, extra_args: &[&str]) -> PrometheusServer {
         let prometheus = require_binary("prometheus");
         let dataset = dataset.clone();
         let (dir, data_dir, config) = tokio::task::spawn_blocking(move || {
@@ -96,12 +146,8 @@ impl PrometheusServer {
         let log = dir.path().join("prometheus.log");
         let mut cmd = Command::new(&prometheus);
         cmd.args(&args).current_dir(dir.path());
-        let mut process = ChildProcess::spawn(cmd, &log)
+        let process = ChildProcess::spawn(cmd, &log)
             .unwrap_or_else(|e| panic!("starting {}: {e}", prometheus.display()));
-        let url = format!("http://127.0.0.1:{port}");
-        process
-            .wait_http_ok(&format!("{url}/-/ready"), READY_TIMEOUT)
-            .await;
         PrometheusServer { process, port, dir }
     }
 

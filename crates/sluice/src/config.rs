@@ -83,6 +83,7 @@ pub(crate) struct Config {
     pub(crate) runtime_config_file: std::path::PathBuf,
     pub(crate) runtime_config_reload_period: Duration,
     pub(crate) querier_max_samples: usize,
+    pub(crate) security: crate::security::Security,
 }
 
 /// The results cache as configured, turned into a backend in `validate`.
@@ -224,6 +225,192 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "gRPC server listen port (queriers connect here).",
         |config, value| config.grpc_listen_port = parse_number(value)?
     ),
+    setting!(
+        "server.http-max-header-bytes",
+        "server.http_max_header_bytes",
+        "1048576",
+        "Longest request line and headers, in bytes; longer gets 431 (Go's and so Prometheus's limit).",
+        |config, value| config.security.http_limits.max_header_bytes = parse_number(value)?
+    ),
+    setting!(
+        "server.http-max-url-bytes",
+        "server.http_max_url_bytes",
+        "1048576",
+        "Longest request URL (path and query string), in bytes; longer gets 414, and clients should POST the form instead.",
+        |config, value| config.security.http_limits.max_url_bytes = parse_number(value)?
+    ),
+    setting!(
+        "server.http-read-header-timeout",
+        "server.http_read_header_timeout",
+        "10s",
+        "Time a client has to send a request's headers before it is disconnected, against slow clients holding connections; 0 waits for ever.",
+        |config, value| config.security.http_limits.read_header_timeout = parse_go_duration(value)?
+    ),
+    setting!(
+        "server.http-conn-limit",
+        "server.http_conn_limit",
+        "0",
+        "Most HTTP connections open at once; past it a new connection is answered 503 with the error envelope and closed. 0: no limit.",
+        |config, value| config.security.http_limits.max_connections = parse_number(value)?
+    ),
+    setting!(
+        "server.grpc-tls-cert-path",
+        "server.grpc_tls_cert_path",
+        "",
+        "Certificate (PEM) the gRPC server presents; set, the gRPC server speaks only TLS.",
+        |config, value| config.security.grpc_server.cert_path = value.to_owned()
+    ),
+    setting!(
+        "server.grpc-tls-key-path",
+        "server.grpc_tls_key_path",
+        "",
+        "Private key (PEM) of -server.grpc-tls-cert-path.",
+        |config, value| config.security.grpc_server.key_path = value.to_owned()
+    ),
+    setting!(
+        "server.grpc-tls-ca-path",
+        "server.grpc_tls_ca_path",
+        "",
+        "CA certificates (PEM) that client certificates of the gRPC server must chain to.",
+        |config, value| config.security.grpc_server.ca_path = value.to_owned()
+    ),
+    setting!(
+        "server.grpc-tls-client-auth",
+        "server.grpc_tls_client_auth",
+        "NoClientCert",
+        "Client certificates the gRPC server asks for: NoClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert (mutual TLS: a peer without a certificate from -server.grpc-tls-ca-path cannot connect).",
+        |config, value| config.security.grpc_server.client_auth = value.parse()?
+    ),
+    setting!(
+        "server.http-tls-cert-path",
+        "server.http_tls_cert_path",
+        "",
+        "Certificate (PEM) the HTTP server presents; set, the HTTP server speaks only TLS.",
+        |config, value| config.security.http_server.cert_path = value.to_owned()
+    ),
+    setting!(
+        "server.http-tls-key-path",
+        "server.http_tls_key_path",
+        "",
+        "Private key (PEM) of -server.http-tls-cert-path.",
+        |config, value| config.security.http_server.key_path = value.to_owned()
+    ),
+    setting!(
+        "server.http-tls-ca-path",
+        "server.http_tls_ca_path",
+        "",
+        "CA certificates (PEM) that client certificates of the HTTP server must chain to.",
+        |config, value| config.security.http_server.ca_path = value.to_owned()
+    ),
+    setting!(
+        "server.http-tls-client-auth",
+        "server.http_tls_client_auth",
+        "NoClientCert",
+        "Client certificates the HTTP server asks for: NoClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert (mutual TLS: a peer without a certificate from -server.http-tls-ca-path cannot connect).",
+        |config, value| config.security.http_server.client_auth = value.parse()?
+    ),
+    setting!(bool "querier.frontend-client.tls-enabled", "querier.frontend_client.tls_enabled", "false",
+        "Use TLS for the querier's connections to query-frontends and query-schedulers, and its results to frontends.",
+        |config, value| config.security.querier_client.enabled = parse_bool(value)?),
+    setting!(
+        "querier.frontend-client.tls-cert-path",
+        "querier.frontend_client.tls_cert_path",
+        "",
+        "Client certificate (PEM) presented for the querier's connections to query-frontends and query-schedulers, and its results to frontends (mutual TLS).",
+        |config, value| config.security.querier_client.cert_path = value.to_owned()
+    ),
+    setting!(
+        "querier.frontend-client.tls-key-path",
+        "querier.frontend_client.tls_key_path",
+        "",
+        "Private key (PEM) of -querier.frontend-client.tls-cert-path.",
+        |config, value| config.security.querier_client.key_path = value.to_owned()
+    ),
+    setting!(
+        "querier.frontend-client.tls-ca-path",
+        "querier.frontend_client.tls_ca_path",
+        "",
+        "CA certificates (PEM) the servers must chain to; empty means the system's roots.",
+        |config, value| config.security.querier_client.ca_path = value.to_owned()
+    ),
+    setting!(
+        "querier.frontend-client.tls-server-name",
+        "querier.frontend_client.tls_server_name",
+        "",
+        "Name the servers' certificates must carry; empty means the host of each address.",
+        |config, value| config.security.querier_client.server_name = value.to_owned()
+    ),
+    setting!(bool "querier.frontend-client.tls-insecure-skip-verify", "querier.frontend_client.tls_insecure_skip_verify", "false",
+        "Accept any server certificate (tests only).",
+        |config, value| config.security.querier_client.insecure_skip_verify = parse_bool(value)?),
+    setting!(bool "query-frontend.grpc-client-config.tls-enabled", "frontend.grpc_client_config.tls_enabled", "false",
+        "Use TLS for the query-frontend's connections to query-schedulers.",
+        |config, value| config.security.frontend_client.enabled = parse_bool(value)?),
+    setting!(
+        "query-frontend.grpc-client-config.tls-cert-path",
+        "frontend.grpc_client_config.tls_cert_path",
+        "",
+        "Client certificate (PEM) presented for the query-frontend's connections to query-schedulers (mutual TLS).",
+        |config, value| config.security.frontend_client.cert_path = value.to_owned()
+    ),
+    setting!(
+        "query-frontend.grpc-client-config.tls-key-path",
+        "frontend.grpc_client_config.tls_key_path",
+        "",
+        "Private key (PEM) of -query-frontend.grpc-client-config.tls-cert-path.",
+        |config, value| config.security.frontend_client.key_path = value.to_owned()
+    ),
+    setting!(
+        "query-frontend.grpc-client-config.tls-ca-path",
+        "frontend.grpc_client_config.tls_ca_path",
+        "",
+        "CA certificates (PEM) the servers must chain to; empty means the system's roots.",
+        |config, value| config.security.frontend_client.ca_path = value.to_owned()
+    ),
+    setting!(
+        "query-frontend.grpc-client-config.tls-server-name",
+        "frontend.grpc_client_config.tls_server_name",
+        "",
+        "Name the servers' certificates must carry; empty means the host of each address.",
+        |config, value| config.security.frontend_client.server_name = value.to_owned()
+    ),
+    setting!(bool "query-frontend.grpc-client-config.tls-insecure-skip-verify", "frontend.grpc_client_config.tls_insecure_skip_verify", "false",
+        "Accept any server certificate (tests only).",
+        |config, value| config.security.frontend_client.insecure_skip_verify = parse_bool(value)?),
+    setting!(bool "query-scheduler.grpc-client-config.tls-enabled", "query_scheduler.grpc_client_config.tls_enabled", "false",
+        "Use TLS for the query-scheduler's reports to query-frontends.",
+        |config, value| config.security.scheduler_client.enabled = parse_bool(value)?),
+    setting!(
+        "query-scheduler.grpc-client-config.tls-cert-path",
+        "query_scheduler.grpc_client_config.tls_cert_path",
+        "",
+        "Client certificate (PEM) presented for the query-scheduler's reports to query-frontends (mutual TLS).",
+        |config, value| config.security.scheduler_client.cert_path = value.to_owned()
+    ),
+    setting!(
+        "query-scheduler.grpc-client-config.tls-key-path",
+        "query_scheduler.grpc_client_config.tls_key_path",
+        "",
+        "Private key (PEM) of -query-scheduler.grpc-client-config.tls-cert-path.",
+        |config, value| config.security.scheduler_client.key_path = value.to_owned()
+    ),
+    setting!(
+        "query-scheduler.grpc-client-config.tls-ca-path",
+        "query_scheduler.grpc_client_config.tls_ca_path",
+        "",
+        "CA certificates (PEM) the servers must chain to; empty means the system's roots.",
+        |config, value| config.security.scheduler_client.ca_path = value.to_owned()
+    ),
+    setting!(
+        "query-scheduler.grpc-client-config.tls-server-name",
+        "query_scheduler.grpc_client_config.tls_server_name",
+        "",
+        "Name the servers' certificates must carry; empty means the host of each address.",
+        |config, value| config.security.scheduler_client.server_name = value.to_owned()
+    ),
+    setting!(bool "query-scheduler.grpc-client-config.tls-insecure-skip-verify", "query_scheduler.grpc_client_config.tls_insecure_skip_verify", "false",
+        "Accept any server certificate (tests only).",
+        |config, value| config.security.scheduler_client.insecure_skip_verify = parse_bool(value)?),
     setting!(
         "server.graceful-shutdown-timeout",
         "server.graceful_shutdown_timeout",
@@ -564,8 +751,89 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "querier.downstream-url",
         "querier.downstream_url",
         "",
-        "Prometheus-compatible API the querier runs sub-queries against, e.g. http://localhost:9090.",
+        "Prometheus-compatible API the querier runs sub-queries against, e.g. http://localhost:9090, or https://mimir.example/prometheus (see -querier.downstream-tls-*, -basic-auth-*, -bearer-token-file).",
         |config, value| config.querier_downstream_url = value.to_owned()
+    ),
+    setting!(
+        "querier.downstream-tls-ca-path",
+        "querier.downstream_tls_ca_path",
+        "",
+        "For an https:// downstream: CA certificates (PEM) its certificate must chain to; empty means the system's roots.",
+        |config, value| config.security.downstream.tls.ca_path = value.to_owned()
+    ),
+    setting!(
+        "querier.downstream-tls-cert-path",
+        "querier.downstream_tls_cert_path",
+        "",
+        "Client certificate (PEM) presented to an https:// downstream.",
+        |config, value| config.security.downstream.tls.cert_path = value.to_owned()
+    ),
+    setting!(
+        "querier.downstream-tls-key-path",
+        "querier.downstream_tls_key_path",
+        "",
+        "Private key (PEM) of -querier.downstream-tls-cert-path.",
+        |config, value| config.security.downstream.tls.key_path = value.to_owned()
+    ),
+    setting!(
+        "querier.downstream-tls-server-name",
+        "querier.downstream_tls_server_name",
+        "",
+        "Name the downstream's certificate must carry; empty means the URL's host.",
+        |config, value| config.security.downstream.tls.server_name = value.to_owned()
+    ),
+    setting!(bool "querier.downstream-tls-insecure-skip-verify", "querier.downstream_tls_insecure_skip_verify", "false",
+        "Accept any downstream certificate (tests only).",
+        |config, value| config.security.downstream.tls.insecure_skip_verify = parse_bool(value)?),
+    setting!(
+        "querier.downstream-basic-auth-username",
+        "querier.downstream_basic_auth_username",
+        "",
+        "User name sent to the downstream with HTTP basic auth.",
+        |config, value| config.security.downstream.basic_auth_username = value.to_owned()
+    ),
+    setting!(
+        "querier.downstream-basic-auth-password",
+        "querier.downstream_basic_auth_password",
+        "",
+        "Password for -querier.downstream-basic-auth-username; prefer the -file form, which keeps it out of process listings.",
+        |config, value| config.security.downstream.basic_auth_password = value.to_owned()
+    ),
+    setting!(
+        "querier.downstream-basic-auth-password-file",
+        "querier.downstream_basic_auth_password_file",
+        "",
+        "File holding the downstream basic auth password, read again when it changes.",
+        |config, value| config.security.downstream.basic_auth_password_file = value.to_owned()
+    ),
+    setting!(
+        "querier.downstream-bearer-token-file",
+        "querier.downstream_bearer_token_file",
+        "",
+        "File holding a bearer token sent to the downstream as Authorization, read again when it changes.",
+        |config, value| config.security.downstream.bearer_token_file = value.to_owned()
+    ),
+    setting!(
+        "querier.downstream-header",
+        "querier.downstream_header",
+        "",
+        "Extra header sent with every downstream request, as Name: value; repeat or separate with commas. Values are never logged.",
+        |config, value| config
+            .security
+            .downstream
+            .headers
+            .extend(crate::security::parse_headers(value)?)
+    ),
+    setting!(
+        "query-frontend.forward-header",
+        "frontend.forward_header",
+        "",
+        "Client request header to hand on to the downstream with each sub-query, as Thanos's --query-frontend.forward-header; repeat or separate with commas. Requests differing in these headers never share in-flight work, but the results cache and answer memo are per tenant: forward headers that change the answer only with a tenant of their own.",
+        |config, value| config.frontend.forward_headers.extend(
+            parse_list(value)
+                .into_iter()
+                .map(|name| name.to_ascii_lowercase())
+        )
     ),
     setting!(
         "querier.id",
@@ -692,6 +960,7 @@ fn blank_config() -> Config {
         querier_max_samples: 0,
         runtime_config_file: std::path::PathBuf::new(),
         runtime_config_reload_period: Duration::ZERO,
+        security: crate::security::Security::default(),
     }
 }
 
@@ -983,6 +1252,9 @@ fn validate(config: &mut Config) -> Result<(), String> {
         // must then skip it: a zero freshness window is not "off", so mark it.
         config.frontend.cache_range_results = false;
     }
+    config
+        .security
+        .validate(&mut config.frontend, &mut config.scheduler)?;
     if config.querier_id.is_empty() {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "querier".into());
         config.querier_id = format!("{host}-{}", std::process::id());

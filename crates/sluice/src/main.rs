@@ -6,6 +6,7 @@
 
 mod config;
 mod limits;
+mod security;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -139,9 +140,10 @@ async fn querier_executor(
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<QuerierExecutor> {
     if !config.querier_downstream_url.is_empty() {
-        let executor = PrometheusExecutor::new(
+        let executor = PrometheusExecutor::with_options(
             &config.querier_downstream_url,
             config.querier_max_concurrent,
+            &config.security.downstream,
         )
         .map_err(anyhow::Error::msg)?;
         return Ok(QuerierExecutor::Downstream(Box::new(executor)));
@@ -206,6 +208,7 @@ async fn start_querier(
         backend_probe_interval: config.querier_backend_probe_interval,
         dns_refresh: config.querier_dns_lookup_period,
         shutdown_grace: config.graceful_shutdown_timeout,
+        grpc_client: config.security.querier_channels.clone(),
     };
     tracing::info!(
         querier_id = %querier_config.querier_id,
@@ -240,15 +243,9 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
     let runs_querier = config.targets.contains(&Role::Querier);
 
     let http_address = listen_address(&config.http_listen_address, config.http_listen_port)?;
-    // Responses must leave at once, not wait on Nagle for the client's ACK.
-    let http_listener = axum::serve::ListenerExt::tap_io(
-        tokio::net::TcpListener::bind(http_address)
-            .await
-            .with_context(|| format!("binding the HTTP server to {http_address}"))?,
-        |stream| {
-            let _ = stream.set_nodelay(true);
-        },
-    );
+    let http_listener = tokio::net::TcpListener::bind(http_address)
+        .await
+        .with_context(|| format!("binding the HTTP server to {http_address}"))?;
 
     let runs_scheduler = config.targets.contains(&Role::QueryScheduler);
     let frontend = match runs_frontend {
@@ -282,17 +279,26 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         }
         let routes = routes.routes();
         let mut stopped = grpc_stopped.clone();
+        let tls = config.security.grpc_server_config.clone();
         grpc_task = Some(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
-            tonic::transport::Server::builder()
+            let server = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .http2_keepalive_interval(Some(Duration::from_secs(10)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                })
-                .await
+                .add_routes(routes);
+            let stop = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            match tls {
+                Some(tls) => {
+                    let incoming = sluice_tls::tls_incoming(grpc_listener, tls);
+                    server.serve_with_incoming_shutdown(incoming, stop).await
+                }
+                None => {
+                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+                    server.serve_with_incoming_shutdown(incoming, stop).await
+                }
+            }
         }));
     }
 
@@ -317,15 +323,13 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
     tracing::info!(address = %http_address, targets = ?config.targets, "sluice HTTP server listening");
 
     let (http_stop, http_stopped) = watch::channel(false);
-    let mut http_stopped_wait = http_stopped.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_stopped_wait.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
-    drop(http_stopped);
+    let http_task = tokio::spawn(sluice_frontend::serve_http(
+        http_listener,
+        router,
+        config.security.http_limits.clone(),
+        config.security.http_server_config.clone(),
+        http_stopped,
+    ));
 
     termination_signal().await;
     tracing::info!("shutting down");

@@ -150,7 +150,20 @@ impl CollapseStage {
 
     /// Runs `request`, or waits for the identical one already running.
     async fn run_collapsed(&self, request: Request) -> Answer {
-        let key = request_key(&request.tenant, &request.kind);
+        let mut key = request_key(&request.tenant, &request.kind);
+        // Requests whose forwarded headers differ may get different answers
+        // from the downstream (another user's credentials): never shared.
+        for header in request
+            .forwarded_headers
+            .iter()
+            .flat_map(|headers| headers.iter())
+        {
+            // Header names and values never hold a NUL: it separates them.
+            for part in [&header.name, &header.value] {
+                key.push(0);
+                key.extend_from_slice(part.as_bytes());
+            }
+        }
         loop {
             let existing = self
                 .in_flight

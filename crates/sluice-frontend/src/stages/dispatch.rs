@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sluice_proto::{ApiResponse, ErrorType, QueryRequest, QueryResult};
+use sluice_proto::{ApiResponse, ErrorType, Header, QueryRequest, QueryResult};
 use sluice_queue::worker_stream::Outcome;
 use sluice_queue::{EnqueueError, RequestQueue};
 use tokio::sync::oneshot;
@@ -47,7 +47,13 @@ impl Stage for DispatchStage {
                 kind: Some(request.kind),
             };
             let response = self
-                .dispatch(&request.tenant, query_request, request.deadline, &mut stats)
+                .dispatch(
+                    &request.tenant,
+                    query_request,
+                    request.forwarded_headers.clone(),
+                    request.deadline,
+                    &mut stats,
+                )
                 .await;
             Answer::whole(response, stats)
         })
@@ -92,6 +98,7 @@ impl DispatchStage {
         &self,
         tenant: &str,
         request: QueryRequest,
+        forwarded_headers: Option<Arc<[Header]>>,
         deadline: Instant,
         stats: &mut QueryStats,
     ) -> ApiResponse {
@@ -108,13 +115,15 @@ impl DispatchStage {
                         query_id,
                         tenant,
                         request.clone(),
+                        forwarded_headers.as_deref(),
                         deadline,
                         &mut last_scheduler,
                     )
                     .await
                 }
                 None => {
-                    self.attempt_locally(query_id, tenant, request.clone(), deadline)
+                    let request = (request.clone(), forwarded_headers.clone());
+                    self.attempt_locally(query_id, tenant, request, deadline)
                         .await
                 }
             };
@@ -151,13 +160,14 @@ impl DispatchStage {
         &self,
         query_id: u64,
         tenant: &str,
-        request: QueryRequest,
+        (request, forwarded_headers): (QueryRequest, Option<Arc<[Header]>>),
         deadline: Instant,
     ) -> Attempt {
         let (reply, answer) = oneshot::channel();
         let task = PendingTask {
             query_id,
             request: Some(request),
+            forwarded_headers,
             deadline,
             reply,
         };
@@ -183,6 +193,7 @@ impl DispatchStage {
         query_id: u64,
         tenant: &str,
         request: QueryRequest,
+        forwarded_headers: Option<&[Header]>,
         deadline: Instant,
         last_scheduler: &mut Option<String>,
     ) -> Attempt {
@@ -192,6 +203,7 @@ impl DispatchStage {
                 query_id,
                 tenant,
                 request,
+                forwarded_headers,
                 deadline,
                 last_scheduler.as_deref(),
             )
