@@ -449,3 +449,5 @@ impl Drop for DelayProxy {
         self.task.abort();
     }
 }
+pub mod compare;
+pub mod families;
