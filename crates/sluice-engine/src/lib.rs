@@ -50,6 +50,10 @@ pub enum EngineError {
     /// The query ran past its deadline (`timeout`).
     #[error("query timed out")]
     Timeout,
+    /// Reading the stored data failed: the store is unreachable or its bytes
+    /// are corrupt (`internal`, as Prometheus answers storage errors).
+    #[error("{0}")]
+    Storage(String),
 }
 
 impl EngineError {
@@ -60,6 +64,7 @@ impl EngineError {
             EngineError::Execution(_) => "execution",
             EngineError::Canceled => "canceled",
             EngineError::Timeout => "timeout",
+            EngineError::Storage(_) => "internal",
         }
     }
 }

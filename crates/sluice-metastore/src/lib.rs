@@ -20,6 +20,9 @@
 //! truncated index, bad CRC, missing chunk segments) is skipped with one log
 //! line and one increment of `sluice_blocks_load_failures_total`, and is not
 //! retried until it leaves the bucket: blocks never change once written.
+//! The metastore remembers it ([`Metastore::skipped`]) with its time range
+//! when its `meta.json` still reads, so that queries over that range can
+//! warn that their answer lacks a block.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -54,6 +57,33 @@ pub struct LoadedBlock {
     pub block: Block,
 }
 
+/// A block of the bucket that could not be loaded and is left out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedBlock {
+    pub tenant: String,
+    pub ulid: Ulid,
+    /// Its range from meta.json (`[min, max)`, ms), or `None` when even
+    /// meta.json is unreadable: then it may hold any time.
+    pub range: Option<(i64, i64)>,
+    pub reason: String,
+}
+
+impl SkippedBlock {
+    /// Whether the block may hold samples in `[min_time, max_time]`.
+    pub fn overlaps(&self, min_time: i64, max_time: i64) -> bool {
+        self.range
+            .is_none_or(|(start, end)| start <= max_time && end > min_time)
+    }
+
+    /// The warning a query over this block carries.
+    pub fn warning(&self) -> String {
+        format!(
+            "block {} of tenant {:?} was skipped, answers lack its samples: {}",
+            self.ulid, self.tenant, self.reason
+        )
+    }
+}
+
 /// The blocks of every tenant, each list ordered by `min_time`.
 type Snapshot = HashMap<String, Vec<Arc<LoadedBlock>>>;
 
@@ -70,8 +100,9 @@ pub struct SyncReport {
 pub struct Metastore {
     bucket: Bucket,
     blocks: RwLock<Arc<Snapshot>>,
-    /// Blocks that failed to load, so each is logged and counted once.
-    failed: Mutex<HashSet<(String, Ulid)>>,
+    /// Blocks that failed to load, so each is logged and counted once and
+    /// queries over them warn.
+    failed: Mutex<HashMap<(String, Ulid), SkippedBlock>>,
     load_failures: prometheus::IntCounter,
 }
 
@@ -130,7 +161,7 @@ impl Metastore {
         Arc::new(Metastore {
             bucket,
             blocks: RwLock::new(Arc::new(Snapshot::new())),
-            failed: Mutex::new(HashSet::new()),
+            failed: Mutex::new(HashMap::new()),
             load_failures,
         })
     }
@@ -164,6 +195,21 @@ impl Metastore {
             .filter(|loaded| loaded.info.max_time > min_time)
             .cloned()
             .collect()
+    }
+
+    /// The blocks of `tenant` that could not be loaded and may hold samples
+    /// in `[min_time, max_time]`.
+    pub fn skipped(&self, tenant: &str, min_time: i64, max_time: i64) -> Vec<SkippedBlock> {
+        let mut skipped: Vec<SkippedBlock> = self
+            .failed
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .values()
+            .filter(|block| block.tenant == tenant && block.overlaps(min_time, max_time))
+            .cloned()
+            .collect();
+        skipped.sort_by_key(|block| block.ulid);
+        skipped
     }
 
     /// The tenants that have blocks.
