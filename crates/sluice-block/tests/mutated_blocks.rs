@@ -12,7 +12,8 @@ use std::sync::{Arc, OnceLock};
 
 use proptest::prelude::*;
 use sluice_block::{
-    Block, BlockWriter, Interval, Labels, MatchOp, Matcher, MemDir, STALE_NAN, Sample, Shard,
+    Block, BlockCaches, BlockWriter, Interval, Labels, MatchOp, Matcher, MemDir, STALE_NAN, Sample,
+    Shard,
 };
 
 /// The files of a small written block: a few series over two chunk
@@ -63,7 +64,9 @@ fn pristine() -> &'static BTreeMap<String, Vec<u8>> {
 
 /// Reads everything a query could: every error is fine, a panic is not.
 fn read_everything(dir: MemDir) -> usize {
-    let Ok(block) = Block::open(Arc::new(dir)) else {
+    // With caches, so that batched prefetches meet the damage too.
+    let caches = BlockCaches::with_sizes(1 << 16, 1 << 16);
+    let Ok(block) = Block::open_with_caches(Arc::new(dir), &caches) else {
         return 0;
     };
     let selections = [

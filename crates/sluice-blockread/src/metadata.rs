@@ -60,7 +60,7 @@ pub fn series(
         let matchers = block_matchers(selector)?;
         for block in storage.overlapping(start, end) {
             for series in block
-                .select(&matchers, start, end, None)
+                .select_series(&matchers, start, end, None)
                 .map_err(execution)?
             {
                 found.insert(series.labels);

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use sluice_block::{Block, BlockMeta, Ulid};
+use sluice_block::{Block, BlockCaches, BlockMeta, Ulid};
 use sluice_bucket::{BlockLocation, Bucket, BucketError, discover};
 use tokio::sync::watch;
 
@@ -99,6 +99,8 @@ pub struct SyncReport {
 /// The in-memory index of the bucket's blocks.
 pub struct Metastore {
     bucket: Bucket,
+    /// Shared by every block opened: postings and chunks read before.
+    caches: BlockCaches,
     blocks: RwLock<Arc<Snapshot>>,
     /// Blocks that failed to load, so each is logged and counted once and
     /// queries over them warn.
@@ -106,10 +108,15 @@ pub struct Metastore {
     load_failures: prometheus::IntCounter,
 }
 
-fn load(bucket: &Bucket, location: &BlockLocation) -> Result<LoadedBlock, String> {
+fn load(
+    bucket: &Bucket,
+    location: &BlockLocation,
+    caches: &BlockCaches,
+) -> Result<LoadedBlock, String> {
     let dir = location.dir(bucket);
     let size_bytes = dir.size().map_err(|error| error.to_string())?;
-    let block = Block::open(Arc::new(dir)).map_err(|error| error.to_string())?;
+    let block =
+        Block::open_with_caches(Arc::new(dir), caches).map_err(|error| error.to_string())?;
     check_segments(&block, location)?;
     let meta: &BlockMeta = block.meta();
     let info = BlockInfo {
@@ -149,9 +156,22 @@ fn check_segments(block: &Block, location: &BlockLocation) -> Result<(), String>
 }
 
 impl Metastore {
-    /// An empty metastore over `bucket`; its failure counter is registered in
-    /// `registry` (a second registration, from a test, is tolerated).
+    /// An empty metastore over `bucket`, with no block caches; its failure
+    /// counter is registered in `registry` (a second registration, from a
+    /// test, is tolerated).
     pub fn new(bucket: Bucket, registry: &prometheus::Registry) -> Arc<Metastore> {
+        Metastore::with_caches(bucket, registry, BlockCaches::default())
+    }
+
+    /// Like [`Metastore::new`], opening blocks with `caches`; the caches'
+    /// and the bucket's metrics are registered too.
+    pub fn with_caches(
+        bucket: Bucket,
+        registry: &prometheus::Registry,
+        caches: BlockCaches,
+    ) -> Arc<Metastore> {
+        let store_metrics = metrics::StoreMetrics::new(caches.clone(), bucket.clone());
+        let _ = registry.register(Box::new(store_metrics));
         let load_failures = prometheus::IntCounter::new(
             "sluice_blocks_load_failures_total",
             "Blocks in the bucket that could not be loaded and are skipped.",
@@ -160,6 +180,7 @@ impl Metastore {
         let _ = registry.register(Box::new(load_failures.clone()));
         Arc::new(Metastore {
             bucket,
+            caches,
             blocks: RwLock::new(Arc::new(Snapshot::new())),
             failed: Mutex::new(HashMap::new()),
             load_failures,
@@ -168,6 +189,10 @@ impl Metastore {
 
     pub fn bucket(&self) -> &Bucket {
         &self.bucket
+    }
+
+    pub fn caches(&self) -> &BlockCaches {
+        &self.caches
     }
 
     pub fn load_failures(&self) -> u64 {
@@ -220,6 +245,7 @@ impl Metastore {
     }
 }
 
+mod metrics;
 mod sync;
 
 #[cfg(test)]

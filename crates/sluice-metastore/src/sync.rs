@@ -56,7 +56,7 @@ impl Metastore {
         if failed.contains_key(&key) {
             return None;
         }
-        match load(&self.bucket, location) {
+        match load(&self.bucket, location, &self.caches) {
             Ok(loaded) => Some(Arc::new(loaded)),
             Err(reason) => {
                 tracing::warn!(bucket = self.bucket.name(), block = %location.prefix, %reason, "skipping a block that cannot be loaded");

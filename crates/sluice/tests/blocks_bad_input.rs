@@ -142,32 +142,13 @@ async fn a_bucket_that_is_down_answers_with_an_error_envelope() {
     moto.create_bucket("blocks").await;
     let local = TempDir::new("sluice-s3-down").unwrap();
     let block = write_block(local.path(), BASE_MS, BASE_MS + 2 * HOUR_MS);
-    let config = sluice_bucket::BucketConfig {
-        backend: sluice_bucket::Backend::S3,
-        s3: sluice_bucket::S3Config {
-            endpoint: moto.endpoint(),
-            bucket_name: "blocks".into(),
-            access_key_id: "test".into(),
-            secret_access_key: "test".into(),
-            region: "us-east-1".into(),
-            insecure: true,
-        },
-        ..sluice_bucket::BucketConfig::default()
-    };
+    let config = common::moto_bucket_config(&moto);
     let bucket = sluice_bucket::Bucket::open(&config, tokio::runtime::Handle::current()).unwrap();
     let prefix = format!("anonymous/{}", block.file_name().unwrap().to_string_lossy());
     tokio::task::spawn_blocking(move || bucket.upload_block(&block, &prefix).unwrap())
         .await
         .unwrap();
-    let flags = [
-        "-blocks-storage.backend=s3".to_owned(),
-        format!("-blocks-storage.s3.endpoint={}", moto.endpoint()),
-        "-blocks-storage.s3.bucket-name=blocks".to_owned(),
-        "-blocks-storage.s3.access-key-id=test".to_owned(),
-        "-blocks-storage.s3.secret-access-key=test".to_owned(),
-        "-blocks-storage.s3.region=us-east-1".to_owned(),
-        "-blocks-storage.s3.insecure=true".to_owned(),
-    ];
+    let flags = common::moto_flags(&moto);
     let sluice = start_sluice("s3-down", &flags).await;
     sluice.wait_ready_status(200, Duration::from_secs(20)).await;
     let at = seconds(BASE_MS + HOUR_MS);
