@@ -235,10 +235,7 @@ impl Executor for EngineExecutor {
                     ))),
                 }
             }
-            Some(QueryKind::Forwarded(forwarded)) => failed(EngineError::BadData(format!(
-                "{} is not served by the embedded engine (no -querier.downstream-url)",
-                forwarded.path
-            ))),
+            Some(QueryKind::Forwarded(forwarded)) => crate::forwarded::answer(&forwarded),
             None => failed(EngineError::BadData("empty request".into())),
         }
     }

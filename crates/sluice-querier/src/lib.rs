@@ -15,6 +15,7 @@
 
 mod engine;
 pub mod executor;
+mod forwarded;
 mod limiter;
 mod metrics;
 mod probe;

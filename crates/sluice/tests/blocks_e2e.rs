@@ -106,5 +106,31 @@ async fn the_engine_over_prometheus_blocks_answers_as_prometheus() {
         assert_agree(&answer(&sluice.url(), path, &params).await, &want, path);
         compared += 1;
     }
+    // Paths a querier forwards to a downstream: the engine answers them as
+    // a Prometheus with the same blocks (no metadata, no exemplars) does.
+    let (start, end) = (seconds(first), seconds(last));
+    for (path, params) in [
+        ("/api/v1/metadata", vec![]),
+        ("/api/v1/metadata", vec![("metric", "http_requests_total")]),
+        (
+            "/api/v1/query_exemplars",
+            vec![
+                ("query", "http_requests_total"),
+                ("start", &start),
+                ("end", &end),
+            ],
+        ),
+        ("/api/v1/query_exemplars", vec![("query", "rate(")]),
+    ] {
+        let want = answer(&prometheus.url(), path, &params).await;
+        assert_agree(&answer(&sluice.url(), path, &params).await, &want, path);
+        compared += 1;
+    }
+    let (status, info) = answer(&sluice.url(), "/api/v1/status/buildinfo", &[]).await;
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(
+        (status, &info["data"]["application"]),
+        (200, &"sluice".into())
+    );
     println!("{copied} blocks, {compared} answers agree");
 }
