@@ -6,8 +6,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::cache::BlockCaches;
 use crate::chunkenc::{Chunk, Sample, XorIterator};
-use crate::chunks::ChunkReader;
+use crate::chunks::{ChunkReader, ChunkRef};
 use crate::error::{Error, Result};
 use crate::index::{ChunkMeta, IndexReader, SeriesRef};
 use crate::labels::Labels;
@@ -50,10 +51,22 @@ impl Block {
     /// Opens the block whose files `dir` holds, reading its meta, index
     /// header and tombstones, and checking its chunk segments' headers.
     pub fn open(dir: Arc<dyn RangeRead>) -> Result<Block> {
+        Block::open_with_caches(dir, &BlockCaches::default())
+    }
+
+    /// Like [`Block::open`], keeping the postings and chunks it reads in
+    /// `caches` (shared with other blocks).
+    pub fn open_with_caches(dir: Arc<dyn RangeRead>, caches: &BlockCaches) -> Result<Block> {
         let meta = BlockMeta::read(dir.as_ref())?;
-        let index = IndexReader::open(dir.clone())?;
+        let mut index = IndexReader::open(dir.clone())?;
         let tombstones = Tombstones::read(dir.as_ref())?;
-        let chunks = ChunkReader::open(dir)?;
+        let mut chunks = ChunkReader::open(dir)?;
+        if let Some(cache) = &caches.postings {
+            index.cache_postings(cache.clone(), meta.ulid);
+        }
+        if let Some(cache) = &caches.chunks {
+            chunks.cache_chunks(cache.clone(), meta.ulid);
+        }
         Ok(Block {
             meta,
             index,
@@ -90,7 +103,9 @@ impl Block {
     }
 
     /// The series matching all `matchers` with a chunk in `[min_time,
-    /// max_time]` (inclusive), in label order, restricted to `shard`.
+    /// max_time]` (inclusive), in label order, restricted to `shard`; their
+    /// chunks are fetched into the chunk cache (if the block has one) with
+    /// batched reads, since the caller reads them next.
     pub fn select(
         &self,
         matchers: &[Matcher],
@@ -98,9 +113,27 @@ impl Block {
         max_time: i64,
         shard: Option<Shard>,
     ) -> Result<Vec<BlockSeries>> {
+        let selected = self.select_series(matchers, min_time, max_time, shard)?;
+        let references: Vec<ChunkRef> = selected
+            .iter()
+            .flat_map(|series| series.chunks.iter().map(|chunk| chunk.reference))
+            .collect();
+        self.chunks.prefetch(&references)?;
+        Ok(selected)
+    }
+
+    /// Like [`Block::select`] without fetching chunks: for labels only.
+    pub fn select_series(
+        &self,
+        matchers: &[Matcher],
+        min_time: i64,
+        max_time: i64,
+        shard: Option<Shard>,
+    ) -> Result<Vec<BlockSeries>> {
+        let references = self.index.select(matchers)?;
+        let entries = self.index.series_many(&references)?;
         let mut selected = Vec::new();
-        for reference in self.index.select(matchers)? {
-            let entry = self.index.series(reference)?;
+        for (reference, entry) in references.into_iter().zip(entries) {
             if shard.is_some_and(|shard| !shard.contains(&entry.labels)) {
                 continue;
             }

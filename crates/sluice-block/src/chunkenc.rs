@@ -118,6 +118,11 @@ impl Chunk {
         &self.data
     }
 
+    /// Where the chunk's data lies, for errors.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
     /// The sample count from the 2-byte header all three encodings share.
     pub fn num_samples(&self) -> u16 {
         match self.data.get(..2) {

@@ -11,9 +11,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::cache::{BlockCache, CacheKey};
 use crate::chunkenc::{Chunk, Encoding, Origin};
 use crate::encoding::{Decoder, check_crc, crc32c, put_uvarint};
 use crate::error::{Error, Result};
+use crate::meta::Ulid;
 use crate::read::RangeRead;
 
 pub const MAGIC_CHUNKS: u32 = 0x85BD_40DD;
@@ -204,6 +206,9 @@ pub struct ChunkReader {
     dir: Arc<dyn RangeRead>,
     /// Name and length of each segment, in segment-index order.
     segments: Vec<(Arc<str>, u64)>,
+    /// Chunks read before, shared by all blocks, keyed by this block and
+    /// each chunk's reference.
+    cache: Option<(Arc<BlockCache<Chunk>>, Ulid)>,
 }
 
 impl ChunkReader {
@@ -229,15 +234,109 @@ impl ChunkReader {
             check_segment_header(&file, &header)?;
             segments.push((Arc::from(file), length));
         }
-        Ok(ChunkReader { dir, segments })
+        Ok(ChunkReader {
+            dir,
+            segments,
+            cache: None,
+        })
+    }
+
+    /// Keeps the chunks this reader reads in `cache`, as `block`'s.
+    pub fn cache_chunks(&mut self, cache: Arc<BlockCache<Chunk>>, block: Ulid) {
+        self.cache = Some((cache, block));
+    }
+
+    fn cache_key(&self, reference: ChunkRef) -> Option<(&BlockCache<Chunk>, CacheKey)> {
+        let (cache, block) = self.cache.as_ref()?;
+        let key = CacheKey {
+            block: *block,
+            offset: reference.0,
+        };
+        Some((cache.as_ref(), key))
+    }
+
+    fn remember(&self, reference: ChunkRef, chunk: &Chunk, prefetched: bool) {
+        if let Some((cache, key)) = self.cache_key(reference) {
+            // A copy: a slice would keep the whole read alive.
+            let data = Bytes::copy_from_slice(chunk.data());
+            let copy = Chunk::new(chunk.encoding(), data, chunk.origin().clone());
+            match prefetched {
+                true => cache.insert_prefetched(key, copy),
+                false => cache.insert(key, copy),
+            }
+        }
+    }
+
+    /// Fetches the chunks at `references` that the cache lacks, with one
+    /// batch of ranged reads per segment, into the cache (nothing without
+    /// a cache). A chunk that does not decode is left for [`Self::chunk`]
+    /// to report when it is read.
+    pub fn prefetch(&self, references: &[ChunkRef]) -> Result<()> {
+        let mut missing: Vec<ChunkRef> = references
+            .iter()
+            .copied()
+            .filter(|reference| {
+                self.cache_key(*reference)
+                    .is_some_and(|(cache, key)| !cache.contains(key))
+            })
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        for same_segment in missing.chunk_by(|a, b| a.segment() == b.segment()) {
+            self.prefetch_segment(same_segment)?;
+        }
+        Ok(())
+    }
+
+    fn prefetch_segment(&self, references: &[ChunkRef]) -> Result<()> {
+        let Some((file, length)) = self.segments.get(references[0].segment() as usize) else {
+            return Ok(());
+        };
+        let starts: Vec<u64> = references
+            .iter()
+            .map(|reference| u64::from(reference.offset()))
+            .filter(|start| *start >= SEGMENT_HEADER_LEN && start < length)
+            .collect();
+        // Overlapping windows become one range.
+        let mut windows: Vec<std::ops::Range<u64>> = Vec::new();
+        for &start in &starts {
+            let end = (start + CHUNK_READ_WINDOW).min(*length);
+            match windows.last_mut() {
+                Some(last) if start <= last.end => last.end = last.end.max(end),
+                _ => windows.push(start..end),
+            }
+        }
+        let fetched = self.dir.read_ranges(file, &windows)?;
+        for start in starts {
+            let window = windows.partition_point(|window| window.start <= start) - 1;
+            let base = windows[window].start;
+            let position = (start - base) as usize;
+            if let Ok(Some((chunk, _))) = decode_chunk(file, &fetched[window], base, position) {
+                let reference = ChunkRef::new(references[0].segment(), start as u32);
+                self.remember(reference, &chunk, true);
+            }
+        }
+        Ok(())
     }
 
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
 
-    /// Reads the chunk at `reference`.
+    /// The chunk at `reference`, from the cache when it has it.
     pub fn chunk(&self, reference: ChunkRef) -> Result<Chunk> {
+        if let Some((cache, key)) = self.cache_key(reference)
+            && let Some(chunk) = cache.get(key)
+        {
+            return Ok(chunk);
+        }
+        let chunk = self.read_chunk(reference)?;
+        self.remember(reference, &chunk, false);
+        Ok(chunk)
+    }
+
+    /// Reads the chunk at `reference` from its segment.
+    fn read_chunk(&self, reference: ChunkRef) -> Result<Chunk> {
         let Some((file, length)) = self.segments.get(reference.segment() as usize) else {
             return Err(Error::corrupt(
                 "chunks",

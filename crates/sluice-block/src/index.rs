@@ -11,6 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use bytes::Bytes;
+
+use crate::cache::{BlockCache, CacheKey};
 use crate::chunks::ChunkRef;
 use crate::encoding::{
     Decoder, check_crc, checked_section, crc32c, pad_to, put_be32, put_be64, put_uvarint,
@@ -19,6 +22,7 @@ use crate::encoding::{
 use crate::error::{Error, Result};
 use crate::labels::{Label, Labels};
 use crate::matcher::Matcher;
+use crate::meta::Ulid;
 use crate::postings::{decode_postings, encode_postings, intersect, subtract, union};
 use crate::read::RangeRead;
 
@@ -315,6 +319,9 @@ pub struct IndexReader {
     file_len: u64,
     symbols: Vec<String>,
     postings: BTreeMap<String, Vec<PostingsEntry>>,
+    /// Postings lists read before, shared by all blocks, keyed by this
+    /// block and each list's offset.
+    postings_cache: Option<(Arc<BlockCache<Bytes>>, Ulid)>,
 }
 
 impl IndexReader {
@@ -342,7 +349,13 @@ impl IndexReader {
             file_len,
             symbols,
             postings,
+            postings_cache: None,
         })
+    }
+
+    /// Keeps the postings lists this index reads in `cache`, as `block`'s.
+    pub fn cache_postings(&mut self, cache: Arc<BlockCache<Bytes>>, block: Ulid) {
+        self.postings_cache = Some((cache, block));
     }
 
     /// The symbol table: every label name and value, sorted.
@@ -426,60 +439,111 @@ impl IndexReader {
         Ok(selected)
     }
 
-    /// Reads postings lists, one ranged read for each run of nearby lists.
+    /// Reads postings lists: from the cache where it has them, the rest
+    /// with one batch of ranged reads, one range for each run of nearby
+    /// lists.
     fn read_postings(&self, entries: &[&PostingsEntry]) -> Result<Vec<Vec<SeriesRef>>> {
-        let mut lists = Vec::with_capacity(entries.len());
-        let mut run_start = 0;
-        while run_start < entries.len() {
-            let mut run_end = run_start + 1;
-            while run_end < entries.len()
-                && entries[run_end].start >= entries[run_end - 1].end
-                && entries[run_end].start - entries[run_end - 1].end < POSTINGS_MERGE_GAP
-            {
-                run_end += 1;
+        let mut lists: Vec<Option<Vec<SeriesRef>>> = vec![None; entries.len()];
+        let mut missing: Vec<usize> = Vec::new();
+        for (index, entry) in entries.iter().enumerate() {
+            match self.cached_postings(entry) {
+                Some(bytes) => lists[index] = Some(decode_postings(FILE, &bytes, entry.start)?),
+                None => missing.push(index),
             }
-            let first = entries[run_start].start;
-            let bytes = self.dir.read_range(FILE, first..entries[run_end - 1].end)?;
-            for entry in &entries[run_start..run_end] {
-                let relative = (entry.start - first) as usize;
-                lists.push(decode_postings(
-                    FILE,
-                    &bytes[relative..(entry.end - first) as usize],
-                    entry.start,
-                )?);
-            }
-            run_start = run_end;
         }
-        Ok(lists)
+        let runs = postings_runs(entries, &missing);
+        let ranges: Vec<std::ops::Range<u64>> = runs
+            .iter()
+            .map(|run| entries[run[0]].start..entries[run[run.len() - 1]].end)
+            .collect();
+        if ranges.is_empty() {
+            return Ok(lists.into_iter().map(Option::unwrap_or_default).collect());
+        }
+        let fetched = self.dir.read_ranges(FILE, &ranges)?;
+        for (run, bytes) in runs.iter().zip(fetched) {
+            let first = entries[run[0]].start;
+            for &index in run {
+                let entry = entries[index];
+                let list = &bytes[(entry.start - first) as usize..(entry.end - first) as usize];
+                lists[index] = Some(decode_postings(FILE, list, entry.start)?);
+                self.cache_postings_bytes(entry, list);
+            }
+        }
+        Ok(lists.into_iter().map(Option::unwrap_or_default).collect())
     }
 
-    /// Reads the series entry with reference `reference`.
-    pub fn series(&self, reference: SeriesRef) -> Result<SeriesEntry> {
-        let offset = u64::from(reference) * SERIES_ALIGN;
+    fn cached_postings(&self, entry: &PostingsEntry) -> Option<Bytes> {
+        let (cache, block) = self.postings_cache.as_ref()?;
+        cache.get(CacheKey {
+            block: *block,
+            offset: entry.start,
+        })
+    }
+
+    fn cache_postings_bytes(&self, entry: &PostingsEntry, list: &[u8]) {
+        if let Some((cache, block)) = &self.postings_cache {
+            let key = CacheKey {
+                block: *block,
+                offset: entry.start,
+            };
+            // A copy: a slice would keep the whole read alive.
+            cache.insert(key, Bytes::copy_from_slice(list));
+        }
+    }
+
+    /// The entries of several series, their windows fetched with one batch
+    /// of ranged reads (a selection's entries lie next to each other).
+    pub fn series_many(&self, references: &[SeriesRef]) -> Result<Vec<SeriesEntry>> {
         let limit = self.file_len - TOC_LEN;
-        if offset < HEADER_LEN || offset >= limit {
+        let mut windows: Vec<std::ops::Range<u64>> = Vec::new();
+        for reference in references {
+            let offset = self.series_offset(*reference)?;
+            let end = (offset + SERIES_READ_WINDOW).min(limit);
+            match windows.last_mut() {
+                Some(last) if offset >= last.start && offset <= last.end => {
+                    last.end = last.end.max(end)
+                }
+                _ => windows.push(offset..end),
+            }
+        }
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fetched = self.dir.read_ranges(FILE, &windows)?;
+        let mut entries = Vec::with_capacity(references.len());
+        for reference in references {
+            let offset = u64::from(*reference) * SERIES_ALIGN;
+            let window = windows.partition_point(|window| window.start <= offset) - 1;
+            let bytes = &fetched[window][(offset - windows[window].start) as usize..];
+            match self.decode_series_at(offset, bytes)? {
+                Some(entry) => entries.push(entry),
+                None => entries.push(self.series(*reference)?),
+            }
+        }
+        Ok(entries)
+    }
+
+    fn series_offset(&self, reference: SeriesRef) -> Result<u64> {
+        let offset = u64::from(reference) * SERIES_ALIGN;
+        if offset < HEADER_LEN || offset >= self.file_len - TOC_LEN {
             return Err(Error::corrupt(
                 FILE,
                 offset,
                 format_args!("series reference {reference} outside the index"),
             ));
         }
-        let mut bytes = self
-            .dir
-            .read_range(FILE, offset..(offset + SERIES_READ_WINDOW).min(limit))?;
-        let mut decoder = Decoder::new(FILE, &bytes, offset);
+        Ok(offset)
+    }
+
+    /// Decodes the series entry at `offset` from `bytes` (the file from
+    /// there on); `None` when `bytes` end before the entry does.
+    fn decode_series_at(&self, offset: u64, bytes: &[u8]) -> Result<Option<SeriesEntry>> {
+        let mut decoder = Decoder::new(FILE, bytes, offset);
         let length = decoder.uvarint()?;
         let prefix = bytes.len() - decoder.remaining();
         let needed = (prefix as u64).saturating_add(length).saturating_add(4);
         if needed > bytes.len() as u64 {
-            if offset.saturating_add(needed) > limit {
-                return Err(Error::corrupt(
-                    FILE,
-                    offset,
-                    format_args!("series entry of {length} bytes runs past the index"),
-                ));
-            }
-            bytes = self.dir.read_range(FILE, offset..offset + needed)?;
+            return Ok(None);
         }
         let body = &bytes[prefix..prefix + length as usize];
         check_crc(
@@ -488,7 +552,34 @@ impl IndexReader {
             body,
             &bytes[prefix + length as usize..needed as usize],
         )?;
-        self.decode_series(body, offset + prefix as u64)
+        self.decode_series(body, offset + prefix as u64).map(Some)
+    }
+
+    /// Reads the series entry with reference `reference`.
+    pub fn series(&self, reference: SeriesRef) -> Result<SeriesEntry> {
+        let offset = self.series_offset(reference)?;
+        let limit = self.file_len - TOC_LEN;
+        let bytes = self
+            .dir
+            .read_range(FILE, offset..(offset + SERIES_READ_WINDOW).min(limit))?;
+        if let Some(entry) = self.decode_series_at(offset, &bytes)? {
+            return Ok(entry);
+        }
+        // Longer than the window: its length is known now.
+        let mut decoder = Decoder::new(FILE, &bytes, offset);
+        let length = decoder.uvarint()?;
+        let prefix = (bytes.len() - decoder.remaining()) as u64;
+        let needed = prefix.saturating_add(length).saturating_add(4);
+        if offset.saturating_add(needed) > limit {
+            return Err(Error::corrupt(
+                FILE,
+                offset,
+                format_args!("series entry of {length} bytes runs past the index"),
+            ));
+        }
+        let whole = self.dir.read_range(FILE, offset..offset + needed)?;
+        self.decode_series_at(offset, &whole)?
+            .ok_or_else(|| Error::corrupt(FILE, offset, "series entry runs past its read"))
     }
 
     fn decode_series(&self, body: &[u8], offset: u64) -> Result<SeriesEntry> {
@@ -547,6 +638,27 @@ impl IndexReader {
                 )
             })
     }
+}
+
+/// Groups the `missing` entries (indices into `entries`, in file order)
+/// into runs close enough to fetch with one range each.
+fn postings_runs(entries: &[&PostingsEntry], missing: &[usize]) -> Vec<Vec<usize>> {
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    for &index in missing {
+        let entry = entries[index];
+        match runs.last_mut() {
+            Some(run) => {
+                let previous = entries[run[run.len() - 1]];
+                if entry.start >= previous.end && entry.start - previous.end < POSTINGS_MERGE_GAP {
+                    run.push(index);
+                } else {
+                    runs.push(vec![index]);
+                }
+            }
+            None => runs.push(vec![index]),
+        }
+    }
+    runs
 }
 
 fn check_header(header: &[u8]) -> Result<()> {

@@ -12,6 +12,7 @@
 //! them mutated input).
 
 pub mod block;
+pub mod cache;
 pub mod chunkenc;
 pub mod chunks;
 mod encoding;
@@ -26,6 +27,7 @@ pub mod tombstones;
 pub mod writer;
 
 pub use block::{Block, BlockSeries, SeriesSamples, Shard};
+pub use cache::{BlockCache, BlockCaches, CacheKey, CacheStats};
 pub use chunkenc::{Chunk, Encoding, STALE_NAN, Sample, XorEncoder, XorIterator};
 pub use chunks::{ChunkReader, ChunkRef, ChunkWriter};
 pub use encoding::crc32c;

@@ -30,6 +30,16 @@ pub trait RangeRead: Send + Sync {
     /// The names of the files directly inside `dir`, sorted.
     fn list(&self, dir: &str) -> Result<Vec<String>>;
 
+    /// The bytes of each of `ranges` of `file`, in order. Where a request
+    /// costs more than its bytes (an object store) an implementation
+    /// fetches nearby ranges with one request; this default reads each.
+    fn read_ranges(&self, file: &str, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        ranges
+            .iter()
+            .map(|range| self.read_range(file, range.clone()))
+            .collect()
+    }
+
     /// The whole of `file`.
     fn read_all(&self, file: &str) -> Result<Bytes> {
         let length = self.file_len(file)?;

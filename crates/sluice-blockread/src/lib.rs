@@ -16,6 +16,7 @@
 //! over the chunks that overlap the selected range.
 
 mod metadata;
+mod skipped;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use sluice_engine::{EngineError, Shard, Storage, StoredSeries};
 use sluice_metastore::{LoadedBlock, Metastore};
 
 pub use metadata::{label_names, label_values, selector_matchers, series};
+pub use skipped::WatchSkipped;
 
 /// The blocks of one tenant that a query may read, fixed when it starts so
 /// that a sync during the query does not change what it sees.
@@ -58,7 +60,7 @@ impl BlockStorage {
 }
 
 pub(crate) fn execution(error: impl std::fmt::Display) -> EngineError {
-    EngineError::Execution(format!("reading blocks: {error}"))
+    EngineError::Storage(format!("reading blocks: {error}"))
 }
 
 /// The block crate's matchers for the engine's (the same semantics:

@@ -1,6 +1,11 @@
 //! `series`, `labels` and `label/<name>/values` over the blocks. Without
 //! selectors, names and values come straight from the blocks' index headers
 //! (as Prometheus answers them); with selectors, from the matching series.
+//!
+//! Time is honoured as Prometheus honours it: `series` returns the series
+//! with a chunk in `[start, end]`, while `labels` and `label/<name>/values`
+//! with selectors read the postings of every block overlapping the range,
+//! whatever the times of a series' chunks in it (a block's granularity).
 
 use std::collections::BTreeSet;
 
@@ -55,7 +60,7 @@ pub fn series(
         let matchers = block_matchers(selector)?;
         for block in storage.overlapping(start, end) {
             for series in block
-                .select(&matchers, start, end, None)
+                .select_series(&matchers, start, end, None)
                 .map_err(execution)?
             {
                 found.insert(series.labels);
@@ -63,6 +68,27 @@ pub fn series(
         }
     }
     Ok(found.into_iter().collect())
+}
+
+/// The label sets of the series matching any of `selectors` in the blocks
+/// that overlap `[start, end]`, whatever the times of their chunks.
+fn series_in_blocks(
+    storage: &BlockStorage,
+    selectors: &[Vec<EngineMatcher>],
+    start: i64,
+    end: i64,
+) -> Result<BTreeSet<Labels>, EngineError> {
+    let mut found = BTreeSet::new();
+    for selector in selectors {
+        let matchers = block_matchers(selector)?;
+        for block in storage.overlapping(start, end) {
+            let index = block.index();
+            for reference in index.select(&matchers).map_err(execution)? {
+                found.insert(index.series(reference).map_err(execution)?.labels);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Every label name in `[start, end]`, or of the series `selectors` match.
@@ -78,7 +104,7 @@ pub fn label_names(
             names.extend(block.index().label_names().into_iter().map(str::to_owned));
         }
     } else {
-        for labels in series(storage, selectors, start, end)? {
+        for labels in series_in_blocks(storage, selectors, start, end)? {
             names.extend(labels.iter().map(|label| label.name.clone()));
         }
     }
@@ -107,10 +133,59 @@ pub fn label_values(
             );
         }
     } else {
-        for labels in series(storage, selectors, start, end)? {
+        for labels in series_in_blocks(storage, selectors, start, end)? {
             values.extend(labels.get(name).map(str::to_owned));
         }
     }
     values.remove("");
     Ok(values.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_block::{BlockWriter, Sample};
+    use sluice_bucket::{Bucket, BucketConfig};
+    use sluice_metastore::Metastore;
+
+    use super::*;
+
+    #[test]
+    fn names_and_values_with_selectors_have_a_blocks_granularity() {
+        let runtime = sluice_testkit::io_runtime();
+        let dir = sluice_testkit::TempDir::new("blockread-metadata").unwrap();
+        let minutes = |from: i64, to: i64| -> Vec<Sample> {
+            (from..to)
+                .map(|minute| Sample {
+                    t: minute * 60_000,
+                    v: 1.0,
+                })
+                .collect()
+        };
+        let gone = Labels::from_pairs(&[("__name__", "x"), ("job", "gone"), ("zone", "a")]);
+        let kept = Labels::from_pairs(&[("__name__", "x"), ("job", "kept")]);
+        let mut writer = BlockWriter::new();
+        writer.add_series(gone.clone(), minutes(0, 10)).unwrap();
+        writer.add_series(kept.clone(), minutes(0, 120)).unwrap();
+        writer.write(dir.path()).unwrap();
+        let config = BucketConfig {
+            filesystem_dir: dir.path().to_owned(),
+            ..BucketConfig::default()
+        };
+        let bucket = Bucket::open(&config, runtime.handle().clone()).unwrap();
+        let metastore = Metastore::new(bucket, &prometheus::Registry::new());
+        metastore.sync().unwrap();
+        let storage = BlockStorage::new(&metastore, "anonymous", i64::MIN, i64::MAX);
+        let x = selector_matchers("x").unwrap();
+        let (start, end) = (3_600_000, 7_200_000);
+        // `gone` has no chunk in the last hour, but its block does.
+        assert_eq!(series(&storage, &x, start, end).unwrap(), vec![kept]);
+        assert_eq!(
+            label_values(&storage, "job", &x, start, end).unwrap(),
+            vec!["gone", "kept"]
+        );
+        assert_eq!(
+            label_names(&storage, &x, start, end).unwrap(),
+            vec!["__name__", "job", "zone"]
+        );
+    }
 }

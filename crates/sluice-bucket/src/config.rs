@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
+#[cfg(feature = "s3")]
+use std::time::Duration;
 
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
@@ -115,12 +117,13 @@ fn open_s3(config: &S3Config) -> Result<(Arc<dyn ObjectStore>, String)> {
     }
     let name = format!("s3://{}", config.bucket_name);
     let mut builder = AmazonS3Builder::from_env()
+        .with_retry(retries())
         .with_bucket_name(&config.bucket_name)
         .with_allow_http(config.insecure)
         .with_crypto_provider(Arc::new(crate::crypto::RustCrypto));
     #[cfg(not(feature = "s3-tls"))]
     {
-        builder = builder.with_http_connector(crate::http::PlainHttpConnector);
+        builder = builder.with_http_connector(crate::http::PlainHttpConnector::default());
     }
     if !config.region.is_empty() {
         builder = builder.with_region(&config.region);
@@ -138,6 +141,22 @@ fn open_s3(config: &S3Config) -> Result<(Arc<dyn ObjectStore>, String)> {
         .build()
         .map_err(|source| open_failure(&name, source))?;
     Ok((Arc::new(store), name))
+}
+
+/// A few quick retries: a query waits on every read, so a store that is
+/// down must fail it in seconds (object_store's default retries for up to
+/// three minutes, longer than the query timeout).
+#[cfg(feature = "s3")]
+fn retries() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(20),
+    }
 }
 
 #[cfg(not(feature = "s3"))]

@@ -94,21 +94,39 @@ impl ObjectDir {
     }
 }
 
-impl RangeRead for ObjectDir {
-    fn read_range(&self, file: &str, range: Range<u64>) -> sluice_block::Result<Bytes> {
+impl ObjectDir {
+    /// An error for the first of `ranges` that does not lie in `file`.
+    fn check_ranges(&self, file: &str, ranges: &[Range<u64>]) -> sluice_block::Result<()> {
         let length = self.file_len(file)?;
-        if range.start > range.end || range.end > length {
-            return Err(BlockError::Corrupt {
+        match ranges
+            .iter()
+            .find(|range| range.start > range.end || range.end > length)
+        {
+            None => Ok(()),
+            Some(bad) => Err(BlockError::Corrupt {
                 file: self.key(file),
-                offset: range.start,
+                offset: bad.start,
                 reason: format!(
                     "read of {}..{} past the end of the object ({length} bytes)",
-                    range.start, range.end
+                    bad.start, bad.end
                 ),
-            });
+            }),
         }
+    }
+}
+
+impl RangeRead for ObjectDir {
+    fn read_range(&self, file: &str, range: Range<u64>) -> sluice_block::Result<Bytes> {
+        self.check_ranges(file, std::slice::from_ref(&range))?;
         self.bucket
             .get_range(&self.key(file), range)
+            .map_err(|error| bucket_failure(self.key(file), "get range", error))
+    }
+
+    fn read_ranges(&self, file: &str, ranges: &[Range<u64>]) -> sluice_block::Result<Vec<Bytes>> {
+        self.check_ranges(file, ranges)?;
+        self.bucket
+            .get_ranges(&self.key(file), ranges)
             .map_err(|error| bucket_failure(self.key(file), "get range", error))
     }
 

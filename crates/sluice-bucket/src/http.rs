@@ -15,9 +15,24 @@ use object_store::client::{
     HttpRequestBody, HttpResponse, HttpResponseBody, HttpService,
 };
 
+/// How long a request may wait for its response headers: a store that
+/// accepts connections but never answers fails the request (object_store
+/// then retries it) instead of holding the query until its own timeout.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Makes [`PlainHttp`] clients for object_store.
-#[derive(Debug, Default)]
-pub(crate) struct PlainHttpConnector;
+#[derive(Debug)]
+pub(crate) struct PlainHttpConnector {
+    pub(crate) response_timeout: Duration,
+}
+
+impl Default for PlainHttpConnector {
+    fn default() -> PlainHttpConnector {
+        PlainHttpConnector {
+            response_timeout: RESPONSE_TIMEOUT,
+        }
+    }
+}
 
 impl HttpConnector for PlainHttpConnector {
     fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
@@ -28,7 +43,10 @@ impl HttpConnector for PlainHttpConnector {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Ok(HttpClient::new(PlainHttp { client }))
+        Ok(HttpClient::new(PlainHttp {
+            client,
+            response_timeout: self.response_timeout,
+        }))
     }
 }
 
@@ -36,6 +54,7 @@ impl HttpConnector for PlainHttpConnector {
 #[derive(Debug)]
 struct PlainHttp {
     client: Client<HyperConnector, HttpRequestBody>,
+    response_timeout: Duration,
 }
 
 type Call<'a> = Pin<Box<dyn Future<Output = Result<HttpResponse, HttpError>> + Send + 'a>>;
@@ -49,7 +68,15 @@ impl HttpService for PlainHttp {
         Self: 'async_trait,
     {
         Box::pin(async move {
-            let response = self.client.request(request).await.map_err(|error| {
+            let pending = self.client.request(request);
+            let Ok(answered) = tokio::time::timeout(self.response_timeout, pending).await else {
+                let waited = format!("no response within {:?}", self.response_timeout);
+                return Err(HttpError::new(
+                    HttpErrorKind::Timeout,
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, waited),
+                ));
+            };
+            let response = answered.map_err(|error| {
                 let kind = if error.is_connect() {
                     HttpErrorKind::Connect
                 } else {
@@ -61,5 +88,35 @@ impl HttpService for PlainHttp {
             let body = body.map_err(|error| HttpError::new(HttpErrorKind::Interrupted, error));
             Ok(HttpResponse::from_parts(parts, HttpResponseBody::new(body)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store that accepts connections and never answers fails the
+    /// request after the response timeout, as a timeout object_store retries.
+    #[tokio::test]
+    async fn a_silent_store_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                open.push(connection);
+            }
+        });
+        let connector = PlainHttpConnector {
+            response_timeout: Duration::from_millis(200),
+        };
+        let client = connector.connect(&ClientOptions::default()).unwrap();
+        let mut request = HttpRequest::new(HttpRequestBody::from(Vec::new()));
+        *request.uri_mut() = format!("http://{address}/bucket/key").parse().unwrap();
+        let started = std::time::Instant::now();
+        let error = client.execute(request).await.unwrap_err();
+        assert_eq!(error.kind(), HttpErrorKind::Timeout, "{error}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        held.abort();
     }
 }

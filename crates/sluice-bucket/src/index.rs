@@ -85,4 +85,70 @@ mod tests {
         let future = gzip(r#"{"version":9,"blocks":[]}"#);
         assert!(live_blocks(&future).unwrap_err().contains("version 9"));
     }
+
+    fn ulid(seed: (u64, u128)) -> Ulid {
+        Ulid::from_parts(seed.0 % (1 << 48), seed.1 % (1 << 80))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+
+        /// Whatever blocks and marks an index lists, in any order and with
+        /// fields sluice does not read, the live blocks are the listed ones
+        /// without a mark, in the index's order.
+        #[test]
+        fn live_blocks_are_the_unmarked_ones(
+            blocks in proptest::collection::vec((proptest::prelude::any::<u64>(), proptest::prelude::any::<u128>()), 0..20),
+            marked in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..5),
+            version in 1u32..=2,
+        ) {
+            let ulids: Vec<Ulid> = blocks.iter().copied().map(ulid).collect();
+            let marks: Vec<Ulid> = marked
+                .iter()
+                .filter(|_| !ulids.is_empty())
+                .map(|index| ulids[index.index(ulids.len())])
+                .collect();
+            let listed: Vec<String> = ulids
+                .iter()
+                .map(|ulid| format!(r#"{{"block_id":"{ulid}","min_time":0,"max_time":7200000,"segments_format":"1b6d","segments_num":1}}"#))
+                .collect();
+            let deleted: Vec<String> = marks
+                .iter()
+                .map(|ulid| format!(r#"{{"block_id":"{ulid}","deletion_time":1}}"#))
+                .collect();
+            let json = format!(
+                r#"{{"version":{version},"blocks":[{}],"block_deletion_marks":[{}],"updated_at":5}}"#,
+                listed.join(","),
+                deleted.join(",")
+            );
+            let expected: Vec<Ulid> = ulids.iter().copied().filter(|ulid| !marks.contains(ulid)).collect();
+            proptest::prop_assert_eq!(live_blocks(&gzip(&json)).unwrap(), expected);
+        }
+
+        /// Damaged gzip, damaged JSON inside good gzip: an error, never a panic.
+        #[test]
+        fn damaged_indexes_are_errors(
+            flips in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()), 1..6),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+            inside in proptest::prelude::any::<bool>(),
+        ) {
+            let json = format!(
+                r#"{{"version":2,"blocks":[{{"block_id":"{A}"}},{{"block_id":"{B}"}}],"block_deletion_marks":[{{"block_id":"{B}"}}]}}"#
+            );
+            let mut bytes = if inside { json.into_bytes() } else { gzip(&json) };
+            for (index, byte) in flips {
+                let position = index.index(bytes.len());
+                bytes[position] ^= byte;
+            }
+            bytes.truncate(cut.index(bytes.len() + 1).max(1));
+            let input = if inside {
+                gzip(&String::from_utf8_lossy(&bytes))
+            } else {
+                bytes
+            };
+            if let Ok(live) = live_blocks(&input) {
+                proptest::prop_assert!(live.len() <= 2);
+            }
+        }
+    }
 }

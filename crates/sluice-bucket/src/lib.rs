@@ -42,9 +42,10 @@ mod layout;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::runtime::Handle;
@@ -57,6 +58,22 @@ pub use layout::{ANONYMOUS_TENANT, BlockLocation, discover};
 /// The bucket's result type.
 pub type Result<T, E = BucketError> = std::result::Result<T, E>;
 
+/// Ranges of one object closer than this are fetched with one ranged GET:
+/// against an object store a request costs far more (tens of ms, and a
+/// price per request) than the few KiB of gap it transfers.
+pub const COALESCE_GAP_BYTES: u64 = 64 * 1024;
+/// Ranged GETs of one batch in flight at once.
+const PARALLEL_GETS: usize = 8;
+
+/// The requests a bucket has made, by operation, for metrics.
+#[derive(Debug, Default)]
+pub struct Operations {
+    pub get: AtomicU64,
+    pub get_range: AtomicU64,
+    pub list: AtomicU64,
+    pub put: AtomicU64,
+}
+
 /// An object store plus the runtime that drives its requests.
 #[derive(Clone)]
 pub struct Bucket {
@@ -64,6 +81,7 @@ pub struct Bucket {
     runtime: Handle,
     /// Names the bucket in errors: a directory or `s3://name`.
     name: Arc<str>,
+    operations: Arc<Operations>,
 }
 
 /// One object found by a listing: its key and size in bytes.
@@ -80,7 +98,17 @@ impl Bucket {
             store,
             runtime,
             name: name.into(),
+            operations: Arc::default(),
         }
+    }
+
+    /// How many requests of each kind this bucket (and its clones) made.
+    pub fn operations(&self) -> &Operations {
+        &self.operations
+    }
+
+    fn count(&self, counter: fn(&Operations) -> &AtomicU64, requests: usize) {
+        counter(&self.operations).fetch_add(requests as u64, Ordering::Relaxed);
     }
 
     /// The bucket `config` describes.
@@ -128,6 +156,7 @@ impl Bucket {
         }
         let store = self.store.clone();
         let location = ObjectPath::from(key);
+        self.count(|operations| &operations.get_range, 1);
         self.run(
             key,
             async move { store.get_range(&location, range).await },
@@ -135,8 +164,47 @@ impl Bucket {
         )
     }
 
+    /// The bytes of each of `ranges` of object `key`, in order: ranges
+    /// less than [`COALESCE_GAP_BYTES`] apart are fetched with one ranged
+    /// GET, several GETs at once.
+    pub fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        let merged = coalesce(ranges, COALESCE_GAP_BYTES);
+        let store = self.store.clone();
+        let location = ObjectPath::from(key);
+        let requests = merged.clone();
+        self.count(|operations| &operations.get_range, merged.len());
+        let fetched = self.run(
+            key,
+            async move {
+                futures_util::stream::iter(requests)
+                    .map(|range| {
+                        let store = store.clone();
+                        let location = location.clone();
+                        async move { store.get_range(&location, range).await }
+                    })
+                    .buffered(PARALLEL_GETS)
+                    .try_collect::<Vec<Bytes>>()
+                    .await
+            },
+            "get range",
+        )?;
+        Ok(ranges
+            .iter()
+            .map(|range| {
+                if range.is_empty() {
+                    return Bytes::new();
+                }
+                let index = merged.partition_point(|outer| outer.end < range.end);
+                let outer = &merged[index];
+                let start = (range.start - outer.start) as usize;
+                fetched[index].slice(start..start + (range.end - range.start) as usize)
+            })
+            .collect())
+    }
+
     /// The whole object `key`, or `None` when there is none.
     pub fn get_optional(&self, key: &str) -> Result<Option<Bytes>> {
+        self.count(|operations| &operations.get, 1);
         let store = self.store.clone();
         let location = ObjectPath::from(key);
         let fetched = self.run(
@@ -155,6 +223,7 @@ impl Bucket {
 
     /// Every object under `prefix` (all of the bucket for `None`), recursively.
     pub fn list_all(&self, prefix: Option<&str>) -> Result<Vec<Object>> {
+        self.count(|operations| &operations.list, 1);
         let store = self.store.clone();
         let location = prefix.map(ObjectPath::from);
         let listed = self.run(
@@ -176,6 +245,7 @@ impl Bucket {
 
     /// The names of the "directories" directly under `prefix`.
     pub fn list_dirs(&self, prefix: Option<&str>) -> Result<Vec<String>> {
+        self.count(|operations| &operations.list, 1);
         let store = self.store.clone();
         let location = prefix.map(ObjectPath::from);
         let listed = self.run(
@@ -194,6 +264,7 @@ impl Bucket {
 
     /// Writes `bytes` as object `key`.
     pub fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.count(|operations| &operations.put, 1);
         let store = self.store.clone();
         let location = ObjectPath::from(key);
         self.run(
@@ -231,6 +302,23 @@ impl Bucket {
     }
 }
 
+/// `ranges` (any order, possibly overlapping) merged into sorted ranges
+/// that cover them, any two closer than `gap` bytes joined.
+fn coalesce(ranges: &[Range<u64>], gap: u64) -> Vec<Range<u64>> {
+    let mut sorted: Vec<Range<u64>> = ranges.iter().filter(|r| !r.is_empty()).cloned().collect();
+    sorted.sort_by_key(|range| range.start);
+    let mut merged: Vec<Range<u64>> = Vec::new();
+    for range in sorted {
+        match merged.last_mut() {
+            Some(last) if range.start <= last.end.saturating_add(gap) => {
+                last.end = last.end.max(range.end)
+            }
+            _ => merged.push(range),
+        }
+    }
+    merged
+}
+
 fn collect_files(dir: &Path, relative: &str, out: &mut Vec<String>) -> Result<()> {
     let local_error = |source| BucketError::Local {
         path: dir.display().to_string(),
@@ -251,4 +339,47 @@ fn collect_files(dir: &Path, relative: &str, out: &mut Vec<String>) -> Result<()
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearby_ranges_coalesce_and_far_ones_do_not() {
+        let ranges = [100..200, 0..50, 150..300, 10_000..10_100, 300..300];
+        assert_eq!(coalesce(&ranges, 64), vec![0..300, 10_000..10_100]);
+        assert_eq!(coalesce(&ranges, 0), vec![0..50, 100..300, 10_000..10_100]);
+        assert!(coalesce(&[], 64).is_empty());
+    }
+
+    #[test]
+    fn get_ranges_slices_each_range_out_of_fewer_gets() {
+        let runtime = sluice_testkit::io_runtime();
+        let dir = sluice_testkit::TempDir::new("bucket-ranges").unwrap();
+        let config = BucketConfig {
+            filesystem_dir: dir.path().to_owned(),
+            ..BucketConfig::default()
+        };
+        let bucket = Bucket::open(&config, runtime.handle().clone()).unwrap();
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        bucket.put("object", Bytes::from(bytes.clone())).unwrap();
+        let ranges = [
+            150_000..150_010,
+            5..20,
+            10..40,
+            1_000..1_500,
+            150_000..150_000,
+            199_999..199_999,
+        ];
+        let fetched = bucket.get_ranges("object", &ranges).unwrap();
+        for (range, got) in ranges.iter().zip(&fetched) {
+            assert_eq!(
+                got.as_ref(),
+                &bytes[range.start as usize..range.end as usize]
+            );
+        }
+        // Two GETs: 5..1_500 and 150_000..150_010.
+        assert_eq!(bucket.operations().get_range.load(Ordering::Relaxed), 2);
+    }
 }

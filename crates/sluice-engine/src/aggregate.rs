@@ -314,12 +314,22 @@ fn simple_aggregate(
     Ok(out)
 }
 
+/// `topk`, `bottomk` and `limitk` as Prometheus runs them: a Go heap per
+/// group, least wanted value on top, replaced only by a strictly better
+/// newcomer; `topk` and `bottomk` then Go-sort each heap, best first. Ties
+/// (equal values at the edge of the k) are chosen and ordered as
+/// Prometheus's heap and sort leave them.
 fn select_k(
     op: &str,
     k: usize,
     input: Vec<Sample>,
     modifier: &Option<LabelModifier>,
 ) -> Vec<Sample> {
+    // The heap's order: the value to drop first on top.
+    let heap_less: fn(&Sample, &Sample) -> bool = match op {
+        "bottomk" => |a, b| reverse_less(a.v, b.v),
+        _ => |a, b| nan_first_less(a.v, b.v),
+    };
     let mut groups: Vec<Vec<Sample>> = Vec::new();
     let spec = key_spec(modifier);
     let mut index_by_key: FastMap<u64, usize> = FastMap::default();
@@ -329,67 +339,30 @@ fn select_k(
             groups.push(Vec::new());
             groups.len() - 1
         });
-        let members = &mut groups[index];
-        match op {
-            "limitk" => {
-                if members.len() < k {
-                    members.push(sample);
-                }
-            }
-            "topk" => {
-                if members.len() < k {
-                    members.push(sample);
-                } else {
-                    // Replace the smallest (NaN counts as smallest) when the newcomer beats it.
-                    let smallest = (0..members.len())
-                        .reduce(|a, b| {
-                            if nan_first_less(members[b].v, members[a].v) {
-                                b
-                            } else {
-                                a
-                            }
-                        })
-                        .unwrap_or(0);
-                    let current = members[smallest].v;
-                    if current < sample.v || (current.is_nan() && !sample.v.is_nan()) {
-                        members[smallest] = sample;
-                    }
-                }
-            }
-            _ => {
-                if members.len() < k {
-                    members.push(sample);
-                } else {
-                    // Replace the largest (NaN counts as largest) when the newcomer is below it.
-                    let largest = (0..members.len())
-                        .reduce(|a, b| {
-                            if reverse_less(members[b].v, members[a].v) {
-                                b
-                            } else {
-                                a
-                            }
-                        })
-                        .unwrap_or(0);
-                    let current = members[largest].v;
-                    if current > sample.v || (current.is_nan() && !sample.v.is_nan()) {
-                        members[largest] = sample;
-                    }
-                }
+        let heap = &mut groups[index];
+        if heap.len() < k {
+            crate::gosort::heap_push(heap, sample, heap_less);
+            continue;
+        }
+        let top = heap[0].v;
+        let better = match op {
+            "topk" => top < sample.v,
+            "bottomk" => top > sample.v,
+            _ => false,
+        };
+        if better || (op != "limitk" && top.is_nan() && !sample.v.is_nan()) {
+            heap[0] = sample;
+            if k > 1 {
+                crate::gosort::heap_fix(heap, 0, heap_less);
             }
         }
     }
     let mut out = Vec::new();
-    for mut members in groups {
-        match op {
-            "topk" => {
-                members.sort_by(|a, b| order(nan_first_less(b.v, a.v), nan_first_less(a.v, b.v)))
-            }
-            "bottomk" => {
-                members.sort_by(|a, b| order(reverse_less(b.v, a.v), reverse_less(a.v, b.v)))
-            }
-            _ => {}
+    for mut heap in groups {
+        if op != "limitk" {
+            crate::gosort::sort(&mut heap, |a, b| heap_less(b, a));
         }
-        out.extend(members);
+        out.extend(heap);
     }
     out
 }
@@ -397,16 +370,6 @@ fn select_k(
 /// NaN first, then descending: the order of Prometheus' reverse value heap.
 fn reverse_less(a: f64, b: f64) -> bool {
     a.is_nan() || a > b
-}
-
-fn order(less: bool, greater: bool) -> std::cmp::Ordering {
-    if less {
-        std::cmp::Ordering::Less
-    } else if greater {
-        std::cmp::Ordering::Greater
-    } else {
-        std::cmp::Ordering::Equal
-    }
 }
 
 /// Whether `limit_ratio` keeps a series: a deterministic position in [0, 1)
@@ -437,12 +400,17 @@ fn count_values(
         ));
     }
     let input = ev.eval_vector(&aggregate.expr, ts)?;
+    // Prometheus adds the value label to the grouping unless it is a
+    // `without` list; with no modifier at all that means `by (value)`.
     let modifier = match &aggregate.modifier {
         Some(LabelModifier::Include(names)) => {
             let mut names = names.clone();
             names.labels.push(value_label.clone());
             Some(LabelModifier::Include(names))
         }
+        None => Some(LabelModifier::Include(promql_parser::label::Labels::new(
+            vec![value_label.as_str()],
+        ))),
         other => other.clone(),
     };
     let mut counts: Vec<(Labels, f64)> = Vec::new();

@@ -263,10 +263,10 @@ pub(crate) fn eval_call(
             }
             let mut samples = vector(ev, 0)?;
             match name {
-                "sort" => samples.sort_by(|a, b| value_order(a.v, b.v)),
-                "sort_desc" => {
-                    samples.sort_by(|a, b| value_order(b.v, a.v).then_with(|| nan_last(a.v, b.v)))
-                }
+                // Go's sort.Sort over Prometheus's reversed value heaps,
+                // NaN last: ties come out in Prometheus's order.
+                "sort" => crate::gosort::sort(&mut samples, |a, b| b.v.is_nan() || b.v > a.v),
+                "sort_desc" => crate::gosort::sort(&mut samples, |a, b| b.v.is_nan() || b.v < a.v),
                 _ => {
                     let mut label_names = Vec::new();
                     for arg in &args[1..] {
@@ -849,20 +849,6 @@ fn double_exponential_smoothing(points: &[(i64, f64)], smoothing: f64, trend: f6
         s1 = x + y;
     }
     Some(s1)
-}
-
-fn value_order(a: f64, b: f64) -> std::cmp::Ordering {
-    // Ascending with NaN last.
-    match (a.is_nan(), b.is_nan()) {
-        (true, true) => std::cmp::Ordering::Equal,
-        (true, false) => std::cmp::Ordering::Greater,
-        (false, true) => std::cmp::Ordering::Less,
-        _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
-    }
-}
-
-fn nan_last(a: f64, b: f64) -> std::cmp::Ordering {
-    a.is_nan().cmp(&b.is_nan())
 }
 
 /// Natural order: runs of digits compare as numbers, the rest as text.

@@ -21,6 +21,7 @@ mod binary;
 mod blocking;
 mod eval;
 mod functions;
+mod gosort;
 mod hashing;
 mod info;
 pub mod labels;
@@ -49,6 +50,10 @@ pub enum EngineError {
     /// The query ran past its deadline (`timeout`).
     #[error("query timed out")]
     Timeout,
+    /// Reading the stored data failed: the store is unreachable or its bytes
+    /// are corrupt (`internal`, as Prometheus answers storage errors).
+    #[error("{0}")]
+    Storage(String),
 }
 
 impl EngineError {
@@ -59,6 +64,7 @@ impl EngineError {
             EngineError::Execution(_) => "execution",
             EngineError::Canceled => "canceled",
             EngineError::Timeout => "timeout",
+            EngineError::Storage(_) => "internal",
         }
     }
 }
@@ -485,5 +491,34 @@ mod tests {
             )
             .expect_err("bad data");
         assert_eq!(error.error_type(), "bad_data");
+    }
+
+    #[test]
+    fn count_values_without_a_modifier_groups_by_the_value() {
+        let storage = store();
+        let output = Engine::new()
+            .instant(
+                &storage,
+                "count_values(\"v\", round(up / 2))",
+                60_000,
+                &QueryOptions::default(),
+            )
+            .expect("evaluates");
+        let QueryValue::Vector(mut samples) = output.value else {
+            panic!("vector expected")
+        };
+        samples.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let counted: Vec<(String, f64)> = samples
+            .iter()
+            .map(|sample| (sample.labels.to_string(), sample.value))
+            .collect();
+        assert_eq!(
+            counted,
+            vec![
+                ("{v=\"0\"}".to_owned(), 1.0),
+                ("{v=\"1\"}".to_owned(), 2.0),
+                ("{v=\"2\"}".to_owned(), 1.0)
+            ]
+        );
     }
 }

@@ -20,12 +20,15 @@
 //! truncated index, bad CRC, missing chunk segments) is skipped with one log
 //! line and one increment of `sluice_blocks_load_failures_total`, and is not
 //! retried until it leaves the bucket: blocks never change once written.
+//! The metastore remembers it ([`Metastore::skipped`]) with its time range
+//! when its `meta.json` still reads, so that queries over that range can
+//! warn that their answer lacks a block.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use sluice_block::{Block, BlockMeta, Ulid};
+use sluice_block::{Block, BlockCaches, BlockMeta, Ulid};
 use sluice_bucket::{BlockLocation, Bucket, BucketError, discover};
 use tokio::sync::watch;
 
@@ -54,6 +57,33 @@ pub struct LoadedBlock {
     pub block: Block,
 }
 
+/// A block of the bucket that could not be loaded and is left out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedBlock {
+    pub tenant: String,
+    pub ulid: Ulid,
+    /// Its range from meta.json (`[min, max)`, ms), or `None` when even
+    /// meta.json is unreadable: then it may hold any time.
+    pub range: Option<(i64, i64)>,
+    pub reason: String,
+}
+
+impl SkippedBlock {
+    /// Whether the block may hold samples in `[min_time, max_time]`.
+    pub fn overlaps(&self, min_time: i64, max_time: i64) -> bool {
+        self.range
+            .is_none_or(|(start, end)| start <= max_time && end > min_time)
+    }
+
+    /// The warning a query over this block carries.
+    pub fn warning(&self) -> String {
+        format!(
+            "block {} of tenant {:?} was skipped, answers lack its samples: {}",
+            self.ulid, self.tenant, self.reason
+        )
+    }
+}
+
 /// The blocks of every tenant, each list ordered by `min_time`.
 type Snapshot = HashMap<String, Vec<Arc<LoadedBlock>>>;
 
@@ -69,16 +99,24 @@ pub struct SyncReport {
 /// The in-memory index of the bucket's blocks.
 pub struct Metastore {
     bucket: Bucket,
+    /// Shared by every block opened: postings and chunks read before.
+    caches: BlockCaches,
     blocks: RwLock<Arc<Snapshot>>,
-    /// Blocks that failed to load, so each is logged and counted once.
-    failed: Mutex<HashSet<(String, Ulid)>>,
+    /// Blocks that failed to load, so each is logged and counted once and
+    /// queries over them warn.
+    failed: Mutex<HashMap<(String, Ulid), SkippedBlock>>,
     load_failures: prometheus::IntCounter,
 }
 
-fn load(bucket: &Bucket, location: &BlockLocation) -> Result<LoadedBlock, String> {
+fn load(
+    bucket: &Bucket,
+    location: &BlockLocation,
+    caches: &BlockCaches,
+) -> Result<LoadedBlock, String> {
     let dir = location.dir(bucket);
     let size_bytes = dir.size().map_err(|error| error.to_string())?;
-    let block = Block::open(Arc::new(dir)).map_err(|error| error.to_string())?;
+    let block =
+        Block::open_with_caches(Arc::new(dir), caches).map_err(|error| error.to_string())?;
     check_segments(&block, location)?;
     let meta: &BlockMeta = block.meta();
     let info = BlockInfo {
@@ -118,9 +156,22 @@ fn check_segments(block: &Block, location: &BlockLocation) -> Result<(), String>
 }
 
 impl Metastore {
-    /// An empty metastore over `bucket`; its failure counter is registered in
-    /// `registry` (a second registration, from a test, is tolerated).
+    /// An empty metastore over `bucket`, with no block caches; its failure
+    /// counter is registered in `registry` (a second registration, from a
+    /// test, is tolerated).
     pub fn new(bucket: Bucket, registry: &prometheus::Registry) -> Arc<Metastore> {
+        Metastore::with_caches(bucket, registry, BlockCaches::default())
+    }
+
+    /// Like [`Metastore::new`], opening blocks with `caches`; the caches'
+    /// and the bucket's metrics are registered too.
+    pub fn with_caches(
+        bucket: Bucket,
+        registry: &prometheus::Registry,
+        caches: BlockCaches,
+    ) -> Arc<Metastore> {
+        let store_metrics = metrics::StoreMetrics::new(caches.clone(), bucket.clone());
+        let _ = registry.register(Box::new(store_metrics));
         let load_failures = prometheus::IntCounter::new(
             "sluice_blocks_load_failures_total",
             "Blocks in the bucket that could not be loaded and are skipped.",
@@ -129,14 +180,19 @@ impl Metastore {
         let _ = registry.register(Box::new(load_failures.clone()));
         Arc::new(Metastore {
             bucket,
+            caches,
             blocks: RwLock::new(Arc::new(Snapshot::new())),
-            failed: Mutex::new(HashSet::new()),
+            failed: Mutex::new(HashMap::new()),
             load_failures,
         })
     }
 
     pub fn bucket(&self) -> &Bucket {
         &self.bucket
+    }
+
+    pub fn caches(&self) -> &BlockCaches {
+        &self.caches
     }
 
     pub fn load_failures(&self) -> u64 {
@@ -166,6 +222,21 @@ impl Metastore {
             .collect()
     }
 
+    /// The blocks of `tenant` that could not be loaded and may hold samples
+    /// in `[min_time, max_time]`.
+    pub fn skipped(&self, tenant: &str, min_time: i64, max_time: i64) -> Vec<SkippedBlock> {
+        let mut skipped: Vec<SkippedBlock> = self
+            .failed
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .values()
+            .filter(|block| block.tenant == tenant && block.overlaps(min_time, max_time))
+            .cloned()
+            .collect();
+        skipped.sort_by_key(|block| block.ulid);
+        skipped
+    }
+
     /// The tenants that have blocks.
     pub fn tenants(&self) -> Vec<String> {
         let mut tenants: Vec<String> = self.snapshot().keys().cloned().collect();
@@ -174,6 +245,7 @@ impl Metastore {
     }
 }
 
+mod metrics;
 mod sync;
 
 #[cfg(test)]

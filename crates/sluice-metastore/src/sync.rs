@@ -53,18 +53,31 @@ impl Metastore {
             .failed
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        if failed.contains(&key) {
+        if failed.contains_key(&key) {
             return None;
         }
-        match load(&self.bucket, location) {
+        match load(&self.bucket, location, &self.caches) {
             Ok(loaded) => Some(Arc::new(loaded)),
             Err(reason) => {
                 tracing::warn!(bucket = self.bucket.name(), block = %location.prefix, %reason, "skipping a block that cannot be loaded");
                 self.load_failures.inc();
-                failed.insert(key);
+                let range = self.meta_range(location);
+                let skipped = SkippedBlock {
+                    tenant: location.tenant.clone(),
+                    ulid: location.ulid,
+                    range,
+                    reason,
+                };
+                failed.insert(key, skipped);
                 None
             }
         }
+    }
+
+    /// The time range a block's meta.json claims, if it reads at all.
+    fn meta_range(&self, location: &BlockLocation) -> Option<(i64, i64)> {
+        let meta = BlockMeta::read(&location.dir(&self.bucket)).ok()?;
+        Some((meta.min_time, meta.max_time))
     }
 
     fn forget_failures_gone(&self, locations: &[BlockLocation]) {
@@ -75,7 +88,7 @@ impl Metastore {
         self.failed
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
-            .retain(|(tenant, ulid)| present.contains(&(tenant.as_str(), *ulid)));
+            .retain(|(tenant, ulid), _| present.contains(&(tenant.as_str(), *ulid)));
     }
 
     /// Syncs every `interval` until `stop` turns true, each sync on the

@@ -125,6 +125,15 @@ fn bad_blocks_are_skipped_logged_and_counted_once() {
         "{report:?}"
     );
     assert_eq!(metastore.load_failures(), damages.len() as u64);
+    // Each is remembered for queries to warn about, with meta.json's range
+    // when it still reads; an unreadable one overlaps any range.
+    let skipped = metastore.skipped("t", 0, i64::MAX);
+    assert_eq!(skipped.len(), damages.len());
+    let ranged = skipped.iter().filter(|block| block.range.is_some()).count();
+    assert_eq!(ranged, 3, "{skipped:?}");
+    assert_eq!(metastore.skipped("t", 5 * HOUR, 6 * HOUR).len(), 2);
+    assert!(metastore.skipped("other", 0, i64::MAX).is_empty());
+    assert!(skipped[0].warning().contains("was skipped"), "{skipped:?}");
     let found = metastore.blocks("t", 0, i64::MAX);
     assert_eq!(found.len(), 1);
     assert_eq!(
@@ -143,4 +152,5 @@ fn bad_blocks_are_skipped_logged_and_counted_once() {
     let after = metastore.sync().unwrap();
     assert_eq!((after.blocks, after.dropped), (0, 1));
     assert!(metastore.blocks("t", 0, i64::MAX).is_empty());
+    assert_eq!(metastore.skipped("t", 0, i64::MAX).len(), damages.len());
 }

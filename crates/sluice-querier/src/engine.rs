@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_blockread::{BlockStorage, label_names, label_values, selector_matchers, series};
+use sluice_blockread::{
+    BlockStorage, WatchSkipped, label_names, label_values, selector_matchers, series,
+};
 use sluice_engine::{Engine, EngineError, QueryOptions, QueryOutput, QueryValue};
 use sluice_metastore::Metastore;
 use sluice_proto::{
@@ -43,10 +45,14 @@ impl EngineExecutor {
         options.with_timeout(timeout)
     }
 
-    fn storage(&self, tenant: &str) -> BlockStorage {
-        // Every block of the tenant: `offset` and `@` reach outside the
-        // query's own range, and the storage skips blocks per selector.
-        BlockStorage::new(&self.metastore, tenant, i64::MIN, i64::MAX)
+    /// Every block of the tenant: `offset` and `@` reach outside the
+    /// query's own range, and the storage skips blocks per selector. The
+    /// blocks the metastore could not load are watched, so that a query
+    /// reading over one warns that its answer lacks them.
+    fn storage(&self, tenant: &str) -> Arc<WatchSkipped<BlockStorage>> {
+        let blocks = BlockStorage::new(&self.metastore, tenant, i64::MIN, i64::MAX);
+        let skipped = self.metastore.skipped(tenant, i64::MIN, i64::MAX);
+        Arc::new(WatchSkipped::new(blocks, skipped))
     }
 }
 
@@ -124,11 +130,12 @@ fn query_data(value: QueryValue) -> QueryData {
     data
 }
 
-fn answered(outcome: Result<QueryOutput, EngineError>) -> Execution {
+fn answered(outcome: Result<QueryOutput, EngineError>, skipped: Vec<String>) -> Execution {
     match outcome {
         Ok(output) => {
             let mut response = ApiResponse::success(ResponseData::Query(query_data(output.value)));
-            response.warnings = output.warnings;
+            response.warnings = skipped;
+            response.warnings.extend(output.warnings);
             response.infos = output.infos;
             Execution {
                 response,
@@ -188,42 +195,47 @@ fn metadata(storage: &BlockStorage, query: &MetadataQuery) -> Result<ResponseDat
 impl Executor for EngineExecutor {
     async fn execute(&self, tenant: &str, request: &QueryRequest, timeout: Duration) -> Execution {
         let storage = self.storage(tenant);
+        let watched = Arc::clone(&storage);
         match request.kind.clone() {
             Some(QueryKind::Instant(query)) => {
                 let options = self.options(timeout, query.lookback_delta_ms);
-                answered(
-                    sluice_engine::evaluate_off_runtime(options, move |options| {
-                        Engine::new().instant(&storage, &query.query, query.time_ms, options)
-                    })
-                    .await,
-                )
+                let outcome = sluice_engine::evaluate_off_runtime(options, move |options| {
+                    Engine::new().instant(&*storage, &query.query, query.time_ms, options)
+                })
+                .await;
+                answered(outcome, watched.warnings())
             }
             Some(QueryKind::Range(query)) => {
                 let options = self.options(timeout, query.lookback_delta_ms);
-                answered(
-                    sluice_engine::evaluate_off_runtime(options, move |options| {
-                        let (start, end, step) = (query.start_ms, query.end_ms, query.step_ms);
-                        Engine::new().range(&storage, &query.query, start, end, step, options)
-                    })
-                    .await,
-                )
+                let outcome = sluice_engine::evaluate_off_runtime(options, move |options| {
+                    let (start, end, step) = (query.start_ms, query.end_ms, query.step_ms);
+                    Engine::new().range(&*storage, &query.query, start, end, step, options)
+                })
+                .await;
+                answered(outcome, watched.warnings())
             }
             Some(QueryKind::Metadata(query)) => {
-                match tokio::task::spawn_blocking(move || metadata(&storage, &query)).await {
-                    Ok(Ok(data)) => Execution {
-                        response: ApiResponse::success(data),
-                        retryable: false,
-                    },
+                let (start, end) = (
+                    query.start_ms.unwrap_or(i64::MIN),
+                    query.end_ms.unwrap_or(i64::MAX),
+                );
+                let skipped = self.metastore.skipped(tenant, start, end);
+                match tokio::task::spawn_blocking(move || metadata(storage.inner(), &query)).await {
+                    Ok(Ok(data)) => {
+                        let mut response = ApiResponse::success(data);
+                        response.warnings = skipped.iter().map(|block| block.warning()).collect();
+                        Execution {
+                            response,
+                            retryable: false,
+                        }
+                    }
                     Ok(Err(error)) => failed(error),
                     Err(error) => failed(EngineError::Execution(format!(
                         "metadata lookup failed: {error}"
                     ))),
                 }
             }
-            Some(QueryKind::Forwarded(forwarded)) => failed(EngineError::BadData(format!(
-                "{} is not served by the embedded engine (no -querier.downstream-url)",
-                forwarded.path
-            ))),
+            Some(QueryKind::Forwarded(forwarded)) => crate::forwarded::answer(&forwarded),
             None => failed(EngineError::BadData("empty request".into())),
         }
     }

@@ -16,6 +16,7 @@
 mod downstream;
 mod engine;
 pub mod executor;
+mod forwarded;
 mod limiter;
 mod metrics;
 mod probe;

@@ -43,8 +43,8 @@ pub use http::{
 pub use memcached::MemcachedServer;
 pub use moto::MotoServer;
 pub use pki::TestPki;
-pub use process::{ChildProcess, TempDir, wait_for_http_ok};
-pub use prometheus::PrometheusServer;
+pub use process::{ChildProcess, TempDir, copy_dir, wait_for_http_ok};
+pub use prometheus::{PrometheusServer, dataset_blocks, promtool_backfill};
 
 /// A one-worker multi-thread runtime for tests whose code under test blocks
 /// its own thread while the runtime serves its I/O (the bucket's sync calls).

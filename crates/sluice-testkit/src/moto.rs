@@ -62,6 +62,16 @@ impl MotoServer {
         );
     }
 
+    /// How many ranged GETs (answered `206 Partial Content`) moto has
+    /// served so far, from its request log: what a query costs in requests.
+    pub fn ranged_gets(&self) -> usize {
+        self.process
+            .log_contents()
+            .lines()
+            .filter(|line| line.contains("\"GET ") && line.contains("\" 206 "))
+            .count()
+    }
+
     /// Stops the server (SIGTERM, then SIGKILL after 5 s).
     pub async fn stop(mut self) {
         self.process.terminate(Duration::from_secs(5)).await;

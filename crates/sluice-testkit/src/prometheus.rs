@@ -58,13 +58,16 @@ impl PrometheusServer {
     /// Like [`PrometheusServer::start`], with extra command-line flags (e.g.
     /// `--query.max-samples=1000`, `--enable-feature=...`).
     pub async fn start_with_args(dataset: &Dataset, extra_args: &[&str]) -> PrometheusServer {
-        let mut server = PrometheusServer::spawn(dataset, extra_args).await;
-        let url = server.url();
-        server
-            .process
-            .wait_http_ok(&format!("{url}/-/ready"), READY_TIMEOUT)
-            .await;
-        server
+        let template = PrometheusServer::template(dataset).await;
+        PrometheusServer::start_configured(Some(&template), |_| CONFIG.to_owned(), extra_args).await
+    }
+
+    /// The backfilled blocks of `dataset`, built off the async runtime.
+    async fn template(dataset: &Dataset) -> PathBuf {
+        let dataset = dataset.clone();
+        tokio::task::spawn_blocking(move || backfilled_template(&dataset))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
     /// Like [`PrometheusServer::start`], served over HTTPS with `pki`'s
@@ -87,7 +90,9 @@ impl PrometheusServer {
         );
         write_file(&web_config, text.as_bytes()).expect("writing the web config");
         let flag = format!("--web.config.file={}", web_config.display());
-        let mut server = PrometheusServer::spawn(dataset, &[&flag]).await;
+        let template = PrometheusServer::template(dataset).await;
+        let mut server =
+            PrometheusServer::spawn(Some(&template), |_| CONFIG.to_owned(), &[&flag]).await;
         // Its readiness endpoint wants TLS and a password now: wait for the
         // log line instead.
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -106,29 +111,60 @@ impl PrometheusServer {
         server
     }
 
-    /// Starts the process without waiting for it to be ready.
-    async fn spawn(dataset: &Dataset, extra_args: &[&str]) -> PrometheusServer {
+    /// A Prometheus serving a copy of the TSDB directory `data` (blocks, and
+    /// a `wal/` if it has one), scraping nothing.
+    pub async fn serve_copy_of(data: &Path, extra_args: &[&str]) -> PrometheusServer {
+        PrometheusServer::start_configured(Some(data), |_| CONFIG.to_owned(), extra_args).await
+    }
+
+    /// A Prometheus with the configuration `config(port)` returns (given the
+    /// port it will listen on, so that it can scrape itself), over a copy of
+    /// `data` or an empty TSDB; waits until it is ready.
+    pub async fn start_configured(
+        data: Option<&Path>,
+        config: impl FnOnce(u16) -> String,
+        extra_args: &[&str],
+    ) -> PrometheusServer {
+        let mut server = PrometheusServer::spawn(data, config, extra_args).await;
+        let url = server.url();
+        server
+            .process
+            .wait_http_ok(&format!("{url}/-/ready"), READY_TIMEOUT)
+            .await;
+        server
+    }
+
+    /// Starts the process as [`PrometheusServer::start_configured`] does,
+    /// without waiting for it to be ready.
+    async fn spawn(
+        data: Option<&Path>,
+        config: impl FnOnce(u16) -> String,
+        extra_args: &[&str],
+    ) -> PrometheusServer {
         let prometheus = require_binary("prometheus");
-        let dataset = dataset.clone();
+        let port = free_port();
+        let config_text = config(port);
+        let data = data.map(Path::to_path_buf);
         let (dir, data_dir, config) = tokio::task::spawn_blocking(move || {
-            let template = backfilled_template(&dataset);
             let dir = TempDir::new("sluice-prometheus").expect("creating Prometheus temp dir");
             let data_dir = dir.path().join("data");
-            copy_dir(&template, &data_dir).unwrap_or_else(|e| {
-                panic!(
-                    "copying TSDB template {} to {}: {e}",
-                    template.display(),
-                    data_dir.display()
-                )
-            });
+            match &data {
+                Some(from) => copy_dir(from, &data_dir).unwrap_or_else(|e| {
+                    panic!(
+                        "copying TSDB {} to {}: {e}",
+                        from.display(),
+                        data_dir.display()
+                    )
+                }),
+                None => std::fs::create_dir_all(&data_dir).expect("creating the TSDB directory"),
+            }
             let config = dir.path().join("prometheus.yml");
-            write_file(&config, CONFIG.as_bytes()).expect("writing prometheus.yml");
+            write_file(&config, config_text.as_bytes()).expect("writing prometheus.yml");
             (dir, data_dir, config)
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
 
-        let port = free_port();
         let mut args = vec![
             format!("--config.file={}", config.display()),
             format!("--storage.tsdb.path={}", data_dir.display()),
@@ -149,6 +185,23 @@ impl PrometheusServer {
         let process = ChildProcess::spawn(cmd, &log)
             .unwrap_or_else(|e| panic!("starting {}: {e}", prometheus.display()));
         PrometheusServer { process, port, dir }
+    }
+
+    /// Takes a snapshot of the TSDB, head included, through the admin API
+    /// (the server needs `--web.enable-admin-api`), and returns its
+    /// directory: blocks only, a data directory another server can open.
+    pub async fn snapshot(&self) -> PathBuf {
+        let url = format!("{}/api/v1/admin/tsdb/snapshot", self.url());
+        let (status, _, body) = crate::http::http_request("POST", &url, &[], Vec::new()).await;
+        let body = String::from_utf8_lossy(&body).into_owned();
+        assert_eq!(status, 200, "POST {url}: {body}");
+        // {"status":"success","data":{"name":"20260105T000000Z-1a2b3c"}}
+        let name = body
+            .split("\"name\":\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no snapshot name in {body}"));
+        self.data_dir().join("snapshots").join(name)
     }
 
     /// `http://127.0.0.1:<port>`, without a trailing slash.
@@ -173,6 +226,13 @@ impl PrometheusServer {
     pub fn process(&mut self) -> &mut ChildProcess {
         &mut self.process
     }
+}
+
+/// The directory of TSDB blocks holding `dataset` that servers start from
+/// (promtool's output, cached; never write into it). Blocking: promtool may
+/// run.
+pub fn dataset_blocks(dataset: &Dataset) -> PathBuf {
+    backfilled_template(dataset)
 }
 
 /// Returns a directory of TSDB blocks holding `dataset`, building it with
@@ -217,6 +277,35 @@ fn backfilled_template(dataset: &Dataset) -> PathBuf {
     final_dir
 }
 
+/// Backfills OpenMetrics `text` (timestamps in seconds, `# EOF` at the end)
+/// into 2 h blocks under `out` with `promtool tsdb create-blocks-from
+/// openmetrics`; panics with promtool's output when it fails.
+pub fn promtool_backfill(text: &str, out: &Path) {
+    let promtool = require_binary("promtool");
+    let input = TempDir::new("sluice-backfill-input").expect("creating a temp dir");
+    let file = input.path().join("input.om");
+    write_file(&file, text.as_bytes()).expect("writing the OpenMetrics input");
+    run_promtool_backfill(&promtool, &file, out).unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn run_promtool_backfill(promtool: &Path, input: &Path, out: &Path) -> io::Result<()> {
+    let output = Command::new(promtool)
+        .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
+        .arg(input)
+        .arg(out)
+        .output()?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "promtool tsdb create-blocks-from openmetrics {} failed ({}):\n{}{}",
+        input.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )))
+}
+
 /// Runs promtool (over each chunk, two at a time) into a staging directory
 /// and renames it into place, so a half-built template (crash, concurrent
 /// process) is never visible.
@@ -249,20 +338,7 @@ fn build_template(
                         };
                         let input = staging.path().join(format!("chunk-{i:03}.om"));
                         write_file(&input, chunk.as_bytes())?;
-                        let output = Command::new(promtool)
-                            .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
-                            .arg(&input)
-                            .arg(&blocks)
-                            .output()?;
-                        if !output.status.success() {
-                            return Err(io::Error::other(format!(
-                                "promtool tsdb create-blocks-from openmetrics {} failed ({}):\n{}{}",
-                                input.display(),
-                                output.status,
-                                String::from_utf8_lossy(&output.stdout),
-                                String::from_utf8_lossy(&output.stderr)
-                            )));
-                        }
+                        run_promtool_backfill(promtool, &input, &blocks)?;
                         let _ = std::fs::remove_file(&input);
                     }
                 })

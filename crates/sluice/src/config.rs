@@ -84,6 +84,9 @@ pub(crate) struct Config {
     pub(crate) runtime_config_reload_period: Duration,
     pub(crate) querier_max_samples: usize,
     pub(crate) security: crate::security::Security,
+    /// In-process caches of block postings and chunks, in bytes (0: off).
+    pub(crate) postings_cache_bytes: u64,
+    pub(crate) chunks_cache_bytes: u64,
 }
 
 /// The results cache as configured, turned into a backend in `validate`.
@@ -915,6 +918,20 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "How often the bucket is listed again for new and deleted blocks. Shorter than Mimir's 15m: Prometheus deletes compacted blocks at once, and on a filesystem or with a bucket index a sync costs a listing or one GET.",
         |config, value| config.bucket_sync_interval = parse_go_duration(value)?
     ),
+    setting!(
+        "blocks-storage.bucket-store.index-cache.inmemory.max-size-bytes",
+        "blocks_storage.bucket_store.index_cache.inmemory.max_size_bytes",
+        "268435456",
+        "Bytes of postings lists the querier keeps in memory across queries (Mimir's in-memory index cache); 0 turns it off.",
+        |config, value| config.postings_cache_bytes = parse_number(value)?
+    ),
+    setting!(
+        "blocks-storage.bucket-store.chunks-cache.inmemory.max-size-bytes",
+        "blocks_storage.bucket_store.chunks_cache.inmemory.max_size_bytes",
+        "268435456",
+        "Bytes of chunks the querier keeps in memory across queries; 0 turns it off (and with it fetching a selection's chunks in batches).",
+        |config, value| config.chunks_cache_bytes = parse_number(value)?
+    ),
 ];
 
 /// What the command line asked for.
@@ -961,6 +978,8 @@ fn blank_config() -> Config {
         runtime_config_file: std::path::PathBuf::new(),
         runtime_config_reload_period: Duration::ZERO,
         security: crate::security::Security::default(),
+        postings_cache_bytes: 0,
+        chunks_cache_bytes: 0,
     }
 }
 
@@ -1390,6 +1409,8 @@ mod tests {
                 "-blocks-storage.s3.insecure=true",
                 "-blocks-storage.bucket-store.sync-interval=30s",
                 "-querier.max-samples=1000",
+                "-blocks-storage.bucket-store.index-cache.inmemory.max-size-bytes=1024",
+                "-blocks-storage.bucket-store.chunks-cache.inmemory.max-size-bytes=0",
             ]),
             &no_env,
         ));
@@ -1405,7 +1426,13 @@ mod tests {
         assert_eq!(config.blocks_storage.s3, expected);
         assert_eq!(config.bucket_sync_interval, Duration::from_secs(30));
         assert_eq!(config.querier_max_samples, 1000);
+        assert_eq!(
+            (config.postings_cache_bytes, config.chunks_cache_bytes),
+            (1024, 0)
+        );
         let defaults = run(load(&args(&[DOWNSTREAM]), &no_env));
+        assert_eq!(defaults.postings_cache_bytes, 256 << 20);
+        assert_eq!(defaults.chunks_cache_bytes, 256 << 20);
         assert_eq!(defaults.bucket_sync_interval, Duration::from_secs(60));
         assert_eq!(defaults.querier_max_samples, 50_000_000);
         let refused = load(&args(&[DOWNSTREAM, "-blocks-storage.backend=gcs"]), &no_env);

@@ -149,7 +149,11 @@ async fn querier_executor(
         return Ok(QuerierExecutor::Downstream(Box::new(executor)));
     }
     let bucket = Bucket::open(&config.blocks_storage, tokio::runtime::Handle::current())?;
-    let metastore = Metastore::new(bucket, registry);
+    let caches = sluice_block::BlockCaches::with_sizes(
+        config.postings_cache_bytes,
+        config.chunks_cache_bytes,
+    );
+    let metastore = Metastore::with_caches(bucket, registry, caches);
     let first = Arc::clone(&metastore);
     let report = tokio::task::spawn_blocking(move || first.sync())
         .await

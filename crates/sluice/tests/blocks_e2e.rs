@@ -5,50 +5,18 @@
 //! the data's first samples, where Prometheus 2.42 (Debian's) and the
 //! engine's Prometheus 3 semantics agree (range selectors left-open since 3.0).
 //!
-//! Sample values are compared to 1e-9 relative, everything else exactly:
-//! the engine adds with Kahan summation as Prometheus 3 does in `sum`,
-//! `avg` and the `*_over_time` functions, where 2.42 adds plainly, so the
-//! last digits differ (`3.25` against 2.42's `3.249999999999999`).
+//! Sample values are compared to 1e-9 relative, everything else exactly
+//! (see `common/compare.rs`); `blocks_compare.rs` runs the large suite.
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
+use common::compare::{copy_blocks, same, seconds};
 use common::start_sluice;
 use sluice_testkit::{Dataset, PrometheusServer, TempDir, form_urlencode, http_get};
 
 const HOUR_MS: i64 = 3_600_000;
-
-fn seconds(ms: i64) -> String {
-    format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
-}
-
-/// Copies the blocks (ULID folders) of a Prometheus data directory.
-fn copy_blocks(from: &Path, to: &Path) -> usize {
-    let mut copied = 0;
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.len() == 26 && entry.path().join("meta.json").exists() {
-            copy_dir(&entry.path(), &to.join(&name));
-            copied += 1;
-        }
-    }
-    copied
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
-}
 
 const QUERIES: &[&str] = &[
     "http_requests_total",
@@ -60,27 +28,6 @@ const QUERIES: &[&str] = &[
     "max_over_time(http_requests_total[1h]) - min_over_time(http_requests_total[1h])",
     "topk(3, http_requests_total)",
 ];
-
-/// Whether two API answers agree: same structure and strings, numbers
-/// (sample values are strings in the API) within 1e-9 relative.
-fn same(got: &serde_json::Value, want: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match (got, want) {
-        (Value::String(a), Value::String(b)) => match (a.parse::<f64>(), b.parse::<f64>()) {
-            (Ok(x), Ok(y)) if a != b => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()),
-            _ => a == b,
-        },
-        (Value::Array(a), Value::Array(b)) => {
-            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y))
-        }
-        (Value::Object(a), Value::Object(b)) => {
-            a.len() == b.len()
-                && a.iter()
-                    .all(|(key, x)| b.get(key).is_some_and(|y| same(x, y)))
-        }
-        _ => got == want,
-    }
-}
 
 fn assert_agree(got: &(u16, String), want: &(u16, String), what: &str) {
     let parse = |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap_or_default();
@@ -159,5 +106,31 @@ async fn the_engine_over_prometheus_blocks_answers_as_prometheus() {
         assert_agree(&answer(&sluice.url(), path, &params).await, &want, path);
         compared += 1;
     }
+    // Paths a querier forwards to a downstream: the engine answers them as
+    // a Prometheus with the same blocks (no metadata, no exemplars) does.
+    let (start, end) = (seconds(first), seconds(last));
+    for (path, params) in [
+        ("/api/v1/metadata", vec![]),
+        ("/api/v1/metadata", vec![("metric", "http_requests_total")]),
+        (
+            "/api/v1/query_exemplars",
+            vec![
+                ("query", "http_requests_total"),
+                ("start", &start),
+                ("end", &end),
+            ],
+        ),
+        ("/api/v1/query_exemplars", vec![("query", "rate(")]),
+    ] {
+        let want = answer(&prometheus.url(), path, &params).await;
+        assert_agree(&answer(&sluice.url(), path, &params).await, &want, path);
+        compared += 1;
+    }
+    let (status, info) = answer(&sluice.url(), "/api/v1/status/buildinfo", &[]).await;
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(
+        (status, &info["data"]["application"]),
+        (200, &"sluice".into())
+    );
     println!("{copied} blocks, {compared} answers agree");
 }

@@ -189,3 +189,71 @@ fn bad_input_is_refused() {
         Err(Error::InvalidInput(_))
     ));
 }
+
+/// A directory that counts the reads it serves.
+struct Counting {
+    inner: crate::read::LocalDir,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::read::RangeRead for Counting {
+    fn read_range(&self, file: &str, range: std::ops::Range<u64>) -> Result<bytes::Bytes> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.read_range(file, range)
+    }
+
+    fn read_ranges(
+        &self,
+        file: &str,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<Vec<bytes::Bytes>> {
+        // One batch: one request, as an object store makes it.
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ranges
+            .iter()
+            .map(|range| self.inner.read_range(file, range.clone()))
+            .collect()
+    }
+
+    fn file_len(&self, file: &str) -> Result<u64> {
+        self.inner.file_len(file)
+    }
+
+    fn exists(&self, file: &str) -> Result<bool> {
+        self.inner.exists(file)
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+}
+
+#[test]
+fn caches_batch_a_selections_reads_and_serve_the_next() {
+    let dir = temp_dir("caches");
+    let (meta, expected) = write_test_block(&dir);
+    let counting = std::sync::Arc::new(Counting {
+        inner: crate::read::LocalDir::new(dir.join(meta.ulid.to_string())),
+        reads: 0.into(),
+    });
+    let caches = crate::cache::BlockCaches::with_sizes(1 << 20, 1 << 20);
+    let block = Block::open_with_caches(counting.clone(), &caches).unwrap();
+    let reads = || counting.reads.load(std::sync::atomic::Ordering::Relaxed);
+    let opened = reads();
+    assert_eq!(read_all(&block, &[], i64::MIN, i64::MAX, None), expected);
+    // Postings, series entries, then the chunks of each of the segments.
+    let segments = block.segment_count();
+    assert_eq!(reads() - opened, 2 + segments, "{segments} segments");
+    let cold = reads();
+    assert_eq!(read_all(&block, &[], i64::MIN, i64::MAX, None), expected);
+    // Warm: the series entries only.
+    assert_eq!(reads() - cold, 1);
+    let chunks = caches.chunks.as_ref().unwrap().stats();
+    assert_eq!(chunks.requests, 2 * meta.stats.num_chunks);
+    assert_eq!(chunks.hits, meta.stats.num_chunks);
+    let postings = caches.postings.as_ref().unwrap().stats();
+    assert_eq!((postings.requests, postings.hits), (2, 1));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -449,3 +449,34 @@ impl Drop for DelayProxy {
         self.task.abort();
     }
 }
+pub mod compare;
+
+/// The bucket `blocks` of `moto`, as sluice's S3 backend reaches it.
+pub fn moto_bucket_config(moto: &sluice_testkit::MotoServer) -> sluice_bucket::BucketConfig {
+    sluice_bucket::BucketConfig {
+        backend: sluice_bucket::Backend::S3,
+        s3: sluice_bucket::S3Config {
+            endpoint: moto.endpoint(),
+            bucket_name: "blocks".into(),
+            access_key_id: "test".into(),
+            secret_access_key: "test".into(),
+            region: "us-east-1".into(),
+            insecure: true,
+        },
+        ..sluice_bucket::BucketConfig::default()
+    }
+}
+
+/// The flags that point sluice at the bucket of [`moto_bucket_config`].
+pub fn moto_flags(moto: &sluice_testkit::MotoServer) -> Vec<String> {
+    vec![
+        "-blocks-storage.backend=s3".to_owned(),
+        format!("-blocks-storage.s3.endpoint={}", moto.endpoint()),
+        "-blocks-storage.s3.bucket-name=blocks".to_owned(),
+        "-blocks-storage.s3.access-key-id=test".to_owned(),
+        "-blocks-storage.s3.secret-access-key=test".to_owned(),
+        "-blocks-storage.s3.region=us-east-1".to_owned(),
+        "-blocks-storage.s3.insecure=true".to_owned(),
+    ]
+}
+pub mod families;
