@@ -255,7 +255,7 @@ pub async fn wait_for_http_ok(url: &str, timeout: Duration) -> Result<(), String
 }
 
 /// Copies directory `from` into (new) directory `to`, recursively.
-pub(crate) fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
+pub fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
     fs::create_dir_all(to)?;
     for entry in fs::read_dir(from)? {
         let entry = entry?;
