@@ -84,6 +84,13 @@ impl Block {
         self.chunks.chunk(meta.reference)
     }
 
+    /// The chunks `metas` point at, in their order, read a run of nearby
+    /// chunks at a time (see [`ChunkReader::chunks`]).
+    pub fn chunks(&self, metas: &[ChunkMeta]) -> Result<Vec<Chunk>> {
+        let references: Vec<_> = metas.iter().map(|meta| meta.reference).collect();
+        self.chunks.chunks(&references)
+    }
+
     /// How many chunk segment files the block has.
     pub fn segment_count(&self) -> usize {
         self.chunks.segment_count()
@@ -99,8 +106,9 @@ impl Block {
         shard: Option<Shard>,
     ) -> Result<Vec<BlockSeries>> {
         let mut selected = Vec::new();
-        for reference in self.index.select(matchers)? {
-            let entry = self.index.series(reference)?;
+        let references = self.index.select(matchers)?;
+        let entries = self.index.series_many(&references)?;
+        for (reference, entry) in references.into_iter().zip(entries) {
             if shard.is_some_and(|shard| !shard.contains(&entry.labels)) {
                 continue;
             }

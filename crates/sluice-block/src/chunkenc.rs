@@ -114,6 +114,16 @@ impl Chunk {
         self.encoding
     }
 
+    /// The same chunk holding a copy of its own bytes, not a slice of a
+    /// larger buffer that it would keep alive.
+    pub(crate) fn detached(&self) -> Chunk {
+        Chunk {
+            encoding: self.encoding,
+            data: Bytes::copy_from_slice(&self.data),
+            origin: self.origin.clone(),
+        }
+    }
+
     pub fn data(&self) -> &Bytes {
         &self.data
     }
@@ -136,6 +146,19 @@ impl Chunk {
             });
         }
         XorIterator::located(self.data.clone(), self.origin.clone())
+    }
+
+    /// Appends the float samples, as `(timestamp, value)`, to `out` (see
+    /// [`decode_xor_into`]); histogram chunks are an error.
+    pub fn decode_floats_into(&self, out: &mut Vec<(i64, f64)>) -> Result<()> {
+        if self.encoding != Encoding::Xor {
+            return Err(Error::NotFloat {
+                file: self.origin.file.to_string(),
+                offset: self.origin.offset,
+                encoding: self.encoding,
+            });
+        }
+        decode_xor_into(&self.data, &self.origin, out)
     }
 }
 
@@ -189,58 +212,6 @@ impl BitWriter {
             shifted <<= 1;
             remaining -= 1;
         }
-    }
-}
-
-/// Reads bits most significant first; running out is an error, not a panic.
-#[derive(Clone, Debug)]
-struct BitReader {
-    bytes: Bytes,
-    bit_position: usize,
-}
-
-impl BitReader {
-    fn read_bits(&mut self, count: u8) -> Option<u64> {
-        let mut remaining = u32::from(count);
-        if self.bit_position + remaining as usize > self.bytes.len() * 8 {
-            return None;
-        }
-        let mut value = 0u64;
-        while remaining > 0 {
-            let byte = self.bytes[self.bit_position / 8];
-            let available = 8 - (self.bit_position % 8) as u32;
-            let take = available.min(remaining);
-            let bits = (u64::from(byte) >> (available - take)) & ((1u64 << take) - 1);
-            value = (value << take) | bits;
-            self.bit_position += take as usize;
-            remaining -= take;
-        }
-        Some(value)
-    }
-
-    fn read_bit(&mut self) -> Option<bool> {
-        self.read_bits(1).map(|bit| bit == 1)
-    }
-
-    /// Go's `binary.ReadUvarint` over the bit stream's bytes.
-    fn read_uvarint(&mut self) -> Option<u64> {
-        let mut value = 0u64;
-        for index in 0..10 {
-            let byte = self.read_bits(8)? as u8;
-            if index == 9 && byte > 1 {
-                return None;
-            }
-            value |= u64::from(byte & 0x7f) << (7 * index);
-            if byte < 0x80 {
-                return Some(value);
-            }
-        }
-        None
-    }
-
-    fn read_varint(&mut self) -> Option<i64> {
-        let zigzag = self.read_uvarint()?;
-        Some(((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64))
     }
 }
 
@@ -390,15 +361,15 @@ impl XorEncoder {
 /// with an error naming the byte where decoding failed.
 #[derive(Clone, Debug)]
 pub struct XorIterator {
-    reader: BitReader,
+    data: Bytes,
     origin: Origin,
     total: u16,
     read: u16,
-    t: i64,
-    v: u64,
-    t_delta: u64,
-    leading: u8,
-    trailing: u8,
+    /// Where [`WordBits`] stopped, kept between samples.
+    next: usize,
+    word: u64,
+    held: u32,
+    state: XorState,
     failed: bool,
 }
 
@@ -409,27 +380,16 @@ impl XorIterator {
     }
 
     pub fn located(data: Bytes, origin: Origin) -> Result<XorIterator> {
-        if data.len() < 2 {
-            return Err(Error::corrupt(
-                &origin.file,
-                origin.offset,
-                "XOR chunk shorter than its 2-byte header",
-            ));
-        }
-        let total = u16::from_be_bytes([data[0], data[1]]);
+        let total = sample_count(&data, &origin)?;
         Ok(XorIterator {
-            reader: BitReader {
-                bytes: data,
-                bit_position: 16,
-            },
+            data,
             origin,
             total,
             read: 0,
-            t: 0,
-            v: 0,
-            t_delta: 0,
-            leading: 0,
-            trailing: 0,
+            next: 0,
+            word: 0,
+            held: 0,
+            state: XorState::default(),
             failed: false,
         })
     }
@@ -443,83 +403,6 @@ impl XorIterator {
             }
         }
     }
-
-    fn fail(&mut self, reason: &str) -> Option<Result<Sample>> {
-        self.failed = true;
-        let byte = (self.reader.bit_position / 8) as u64;
-        Some(Err(Error::corrupt(
-            &self.origin.file,
-            self.origin.offset + byte,
-            format_args!("XOR sample {} of {}: {reason}", self.read + 1, self.total),
-        )))
-    }
-
-    fn read_first(&mut self) -> Option<()> {
-        self.t = self.reader.read_varint()?;
-        self.v = self.reader.read_bits(64)?;
-        Some(())
-    }
-
-    fn read_second(&mut self) -> Option<()> {
-        self.t_delta = self.reader.read_uvarint()?;
-        self.t = self.t.wrapping_add(self.t_delta as i64);
-        self.read_value()
-    }
-
-    fn read_later(&mut self) -> Option<()> {
-        let mut prefix = 0u8;
-        for _ in 0..4 {
-            prefix <<= 1;
-            if !self.reader.read_bit()? {
-                break;
-            }
-            prefix |= 1;
-        }
-        let delta_of_delta = match prefix {
-            0b0 => 0,
-            0b10 => self.read_signed(14)?,
-            0b110 => self.read_signed(17)?,
-            0b1110 => self.read_signed(20)?,
-            _ => self.reader.read_bits(64)? as i64,
-        };
-        self.t_delta = self.t_delta.wrapping_add(delta_of_delta as u64);
-        self.t = self.t.wrapping_add(self.t_delta as i64);
-        self.read_value()
-    }
-
-    fn read_signed(&mut self, bits: u8) -> Option<i64> {
-        let raw = self.reader.read_bits(bits)?;
-        // Values above 2^(bits-1) are negative (see `fits_bits`).
-        if raw > 1 << (bits - 1) {
-            Some(raw as i64 - (1i64 << bits))
-        } else {
-            Some(raw as i64)
-        }
-    }
-
-    fn read_value(&mut self) -> Option<()> {
-        if !self.reader.read_bit()? {
-            return Some(());
-        }
-        if self.reader.read_bit()? {
-            self.leading = self.reader.read_bits(5)? as u8;
-            let significant = match self.reader.read_bits(6)? as u8 {
-                0 => 64,
-                other => other,
-            };
-            // A corrupt window wider than 64 bits must not underflow.
-            self.trailing = 64u8.checked_sub(self.leading)?.checked_sub(significant)?;
-        }
-        let width = 64 - self.leading - self.trailing;
-        let meaningful = self.reader.read_bits(width)?;
-        let shifted = if self.trailing >= 64 {
-            0
-        } else {
-            meaningful << self.trailing
-        };
-        self.v ^= shifted;
-        Some(())
-    }
 }
 
 impl Iterator for XorIterator {
@@ -529,19 +412,247 @@ impl Iterator for XorIterator {
         if self.failed || self.read == self.total {
             return None;
         }
-        let decoded = match self.read {
-            0 => self.read_first(),
-            1 => self.read_second(),
-            _ => self.read_later(),
+        let mut bits = WordBits {
+            data: &self.data[2..],
+            next: self.next,
+            word: self.word,
+            held: self.held,
         };
+        let decoded = self.state.read(self.read, &mut bits);
+        (self.next, self.word, self.held) = (bits.next, bits.word, bits.held);
         if decoded.is_none() {
-            return self.fail("bit stream ends or holds an impossible value window");
+            self.failed = true;
+            let byte = bits.byte_position();
+            return Some(Err(bad_sample(&self.origin, byte, self.read, self.total)));
         }
         self.read += 1;
         Some(Ok(Sample {
-            t: self.t,
-            v: f64::from_bits(self.v),
+            t: self.state.t,
+            v: f64::from_bits(self.state.v),
         }))
+    }
+}
+
+/// The sample count in an XOR chunk's 2-byte header.
+fn sample_count(data: &[u8], origin: &Origin) -> Result<u16> {
+    match data.get(..2) {
+        Some(header) => Ok(u16::from_be_bytes([header[0], header[1]])),
+        None => Err(Error::corrupt(
+            &origin.file,
+            origin.offset,
+            "XOR chunk shorter than its 2-byte header",
+        )),
+    }
+}
+
+/// The error for sample `index` (from 0) of `total`, whose bits ran out or
+/// made no sense at `byte` of the bit stream (after the header).
+fn bad_sample(origin: &Origin, byte: usize, index: u16, total: u16) -> Error {
+    Error::corrupt(
+        &origin.file,
+        origin.offset + 2 + byte as u64,
+        format_args!(
+            "XOR sample {} of {total}: bit stream ends or holds an impossible value window",
+            u32::from(index) + 1
+        ),
+    )
+}
+
+/// Reads a bit stream most significant bit first through a 64-bit
+/// accumulator refilled a word at a time (the decoder's hot loop: reading
+/// bit by bit took several times as long). Running out is `None`, never a
+/// panic.
+struct WordBits<'a> {
+    data: &'a [u8],
+    /// The next byte to load into `word`.
+    next: usize,
+    /// Unread bits, left-aligned; the bits below the first `held` are the
+    /// stream's next bits too, or zero.
+    word: u64,
+    held: u32,
+}
+
+impl WordBits<'_> {
+    fn refill(&mut self) {
+        if let Some(bytes) = self.data.get(self.next..self.next + 8) {
+            let mut load = [0u8; 8];
+            load.copy_from_slice(bytes);
+            self.word |= u64::from_be_bytes(load) >> self.held;
+            let whole = (63 - self.held) / 8;
+            self.next += whole as usize;
+            self.held += whole * 8;
+            return;
+        }
+        while self.held <= 56 && self.next < self.data.len() {
+            self.word |= u64::from(self.data[self.next]) << (56 - self.held);
+            self.next += 1;
+            self.held += 8;
+        }
+    }
+
+    /// The next `count` (1 to 56) bits.
+    #[inline]
+    fn read(&mut self, count: u32) -> Option<u64> {
+        debug_assert!((1..=56).contains(&count));
+        if self.held < count {
+            self.refill();
+            if self.held < count {
+                return None;
+            }
+        }
+        let value = self.word >> (64 - count);
+        self.word <<= count;
+        self.held -= count;
+        Some(value)
+    }
+
+    /// The next `count` (0 to 64) bits.
+    fn read_wide(&mut self, count: u32) -> Option<u64> {
+        match count {
+            0 => Some(0),
+            1..=56 => self.read(count),
+            _ => {
+                // Fail before consuming anything, as a single read would.
+                let left = u64::from(self.held) + (self.data.len() - self.next) as u64 * 8;
+                if left < u64::from(count) {
+                    return None;
+                }
+                let high = self.read(count - 32)?;
+                Some(high << 32 | self.read(32)?)
+            }
+        }
+    }
+
+    #[inline]
+    fn bit(&mut self) -> Option<bool> {
+        self.read(1).map(|bit| bit == 1)
+    }
+
+    fn uvarint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for index in 0..10 {
+            let byte = self.read(8)? as u8;
+            if index == 9 && byte > 1 {
+                return None;
+            }
+            value |= u64::from(byte & 0x7f) << (7 * index);
+            if byte < 0x80 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    /// The byte the next unread bit lies in.
+    fn byte_position(&self) -> usize {
+        self.next - (self.held as usize).div_ceil(8)
+    }
+}
+
+/// Decodes every sample of XOR chunk `data` (header included) onto the end
+/// of `samples`, as `(timestamp, value)`: what a query engine wants, without
+/// an iterator's per-sample bookkeeping. On malformed data the samples
+/// decoded before it stay and the error names the byte, counted from
+/// `origin`.
+pub fn decode_xor_into(data: &[u8], origin: &Origin, samples: &mut Vec<(i64, f64)>) -> Result<()> {
+    let total = sample_count(data, origin)?;
+    samples.reserve(usize::from(total));
+    let mut bits = WordBits {
+        data: &data[2..],
+        next: 0,
+        word: 0,
+        held: 0,
+    };
+    let mut state = XorState::default();
+    for index in 0..total {
+        if state.read(index, &mut bits).is_none() {
+            return Err(bad_sample(origin, bits.byte_position(), index, total));
+        }
+        samples.push((state.t, f64::from_bits(state.v)));
+    }
+    Ok(())
+}
+
+/// The running state of an XOR decoder: the last sample and the value
+/// window.
+#[derive(Clone, Debug, Default)]
+struct XorState {
+    t: i64,
+    v: u64,
+    t_delta: u64,
+    leading: u32,
+    trailing: u32,
+}
+
+impl XorState {
+    /// Reads sample `index` (from 0) into the state.
+    #[inline]
+    fn read(&mut self, index: u16, bits: &mut WordBits<'_>) -> Option<()> {
+        match index {
+            0 => self.first(bits),
+            1 => self.second(bits),
+            _ => self.later(bits),
+        }
+    }
+
+    fn first(&mut self, bits: &mut WordBits<'_>) -> Option<()> {
+        let zigzag = bits.uvarint()?;
+        self.t = ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64);
+        self.v = bits.read_wide(64)?;
+        Some(())
+    }
+
+    fn second(&mut self, bits: &mut WordBits<'_>) -> Option<()> {
+        self.t_delta = bits.uvarint()?;
+        self.t = self.t.wrapping_add(self.t_delta as i64);
+        self.value(bits)
+    }
+
+    #[inline]
+    fn later(&mut self, bits: &mut WordBits<'_>) -> Option<()> {
+        let delta_of_delta = if !bits.bit()? {
+            0
+        } else if !bits.bit()? {
+            signed(bits.read(14)?, 14)
+        } else if !bits.bit()? {
+            signed(bits.read(17)?, 17)
+        } else if !bits.bit()? {
+            signed(bits.read(20)?, 20)
+        } else {
+            bits.read_wide(64)? as i64
+        };
+        self.t_delta = self.t_delta.wrapping_add(delta_of_delta as u64);
+        self.t = self.t.wrapping_add(self.t_delta as i64);
+        self.value(bits)
+    }
+
+    #[inline]
+    fn value(&mut self, bits: &mut WordBits<'_>) -> Option<()> {
+        if !bits.bit()? {
+            return Some(());
+        }
+        if bits.bit()? {
+            self.leading = bits.read(5)? as u32;
+            let significant = match bits.read(6)? as u32 {
+                0 => 64,
+                other => other,
+            };
+            // A corrupt window wider than 64 bits must not underflow.
+            self.trailing = 64u32.checked_sub(self.leading)?.checked_sub(significant)?;
+        }
+        let width = 64 - self.leading - self.trailing;
+        let meaningful = bits.read_wide(width)?;
+        self.v ^= meaningful.checked_shl(self.trailing).unwrap_or(0);
+        Some(())
+    }
+}
+
+/// A `count`-bit delta-of-delta bucket as a signed value (see `fits_bits`).
+fn signed(raw: u64, count: u8) -> i64 {
+    if raw > 1 << (count - 1) {
+        raw as i64 - (1i64 << count)
+    } else {
+        raw as i64
     }
 }
 
@@ -674,7 +785,12 @@ mod tests {
 
         #[test]
         fn any_samples_round_trip(samples in arbitrary_samples()) {
-            prop_assert_eq!(decode(encode(&samples)), samples);
+            let bytes = encode(&samples);
+            let mut batch = Vec::new();
+            decode_xor_into(&bytes, &Origin::unknown(), &mut batch).unwrap();
+            let batch: Vec<Sample> = batch.into_iter().map(|(t, v)| Sample { t, v }).collect();
+            prop_assert_eq!(&batch, &samples);
+            prop_assert_eq!(decode(bytes), samples);
         }
 
         #[test]
@@ -689,6 +805,7 @@ mod tests {
                 bytes[position] ^= byte;
             }
             bytes.truncate(cut.index(bytes.len() + 1));
+            let _ = decode_xor_into(&bytes, &Origin::unknown(), &mut Vec::new());
             if let Ok(iterator) = XorIterator::new(Bytes::from(bytes)) {
                 for sample in iterator {
                     if sample.is_err() { break; }

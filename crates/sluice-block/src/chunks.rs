@@ -14,7 +14,7 @@ use bytes::Bytes;
 use crate::chunkenc::{Chunk, Encoding, Origin};
 use crate::encoding::{Decoder, check_crc, crc32c, put_uvarint};
 use crate::error::{Error, Result};
-use crate::read::RangeRead;
+use crate::read::{RangeRead, nearby_runs, or_alone};
 
 pub const MAGIC_CHUNKS: u32 = 0x85BD_40DD;
 const FORMAT_V1: u8 = 1;
@@ -24,6 +24,11 @@ pub const DEFAULT_SEGMENT_SIZE: u64 = 512 * 1024 * 1024;
 /// Bytes read at a chunk's offset before its length is known: a full
 /// 120-sample XOR chunk is usually well under this.
 const CHUNK_READ_WINDOW: u64 = 1024;
+/// [`ChunkReader::chunks`] reads chunks this close together in one range:
+/// reading the bytes between them costs less than another request.
+const CHUNK_MERGE_GAP: u64 = 16 * 1024;
+/// ... up to this many bytes a read.
+const CHUNK_MERGE_LIMIT: u64 = 8 * 1024 * 1024;
 
 /// Where a chunk lives: segment index in the high 32 bits, offset in the low.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -277,6 +282,53 @@ impl ChunkReader {
     }
 }
 
+impl ChunkReader {
+    /// The chunks at `references`, in their order: chunks near each other
+    /// in a segment are read in one ranged read (a query wants most chunks
+    /// of a block, and they lie in series order), and each chunk's bytes
+    /// are copied out of it, so that a chunk kept holds only its own.
+    pub fn chunks(&self, references: &[ChunkRef]) -> Result<Vec<Chunk>> {
+        // A reference's bits order chunks by segment, then offset; segments
+        // are far apart in that order, so no run crosses from one to another.
+        let positions: Vec<u64> = references.iter().map(|reference| reference.0).collect();
+        let mut found: Vec<Option<Chunk>> = vec![None; references.len()];
+        for run in nearby_runs(&positions, CHUNK_MERGE_GAP, CHUNK_MERGE_LIMIT) {
+            for (index, chunk) in self.read_run(references, &run)? {
+                found[index] = Some(chunk);
+            }
+        }
+        or_alone(found, references, |reference| self.chunk(reference))
+    }
+
+    /// Reads the chunks `run` (indices into `references`, by offset, in one
+    /// segment) with one read; a chunk that runs past it is left out, for
+    /// the caller to read alone.
+    fn read_run(&self, references: &[ChunkRef], run: &[usize]) -> Result<Vec<(usize, Chunk)>> {
+        let first = references[run[0]];
+        let last = references[run[run.len() - 1]];
+        let Some((file, length)) = self.segments.get(first.segment() as usize) else {
+            return Ok(Vec::new());
+        };
+        let start = u64::from(first.offset());
+        let end = (u64::from(last.offset()) + CHUNK_READ_WINDOW).min(*length);
+        if start < SEGMENT_HEADER_LEN || start >= end {
+            return Ok(Vec::new());
+        }
+        let bytes = self.dir.read_range(file, start..end)?;
+        let mut out = Vec::with_capacity(run.len());
+        for index in run {
+            let position = (u64::from(references[*index].offset()) - start) as usize;
+            if position >= bytes.len() {
+                continue;
+            }
+            if let Some((chunk, _)) = decode_chunk(file, &bytes, start, position)? {
+                out.push((*index, chunk.detached()));
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn check_segment_header(file: &str, header: &[u8]) -> Result<()> {
     let mut decoder = Decoder::new(file, header, 0);
     let magic = decoder.be32()?;
@@ -369,11 +421,19 @@ mod tests {
         writer.finish().unwrap();
         let reader = ChunkReader::open(Arc::new(crate::read::LocalDir::new(&dir))).unwrap();
         assert!(reader.segment_count() >= 2);
-        for (reference, data) in written {
+        for (reference, data) in &written {
             assert_eq!(
-                reader.chunk(reference).unwrap().data().as_ref(),
+                reader.chunk(*reference).unwrap().data().as_ref(),
                 data.as_slice()
             );
+        }
+        // In batches too: any order, repeats, chunks longer than a read's
+        // window (the 400-sample ones) and across segments.
+        let order = [3, 0, 2, 0, 1, 2, 3];
+        let references: Vec<ChunkRef> = order.iter().map(|index| written[*index].0).collect();
+        let batch = reader.chunks(&references).unwrap();
+        for (chunk, index) in batch.iter().zip(order) {
+            assert_eq!(chunk.data().as_ref(), written[index].1.as_slice());
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -390,6 +450,8 @@ mod tests {
             error.starts_with("chunks/000001: checksum mismatch for bytes 9.."),
             "{error}"
         );
+        let batch_error = reader.chunks(&[ChunkRef::new(0, 8)]).unwrap_err();
+        assert_eq!(batch_error.to_string(), error);
     }
 
     proptest! {
@@ -414,6 +476,7 @@ mod tests {
             dir.insert("chunks/000001", bytes);
             if let Ok(reader) = ChunkReader::open(Arc::new(dir)) {
                 let _ = reader.chunk(ChunkRef(reference % 4096));
+                let _ = reader.chunks(&[ChunkRef(reference % 4096), ChunkRef::new(0, 8), ChunkRef(reference >> 52)]);
                 if let Ok(samples) = reader.chunk(ChunkRef::new(0, 8)).and_then(|chunk| chunk.float_samples()) {
                     samples.for_each(drop);
                 }

@@ -26,7 +26,9 @@ pub mod tombstones;
 pub mod writer;
 
 pub use block::{Block, BlockSeries, SeriesSamples, Shard};
-pub use chunkenc::{Chunk, Encoding, STALE_NAN, Sample, XorEncoder, XorIterator};
+pub use chunkenc::{
+    Chunk, Encoding, Origin, STALE_NAN, Sample, XorEncoder, XorIterator, decode_xor_into,
+};
 pub use chunks::{ChunkReader, ChunkRef, ChunkWriter};
 pub use encoding::crc32c;
 pub use error::{Error, Result};
