@@ -19,6 +19,7 @@
 mod aggregate;
 mod binary;
 mod blocking;
+mod cursor;
 mod eval;
 mod functions;
 mod hashing;
@@ -32,7 +33,9 @@ use std::time::{Duration, Instant};
 
 pub use blocking::evaluate_off_runtime;
 pub use labels::{Label, Labels};
-pub use storage::{MemoryStorage, Shard, Storage, StoredSeries};
+pub use storage::{
+    FloatChunk, FloatChunks, MemoryStorage, SeriesSamples, Shard, Storage, StoredSeries,
+};
 
 /// Why a query failed. Each variant maps onto one Prometheus `errorType`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
