@@ -17,7 +17,6 @@
 
 mod metadata;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use promql_parser::label::{MatchOp as EngineOp, Matcher as EngineMatcher};
@@ -206,8 +205,52 @@ fn finish(
     })
 }
 
-/// Series gathered from several blocks, by their labels in the blocks.
-type Merged = BTreeMap<Labels, (sluice_engine::Labels, Gathered)>;
+/// A series gathered from several blocks: its labels as the blocks have
+/// them, as the engine has them (none when outside the query's shard), and
+/// what was gathered.
+struct Merged {
+    labels: Labels,
+    engine_labels: Option<sluice_engine::Labels>,
+    gathered: Gathered,
+}
+
+/// Where `labels` is in `merged` (sorted by labels), looked for from
+/// `from` on, inserted there when new. Blocks list their series in label
+/// order, mostly the same ones as the block before, so a walk alongside
+/// them compares each series about once.
+fn merged_position(
+    merged: &mut Vec<Merged>,
+    from: usize,
+    labels: &Labels,
+    shard: Option<Shard>,
+) -> usize {
+    // A block out of label order (none that Prometheus writes) is merged
+    // all the same, by searching from the start.
+    let mut position = match from.checked_sub(1).map(|last| &merged[last].labels) {
+        Some(previous) if previous >= labels => 0,
+        _ => from,
+    };
+    while let Some(existing) = merged.get(position) {
+        match existing.labels.cmp(labels) {
+            std::cmp::Ordering::Less => position += 1,
+            std::cmp::Ordering::Equal => return position,
+            std::cmp::Ordering::Greater => break,
+        }
+    }
+    let converted = engine_labels(labels);
+    // The engine's shard hash, so block-backed and in-memory storage split
+    // series alike.
+    let in_shard = shard.is_none_or(|shard| shard.contains(&converted));
+    merged.insert(
+        position,
+        Merged {
+            labels: labels.clone(),
+            engine_labels: in_shard.then_some(converted),
+            gathered: Gathered::default(),
+        },
+    );
+    position
+}
 
 /// Gathers the series of `block` that `matchers` select into `merged`,
 /// reading all their chunks at once.
@@ -216,31 +259,27 @@ fn gather_block(
     matchers: &[Matcher],
     range: (i64, i64),
     shard: Option<Shard>,
-    merged: &mut Merged,
+    merged: &mut Vec<Merged>,
 ) -> sluice_block::Result<()> {
     let mut selected = Vec::new();
+    let mut position = 0;
     for series in block.select(matchers, range.0, range.1, None)? {
-        if !merged.contains_key(&series.labels) {
-            let labels = engine_labels(&series.labels);
-            // The engine's shard hash, so block-backed and in-memory
-            // storage split series alike.
-            if shard.is_some_and(|shard| !shard.contains(&labels)) {
-                continue;
-            }
-            merged.insert(series.labels.clone(), (labels, Gathered::default()));
+        position = merged_position(merged, position, &series.labels, shard);
+        if merged[position].engine_labels.is_some() {
+            // Later insertions come after `position`: it stays valid.
+            selected.push((position, series));
         }
-        selected.push(series);
+        position += 1;
     }
     let metas: Vec<ChunkMeta> = selected
         .iter()
-        .flat_map(|series| wanted_chunks(block, series).copied())
+        .flat_map(|(_, series)| wanted_chunks(block, series).copied())
         .collect();
     let mut chunks = block.chunks(&metas)?.into_iter();
-    for series in &selected {
-        if let Some((_, gathered)) = merged.get_mut(&series.labels) {
-            let count = wanted_chunks(block, series).count();
-            gather_series(block, series, chunks.by_ref().take(count), gathered);
-        }
+    for (position, series) in &selected {
+        let count = wanted_chunks(block, series).count();
+        let gathered = &mut merged[*position].gathered;
+        gather_series(block, series, chunks.by_ref().take(count), gathered);
     }
     Ok(())
 }
@@ -254,13 +293,17 @@ impl Storage for BlockStorage {
         shard: Option<Shard>,
     ) -> Result<Vec<StoredSeries>, EngineError> {
         let matchers = block_matchers(matchers)?;
-        let mut merged = Merged::new();
+        let mut merged = Vec::new();
         for block in self.overlapping(start_ms, end_ms) {
             gather_block(block, &matchers, (start_ms, end_ms), shard, &mut merged)
                 .map_err(execution)?;
         }
         let mut out = Vec::with_capacity(merged.len());
-        for (labels, gathered) in merged.into_values() {
+        for series in merged {
+            let Some(labels) = series.engine_labels else {
+                continue;
+            };
+            let gathered = series.gathered;
             if gathered.chunks.is_empty() && gathered.histogram_times.is_empty() {
                 continue;
             }
