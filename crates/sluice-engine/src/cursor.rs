@@ -70,6 +70,32 @@ impl SeriesCursor {
         let Source::Chunks(chunks) = &self.source else {
             return Ok(());
         };
+        // Most calls (one a series a step) find what they need held already.
+        let list = &chunks.chunks;
+        let floor = from.saturating_sub(self.keep_ms);
+        let held_from = list
+            .get(self.first)
+            .map_or(i64::MAX, |chunk| chunk.min_time);
+        let back = from < held_from && self.first > 0 && list[self.first - 1].max_time >= from;
+        let ahead = list
+            .get(self.next)
+            .is_some_and(|chunk| chunk.min_time <= to);
+        let passed = match list.get(self.first) {
+            Some(first) if self.first < self.next => first.max_time < floor,
+            _ => list
+                .get(self.next)
+                .is_some_and(|next| next.max_time < floor),
+        };
+        if back || ahead || passed {
+            self.reload(from, to)?;
+        }
+        Ok(())
+    }
+
+    fn reload(&mut self, from: i64, to: i64) -> Result<(), EngineError> {
+        let Source::Chunks(chunks) = &self.source else {
+            return Ok(());
+        };
         let chunks = Arc::clone(chunks);
         let list = &chunks.chunks;
         let floor = from.saturating_sub(self.keep_ms);

@@ -14,6 +14,7 @@ use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
+use crate::batch::{Grid, StepBatch};
 use crate::cursor::SeriesCursor;
 use crate::hashing::FastMap;
 use crate::labels::{Labels, METRIC_NAME};
@@ -103,14 +104,56 @@ pub(crate) fn exec_err<T>(message: impl Into<String>) -> Result<T, EngineError> 
 }
 
 /// The series one selector node reads, each with its cursor.
-struct Selected {
-    series: Vec<SelectedSeries>,
+pub(crate) struct Selected {
+    pub(crate) series: Vec<SelectedSeries>,
 }
 
-struct SelectedSeries {
-    labels: Arc<Labels>,
-    cursor: SeriesCursor,
+pub(crate) struct SelectedSeries {
+    pub(crate) labels: Arc<Labels>,
+    pub(crate) cursor: SeriesCursor,
     histogram_times: Vec<i64>,
+}
+
+impl SelectedSeries {
+    /// The latest sample in `(lookback_start, ref_time]` unless it is a
+    /// staleness marker: what an instant selector reads at `ref_time`.
+    pub(crate) fn latest(
+        &mut self,
+        lookback_start: i64,
+        ref_time: i64,
+    ) -> Result<Option<(i64, f64)>, EngineError> {
+        self.cursor.load(lookback_start, ref_time)?;
+        let index = self.cursor.count_through(ref_time);
+        let latest_float = index.checked_sub(1).map(|last| self.cursor.samples()[last]);
+        if let Some(h_time) = latest_histogram(&self.histogram_times, ref_time)
+            && h_time > lookback_start
+            && latest_float.is_none_or(|(t, _)| t < h_time)
+        {
+            return native_histogram_error();
+        }
+        Ok(latest_float.filter(|(t, v)| *t > lookback_start && !is_stale_nan(*v)))
+    }
+
+    /// Where the samples in `(window_start, ref_time]` lie in
+    /// `cursor.samples()` (empty when `from >= to`), staleness markers
+    /// included.
+    pub(crate) fn window(
+        &mut self,
+        window_start: i64,
+        ref_time: i64,
+    ) -> Result<(usize, usize), EngineError> {
+        if self
+            .histogram_times
+            .iter()
+            .any(|t| *t > window_start && *t <= ref_time)
+        {
+            return native_histogram_error();
+        }
+        self.cursor.load(window_start, ref_time)?;
+        let from = self.cursor.count_through_start(window_start);
+        let to = self.cursor.count_through(ref_time);
+        Ok((from, to))
+    }
 }
 
 /// What a selector may read, computed before evaluation: its time range
@@ -155,6 +198,14 @@ pub(crate) struct Evaluator<'a> {
     /// Selected series by selector node address.
     selected: HashMap<usize, Selected>,
     selector_plans: FastMap<usize, SelectorPlan>,
+    /// The grid of the steps being evaluated: the range query's, or a
+    /// subquery's while its inner expression runs; none for an instant
+    /// query's own step.
+    pub(crate) grid: Option<Grid>,
+    /// Recent batches of each batched node, by node address.
+    pub(crate) batches: FastMap<usize, Vec<StepBatch>>,
+    /// Whether each node (by address) is batched.
+    batchable: FastMap<usize, bool>,
     /// Result labels of vector matching, keyed by (node, lhs labels, rhs
     /// labels) pointers; the value keeps the key Arcs alive.
     pub(crate) result_metric_cache: FastMap<(usize, usize, usize), CachedResultMetric>,
@@ -206,6 +257,9 @@ impl<'a> Evaluator<'a> {
             is_range_query,
             selected: HashMap::new(),
             selector_plans: FastMap::default(),
+            grid: None,
+            batches: FastMap::default(),
+            batchable: FastMap::default(),
             result_metric_cache: FastMap::default(),
             counter_checked: FastMap::default(),
             group_keys: FastMap::default(),
@@ -318,7 +372,7 @@ impl<'a> Evaluator<'a> {
 
     /// The lookback delta in effect; like Prometheus, zero (or less) means
     /// the 5m default.
-    fn lookback_delta(&self) -> i64 {
+    pub(crate) fn lookback_delta(&self) -> i64 {
         if self.options.lookback_delta_ms > 0 {
             self.options.lookback_delta_ms
         } else {
@@ -343,7 +397,7 @@ impl<'a> Evaluator<'a> {
     /// The series `vs` selects, taken out of the evaluator while a step
     /// reads them (see [`Evaluator::put_back`]): selected from storage on
     /// the selector's first use, then kept for every later step.
-    fn take_selected(&mut self, vs: &VectorSelector) -> Result<Selected, EngineError> {
+    pub(crate) fn take_selected(&mut self, vs: &VectorSelector) -> Result<Selected, EngineError> {
         let key = vs as *const VectorSelector as usize;
         if let Some(found) = self.selected.remove(&key) {
             return Ok(found);
@@ -395,7 +449,7 @@ impl<'a> Evaluator<'a> {
         Ok(Selected { series })
     }
 
-    fn put_back(&mut self, vs: &VectorSelector, selected: Selected) {
+    pub(crate) fn put_back(&mut self, vs: &VectorSelector, selected: Selected) {
         self.selected
             .insert(vs as *const VectorSelector as usize, selected);
     }
@@ -447,21 +501,9 @@ impl<'a> Evaluator<'a> {
         let lookback_start = ref_time - self.lookback_delta();
         let mut out = Vec::with_capacity(selected.series.len());
         for series in &mut selected.series {
-            series.cursor.load(lookback_start, ref_time)?;
-            let index = series.cursor.count_through(ref_time);
-            let latest_float = index
-                .checked_sub(1)
-                .map(|last| series.cursor.samples()[last]);
-            if let Some(h_time) = latest_histogram(&series.histogram_times, ref_time)
-                && h_time > lookback_start
-                && latest_float.is_none_or(|(t, _)| t < h_time)
-            {
-                return native_histogram_error();
-            }
-            let Some((t, v)) = latest_float else { continue };
-            if t <= lookback_start || is_stale_nan(v) {
+            let Some((t, v)) = series.latest(lookback_start, ref_time)? else {
                 continue;
-            }
+            };
             out.push(Sample {
                 labels: Arc::clone(&series.labels),
                 t,
@@ -487,16 +529,7 @@ impl<'a> Evaluator<'a> {
         let mut out = Vec::with_capacity(selected.series.len());
         let mut loaded = 0;
         for series in &mut selected.series {
-            if series
-                .histogram_times
-                .iter()
-                .any(|t| *t > window_start && *t <= ref_time)
-            {
-                return native_histogram_error();
-            }
-            series.cursor.load(window_start, ref_time)?;
-            let from = series.cursor.count_through_start(window_start);
-            let to = series.cursor.count_through(ref_time);
+            let (from, to) = series.window(window_start, ref_time)?;
             if from >= to {
                 continue;
             }
@@ -549,11 +582,39 @@ impl<'a> Evaluator<'a> {
         if first <= window_start {
             first += step;
         }
+        // The inner expression runs on its own grid (multiples of the
+        // step), up to the latest time any outer step will ask for, and
+        // every outer step asks again for up to `range` before its own.
+        let enclosing = self.grid;
+        let latest = match self.at_time(&sq.at) {
+            Some(at) => at,
+            None => enclosing.map_or(ts, |grid| grid.end),
+        };
+        self.grid = Some(Grid {
+            origin: 0,
+            step,
+            end: latest - offset_ms(&sq.offset),
+            keep_ms: enclosing.map_or(0, |grid| grid.keep_ms) + range,
+        });
+        let inner = self.subquery_steps(&sq.expr, first, ref_time, step);
+        self.grid = enclosing;
+        inner
+    }
+
+    /// The inner expression of a subquery at `first, first + step, ...`
+    /// up to `last`, gathered into series.
+    fn subquery_steps(
+        &mut self,
+        expr: &Expr,
+        first: i64,
+        last: i64,
+        step: i64,
+    ) -> Result<Vec<RangeSeries>, EngineError> {
         let mut out = SeriesAccumulator::default();
         let mut inner_ts = first;
-        while inner_ts <= ref_time {
+        while inner_ts <= last {
             self.maybe_check_interrupt()?;
-            match self.eval(&sq.expr, inner_ts)? {
+            match self.eval(expr, inner_ts)? {
                 Value::Scalar(v) => out.push_scalar(inner_ts, v),
                 Value::Vector(samples) => {
                     for sample in &samples {
@@ -571,7 +632,7 @@ impl<'a> Evaluator<'a> {
         Ok(out.series)
     }
 
-    fn maybe_check_interrupt(&mut self) -> Result<(), EngineError> {
+    pub(crate) fn maybe_check_interrupt(&mut self) -> Result<(), EngineError> {
         self.steps_since_check += 1;
         if self.steps_since_check >= 64 {
             self.steps_since_check = 0;
@@ -581,6 +642,12 @@ impl<'a> Evaluator<'a> {
     }
 
     pub(crate) fn eval(&mut self, expr: &Expr, ts: i64) -> Result<Value, EngineError> {
+        if self.grid.is_some()
+            && self.is_batchable(expr)
+            && let Some(value) = self.eval_batched(expr, ts)?
+        {
+            return Ok(value);
+        }
         match expr {
             Expr::NumberLiteral(number) => Ok(Value::Scalar(number.val)),
             Expr::StringLiteral(string) => Ok(Value::String(string.val.clone())),
@@ -610,6 +677,18 @@ impl<'a> Evaluator<'a> {
             Expr::Binary(binary) => crate::binary::eval_binary(self, binary, ts),
             Expr::Extension(_) => exec_err("extension expressions are not supported"),
         }
+    }
+
+    /// Whether `expr` is evaluated in batches ([`crate::batch`]), decided
+    /// once per node.
+    fn is_batchable(&mut self, expr: &Expr) -> bool {
+        let key = expr as *const Expr as usize;
+        if let Some(known) = self.batchable.get(&key) {
+            return *known;
+        }
+        let answer = crate::batch::batchable(expr);
+        self.batchable.insert(key, answer);
+        answer
     }
 
     pub(crate) fn eval_vector(&mut self, expr: &Expr, ts: i64) -> Result<Vec<Sample>, EngineError> {
@@ -989,6 +1068,12 @@ pub(crate) fn run_range(
     }
     let mut evaluator = Evaluator::new(storage, query, options, start_ms, end_ms, step_ms, true);
     evaluator.plan_selector_ranges(expr);
+    evaluator.grid = Some(Grid {
+        origin: start_ms,
+        step: step_ms,
+        end: end_ms,
+        keep_ms: 0,
+    });
     let mut out = SeriesAccumulator::default();
     let mut result_points = 0usize;
     let mut ts = start_ms;

@@ -17,6 +17,7 @@
 //! speed by `benches/engine.rs` (`cargo bench -p sluice-engine`).
 
 mod aggregate;
+mod batch;
 mod binary;
 mod blocking;
 mod cursor;
@@ -25,6 +26,7 @@ mod functions;
 mod hashing;
 mod info;
 pub mod labels;
+mod range_functions;
 pub mod storage;
 
 use std::sync::Arc;

@@ -4,7 +4,11 @@
 //! one the storage relies on: series handed over as XOR chunks answer
 //! exactly as the same samples handed over decoded (the evaluator decodes
 //! chunks as its windows reach them, drops those it has passed, and starts
-//! again where a subquery's windows move back).
+//! again where a subquery's windows move back). And every step of a range
+//! query equals an instant query at that time: range queries evaluate
+//! selectors, window functions and aggregations series by series over
+//! many steps, instant queries step by step, and both must give the same
+//! bits.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,6 +52,42 @@ fn series_strategy() -> impl Strategy<Value = Vec<(u8, Vec<Option<f64>>)>> {
         ),
         1..24,
     )
+}
+
+/// Values with the awkward ones among them: NaN, infinities and
+/// staleness markers.
+fn awkward_series_strategy() -> impl Strategy<Value = Vec<(u8, Vec<Option<f64>>)>> {
+    let value = prop_oneof![
+        20 => -1000.0f64..1000.0,
+        1 => Just(f64::NAN),
+        1 => Just(f64::INFINITY),
+        1 => Just(f64::from_bits(sluice_engine::storage::STALE_NAN_BITS)),
+    ];
+    prop::collection::vec(
+        (
+            0u8..3,
+            prop::collection::vec(prop::option::weighted(0.85, value), 1..40),
+        ),
+        1..12,
+    )
+}
+
+/// Each step of a range query's answer as the instant vector it stands
+/// for: labels and value bits, by time.
+fn steps_of(value: QueryValue) -> BTreeMap<i64, BTreeMap<Labels, u64>> {
+    let QueryValue::Matrix(series) = value else {
+        panic!("range query returns a matrix")
+    };
+    let mut steps: BTreeMap<i64, BTreeMap<Labels, u64>> = BTreeMap::new();
+    for one in series {
+        for (t, v) in one.points {
+            steps
+                .entry(t)
+                .or_default()
+                .insert(one.labels.clone(), v.to_bits());
+        }
+    }
+    steps
 }
 
 type Points = BTreeMap<Labels, BTreeMap<i64, f64>>;
@@ -318,5 +358,51 @@ proptest! {
             },
         };
         prop_assert_eq!(answers(&chunked, end), answers(&decoded, end));
+    }
+
+    #[test]
+    fn range_steps_equal_instant_queries(
+        series in awkward_series_strategy(),
+        query_index in 0usize..14,
+        step_index in 0usize..3,
+    ) {
+        let storage = storage_from(&series, &[]);
+        let queries = [
+            "metric",
+            "timestamp(metric)",
+            "rate(metric[1m])",
+            "last_over_time(metric[45s] offset 15s)",
+            "sum by (group) (rate(metric[1m]))",
+            "avg without (instance) (metric)",
+            "count(metric offset 30s)",
+            "min by (group) (changes(metric[2m]))",
+            "max(irate(metric[1m]))",
+            "stddev by (group) (delta(metric[90s]))",
+            "group by (group) (metric)",
+            "sum(sum by (group) (metric))",
+            "topk(2, sum by (instance) (increase(metric[1m])))",
+            "max_over_time(sum by (group) (rate(metric[1m]))[2m:15s])",
+        ];
+        let query = queries[query_index];
+        let step = [15_000, 30_000, 45_000][step_index];
+        let (start, end) = (STEP_MS, 38 * STEP_MS);
+        let engine = Engine::new();
+        let options = QueryOptions::default();
+        let range = engine.range(&storage, query, start, end, step, &options).expect("evaluates");
+        let steps = steps_of(range.value);
+        let mut t = start;
+        while t <= end {
+            let instant = engine.instant(&storage, query, t, &options).expect("evaluates");
+            let QueryValue::Vector(samples) = instant.value else {
+                panic!("instant query returns a vector")
+            };
+            let expected: BTreeMap<Labels, u64> = samples
+                .into_iter()
+                .map(|sample| (sample.labels, sample.value.to_bits()))
+                .collect();
+            let got = steps.get(&t).cloned().unwrap_or_default();
+            prop_assert_eq!(got, expected, "{} at {}", query, t);
+            t += step;
+        }
     }
 }
