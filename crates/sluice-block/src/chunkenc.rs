@@ -136,29 +136,47 @@ impl Chunk {
         }
     }
 
+    /// Histogram chunks are an error where float samples are asked for.
+    fn check_float(&self) -> Result<()> {
+        if self.encoding == Encoding::Xor {
+            return Ok(());
+        }
+        Err(Error::NotFloat {
+            file: self.origin.file.to_string(),
+            offset: self.origin.offset,
+            encoding: self.encoding,
+        })
+    }
+
     /// An iterator over the float samples; histogram chunks are an error.
     pub fn float_samples(&self) -> Result<XorIterator> {
-        if self.encoding != Encoding::Xor {
-            return Err(Error::NotFloat {
-                file: self.origin.file.to_string(),
-                offset: self.origin.offset,
-                encoding: self.encoding,
-            });
-        }
+        self.check_float()?;
         XorIterator::located(self.data.clone(), self.origin.clone())
     }
 
     /// Appends the float samples, as `(timestamp, value)`, to `out` (see
     /// [`decode_xor_into`]); histogram chunks are an error.
     pub fn decode_floats_into(&self, out: &mut Vec<(i64, f64)>) -> Result<()> {
-        if self.encoding != Encoding::Xor {
-            return Err(Error::NotFloat {
-                file: self.origin.file.to_string(),
-                offset: self.origin.offset,
-                encoding: self.encoding,
-            });
-        }
+        self.check_float()?;
         decode_xor_into(&self.data, &self.origin, out)
+    }
+
+    /// A decoder for the float samples (see [`XorDecoder`]); histogram
+    /// chunks are an error.
+    pub fn xor_decoder(&self) -> Result<XorDecoder> {
+        self.check_float()?;
+        XorDecoder::new(&self.data, &self.origin)
+    }
+
+    /// Goes on decoding this chunk with `decoder` (from
+    /// [`Chunk::xor_decoder`]) until a sample later than `until`.
+    pub fn decode_floats_until(
+        &self,
+        decoder: &mut XorDecoder,
+        until: i64,
+        out: &mut Vec<(i64, f64)>,
+    ) -> Result<()> {
+        decoder.decode_until(&self.data, &self.origin, until, out)
     }
 }
 
@@ -357,19 +375,96 @@ impl XorEncoder {
     }
 }
 
+/// Where decoding an XOR chunk stands: the samples read so far and the
+/// position in its bit stream. It does not hold the chunk's bytes: each
+/// call is given them again, so a decoder can wait between calls (a query
+/// decodes a chunk as far as its windows reach, then on from there).
+#[derive(Clone, Debug)]
+pub struct XorDecoder {
+    total: u16,
+    read: u16,
+    /// Where [`WordBits`] stopped, kept between calls.
+    next: usize,
+    word: u64,
+    held: u32,
+    state: XorState,
+}
+
+impl XorDecoder {
+    /// A decoder at the start of XOR chunk `data`.
+    pub fn new(data: &[u8], origin: &Origin) -> Result<XorDecoder> {
+        Ok(XorDecoder {
+            total: sample_count(data, origin)?,
+            read: 0,
+            next: 0,
+            word: 0,
+            held: 0,
+            state: XorState::default(),
+        })
+    }
+
+    /// Whether every sample has been decoded.
+    pub fn finished(&self) -> bool {
+        self.read == self.total
+    }
+
+    /// The time of the last sample decoded, if any.
+    pub fn last_time(&self) -> Option<i64> {
+        (self.read > 0).then_some(self.state.t)
+    }
+
+    /// Appends samples of chunk `data` (the same bytes each call) to `out`
+    /// until it has appended one later than `until`, or the last one.
+    /// After an error the decoder is not to be used again.
+    pub fn decode_until(
+        &mut self,
+        data: &[u8],
+        origin: &Origin,
+        until: i64,
+        out: &mut Vec<(i64, f64)>,
+    ) -> Result<()> {
+        let Some(stream) = data.get(2..) else {
+            return Err(bad_sample(origin, 0, self.read, self.total));
+        };
+        let mut bits = WordBits {
+            data: stream,
+            next: self.next,
+            word: self.word,
+            held: self.held,
+        };
+        out.reserve(usize::from(self.total - self.read));
+        let mut outcome = Ok(());
+        while self.read < self.total {
+            // `later` for all but the first two, without matching the index.
+            let decoded = if self.read >= 2 {
+                self.state.later(&mut bits)
+            } else {
+                self.state.read(self.read, &mut bits)
+            };
+            if decoded.is_none() {
+                let byte = bits.byte_position();
+                outcome = Err(bad_sample(origin, byte, self.read, self.total));
+                break;
+            }
+            self.read += 1;
+            out.push((self.state.t, f64::from_bits(self.state.v)));
+            if self.state.t > until {
+                break;
+            }
+        }
+        (self.next, self.word, self.held) = (bits.next, bits.word, bits.held);
+        outcome
+    }
+}
+
 /// Iterates the samples of an XOR chunk. Malformed data ends the iteration
 /// with an error naming the byte where decoding failed.
 #[derive(Clone, Debug)]
 pub struct XorIterator {
     data: Bytes,
     origin: Origin,
-    total: u16,
-    read: u16,
-    /// Where [`WordBits`] stopped, kept between samples.
-    next: usize,
-    word: u64,
-    held: u32,
-    state: XorState,
+    decoder: XorDecoder,
+    decoded: Vec<(i64, f64)>,
     failed: bool,
 }
 
@@ -380,16 +475,12 @@ impl XorIterator {
     }
 
     pub fn located(data: Bytes, origin: Origin) -> Result<XorIterator> {
-        let total = sample_count(&data, &origin)?;
+        let decoder = XorDecoder::new(&data, &origin)?;
         Ok(XorIterator {
             data,
             origin,
-            total,
-            read: 0,
-            next: 0,
-            word: 0,
-            held: 0,
-            state: XorState::default(),
+            decoder,
+            decoded: Vec::with_capacity(1),
             failed: false,
         })
     }
@@ -409,27 +500,20 @@ impl Iterator for XorIterator {
     type Item = Result<Sample>;
 
     fn next(&mut self) -> Option<Result<Sample>> {
-        if self.failed || self.read == self.total {
+        if self.failed || self.decoder.finished() {
             return None;
         }
-        let mut bits = WordBits {
-            data: &self.data[2..],
-            next: self.next,
-            word: self.word,
-            held: self.held,
-        };
-        let decoded = self.state.read(self.read, &mut bits);
-        (self.next, self.word, self.held) = (bits.next, bits.word, bits.held);
-        if decoded.is_none() {
+        self.decoded.clear();
+        // Any time is past i64::MIN: one sample a call.
+        let decoded =
+            self.decoder
+                .decode_until(&self.data, &self.origin, i64::MIN, &mut self.decoded);
+        if let Err(error) = decoded {
             self.failed = true;
-            let byte = bits.byte_position();
-            return Some(Err(bad_sample(&self.origin, byte, self.read, self.total)));
+            return Some(Err(error));
         }
-        self.read += 1;
-        Some(Ok(Sample {
-            t: self.state.t,
-            v: f64::from_bits(self.state.v),
-        }))
+        let (t, v) = self.decoded[0];
+        Some(Ok(Sample { t, v }))
     }
 }
 
@@ -507,25 +591,51 @@ impl WordBits<'_> {
     }
 
     /// The next `count` (0 to 64) bits.
+    #[inline]
     fn read_wide(&mut self, count: u32) -> Option<u64> {
         match count {
-            0 => Some(0),
             1..=56 => self.read(count),
-            _ => {
-                // Fail before consuming anything, as a single read would.
-                let left = u64::from(self.held) + (self.data.len() - self.next) as u64 * 8;
-                if left < u64::from(count) {
-                    return None;
-                }
-                let high = self.read(count - 32)?;
-                Some(high << 32 | self.read(32)?)
-            }
+            _ => self.read_wider(count),
         }
     }
 
+    #[cold]
+    fn read_wider(&mut self, count: u32) -> Option<u64> {
+        if count == 0 {
+            return Some(0);
+        }
+        // Fail before consuming anything, as a single read would.
+        let left = u64::from(self.held) + (self.data.len() - self.next) as u64 * 8;
+        if left < u64::from(count) {
+            return None;
+        }
+        let high = self.read(count - 32)?;
+        Some(high << 32 | self.read(32)?)
+    }
+
+    /// How many 1 bits come next, up to `max` (at most 4), consuming them
+    /// and the 0 that ends them: the control prefixes of the XOR format,
+    /// read at once rather than a bit at a time. Running out consumes the
+    /// 1 bits there were, as reading bit by bit would.
     #[inline]
-    fn bit(&mut self) -> Option<bool> {
-        self.read(1).map(|bit| bit == 1)
+    fn ones(&mut self, max: u32) -> Option<u32> {
+        if self.held <= max {
+            self.refill();
+        }
+        let ones = (!self.word).leading_zeros().min(max);
+        let needed = if ones < max { ones + 1 } else { max };
+        if needed <= self.held {
+            self.consume(needed);
+            return Some(ones);
+        }
+        self.consume(self.held.min(ones));
+        None
+    }
+
+    #[inline]
+    fn consume(&mut self, count: u32) {
+        self.word = self.word.checked_shl(count).unwrap_or(0);
+        self.held -= count;
     }
 
     fn uvarint(&mut self) -> Option<u64> {
@@ -555,22 +665,7 @@ impl WordBits<'_> {
 /// decoded before it stay and the error names the byte, counted from
 /// `origin`.
 pub fn decode_xor_into(data: &[u8], origin: &Origin, samples: &mut Vec<(i64, f64)>) -> Result<()> {
-    let total = sample_count(data, origin)?;
-    samples.reserve(usize::from(total));
-    let mut bits = WordBits {
-        data: &data[2..],
-        next: 0,
-        word: 0,
-        held: 0,
-    };
-    let mut state = XorState::default();
-    for index in 0..total {
-        if state.read(index, &mut bits).is_none() {
-            return Err(bad_sample(origin, bits.byte_position(), index, total));
-        }
-        samples.push((state.t, f64::from_bits(state.v)));
-    }
-    Ok(())
+    XorDecoder::new(data, origin)?.decode_until(data, origin, i64::MAX, samples)
 }
 
 /// The running state of an XOR decoder: the last sample and the value
@@ -610,16 +705,16 @@ impl XorState {
 
     #[inline]
     fn later(&mut self, bits: &mut WordBits<'_>) -> Option<()> {
-        let delta_of_delta = if !bits.bit()? {
+        // Regular scrapes make a zero delta of deltas, one 0 bit.
+        let delta_of_delta = if bits.read(1)? == 0 {
             0
-        } else if !bits.bit()? {
-            signed(bits.read(14)?, 14)
-        } else if !bits.bit()? {
-            signed(bits.read(17)?, 17)
-        } else if !bits.bit()? {
-            signed(bits.read(20)?, 20)
         } else {
-            bits.read_wide(64)? as i64
+            match bits.ones(3)? {
+                0 => signed(bits.read(14)?, 14),
+                1 => signed(bits.read(17)?, 17),
+                2 => signed(bits.read(20)?, 20),
+                _ => bits.read_wide(64)? as i64,
+            }
         };
         self.t_delta = self.t_delta.wrapping_add(delta_of_delta as u64);
         self.t = self.t.wrapping_add(self.t_delta as i64);
@@ -628,10 +723,11 @@ impl XorState {
 
     #[inline]
     fn value(&mut self, bits: &mut WordBits<'_>) -> Option<()> {
-        if !bits.bit()? {
+        let control = bits.ones(2)?;
+        if control == 0 {
             return Some(());
         }
-        if bits.bit()? {
+        if control == 2 {
             self.leading = bits.read(5)? as u32;
             let significant = match bits.read(6)? as u32 {
                 0 => 64,
@@ -791,6 +887,26 @@ mod tests {
             let batch: Vec<Sample> = batch.into_iter().map(|(t, v)| Sample { t, v }).collect();
             prop_assert_eq!(&batch, &samples);
             prop_assert_eq!(decode(bytes), samples);
+        }
+
+        #[test]
+        fn decoding_in_stretches_decodes_it_all(
+            samples in arbitrary_samples(),
+            until in any::<prop::sample::Index>(),
+        ) {
+            let bytes = encode(&samples);
+            let origin = Origin::unknown();
+            let until = samples.get(until.index(samples.len() + 1)).map_or(i64::MAX, |s| s.t);
+            let mut decoder = XorDecoder::new(&bytes, &origin).unwrap();
+            let mut out = Vec::new();
+            decoder.decode_until(&bytes, &origin, until, &mut out).unwrap();
+            // Everything up to `until`, and at most one sample past it.
+            let through = samples.iter().filter(|s| s.t <= until).count();
+            prop_assert!(out.len() == through || out.len() == through + 1);
+            prop_assert_eq!(decoder.finished(), out.len() == samples.len());
+            decoder.decode_until(&bytes, &origin, i64::MAX, &mut out).unwrap();
+            let out: Vec<Sample> = out.into_iter().map(|(t, v)| Sample { t, v }).collect();
+            prop_assert_eq!(out, samples);
         }
 
         #[test]

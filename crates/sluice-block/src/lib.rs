@@ -27,7 +27,8 @@ pub mod writer;
 
 pub use block::{Block, BlockSeries, SeriesSamples, Shard};
 pub use chunkenc::{
-    Chunk, Encoding, Origin, STALE_NAN, Sample, XorEncoder, XorIterator, decode_xor_into,
+    Chunk, Encoding, Origin, STALE_NAN, Sample, XorDecoder, XorEncoder, XorIterator,
+    decode_xor_into,
 };
 pub use chunks::{ChunkReader, ChunkRef, ChunkWriter};
 pub use encoding::crc32c;
