@@ -14,6 +14,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::EngineError;
+use sluice_block::XorDecoder;
+
 use crate::storage::{FloatChunks, SeriesSamples};
 
 pub(crate) struct SeriesCursor {
@@ -30,6 +32,12 @@ pub(crate) struct SeriesCursor {
     end_hint: usize,
     start_hint: usize,
     keep_ms: i64,
+    /// Where decoding the last chunk held (`next - 1`) stopped, when it
+    /// stopped before the chunk's end: windows that end inside a chunk
+    /// (an instant query's) need not decode the rest of it.
+    partial: Option<XorDecoder>,
+    /// The time of the last sample that decoding reached.
+    reached: i64,
 }
 
 enum Source {
@@ -52,6 +60,8 @@ impl SeriesCursor {
             end_hint: 0,
             start_hint: 0,
             keep_ms: keep_ms.max(0),
+            partial: None,
+            reached: i64::MIN,
         }
     }
 
@@ -77,9 +87,12 @@ impl SeriesCursor {
             .get(self.first)
             .map_or(i64::MAX, |chunk| chunk.min_time);
         let back = from < held_from && self.first > 0 && list[self.first - 1].max_time >= from;
-        let ahead = list
-            .get(self.next)
-            .is_some_and(|chunk| chunk.min_time <= to);
+        let ahead = match self.partial {
+            Some(_) => to > self.reached,
+            None => list
+                .get(self.next)
+                .is_some_and(|chunk| chunk.min_time <= to),
+        };
         let passed = match list.get(self.first) {
             Some(first) if self.first < self.next => first.max_time < floor,
             _ => list
@@ -120,11 +133,30 @@ impl SeriesCursor {
         } else if dropped > 0 {
             self.drop_front(dropped);
         }
-        while self.next < list.len() && list[self.next].min_time <= to {
+        if let Some(decoder) = &mut self.partial
+            && to > self.reached
+        {
             let buffer = Arc::make_mut(&mut self.buffer);
-            list[self.next].decode_into(&chunks.deleted, buffer)?;
+            list[self.next - 1].decode_until(decoder, &chunks.deleted, to, buffer)?;
+            if let Some(last) = self.ends.back_mut() {
+                *last = buffer.len();
+            }
+            self.reached = decoder.last_time().unwrap_or(i64::MIN);
+            if decoder.finished() {
+                self.partial = None;
+            }
+        }
+        while self.partial.is_none() && self.next < list.len() && list[self.next].min_time <= to {
+            let chunk = &list[self.next];
+            let mut decoder = chunk.decoder()?;
+            let buffer = Arc::make_mut(&mut self.buffer);
+            chunk.decode_until(&mut decoder, &chunks.deleted, to, buffer)?;
             self.ends.push_back(buffer.len());
             self.next += 1;
+            self.reached = decoder.last_time().unwrap_or(i64::MIN);
+            if !decoder.finished() {
+                self.partial = Some(decoder);
+            }
         }
         Ok(())
     }
@@ -137,6 +169,7 @@ impl SeriesCursor {
         self.next = chunk;
         self.end_hint = 0;
         self.start_hint = 0;
+        self.partial = None;
     }
 
     /// Removes the first `count` samples, moving what remains down.

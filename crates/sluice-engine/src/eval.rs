@@ -2,8 +2,12 @@
 //!
 //! Evaluating step by step (rather than node by node over all steps) keeps
 //! every PromQL rule local to one timestamp, which is how the language is
-//! specified; series are selected from storage once per selector and shared
-//! between steps, so the per-step work is a binary search per series.
+//! specified; series are selected from storage once per selector and read
+//! through a cursor each ([`crate::cursor`]), so the per-step work is a
+//! short search per series. The costly nodes of range queries and
+//! subqueries (selectors, window functions, folding aggregations) are
+//! computed series by series for many steps at once ([`crate::batch`]) and
+//! handed to this walk a step at a time.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use promql_parser::label::Matcher;
-use sluice_block::Chunk;
+use sluice_block::{Chunk, XorDecoder};
 
 use crate::EngineError;
 use crate::labels::Labels;
@@ -79,7 +79,10 @@ impl SeriesSamples {
 
 /// A series' XOR chunks. Each chunk's samples come after the previous
 /// chunk's (`max_time` before the next `min_time`); samples in a deleted
-/// interval are skipped as they are decoded.
+/// interval are skipped as they are decoded. A store whose chunks overlap
+/// (overlapping blocks) merges them and hands the samples over decoded. A
+/// chunk still being appended to (a head's) is handed over as the bytes
+/// written so far (`XorEncoder::bytes`), which are a valid chunk.
 #[derive(Clone, Debug, Default)]
 pub struct FloatChunks {
     pub chunks: Vec<FloatChunk>,
@@ -105,10 +108,28 @@ impl FloatChunk {
         deleted: &[(i64, i64)],
         out: &mut Vec<(i64, f64)>,
     ) -> Result<(), EngineError> {
+        let mut decoder = self.decoder()?;
+        self.decode_until(&mut decoder, deleted, i64::MAX, out)
+    }
+
+    /// A decoder at the chunk's start, for [`FloatChunk::decode_until`].
+    pub(crate) fn decoder(&self) -> Result<XorDecoder, EngineError> {
+        self.chunk.xor_decoder().map_err(chunk_error)
+    }
+
+    /// Appends the chunk's next samples, less deleted ones, to `out` until
+    /// one later than `until` (see [`XorDecoder::decode_until`]).
+    pub(crate) fn decode_until(
+        &self,
+        decoder: &mut XorDecoder,
+        deleted: &[(i64, i64)],
+        until: i64,
+        out: &mut Vec<(i64, f64)>,
+    ) -> Result<(), EngineError> {
         let start = out.len();
         self.chunk
-            .decode_floats_into(out)
-            .map_err(|error| EngineError::Execution(format!("reading a chunk: {error}")))?;
+            .decode_floats_until(decoder, until, out)
+            .map_err(chunk_error)?;
         let overlaps = |(min, max): &(i64, i64)| *min <= self.max_time && *max >= self.min_time;
         if deleted.iter().any(overlaps) {
             let mut kept = start;
@@ -123,6 +144,10 @@ impl FloatChunk {
         }
         Ok(())
     }
+}
+
+fn chunk_error(error: sluice_block::Error) -> EngineError {
+    EngineError::Execution(format!("reading a chunk: {error}"))
 }
 
 /// Where series come from. `select` returns every series matching all
