@@ -51,6 +51,16 @@ pub(crate) struct Grid {
 }
 
 impl Grid {
+    /// The steps of a range query.
+    pub(crate) fn of_range_query(start: i64, end: i64, step: i64) -> Grid {
+        Grid {
+            origin: start,
+            step,
+            end,
+            keep_ms: 0,
+        }
+    }
+
     fn index(&self, ts: i64) -> Option<usize> {
         let offset = ts - self.origin;
         (ts <= self.end && offset >= 0 && offset % self.step == 0)

@@ -33,7 +33,7 @@ pub(crate) struct SeriesCursor {
     start_hint: usize,
     keep_ms: i64,
     /// Where decoding the last chunk held (`next - 1`) stopped, when it
-    /// stopped before the chunk's end: windows that end inside a chunk
+    /// stopped before the chunk's end: a window that ends inside a chunk
     /// (an instant query's) need not decode the rest of it.
     partial: Option<XorDecoder>,
     /// The time of the last sample that decoding reached.
@@ -136,8 +136,10 @@ impl SeriesCursor {
         if let Some(decoder) = &mut self.partial
             && to > self.reached
         {
+            // Windows that come back for more are moving forward through
+            // the chunk, a step at a time: decode the rest of it at once.
             let buffer = Arc::make_mut(&mut self.buffer);
-            list[self.next - 1].decode_until(decoder, &chunks.deleted, to, buffer)?;
+            list[self.next - 1].decode_until(decoder, &chunks.deleted, i64::MAX, buffer)?;
             if let Some(last) = self.ends.back_mut() {
                 *last = buffer.len();
             }

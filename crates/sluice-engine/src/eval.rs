@@ -1072,12 +1072,7 @@ pub(crate) fn run_range(
     }
     let mut evaluator = Evaluator::new(storage, query, options, start_ms, end_ms, step_ms, true);
     evaluator.plan_selector_ranges(expr);
-    evaluator.grid = Some(Grid {
-        origin: start_ms,
-        step: step_ms,
-        end: end_ms,
-        keep_ms: 0,
-    });
+    evaluator.grid = Some(Grid::of_range_query(start_ms, end_ms, step_ms));
     let mut out = SeriesAccumulator::default();
     let mut result_points = 0usize;
     let mut ts = start_ms;
