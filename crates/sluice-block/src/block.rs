@@ -97,6 +97,13 @@ impl Block {
         self.chunks.chunk(meta.reference)
     }
 
+    /// The chunks `metas` point at, in their order, read a run of nearby
+    /// chunks at a time (see [`ChunkReader::chunks`]).
+    pub fn chunks(&self, metas: &[ChunkMeta]) -> Result<Vec<Chunk>> {
+        let references: Vec<_> = metas.iter().map(|meta| meta.reference).collect();
+        self.chunks.chunks(&references)
+    }
+
     /// How many chunk segment files the block has.
     pub fn segment_count(&self) -> usize {
         self.chunks.segment_count()

@@ -114,6 +114,16 @@ impl Chunk {
         self.encoding
     }
 
+    /// The same chunk holding a copy of its own bytes, not a slice of a
+    /// larger buffer that it would keep alive.
+    pub(crate) fn detached(&self) -> Chunk {
+        Chunk {
+            encoding: self.encoding,
+            data: Bytes::copy_from_slice(&self.data),
+            origin: self.origin.clone(),
+        }
+    }
+
     pub fn data(&self) -> &Bytes {
         &self.data
     }
@@ -131,16 +141,47 @@ impl Chunk {
         }
     }
 
+    /// Histogram chunks are an error where float samples are asked for.
+    fn check_float(&self) -> Result<()> {
+        if self.encoding == Encoding::Xor {
+            return Ok(());
+        }
+        Err(Error::NotFloat {
+            file: self.origin.file.to_string(),
+            offset: self.origin.offset,
+            encoding: self.encoding,
+        })
+    }
+
     /// An iterator over the float samples; histogram chunks are an error.
     pub fn float_samples(&self) -> Result<XorIterator> {
-        if self.encoding != Encoding::Xor {
-            return Err(Error::NotFloat {
-                file: self.origin.file.to_string(),
-                offset: self.origin.offset,
-                encoding: self.encoding,
-            });
-        }
+        self.check_float()?;
         XorIterator::located(self.data.clone(), self.origin.clone())
+    }
+
+    /// Appends the float samples, as `(timestamp, value)`, to `out` (see
+    /// [`decode_xor_into`]); histogram chunks are an error.
+    pub fn decode_floats_into(&self, out: &mut Vec<(i64, f64)>) -> Result<()> {
+        self.check_float()?;
+        decode_xor_into(&self.data, &self.origin, out)
+    }
+
+    /// A decoder for the float samples (see [`XorDecoder`]); histogram
+    /// chunks are an error.
+    pub fn xor_decoder(&self) -> Result<XorDecoder> {
+        self.check_float()?;
+        XorDecoder::new(&self.data, &self.origin)
+    }
+
+    /// Goes on decoding this chunk with `decoder` (from
+    /// [`Chunk::xor_decoder`]) until a sample later than `until`.
+    pub fn decode_floats_until(
+        &self,
+        decoder: &mut XorDecoder,
+        until: i64,
+        out: &mut Vec<(i64, f64)>,
+    ) -> Result<()> {
+        decoder.decode_until(&self.data, &self.origin, until, out)
     }
 }
 
@@ -194,58 +235,6 @@ impl BitWriter {
             shifted <<= 1;
             remaining -= 1;
         }
-    }
-}
-
-/// Reads bits most significant first; running out is an error, not a panic.
-#[derive(Clone, Debug)]
-struct BitReader {
-    bytes: Bytes,
-    bit_position: usize,
-}
-
-impl BitReader {
-    fn read_bits(&mut self, count: u8) -> Option<u64> {
-        let mut remaining = u32::from(count);
-        if self.bit_position + remaining as usize > self.bytes.len() * 8 {
-            return None;
-        }
-        let mut value = 0u64;
-        while remaining > 0 {
-            let byte = self.bytes[self.bit_position / 8];
-            let available = 8 - (self.bit_position % 8) as u32;
-            let take = available.min(remaining);
-            let bits = (u64::from(byte) >> (available - take)) & ((1u64 << take) - 1);
-            value = (value << take) | bits;
-            self.bit_position += take as usize;
-            remaining -= take;
-        }
-        Some(value)
-    }
-
-    fn read_bit(&mut self) -> Option<bool> {
-        self.read_bits(1).map(|bit| bit == 1)
-    }
-
-    /// Go's `binary.ReadUvarint` over the bit stream's bytes.
-    fn read_uvarint(&mut self) -> Option<u64> {
-        let mut value = 0u64;
-        for index in 0..10 {
-            let byte = self.read_bits(8)? as u8;
-            if index == 9 && byte > 1 {
-                return None;
-            }
-            value |= u64::from(byte & 0x7f) << (7 * index);
-            if byte < 0x80 {
-                return Some(value);
-            }
-        }
-        None
-    }
-
-    fn read_varint(&mut self) -> Option<i64> {
-        let zigzag = self.read_uvarint()?;
-        Some(((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64))
     }
 }
 
@@ -391,19 +380,96 @@ impl XorEncoder {
     }
 }
 
+/// Where decoding an XOR chunk stands: the samples read so far and the
+/// position in its bit stream. It does not hold the chunk's bytes: each
+/// call is given them again, so a decoder can wait between calls (a query
+/// decodes a chunk as far as its windows reach, then on from there).
+#[derive(Clone, Debug)]
+pub struct XorDecoder {
+    total: u16,
+    read: u16,
+    /// Where [`WordBits`] stopped, kept between calls.
+    next: usize,
+    word: u64,
+    held: u32,
+    state: XorState,
+}
+
+impl XorDecoder {
+    /// A decoder at the start of XOR chunk `data`.
+    pub fn new(data: &[u8], origin: &Origin) -> Result<XorDecoder> {
+        Ok(XorDecoder {
+            total: sample_count(data, origin)?,
+            read: 0,
+            next: 0,
+            word: 0,
+            held: 0,
+            state: XorState::default(),
+        })
+    }
+
+    /// Whether every sample has been decoded.
+    pub fn finished(&self) -> bool {
+        self.read == self.total
+    }
+
+    /// The time of the last sample decoded, if any.
+    pub fn last_time(&self) -> Option<i64> {
+        (self.read > 0).then_some(self.state.t)
+    }
+
+    /// Appends samples of chunk `data` (the same bytes each call) to `out`
+    /// until it has appended one later than `until`, or the last one.
+    /// After an error the decoder is not to be used again.
+    pub fn decode_until(
+        &mut self,
+        data: &[u8],
+        origin: &Origin,
+        until: i64,
+        out: &mut Vec<(i64, f64)>,
+    ) -> Result<()> {
+        let Some(stream) = data.get(2..) else {
+            return Err(bad_sample(origin, 0, self.read, self.total));
+        };
+        let mut bits = WordBits {
+            data: stream,
+            next: self.next,
+            word: self.word,
+            held: self.held,
+        };
+        out.reserve(usize::from(self.total - self.read));
+        let mut outcome = Ok(());
+        while self.read < self.total {
+            // `later` for all but the first two, without matching the index.
+            let decoded = if self.read >= 2 {
+                self.state.later(&mut bits)
+            } else {
+                self.state.read(self.read, &mut bits)
+            };
+            if decoded.is_none() {
+                let byte = bits.byte_position();
+                outcome = Err(bad_sample(origin, byte, self.read, self.total));
+                break;
+            }
+            self.read += 1;
+            out.push((self.state.t, f64::from_bits(self.state.v)));
+            if self.state.t > until {
+                break;
+            }
+        }
+        (self.next, self.word, self.held) = (bits.next, bits.word, bits.held);
+        outcome
+    }
+}
+
 /// Iterates the samples of an XOR chunk. Malformed data ends the iteration
 /// with an error naming the byte where decoding failed.
 #[derive(Clone, Debug)]
 pub struct XorIterator {
-    reader: BitReader,
+    data: Bytes,
     origin: Origin,
-    total: u16,
-    read: u16,
-    t: i64,
-    v: u64,
-    t_delta: u64,
-    leading: u8,
-    trailing: u8,
+    decoder: XorDecoder,
+    decoded: Vec<(i64, f64)>,
     failed: bool,
 }
 
@@ -414,27 +480,12 @@ impl XorIterator {
     }
 
     pub fn located(data: Bytes, origin: Origin) -> Result<XorIterator> {
-        if data.len() < 2 {
-            return Err(Error::corrupt(
-                &origin.file,
-                origin.offset,
-                "XOR chunk shorter than its 2-byte header",
-            ));
-        }
-        let total = u16::from_be_bytes([data[0], data[1]]);
+        let decoder = XorDecoder::new(&data, &origin)?;
         Ok(XorIterator {
-            reader: BitReader {
-                bytes: data,
-                bit_position: 16,
-            },
+            data,
             origin,
-            total,
-            read: 0,
-            t: 0,
-            v: 0,
-            t_delta: 0,
-            leading: 0,
-            trailing: 0,
+            decoder,
+            decoded: Vec::with_capacity(1),
             failed: false,
         })
     }
@@ -448,105 +499,261 @@ impl XorIterator {
             }
         }
     }
-
-    fn fail(&mut self, reason: &str) -> Option<Result<Sample>> {
-        self.failed = true;
-        let byte = (self.reader.bit_position / 8) as u64;
-        Some(Err(Error::corrupt(
-            &self.origin.file,
-            self.origin.offset + byte,
-            format_args!("XOR sample {} of {}: {reason}", self.read + 1, self.total),
-        )))
-    }
-
-    fn read_first(&mut self) -> Option<()> {
-        self.t = self.reader.read_varint()?;
-        self.v = self.reader.read_bits(64)?;
-        Some(())
-    }
-
-    fn read_second(&mut self) -> Option<()> {
-        self.t_delta = self.reader.read_uvarint()?;
-        self.t = self.t.wrapping_add(self.t_delta as i64);
-        self.read_value()
-    }
-
-    fn read_later(&mut self) -> Option<()> {
-        let mut prefix = 0u8;
-        for _ in 0..4 {
-            prefix <<= 1;
-            if !self.reader.read_bit()? {
-                break;
-            }
-            prefix |= 1;
-        }
-        let delta_of_delta = match prefix {
-            0b0 => 0,
-            0b10 => self.read_signed(14)?,
-            0b110 => self.read_signed(17)?,
-            0b1110 => self.read_signed(20)?,
-            _ => self.reader.read_bits(64)? as i64,
-        };
-        self.t_delta = self.t_delta.wrapping_add(delta_of_delta as u64);
-        self.t = self.t.wrapping_add(self.t_delta as i64);
-        self.read_value()
-    }
-
-    fn read_signed(&mut self, bits: u8) -> Option<i64> {
-        let raw = self.reader.read_bits(bits)?;
-        // Values above 2^(bits-1) are negative (see `fits_bits`).
-        if raw > 1 << (bits - 1) {
-            Some(raw as i64 - (1i64 << bits))
-        } else {
-            Some(raw as i64)
-        }
-    }
-
-    fn read_value(&mut self) -> Option<()> {
-        if !self.reader.read_bit()? {
-            return Some(());
-        }
-        if self.reader.read_bit()? {
-            self.leading = self.reader.read_bits(5)? as u8;
-            let significant = match self.reader.read_bits(6)? as u8 {
-                0 => 64,
-                other => other,
-            };
-            // A corrupt window wider than 64 bits must not underflow.
-            self.trailing = 64u8.checked_sub(self.leading)?.checked_sub(significant)?;
-        }
-        let width = 64 - self.leading - self.trailing;
-        let meaningful = self.reader.read_bits(width)?;
-        let shifted = if self.trailing >= 64 {
-            0
-        } else {
-            meaningful << self.trailing
-        };
-        self.v ^= shifted;
-        Some(())
-    }
 }
 
 impl Iterator for XorIterator {
     type Item = Result<Sample>;
 
     fn next(&mut self) -> Option<Result<Sample>> {
-        if self.failed || self.read == self.total {
+        if self.failed || self.decoder.finished() {
             return None;
         }
-        let decoded = match self.read {
-            0 => self.read_first(),
-            1 => self.read_second(),
-            _ => self.read_later(),
-        };
-        if decoded.is_none() {
-            return self.fail("bit stream ends or holds an impossible value window");
+        self.decoded.clear();
+        // Any time is past i64::MIN: one sample a call.
+        let decoded =
+            self.decoder
+                .decode_until(&self.data, &self.origin, i64::MIN, &mut self.decoded);
+        if let Err(error) = decoded {
+            self.failed = true;
+            return Some(Err(error));
         }
-        self.read += 1;
-        Some(Ok(Sample {
-            t: self.t,
-            v: f64::from_bits(self.v),
-        }))
+        let (t, v) = self.decoded[0];
+        Some(Ok(Sample { t, v }))
+    }
+}
+
+/// The sample count in an XOR chunk's 2-byte header.
+fn sample_count(data: &[u8], origin: &Origin) -> Result<u16> {
+    match data.get(..2) {
+        Some(header) => Ok(u16::from_be_bytes([header[0], header[1]])),
+        None => Err(Error::corrupt(
+            &origin.file,
+            origin.offset,
+            "XOR chunk shorter than its 2-byte header",
+        )),
+    }
+}
+
+/// The error for sample `index` (from 0) of `total`, whose bits ran out or
+/// made no sense at `byte` of the bit stream (after the header).
+fn bad_sample(origin: &Origin, byte: usize, index: u16, total: u16) -> Error {
+    Error::corrupt(
+        &origin.file,
+        origin.offset + 2 + byte as u64,
+        format_args!(
+            "XOR sample {} of {total}: bit stream ends or holds an impossible value window",
+            u32::from(index) + 1
+        ),
+    )
+}
+
+/// Reads a bit stream most significant bit first through a 64-bit
+/// accumulator refilled a word at a time (the decoder's hot loop: reading
+/// bit by bit took several times as long). Running out is `None`, never a
+/// panic.
+struct WordBits<'a> {
+    data: &'a [u8],
+    /// The next byte to load into `word`.
+    next: usize,
+    /// Unread bits, left-aligned; the bits below the first `held` are the
+    /// stream's next bits too, or zero.
+    word: u64,
+    held: u32,
+}
+
+impl WordBits<'_> {
+    fn refill(&mut self) {
+        if let Some(bytes) = self.data.get(self.next..self.next + 8) {
+            let mut load = [0u8; 8];
+            load.copy_from_slice(bytes);
+            self.word |= u64::from_be_bytes(load) >> self.held;
+            let whole = (63 - self.held) / 8;
+            self.next += whole as usize;
+            self.held += whole * 8;
+            return;
+        }
+        while self.held <= 56 && self.next < self.data.len() {
+            self.word |= u64::from(self.data[self.next]) << (56 - self.held);
+            self.next += 1;
+            self.held += 8;
+        }
+    }
+
+    /// The next `count` (1 to 56) bits.
+    #[inline]
+    fn read(&mut self, count: u32) -> Option<u64> {
+        debug_assert!((1..=56).contains(&count));
+        if self.held < count {
+            self.refill();
+            if self.held < count {
+                return None;
+            }
+        }
+        let value = self.word >> (64 - count);
+        self.word <<= count;
+        self.held -= count;
+        Some(value)
+    }
+
+    /// The next `count` (0 to 64) bits.
+    #[inline]
+    fn read_wide(&mut self, count: u32) -> Option<u64> {
+        match count {
+            1..=56 => self.read(count),
+            _ => self.read_wider(count),
+        }
+    }
+
+    #[cold]
+    fn read_wider(&mut self, count: u32) -> Option<u64> {
+        if count == 0 {
+            return Some(0);
+        }
+        // Fail before consuming anything, as a single read would.
+        let left = u64::from(self.held) + (self.data.len() - self.next) as u64 * 8;
+        if left < u64::from(count) {
+            return None;
+        }
+        let high = self.read(count - 32)?;
+        Some(high << 32 | self.read(32)?)
+    }
+
+    /// How many 1 bits come next, up to `max` (at most 4), consuming them
+    /// and the 0 that ends them: the control prefixes of the XOR format,
+    /// read at once rather than a bit at a time. Running out consumes the
+    /// 1 bits there were, as reading bit by bit would.
+    #[inline]
+    fn ones(&mut self, max: u32) -> Option<u32> {
+        if self.held <= max {
+            self.refill();
+        }
+        let ones = (!self.word).leading_zeros().min(max);
+        let needed = if ones < max { ones + 1 } else { max };
+        if needed <= self.held {
+            self.consume(needed);
+            return Some(ones);
+        }
+        self.consume(self.held.min(ones));
+        None
+    }
+
+    #[inline]
+    fn consume(&mut self, count: u32) {
+        self.word = self.word.checked_shl(count).unwrap_or(0);
+        self.held -= count;
+    }
+
+    fn uvarint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for index in 0..10 {
+            let byte = self.read(8)? as u8;
+            if index == 9 && byte > 1 {
+                return None;
+            }
+            value |= u64::from(byte & 0x7f) << (7 * index);
+            if byte < 0x80 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    /// The byte the next unread bit lies in.
+    fn byte_position(&self) -> usize {
+        self.next - (self.held as usize).div_ceil(8)
+    }
+}
+
+/// Decodes every sample of XOR chunk `data` (header included) onto the end
+/// of `samples`, as `(timestamp, value)`: what a query engine wants, without
+/// an iterator's per-sample bookkeeping. On malformed data the samples
+/// decoded before it stay and the error names the byte, counted from
+/// `origin`.
+pub fn decode_xor_into(data: &[u8], origin: &Origin, samples: &mut Vec<(i64, f64)>) -> Result<()> {
+    XorDecoder::new(data, origin)?.decode_until(data, origin, i64::MAX, samples)
+}
+
+/// The running state of an XOR decoder: the last sample and the value
+/// window.
+#[derive(Clone, Debug, Default)]
+struct XorState {
+    t: i64,
+    v: u64,
+    t_delta: u64,
+    leading: u32,
+    trailing: u32,
+}
+
+impl XorState {
+    /// Reads sample `index` (from 0) into the state.
+    #[inline]
+    fn read(&mut self, index: u16, bits: &mut WordBits<'_>) -> Option<()> {
+        match index {
+            0 => self.first(bits),
+            1 => self.second(bits),
+            _ => self.later(bits),
+        }
+    }
+
+    fn first(&mut self, bits: &mut WordBits<'_>) -> Option<()> {
+        let zigzag = bits.uvarint()?;
+        self.t = ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64);
+        self.v = bits.read_wide(64)?;
+        Some(())
+    }
+
+    fn second(&mut self, bits: &mut WordBits<'_>) -> Option<()> {
+        self.t_delta = bits.uvarint()?;
+        self.t = self.t.wrapping_add(self.t_delta as i64);
+        self.value(bits)
+    }
+
+    #[inline]
+    fn later(&mut self, bits: &mut WordBits<'_>) -> Option<()> {
+        // Regular scrapes make a zero delta of deltas, one 0 bit.
+        let delta_of_delta = if bits.read(1)? == 0 {
+            0
+        } else {
+            match bits.ones(3)? {
+                0 => signed(bits.read(14)?, 14),
+                1 => signed(bits.read(17)?, 17),
+                2 => signed(bits.read(20)?, 20),
+                _ => bits.read_wide(64)? as i64,
+            }
+        };
+        self.t_delta = self.t_delta.wrapping_add(delta_of_delta as u64);
+        self.t = self.t.wrapping_add(self.t_delta as i64);
+        self.value(bits)
+    }
+
+    #[inline]
+    fn value(&mut self, bits: &mut WordBits<'_>) -> Option<()> {
+        let control = bits.ones(2)?;
+        if control == 0 {
+            return Some(());
+        }
+        if control == 2 {
+            self.leading = bits.read(5)? as u32;
+            let significant = match bits.read(6)? as u32 {
+                0 => 64,
+                other => other,
+            };
+            // A corrupt window wider than 64 bits must not underflow.
+            self.trailing = 64u32.checked_sub(self.leading)?.checked_sub(significant)?;
+        }
+        let width = 64 - self.leading - self.trailing;
+        let meaningful = bits.read_wide(width)?;
+        self.v ^= meaningful.checked_shl(self.trailing).unwrap_or(0);
+        Some(())
+    }
+}
+
+/// A `count`-bit delta-of-delta bucket as a signed value (see `fits_bits`).
+fn signed(raw: u64, count: u8) -> i64 {
+    if raw > 1 << (count - 1) {
+        raw as i64 - (1i64 << count)
+    } else {
+        raw as i64
     }
 }
 
@@ -679,7 +886,32 @@ mod tests {
 
         #[test]
         fn any_samples_round_trip(samples in arbitrary_samples()) {
-            prop_assert_eq!(decode(encode(&samples)), samples);
+            let bytes = encode(&samples);
+            let mut batch = Vec::new();
+            decode_xor_into(&bytes, &Origin::unknown(), &mut batch).unwrap();
+            let batch: Vec<Sample> = batch.into_iter().map(|(t, v)| Sample { t, v }).collect();
+            prop_assert_eq!(&batch, &samples);
+            prop_assert_eq!(decode(bytes), samples);
+        }
+
+        #[test]
+        fn decoding_in_stretches_decodes_it_all(
+            samples in arbitrary_samples(),
+            until in any::<prop::sample::Index>(),
+        ) {
+            let bytes = encode(&samples);
+            let origin = Origin::unknown();
+            let until = samples.get(until.index(samples.len() + 1)).map_or(i64::MAX, |s| s.t);
+            let mut decoder = XorDecoder::new(&bytes, &origin).unwrap();
+            let mut out = Vec::new();
+            decoder.decode_until(&bytes, &origin, until, &mut out).unwrap();
+            // Everything up to `until`, and at most one sample past it.
+            let through = samples.iter().filter(|s| s.t <= until).count();
+            prop_assert!(out.len() == through || out.len() == through + 1);
+            prop_assert_eq!(decoder.finished(), out.len() == samples.len());
+            decoder.decode_until(&bytes, &origin, i64::MAX, &mut out).unwrap();
+            let out: Vec<Sample> = out.into_iter().map(|(t, v)| Sample { t, v }).collect();
+            prop_assert_eq!(out, samples);
         }
 
         #[test]
@@ -694,6 +926,7 @@ mod tests {
                 bytes[position] ^= byte;
             }
             bytes.truncate(cut.index(bytes.len() + 1));
+            let _ = decode_xor_into(&bytes, &Origin::unknown(), &mut Vec::new());
             if let Ok(iterator) = XorIterator::new(Bytes::from(bytes)) {
                 for sample in iterator {
                     if sample.is_err() { break; }

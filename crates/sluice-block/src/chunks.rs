@@ -16,7 +16,7 @@ use crate::chunkenc::{Chunk, Encoding, Origin};
 use crate::encoding::{Decoder, check_crc, crc32c, put_uvarint};
 use crate::error::{Error, Result};
 use crate::meta::Ulid;
-use crate::read::RangeRead;
+use crate::read::{RangeRead, nearby_runs, or_alone};
 
 pub const MAGIC_CHUNKS: u32 = 0x85BD_40DD;
 const FORMAT_V1: u8 = 1;
@@ -26,6 +26,11 @@ pub const DEFAULT_SEGMENT_SIZE: u64 = 512 * 1024 * 1024;
 /// Bytes read at a chunk's offset before its length is known: a full
 /// 120-sample XOR chunk is usually well under this.
 const CHUNK_READ_WINDOW: u64 = 1024;
+/// [`ChunkReader::chunks`] reads chunks this close together in one range:
+/// reading the bytes between them costs less than another request.
+const CHUNK_MERGE_GAP: u64 = 16 * 1024;
+/// ... up to this many bytes a read.
+const CHUNK_MERGE_LIMIT: u64 = 8 * 1024 * 1024;
 
 /// Where a chunk lives: segment index in the high 32 bits, offset in the low.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -376,6 +381,93 @@ impl ChunkReader {
     }
 }
 
+impl ChunkReader {
+    /// The chunks at `references`, in their order: from the cache where it
+    /// has them, the rest read in runs of chunks near each other in a
+    /// segment (a query wants most chunks of a block, and they lie in
+    /// series order), all runs in one batch of ranged reads. Each chunk's
+    /// bytes are copied out of its run, so that a chunk kept holds only its
+    /// own.
+    pub fn chunks(&self, references: &[ChunkRef]) -> Result<Vec<Chunk>> {
+        let mut found: Vec<Option<Chunk>> = references
+            .iter()
+            .map(|reference| {
+                let (cache, key) = self.cache_key(*reference)?;
+                cache.get(key)
+            })
+            .collect();
+        let missing: Vec<usize> = (0..references.len())
+            .filter(|index| found[*index].is_none())
+            .collect();
+        // A reference's bits order chunks by segment, then offset; segments
+        // are far apart in that order, so no run crosses from one to another.
+        let positions: Vec<u64> = missing.iter().map(|index| references[*index].0).collect();
+        let runs: Vec<Vec<usize>> = nearby_runs(&positions, CHUNK_MERGE_GAP, CHUNK_MERGE_LIMIT)
+            .into_iter()
+            .map(|run| run.into_iter().map(|at| missing[at]).collect())
+            .collect();
+        for (index, chunk) in self.read_runs(references, &runs)? {
+            self.remember(references[index], &chunk, false);
+            found[index] = Some(chunk);
+        }
+        or_alone(found, references, |reference| self.chunk(reference))
+    }
+
+    /// Reads the chunks of `runs` (each indices into `references`, by
+    /// offset, in one segment), one range a run, all in one batch; a chunk
+    /// that runs past its range is left out, for the caller to read alone.
+    fn read_runs(
+        &self,
+        references: &[ChunkRef],
+        runs: &[Vec<usize>],
+    ) -> Result<Vec<(usize, Chunk)>> {
+        let mut out = Vec::new();
+        for same_segment in
+            runs.chunk_by(|a, b| references[a[0]].segment() == references[b[0]].segment())
+        {
+            let segment = references[same_segment[0][0]].segment();
+            let Some((file, length)) = self.segments.get(segment as usize) else {
+                continue;
+            };
+            let ranges: Vec<std::ops::Range<u64>> = same_segment
+                .iter()
+                .map(|run| {
+                    let start = u64::from(references[run[0]].offset());
+                    let last = u64::from(references[run[run.len() - 1]].offset());
+                    start..(last + CHUNK_READ_WINDOW).min(*length).max(start)
+                })
+                .collect();
+            let valid: Vec<bool> = ranges
+                .iter()
+                .map(|range| range.start >= SEGMENT_HEADER_LEN && range.start < range.end)
+                .collect();
+            let wanted: Vec<std::ops::Range<u64>> = ranges
+                .iter()
+                .zip(&valid)
+                .filter(|(_, ok)| **ok)
+                .map(|(range, _)| range.clone())
+                .collect();
+            let mut fetched = self.dir.read_ranges(file, &wanted)?.into_iter();
+            for ((run, range), ok) in same_segment.iter().zip(&ranges).zip(valid) {
+                if !ok {
+                    continue;
+                }
+                let bytes = fetched.next().unwrap_or_default();
+                for &index in run {
+                    let position = (u64::from(references[index].offset()) - range.start) as usize;
+                    if position >= bytes.len() {
+                        continue;
+                    }
+                    if let Some((chunk, _)) = decode_chunk(file, &bytes, range.start, position)? {
+                        out.push((index, chunk.detached()));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn check_segment_header(file: &str, header: &[u8]) -> Result<()> {
     let mut decoder = Decoder::new(file, header, 0);
     let magic = decoder.be32()?;
@@ -468,11 +560,19 @@ mod tests {
         writer.finish().unwrap();
         let reader = ChunkReader::open(Arc::new(crate::read::LocalDir::new(&dir))).unwrap();
         assert!(reader.segment_count() >= 2);
-        for (reference, data) in written {
+        for (reference, data) in &written {
             assert_eq!(
-                reader.chunk(reference).unwrap().data().as_ref(),
+                reader.chunk(*reference).unwrap().data().as_ref(),
                 data.as_slice()
             );
+        }
+        // In batches too: any order, repeats, chunks longer than a read's
+        // window (the 400-sample ones) and across segments.
+        let order = [3, 0, 2, 0, 1, 2, 3];
+        let references: Vec<ChunkRef> = order.iter().map(|index| written[*index].0).collect();
+        let batch = reader.chunks(&references).unwrap();
+        for (chunk, index) in batch.iter().zip(order) {
+            assert_eq!(chunk.data().as_ref(), written[index].1.as_slice());
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -489,6 +589,8 @@ mod tests {
             error.starts_with("chunks/000001: checksum mismatch for bytes 9.."),
             "{error}"
         );
+        let batch_error = reader.chunks(&[ChunkRef::new(0, 8)]).unwrap_err();
+        assert_eq!(batch_error.to_string(), error);
     }
 
     proptest! {
@@ -513,6 +615,7 @@ mod tests {
             dir.insert("chunks/000001", bytes);
             if let Ok(reader) = ChunkReader::open(Arc::new(dir)) {
                 let _ = reader.chunk(ChunkRef(reference % 4096));
+                let _ = reader.chunks(&[ChunkRef(reference % 4096), ChunkRef::new(0, 8), ChunkRef(reference >> 52)]);
                 if let Ok(samples) = reader.chunk(ChunkRef::new(0, 8)).and_then(|chunk| chunk.float_samples()) {
                     samples.for_each(drop);
                 }

@@ -28,7 +28,10 @@ pub mod writer;
 
 pub use block::{Block, BlockSeries, SeriesSamples, Shard};
 pub use cache::{BlockCache, BlockCaches, CacheKey, CacheStats};
-pub use chunkenc::{Chunk, Encoding, STALE_NAN, Sample, XorEncoder, XorIterator};
+pub use chunkenc::{
+    Chunk, Encoding, Origin, STALE_NAN, Sample, XorDecoder, XorEncoder, XorIterator,
+    decode_xor_into,
+};
 pub use chunks::{ChunkReader, ChunkRef, ChunkWriter};
 pub use encoding::crc32c;
 pub use error::{Error, Result};

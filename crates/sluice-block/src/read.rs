@@ -47,6 +47,46 @@ pub trait RangeRead: Send + Sync {
     }
 }
 
+/// Groups `positions` (byte offsets, in any order) into runs to fetch with
+/// one ranged read each: the indices of `positions` by ascending offset,
+/// each offset at most `gap` past the one before and `limit` past the run's
+/// first. Nearby small reads cost more apart (a request each) than together.
+pub(crate) fn nearby_runs(positions: &[u64], gap: u64, limit: u64) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..positions.len()).collect();
+    order.sort_by_key(|index| positions[*index]);
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    for index in order {
+        let position = positions[index];
+        match runs.last_mut() {
+            Some(run)
+                if position - positions[run[run.len() - 1]] <= gap
+                    && position - positions[run[0]] <= limit =>
+            {
+                run.push(index)
+            }
+            _ => runs.push(vec![index]),
+        }
+    }
+    runs
+}
+
+/// `found`, with what the runs of a batched read left out (an item longer
+/// than its read) read alone by `one`.
+pub(crate) fn or_alone<T, R: Copy>(
+    found: Vec<Option<T>>,
+    references: &[R],
+    one: impl Fn(R) -> Result<T>,
+) -> Result<Vec<T>> {
+    found
+        .into_iter()
+        .zip(references)
+        .map(|(item, reference)| match item {
+            Some(item) => Ok(item),
+            None => one(*reference),
+        })
+        .collect()
+}
+
 fn check_range(file: &str, range: &Range<u64>, length: u64) -> Result<()> {
     if range.start > range.end || range.end > length {
         return Err(Error::corrupt(
@@ -214,6 +254,16 @@ mod tests {
             "index: corrupt at byte 8: read of 8..12 past the end of the file (10 bytes)"
         );
         assert_eq!(dir.read_range("index", 2..4).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn nearby_positions_share_a_run() {
+        let positions = [500, 0, 90, 100, 10, 400, 1000];
+        assert_eq!(
+            nearby_runs(&positions, 100, 400),
+            vec![vec![1, 4, 2, 3], vec![5, 0], vec![6]]
+        );
+        assert!(nearby_runs(&[], 1, 1).is_empty());
     }
 
     #[test]

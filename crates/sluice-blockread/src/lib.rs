@@ -10,22 +10,23 @@
 //! with an `execution` error, and needs only their timestamps to notice
 //! them (see [`histogram_times`]).
 //!
-//! The engine's `Storage` trait hands back fully decoded sample vectors
-//! (`StoredSeries`), not iterators; streaming chunks into it would mean
-//! rewriting the evaluator's cursors, so series are decoded per query, only
-//! over the chunks that overlap the selected range.
+//! Series reach the engine as their XOR chunks (those overlapping the
+//! selected range), which it decodes as its windows reach them; only a
+//! series whose chunks overlap in time (overlapping blocks, out-of-order
+//! chunks) is decoded and merged here first.
 
 mod metadata;
 mod skipped;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use promql_parser::label::{MatchOp as EngineOp, Matcher as EngineMatcher};
 use sluice_block::{
     Block, BlockSeries, Chunk, ChunkMeta, Encoding, Interval, Labels, MatchOp, Matcher,
 };
-use sluice_engine::{EngineError, Shard, Storage, StoredSeries};
+use sluice_engine::{
+    EngineError, FloatChunk, FloatChunks, SeriesSamples, Shard, Storage, StoredSeries,
+};
 use sluice_metastore::{LoadedBlock, Metastore};
 
 pub use metadata::{label_names, label_values, selector_matchers, series};
@@ -89,10 +90,11 @@ pub(crate) fn engine_labels(labels: &Labels) -> sluice_engine::Labels {
     )
 }
 
-/// A series being gathered from several blocks.
+/// A series being gathered from several blocks: its float chunks, each
+/// with the intervals its block deleted, and its histogram samples' times.
 #[derive(Default)]
 struct Gathered {
-    samples: Vec<(i64, f64)>,
+    chunks: Vec<(FloatChunk, Vec<(i64, i64)>)>,
     histogram_times: Vec<i64>,
 }
 
@@ -115,62 +117,173 @@ pub fn histogram_times(chunk: &Chunk, meta: &ChunkMeta) -> Vec<i64> {
         .collect()
 }
 
-fn read_chunk(
-    chunk: &Chunk,
-    meta: &ChunkMeta,
-    range: (i64, i64),
-    deleted: &[Interval],
-    into: &mut Gathered,
-) -> sluice_block::Result<()> {
-    if chunk.encoding() != Encoding::Xor {
-        let times = histogram_times(chunk, meta);
-        into.histogram_times
-            .extend(times.into_iter().filter(|t| !is_deleted(deleted, *t)));
-        return Ok(());
-    }
-    let mut samples = chunk.float_samples()?;
-    while let Some(sample) = samples.seek(range.0) {
-        let sample = sample?;
-        if sample.t > range.1 {
-            break;
-        }
-        if !is_deleted(deleted, sample.t) {
-            into.samples.push((sample.t, sample.v));
-        }
-    }
-    Ok(())
+/// The chunks of `series` a query reads: those no tombstone covers whole.
+fn wanted_chunks<'a>(
+    block: &'a Block,
+    series: &'a BlockSeries,
+) -> impl Iterator<Item = &'a ChunkMeta> {
+    let deleted = block.tombstones().intervals(u64::from(series.reference));
+    series.chunks.iter().filter(move |meta| {
+        !deleted
+            .iter()
+            .any(|gone| gone.min_time <= meta.min_time && meta.max_time <= gone.max_time)
+    })
 }
 
-fn read_series(
+/// Adds the chunks of `series` (its [`wanted_chunks`], read already) to
+/// what is gathered for it.
+fn gather_series(
     block: &Block,
     series: &BlockSeries,
-    range: (i64, i64),
+    chunks: impl Iterator<Item = Chunk>,
     into: &mut Gathered,
-) -> sluice_block::Result<()> {
+) {
     let deleted = block.tombstones().intervals(u64::from(series.reference));
-    for meta in &series.chunks {
-        let covered = deleted
-            .iter()
-            .any(|gone| gone.min_time <= meta.min_time && meta.max_time <= gone.max_time);
-        if !covered {
-            read_chunk(&block.chunk(meta)?, meta, range, deleted, into)?;
+    for (meta, chunk) in wanted_chunks(block, series).zip(chunks) {
+        if chunk.encoding() != Encoding::Xor {
+            let times = histogram_times(&chunk, meta);
+            into.histogram_times
+                .extend(times.into_iter().filter(|t| !is_deleted(deleted, *t)));
+            continue;
         }
+        let chunk_deleted = deleted
+            .iter()
+            .filter(|gone| gone.min_time <= meta.max_time && gone.max_time >= meta.min_time)
+            .map(|gone| (gone.min_time, gone.max_time))
+            .collect();
+        let float_chunk = FloatChunk {
+            min_time: meta.min_time,
+            max_time: meta.max_time,
+            chunk,
+        };
+        into.chunks.push((float_chunk, chunk_deleted));
     }
-    Ok(())
 }
 
-/// Sorts a merged series' samples and drops duplicate timestamps, keeping
-/// the first block's sample (blocks are read oldest first).
-fn finish(labels: sluice_engine::Labels, mut gathered: Gathered) -> StoredSeries {
-    gathered.samples.sort_by_key(|(t, _)| *t);
-    gathered.samples.dedup_by_key(|(t, _)| *t);
+/// The engine's view of a gathered series: its chunks as they are when
+/// they follow one another in time, else decoded and merged, of samples
+/// with equal timestamps the first block's kept (blocks are read oldest
+/// first).
+fn finish(
+    labels: sluice_engine::Labels,
+    mut gathered: Gathered,
+) -> Result<StoredSeries, EngineError> {
     gathered.histogram_times.sort_unstable();
     gathered.histogram_times.dedup();
-    StoredSeries {
+    let in_order = gathered
+        .chunks
+        .windows(2)
+        .all(|pair| pair[0].0.max_time < pair[1].0.min_time);
+    let samples = if in_order {
+        let mut deleted = Vec::new();
+        for (chunk, intervals) in &gathered.chunks {
+            // Clamped to the chunk, so no block's deletions reach another's samples.
+            deleted.extend(
+                intervals
+                    .iter()
+                    .map(|(min, max)| ((*min).max(chunk.min_time), (*max).min(chunk.max_time))),
+            );
+        }
+        deleted.sort_unstable();
+        let chunks = gathered
+            .chunks
+            .into_iter()
+            .map(|(chunk, _)| chunk)
+            .collect();
+        SeriesSamples::Chunks(Arc::new(FloatChunks { chunks, deleted }))
+    } else {
+        let mut samples = Vec::new();
+        for (chunk, intervals) in &gathered.chunks {
+            chunk.decode_into(intervals, &mut samples)?;
+        }
+        samples.sort_by_key(|(t, _)| *t);
+        samples.dedup_by_key(|(t, _)| *t);
+        SeriesSamples::Decoded(Arc::new(samples))
+    };
+    Ok(StoredSeries {
         labels: Arc::new(labels),
-        samples: gathered.samples,
+        samples,
         histogram_times: gathered.histogram_times,
+    })
+}
+
+/// A series gathered from several blocks: its labels as the blocks have
+/// them, as the engine has them (none when outside the query's shard), and
+/// what was gathered.
+struct Merged {
+    labels: Labels,
+    engine_labels: Option<sluice_engine::Labels>,
+    gathered: Gathered,
+}
+
+/// Where `labels` is in `merged` (sorted by labels), looked for from
+/// `from` on, inserted there when new. Blocks list their series in label
+/// order, mostly the same ones as the block before, so a walk alongside
+/// them compares each series about once.
+fn merged_position(
+    merged: &mut Vec<Merged>,
+    from: usize,
+    labels: &Labels,
+    shard: Option<Shard>,
+) -> usize {
+    // A block out of label order (none that Prometheus writes) is merged
+    // all the same, by searching from the start.
+    let mut position = match from.checked_sub(1).map(|last| &merged[last].labels) {
+        Some(previous) if previous >= labels => 0,
+        _ => from,
+    };
+    while let Some(existing) = merged.get(position) {
+        match existing.labels.cmp(labels) {
+            std::cmp::Ordering::Less => position += 1,
+            std::cmp::Ordering::Equal => return position,
+            std::cmp::Ordering::Greater => break,
+        }
     }
+    let converted = engine_labels(labels);
+    // The engine's shard hash, so block-backed and in-memory storage split
+    // series alike.
+    let in_shard = shard.is_none_or(|shard| shard.contains(&converted));
+    merged.insert(
+        position,
+        Merged {
+            labels: labels.clone(),
+            engine_labels: in_shard.then_some(converted),
+            gathered: Gathered::default(),
+        },
+    );
+    position
+}
+
+/// Gathers the series of `block` that `matchers` select into `merged`,
+/// reading all their chunks at once.
+fn gather_block(
+    block: &Block,
+    matchers: &[Matcher],
+    range: (i64, i64),
+    shard: Option<Shard>,
+    merged: &mut Vec<Merged>,
+) -> sluice_block::Result<()> {
+    let mut selected = Vec::new();
+    let mut position = 0;
+    for series in block.select(matchers, range.0, range.1, None)? {
+        position = merged_position(merged, position, &series.labels, shard);
+        if merged[position].engine_labels.is_some() {
+            // Later insertions come after `position`: it stays valid.
+            selected.push((position, series));
+        }
+        position += 1;
+    }
+    let metas: Vec<ChunkMeta> = selected
+        .iter()
+        .flat_map(|(_, series)| wanted_chunks(block, series).copied())
+        .collect();
+    let mut chunks = block.chunks(&metas)?.into_iter();
+    for (position, series) in &selected {
+        let count = wanted_chunks(block, series).count();
+        let gathered = &mut merged[*position].gathered;
+        gather_series(block, series, chunks.by_ref().take(count), gathered);
+    }
+    Ok(())
 }
 
 impl Storage for BlockStorage {
@@ -180,34 +293,25 @@ impl Storage for BlockStorage {
         start_ms: i64,
         end_ms: i64,
         shard: Option<Shard>,
-    ) -> Result<Vec<Arc<StoredSeries>>, EngineError> {
+    ) -> Result<Vec<StoredSeries>, EngineError> {
         let matchers = block_matchers(matchers)?;
-        let mut merged: BTreeMap<Labels, (sluice_engine::Labels, Gathered)> = BTreeMap::new();
+        let mut merged = Vec::new();
         for block in self.overlapping(start_ms, end_ms) {
-            for series in block
-                .select(&matchers, start_ms, end_ms, None)
-                .map_err(execution)?
-            {
-                if !merged.contains_key(&series.labels) {
-                    let labels = engine_labels(&series.labels);
-                    // The engine's shard hash, so block-backed and in-memory
-                    // storage split series alike.
-                    if shard.is_some_and(|shard| !shard.contains(&labels)) {
-                        continue;
-                    }
-                    merged.insert(series.labels.clone(), (labels, Gathered::default()));
-                }
-                let Some((_, gathered)) = merged.get_mut(&series.labels) else {
-                    continue;
-                };
-                read_series(block, &series, (start_ms, end_ms), gathered).map_err(execution)?;
-            }
+            gather_block(block, &matchers, (start_ms, end_ms), shard, &mut merged)
+                .map_err(execution)?;
         }
-        Ok(merged
-            .into_values()
-            .map(|(labels, gathered)| Arc::new(finish(labels, gathered)))
-            .filter(|series| !series.samples.is_empty() || !series.histogram_times.is_empty())
-            .collect())
+        let mut out = Vec::with_capacity(merged.len());
+        for series in merged {
+            let Some(labels) = series.engine_labels else {
+                continue;
+            };
+            let gathered = series.gathered;
+            if gathered.chunks.is_empty() && gathered.histogram_times.is_empty() {
+                continue;
+            }
+            out.push(finish(labels, gathered)?);
+        }
+        Ok(out)
     }
 }
 

@@ -5,7 +5,7 @@
 //! block from last week, but `x[30d]` at noon does.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use promql_parser::label::Matcher as EngineMatcher;
 use sluice_engine::{EngineError, Shard, Storage, StoredSeries};
@@ -52,7 +52,7 @@ impl<S: Storage + Send> Storage for WatchSkipped<S> {
         start_ms: i64,
         end_ms: i64,
         shard: Option<Shard>,
-    ) -> Result<Vec<Arc<StoredSeries>>, EngineError> {
+    ) -> Result<Vec<StoredSeries>, EngineError> {
         if !self.skipped.is_empty() {
             let mut reached = self
                 .reached

@@ -140,3 +140,60 @@ fn histogram_times_cover_the_chunk_evenly() {
         vec![1000, 2000, 3000, 4000, 5000]
     );
 }
+
+/// Rewrites the encoding byte of `labels`' chunks in the block in `dir` to
+/// a native histogram's, with checksums to match, as a block holding native
+/// histograms would have them.
+fn make_histogram_chunks(dir: &Path, labels: &Labels) {
+    let block = Block::open_dir(dir).unwrap();
+    let matchers: Vec<Matcher> = labels
+        .iter()
+        .map(|label| Matcher::new(MatchOp::Equal, label.name.clone(), label.value.clone()).unwrap())
+        .collect();
+    let selected = block.select(&matchers, i64::MIN, i64::MAX, None).unwrap();
+    for meta in &selected[0].chunks {
+        let data_len = block.chunk(meta).unwrap().data().len();
+        let segment = format!("{:06}", meta.reference.segment() + 1);
+        let path = dir.join("chunks").join(segment);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mut position = meta.reference.offset() as usize;
+        while bytes[position] >= 0x80 {
+            position += 1;
+        }
+        let encoding_at = position + 1;
+        bytes[encoding_at] = Encoding::Histogram.as_byte();
+        let crc_at = encoding_at + 1 + data_len;
+        let crc = sluice_block::crc32c(&bytes[encoding_at..crc_at]);
+        bytes[crc_at..crc_at + 4].copy_from_slice(&crc.to_be_bytes());
+        std::fs::write(&path, bytes).unwrap();
+    }
+}
+
+#[test]
+fn native_histogram_chunks_are_an_execution_error() {
+    let runtime = sluice_testkit::io_runtime();
+    let dir = TempDir::new("blockread-histograms").unwrap();
+    let floats = Labels::from_pairs(&[("__name__", "x")]);
+    let histograms = Labels::from_pairs(&[("__name__", "h")]);
+    let mut writer = BlockWriter::new();
+    for labels in [&floats, &histograms] {
+        writer
+            .add_series(labels.clone(), samples(0, HOUR, |_| 1.0))
+            .unwrap();
+    }
+    let written = writer.write(dir.path()).unwrap();
+    make_histogram_chunks(&dir.path().join(written.ulid.to_string()), &histograms);
+    let storage = storage_over(dir.path(), &runtime);
+    let options = QueryOptions::default();
+    for query in ["h", "rate(h[5m])", "sum(h) + sum(x)"] {
+        let error = Engine::new()
+            .instant(&storage, query, HOUR / 2, &options)
+            .expect_err(query);
+        assert_eq!(error.error_type(), "execution", "{query}: {error}");
+        assert!(error.to_string().contains("native histograms"), "{error}");
+    }
+    let QueryValue::Vector(found) = evaluate(&storage, "x", HOUR / 2) else {
+        panic!("not a vector");
+    };
+    assert_eq!(found.len(), 1);
+}

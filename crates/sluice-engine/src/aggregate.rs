@@ -72,18 +72,146 @@ pub(crate) fn format_float_plain(value: f64) -> String {
     }
 }
 
-struct Group {
-    labels: Arc<Labels>,
+/// The aggregations that fold a group's values into one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fold {
+    Sum,
+    Avg,
+    Max,
+    Min,
+    Count,
+    Group,
+    Stddev,
+    Stdvar,
+    Quantile,
+}
+
+impl Fold {
+    pub(crate) fn named(op: &str) -> Option<Fold> {
+        Some(match op {
+            "sum" => Fold::Sum,
+            "avg" => Fold::Avg,
+            "max" => Fold::Max,
+            "min" => Fold::Min,
+            "count" => Fold::Count,
+            "group" => Fold::Group,
+            "stddev" => Fold::Stddev,
+            "stdvar" => Fold::Stdvar,
+            "quantile" => Fold::Quantile,
+            _ => return None,
+        })
+    }
+}
+
+/// One output group of an aggregation at one step, as its members' values
+/// arrive in the input's order (the order matters: sums are compensated,
+/// not exact).
+pub(crate) struct Group {
+    pub(crate) labels: Arc<Labels>,
     value: f64,
     compensation: f64,
     mean: f64,
     count: f64,
     incremental_mean: bool,
-    drop_name: bool,
+    pub(crate) drop_name: bool,
     values: Vec<f64>,
 }
 
-fn key_spec(modifier: &Option<LabelModifier>) -> KeySpec<'_> {
+impl Group {
+    /// A group whose first member has value `f`.
+    pub(crate) fn new(fold: Fold, f: f64, labels: Arc<Labels>, drop_name: bool) -> Group {
+        let mut group = Group {
+            labels,
+            value: f,
+            compensation: 0.0,
+            mean: f,
+            count: 1.0,
+            incremental_mean: false,
+            drop_name,
+            values: Vec::new(),
+        };
+        match fold {
+            Fold::Stddev | Fold::Stdvar => {
+                group.value = if f.is_nan() || f.is_infinite() {
+                    f64::NAN
+                } else {
+                    0.0
+                }
+            }
+            Fold::Quantile => group.values.push(f),
+            Fold::Group => group.value = 1.0,
+            _ => {}
+        }
+        group
+    }
+
+    /// Adds a further member's value.
+    pub(crate) fn add(&mut self, fold: Fold, f: f64) {
+        match fold {
+            Fold::Sum => {
+                (self.value, self.compensation) = kahan_inc(f, self.value, self.compensation);
+            }
+            Fold::Avg => self.add_to_mean(f),
+            Fold::Max => {
+                if self.value < f || self.value.is_nan() {
+                    self.value = f;
+                }
+            }
+            Fold::Min => {
+                if self.value > f || self.value.is_nan() {
+                    self.value = f;
+                }
+            }
+            Fold::Count => self.count += 1.0,
+            Fold::Group => {}
+            Fold::Stddev | Fold::Stdvar => {
+                self.count += 1.0;
+                let delta = f - self.mean;
+                self.mean += delta / self.count;
+                self.value += delta * (f - self.mean);
+            }
+            Fold::Quantile => self.values.push(f),
+        }
+    }
+
+    fn add_to_mean(&mut self, f: f64) {
+        self.count += 1.0;
+        if !self.incremental_mean {
+            let (sum, compensation) = kahan_inc(f, self.value, self.compensation);
+            if !sum.is_infinite() {
+                self.value = sum;
+                self.compensation = compensation;
+                return;
+            }
+            // The running sum overflowed: switch to an incremental mean.
+            self.incremental_mean = true;
+            self.mean = self.value / (self.count - 1.0);
+            self.compensation /= self.count - 1.0;
+        }
+        let q_factor = (self.count - 1.0) / self.count;
+        (self.mean, self.compensation) = kahan_inc(
+            f / self.count,
+            q_factor * self.mean,
+            q_factor * self.compensation,
+        );
+    }
+
+    /// The aggregated value; `q` is quantile's parameter.
+    pub(crate) fn value(&mut self, fold: Fold, q: f64) -> f64 {
+        match fold {
+            Fold::Sum => self.value + self.compensation,
+            Fold::Avg if self.incremental_mean => self.mean + self.compensation,
+            Fold::Avg => self.value / self.count + self.compensation / self.count,
+            Fold::Count => self.count,
+            Fold::Stdvar => self.value / self.count,
+            Fold::Stddev => (self.value / self.count).sqrt(),
+            Fold::Quantile => quantile(q, &mut self.values),
+            Fold::Max | Fold::Min | Fold::Group => self.value,
+        }
+    }
+}
+
+pub(crate) fn key_spec(modifier: &Option<LabelModifier>) -> KeySpec<'_> {
     match modifier {
         None => KeySpec::Nothing,
         Some(LabelModifier::Include(names)) => KeySpec::Only(&names.labels),
@@ -205,6 +333,9 @@ fn simple_aggregate(
     modifier: &Option<LabelModifier>,
     ts: i64,
 ) -> Result<Vec<Sample>, EngineError> {
+    let Some(fold) = Fold::named(op) else {
+        return exec_err(format!("aggregation {op:?} is not supported"));
+    };
     let mut groups: Vec<Group> = Vec::new();
     // Groups are found by a hash of their labels; the labels themselves
     // are only built when a group is first seen.
@@ -212,102 +343,26 @@ fn simple_aggregate(
     let mut index_by_key: FastMap<u64, usize> = FastMap::default();
     for sample in input {
         let key = ev.group_key(node, &sample.labels, |labels| spec.hash(labels));
-        let f = sample.v;
-        let index = match index_by_key.get(&key) {
-            Some(index) => *index,
+        match index_by_key.get(&key) {
+            Some(index) => {
+                let group = &mut groups[*index];
+                group.drop_name |= sample.drop_name;
+                group.add(fold, sample.v);
+            }
             None => {
-                let mut group = Group {
-                    labels: Arc::new(spec.labels(&sample.labels)),
-                    value: f,
-                    compensation: 0.0,
-                    mean: f,
-                    count: 1.0,
-                    incremental_mean: false,
-                    drop_name: sample.drop_name,
-                    values: Vec::new(),
-                };
-                match op {
-                    "stddev" | "stdvar" => {
-                        group.value = if f.is_nan() || f.is_infinite() {
-                            f64::NAN
-                        } else {
-                            0.0
-                        }
-                    }
-                    "quantile" => group.values.push(f),
-                    "group" => group.value = 1.0,
-                    _ => {}
-                }
+                let labels = Arc::new(spec.labels(&sample.labels));
                 index_by_key.insert(key, groups.len());
-                groups.push(group);
-                continue;
+                groups.push(Group::new(fold, sample.v, labels, sample.drop_name));
             }
-        };
-        let group = &mut groups[index];
-        group.drop_name |= sample.drop_name;
-        match op {
-            "sum" => {
-                (group.value, group.compensation) = kahan_inc(f, group.value, group.compensation);
-            }
-            "avg" => {
-                group.count += 1.0;
-                if !group.incremental_mean {
-                    let (sum, compensation) = kahan_inc(f, group.value, group.compensation);
-                    if !sum.is_infinite() {
-                        group.value = sum;
-                        group.compensation = compensation;
-                        continue;
-                    }
-                    // The running sum overflowed: switch to an incremental mean.
-                    group.incremental_mean = true;
-                    group.mean = group.value / (group.count - 1.0);
-                    group.compensation /= group.count - 1.0;
-                }
-                let q_factor = (group.count - 1.0) / group.count;
-                (group.mean, group.compensation) = kahan_inc(
-                    f / group.count,
-                    q_factor * group.mean,
-                    q_factor * group.compensation,
-                );
-            }
-            "max" => {
-                if group.value < f || group.value.is_nan() {
-                    group.value = f;
-                }
-            }
-            "min" => {
-                if group.value > f || group.value.is_nan() {
-                    group.value = f;
-                }
-            }
-            "count" => group.count += 1.0,
-            "group" => {}
-            "stddev" | "stdvar" => {
-                group.count += 1.0;
-                let delta = f - group.mean;
-                group.mean += delta / group.count;
-                group.value += delta * (f - group.mean);
-            }
-            "quantile" => group.values.push(f),
-            other => return exec_err(format!("aggregation {other:?} is not supported")),
         }
     }
     let mut out = Vec::with_capacity(groups.len());
     for mut group in groups {
-        let value = match op {
-            "sum" => group.value + group.compensation,
-            "avg" if group.incremental_mean => group.mean + group.compensation,
-            "avg" => group.value / group.count + group.compensation / group.count,
-            "count" => group.count,
-            "stdvar" => group.value / group.count,
-            "stddev" => (group.value / group.count).sqrt(),
-            "quantile" => quantile(q, &mut group.values),
-            _ => group.value,
-        };
+        let v = group.value(fold, q);
         out.push(Sample {
             labels: group.labels,
             t: ts,
-            v: value,
+            v,
             drop_name: group.drop_name,
         });
     }

@@ -2,12 +2,14 @@
 //!
 //! Evaluating step by step (rather than node by node over all steps) keeps
 //! every PromQL rule local to one timestamp, which is how the language is
-//! specified; series are selected from storage once per selector and shared
-//! between steps, so the per-step work is a binary search per series.
+//! specified; series are selected from storage once per selector and read
+//! through a cursor each ([`crate::cursor`]), so the per-step work is a
+//! short search per series. The costly nodes of range queries and
+//! subqueries (selectors, window functions, folding aggregations) are
+//! computed series by series for many steps at once ([`crate::batch`]) and
+//! handed to this walk a step at a time.
 
-use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -16,9 +18,11 @@ use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
+use crate::batch::{Grid, StepBatch};
+use crate::cursor::SeriesCursor;
 use crate::hashing::FastMap;
 use crate::labels::{Labels, METRIC_NAME};
-use crate::storage::{Storage, StoredSeries, is_stale_nan};
+use crate::storage::{Storage, is_stale_nan};
 use crate::{EngineError, InstantSample, QueryOptions, QueryOutput, QueryValue, Series};
 
 /// One element of an instant vector during evaluation.
@@ -50,7 +54,7 @@ pub(crate) struct RangeSeries {
 pub(crate) enum Points {
     Owned(Vec<(i64, f64)>),
     Shared {
-        series: Arc<StoredSeries>,
+        samples: Arc<Vec<(i64, f64)>>,
         from: usize,
         to: usize,
     },
@@ -80,7 +84,7 @@ impl std::ops::Deref for Points {
     fn deref(&self) -> &[(i64, f64)] {
         match self {
             Points::Owned(points) => points,
-            Points::Shared { series, from, to } => &series.samples[*from..*to],
+            Points::Shared { samples, from, to } => &samples[*from..*to],
         }
     }
 }
@@ -103,71 +107,84 @@ pub(crate) fn exec_err<T>(message: impl Into<String>) -> Result<T, EngineError> 
     Err(EngineError::Execution(message.into()))
 }
 
-struct Selected {
-    series: Vec<(Arc<Labels>, Arc<StoredSeries>)>,
-    /// Per series, where the last lookup ended. Steps mostly move forward in
-    /// time, so the next lookup starts there instead of bisecting the whole
-    /// series, which was the dominant (cache-missing) cost of selectors.
-    cursors: Vec<Cell<usize>>,
-    /// A second set of cursors for the start of range windows.
-    window_cursors: Vec<Cell<usize>>,
+/// The series one selector node reads, each with its cursor.
+pub(crate) struct Selected {
+    pub(crate) series: Vec<SelectedSeries>,
 }
 
-/// `samples.partition_point(|s| s.0 <= bound)`, found by galloping from
-/// `cursor` (or, for a fresh cursor, from a guess interpolated from the
-/// series' time span), and left in `cursor` for the next step. Both keep the
-/// number of cache-missing probes small: steps move forward a little at a
-/// time, and samples are usually evenly spaced.
-fn seek(samples: &[(i64, f64)], cursor: &Cell<usize>, bound: i64) -> usize {
-    let len = samples.len();
-    let hint = match cursor.get() {
-        0 => interpolate(samples, bound),
-        previous => previous.min(len),
-    };
-    let answer = if hint > 0 && samples[hint - 1].0 > bound {
-        // The answer lies before the hint: gallop backwards. Invariant:
-        // the answer is at most `high` and samples[high] is past the bound.
-        let mut high = hint - 1;
-        let mut width = 1;
-        loop {
-            let low = high.saturating_sub(width);
-            if low == 0 || samples[low - 1].0 <= bound {
-                break low + samples[low..high].partition_point(|(t, _)| *t <= bound);
-            }
-            high = low - 1;
-            width *= 2;
-        }
-    } else {
-        // The answer is at or after the hint: gallop forwards.
-        let mut low = hint;
-        let mut width = 1;
-        loop {
-            let probe = low + width;
-            if probe > len || samples[probe - 1].0 > bound {
-                let high = probe.min(len);
-                break low + samples[low..high].partition_point(|(t, _)| *t <= bound);
-            }
-            low = probe;
-            width *= 2;
-        }
-    };
-    cursor.set(answer);
-    answer
+pub(crate) struct SelectedSeries {
+    pub(crate) labels: Arc<Labels>,
+    pub(crate) cursor: SeriesCursor,
+    histogram_times: Vec<i64>,
 }
 
-/// Where `bound` would fall if the samples were evenly spaced in time.
-fn interpolate(samples: &[(i64, f64)], bound: i64) -> usize {
-    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
-        return 0;
-    };
-    if bound < first.0 {
-        return 0;
+impl SelectedSeries {
+    /// The latest sample in `(lookback_start, ref_time]` unless it is a
+    /// staleness marker: what an instant selector reads at `ref_time`.
+    pub(crate) fn latest(
+        &mut self,
+        lookback_start: i64,
+        ref_time: i64,
+    ) -> Result<Option<(i64, f64)>, EngineError> {
+        self.cursor.load(lookback_start, ref_time)?;
+        let index = self.cursor.count_through(ref_time);
+        let latest_float = index.checked_sub(1).map(|last| self.cursor.samples()[last]);
+        if let Some(h_time) = latest_histogram(&self.histogram_times, ref_time)
+            && h_time > lookback_start
+            && latest_float.is_none_or(|(t, _)| t < h_time)
+        {
+            return native_histogram_error();
+        }
+        Ok(latest_float.filter(|(t, v)| *t > lookback_start && !is_stale_nan(*v)))
     }
-    if bound >= last.0 || last.0 == first.0 {
-        return samples.len();
+
+    /// Where the samples in `(window_start, ref_time]` lie in
+    /// `cursor.samples()` (empty when `from >= to`), staleness markers
+    /// included.
+    pub(crate) fn window(
+        &mut self,
+        window_start: i64,
+        ref_time: i64,
+    ) -> Result<(usize, usize), EngineError> {
+        if self
+            .histogram_times
+            .iter()
+            .any(|t| *t > window_start && *t <= ref_time)
+        {
+            return native_histogram_error();
+        }
+        self.cursor.load(window_start, ref_time)?;
+        let from = self.cursor.count_through_start(window_start);
+        let to = self.cursor.count_through(ref_time);
+        Ok((from, to))
     }
-    let fraction = (bound - first.0) as f64 / (last.0 - first.0) as f64;
-    ((fraction * (samples.len() - 1) as f64) as usize + 1).min(samples.len())
+}
+
+/// What a selector may read, computed before evaluation: its time range
+/// (so storage is asked for no more than needed) and how far before a
+/// window's start its cursors keep samples (the span of the subqueries
+/// around it, which evaluate it again from earlier times).
+#[derive(Clone, Copy)]
+struct SelectorPlan {
+    min_time: i64,
+    max_time: i64,
+    keep_ms: i64,
+}
+
+/// `matchers` plus the metric name written before the braces, if any.
+fn with_name(mut matchers: Vec<Matcher>, name: &Option<String>) -> Vec<Matcher> {
+    if let Some(name) = name
+        && !matchers.iter().any(|m| m.name == METRIC_NAME)
+    {
+        matchers.push(Matcher::new(MatchOp::Equal, METRIC_NAME, name));
+    }
+    matchers
+}
+
+/// The time of the latest histogram sample at or before `ref_time`.
+fn latest_histogram(histogram_times: &[i64], ref_time: i64) -> Option<i64> {
+    let index = histogram_times.partition_point(|t| *t <= ref_time);
+    index.checked_sub(1).map(|last| histogram_times[last])
 }
 
 /// Result labels of one vector-matching pair, with the two input label
@@ -182,10 +199,17 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) end: i64,
     pub(crate) interval: i64,
     pub(crate) is_range_query: bool,
-    selected: HashMap<usize, Rc<Selected>>,
-    /// The time range each selector (by node address) may read, computed
-    /// before evaluation so storage is asked for no more than needed.
-    selector_ranges: FastMap<usize, (i64, i64)>,
+    /// Selected series by selector node address.
+    selected: HashMap<usize, Selected>,
+    selector_plans: FastMap<usize, SelectorPlan>,
+    /// The grid of the steps being evaluated: the range query's, or a
+    /// subquery's while its inner expression runs; none for an instant
+    /// query's own step.
+    pub(crate) grid: Option<Grid>,
+    /// Recent batches of each batched node, by node address.
+    pub(crate) batches: FastMap<usize, Vec<StepBatch>>,
+    /// Whether each node (by address) is batched.
+    batchable: FastMap<usize, bool>,
     /// Result labels of vector matching, keyed by (node, lhs labels, rhs
     /// labels) pointers; the value keeps the key Arcs alive.
     pub(crate) result_metric_cache: FastMap<(usize, usize, usize), CachedResultMetric>,
@@ -236,7 +260,10 @@ impl<'a> Evaluator<'a> {
             interval,
             is_range_query,
             selected: HashMap::new(),
-            selector_ranges: FastMap::default(),
+            selector_plans: FastMap::default(),
+            grid: None,
+            batches: FastMap::default(),
+            batchable: FastMap::default(),
             result_metric_cache: FastMap::default(),
             counter_checked: FastMap::default(),
             group_keys: FastMap::default(),
@@ -349,7 +376,7 @@ impl<'a> Evaluator<'a> {
 
     /// The lookback delta in effect; like Prometheus, zero (or less) means
     /// the 5m default.
-    fn lookback_delta(&self) -> i64 {
+    pub(crate) fn lookback_delta(&self) -> i64 {
         if self.options.lookback_delta_ms > 0 {
             self.options.lookback_delta_ms
         } else {
@@ -371,30 +398,29 @@ impl<'a> Evaluator<'a> {
         self.at_time(&vs.at).unwrap_or(ts) - offset_ms(&vs.offset)
     }
 
-    fn select(&mut self, vs: &VectorSelector) -> Result<Rc<Selected>, EngineError> {
+    /// The series `vs` selects, taken out of the evaluator while a step
+    /// reads them (see [`Evaluator::put_back`]): selected from storage on
+    /// the selector's first use, then kept for every later step.
+    pub(crate) fn take_selected(&mut self, vs: &VectorSelector) -> Result<Selected, EngineError> {
         let key = vs as *const VectorSelector as usize;
-        if let Some(found) = self.selected.get(&key) {
-            return Ok(Rc::clone(found));
+        if let Some(found) = self.selected.remove(&key) {
+            return Ok(found);
         }
-        let mut matchers: Vec<Matcher> = vs.matchers.matchers.clone();
-        if let Some(name) = &vs.name
-            && !matchers.iter().any(|m| m.name == METRIC_NAME)
-        {
-            matchers.push(Matcher::new(MatchOp::Equal, METRIC_NAME, name));
-        }
-        let (min_time, max_time) = self
-            .selector_ranges
+        let plan = self
+            .selector_plans
             .get(&key)
             .copied()
-            .unwrap_or((i64::MIN, i64::MAX));
-        let mut series = Vec::new();
+            .unwrap_or(SelectorPlan {
+                min_time: i64::MIN,
+                max_time: i64::MAX,
+                keep_ms: 0,
+            });
+        let mut stored = Vec::new();
         if vs.matchers.or_matchers.is_empty() {
-            for found in self
-                .storage
-                .select(&matchers, min_time, max_time, self.options.shard)?
-            {
-                series.push((Arc::clone(&found.labels), found));
-            }
+            let matchers = with_name(vs.matchers.matchers.clone(), &vs.name);
+            stored =
+                self.storage
+                    .select(&matchers, plan.min_time, plan.max_time, self.options.shard)?;
         } else {
             let mut seen = BTreeSet::new();
             for alternative in &vs.matchers.or_matchers {
@@ -402,29 +428,34 @@ impl<'a> Evaluator<'a> {
                 if let Some(name) = &vs.name {
                     alt.push(Matcher::new(MatchOp::Equal, METRIC_NAME, name));
                 }
-                for found in self
-                    .storage
-                    .select(&alt, min_time, max_time, self.options.shard)?
+                for found in
+                    self.storage
+                        .select(&alt, plan.min_time, plan.max_time, self.options.shard)?
                 {
                     if seen.insert(Arc::clone(&found.labels)) {
-                        series.push((Arc::clone(&found.labels), found));
+                        stored.push(found);
                     }
                 }
             }
         }
         // Storage usually returns series in label order already.
-        if !series.is_sorted_by(|a, b| a.0 <= b.0) {
-            series.sort_by(|a, b| a.0.cmp(&b.0));
+        if !stored.is_sorted_by(|a, b| a.labels <= b.labels) {
+            stored.sort_by(|a, b| a.labels.cmp(&b.labels));
         }
-        let cursors = series.iter().map(|_| Cell::new(0)).collect();
-        let window_cursors = series.iter().map(|_| Cell::new(0)).collect();
-        let selected = Rc::new(Selected {
-            series,
-            cursors,
-            window_cursors,
-        });
-        self.selected.insert(key, Rc::clone(&selected));
-        Ok(selected)
+        let series = stored
+            .into_iter()
+            .map(|found| SelectedSeries {
+                labels: found.labels,
+                cursor: SeriesCursor::new(found.samples, plan.keep_ms),
+                histogram_times: found.histogram_times,
+            })
+            .collect();
+        Ok(Selected { series })
+    }
+
+    pub(crate) fn put_back(&mut self, vs: &VectorSelector, selected: Selected) {
+        self.selected
+            .insert(vs as *const VectorSelector as usize, selected);
     }
 
     /// The series matching `matchers` that have a sample in the lookback
@@ -448,15 +479,17 @@ impl<'a> Evaluator<'a> {
             {
                 return native_histogram_error();
             }
-            let index = series.samples.partition_point(|(t, _)| *t <= ref_time);
+            let mut cursor = SeriesCursor::new(series.samples, 0);
+            cursor.load(lookback_start, ref_time)?;
+            let index = cursor.count_through(ref_time);
             if index == 0 {
                 continue;
             }
-            let (t, v) = series.samples[index - 1];
+            let (t, v) = cursor.samples()[index - 1];
             if t <= lookback_start || is_stale_nan(v) {
                 continue;
             }
-            out.push((Arc::clone(&series.labels), t));
+            out.push((series.labels, t));
         }
         self.add_samples(out.len())?;
         Ok(out)
@@ -467,38 +500,22 @@ impl<'a> Evaluator<'a> {
         vs: &VectorSelector,
         ts: i64,
     ) -> Result<Vec<Sample>, EngineError> {
-        let selected = self.select(vs)?;
+        let mut selected = self.take_selected(vs)?;
         let ref_time = self.selector_ref_time(vs, ts);
         let lookback_start = ref_time - self.lookback_delta();
         let mut out = Vec::with_capacity(selected.series.len());
-        for ((labels, series), cursor) in selected.series.iter().zip(&selected.cursors) {
-            let samples = &series.samples;
-            let index = seek(samples, cursor, ref_time);
-            let latest_float = if index > 0 {
-                Some(samples[index - 1])
-            } else {
-                None
-            };
-            if !series.histogram_times.is_empty() {
-                let h_index = series.histogram_times.partition_point(|t| *t <= ref_time);
-                if h_index > 0 {
-                    let h_time = series.histogram_times[h_index - 1];
-                    if h_time > lookback_start && latest_float.is_none_or(|(t, _)| t < h_time) {
-                        return native_histogram_error();
-                    }
-                }
-            }
-            let Some((t, v)) = latest_float else { continue };
-            if t <= lookback_start || is_stale_nan(v) {
+        for series in &mut selected.series {
+            let Some((t, v)) = series.latest(lookback_start, ref_time)? else {
                 continue;
-            }
+            };
             out.push(Sample {
-                labels: Arc::clone(labels),
+                labels: Arc::clone(&series.labels),
                 t,
                 v,
                 drop_name: false,
             });
         }
+        self.put_back(vs, selected);
         self.add_samples(out.len())?;
         Ok(out)
     }
@@ -510,27 +527,17 @@ impl<'a> Evaluator<'a> {
         range_ms: i64,
         ts: i64,
     ) -> Result<Vec<RangeSeries>, EngineError> {
-        let selected = self.select(vs)?;
+        let mut selected = self.take_selected(vs)?;
         let ref_time = self.selector_ref_time(vs, ts);
         let window_start = ref_time - range_ms;
         let mut out = Vec::with_capacity(selected.series.len());
         let mut loaded = 0;
-        let cursors = selected.cursors.iter().zip(&selected.window_cursors);
-        for ((labels, series), (end_cursor, start_cursor)) in selected.series.iter().zip(cursors) {
-            if series
-                .histogram_times
-                .iter()
-                .any(|t| *t > window_start && *t <= ref_time)
-            {
-                return native_histogram_error();
-            }
-            let samples = &series.samples;
-            let from = seek(samples, start_cursor, window_start);
-            let to = seek(samples, end_cursor, ref_time);
+        for series in &mut selected.series {
+            let (from, to) = series.window(window_start, ref_time)?;
             if from >= to {
                 continue;
             }
-            let window = &samples[from..to];
+            let window = &series.cursor.samples()[from..to];
             let points = if window.iter().any(|(_, v)| is_stale_nan(*v)) {
                 let kept: Vec<(i64, f64)> = window
                     .iter()
@@ -543,18 +550,19 @@ impl<'a> Evaluator<'a> {
                 Points::Owned(kept)
             } else {
                 Points::Shared {
-                    series: Arc::clone(series),
+                    samples: Arc::clone(series.cursor.shared()),
                     from,
                     to,
                 }
             };
             loaded += points.len();
             out.push(RangeSeries {
-                labels: Arc::clone(labels),
+                labels: Arc::clone(&series.labels),
                 points,
                 drop_name: false,
             });
         }
+        self.put_back(vs, selected);
         self.add_samples(loaded)?;
         Ok(out)
     }
@@ -578,11 +586,39 @@ impl<'a> Evaluator<'a> {
         if first <= window_start {
             first += step;
         }
+        // The inner expression runs on its own grid (multiples of the
+        // step), up to the latest time any outer step will ask for, and
+        // every outer step asks again for up to `range` before its own.
+        let enclosing = self.grid;
+        let latest = match self.at_time(&sq.at) {
+            Some(at) => at,
+            None => enclosing.map_or(ts, |grid| grid.end),
+        };
+        self.grid = Some(Grid {
+            origin: 0,
+            step,
+            end: latest - offset_ms(&sq.offset),
+            keep_ms: enclosing.map_or(0, |grid| grid.keep_ms) + range,
+        });
+        let inner = self.subquery_steps(&sq.expr, first, ref_time, step);
+        self.grid = enclosing;
+        inner
+    }
+
+    /// The inner expression of a subquery at `first, first + step, ...`
+    /// up to `last`, gathered into series.
+    fn subquery_steps(
+        &mut self,
+        expr: &Expr,
+        first: i64,
+        last: i64,
+        step: i64,
+    ) -> Result<Vec<RangeSeries>, EngineError> {
         let mut out = SeriesAccumulator::default();
         let mut inner_ts = first;
-        while inner_ts <= ref_time {
+        while inner_ts <= last {
             self.maybe_check_interrupt()?;
-            match self.eval(&sq.expr, inner_ts)? {
+            match self.eval(expr, inner_ts)? {
                 Value::Scalar(v) => out.push_scalar(inner_ts, v),
                 Value::Vector(samples) => {
                     for sample in &samples {
@@ -600,7 +636,7 @@ impl<'a> Evaluator<'a> {
         Ok(out.series)
     }
 
-    fn maybe_check_interrupt(&mut self) -> Result<(), EngineError> {
+    pub(crate) fn maybe_check_interrupt(&mut self) -> Result<(), EngineError> {
         self.steps_since_check += 1;
         if self.steps_since_check >= 64 {
             self.steps_since_check = 0;
@@ -610,6 +646,12 @@ impl<'a> Evaluator<'a> {
     }
 
     pub(crate) fn eval(&mut self, expr: &Expr, ts: i64) -> Result<Value, EngineError> {
+        if self.grid.is_some()
+            && self.is_batchable(expr)
+            && let Some(value) = self.eval_batched(expr, ts)?
+        {
+            return Ok(value);
+        }
         match expr {
             Expr::NumberLiteral(number) => Ok(Value::Scalar(number.val)),
             Expr::StringLiteral(string) => Ok(Value::String(string.val.clone())),
@@ -639,6 +681,18 @@ impl<'a> Evaluator<'a> {
             Expr::Binary(binary) => crate::binary::eval_binary(self, binary, ts),
             Expr::Extension(_) => exec_err("extension expressions are not supported"),
         }
+    }
+
+    /// Whether `expr` is evaluated in batches ([`crate::batch`]), decided
+    /// once per node.
+    fn is_batchable(&mut self, expr: &Expr) -> bool {
+        let key = expr as *const Expr as usize;
+        if let Some(known) = self.batchable.get(&key) {
+            return *known;
+        }
+        let answer = crate::batch::batchable(expr);
+        self.batchable.insert(key, answer);
+        answer
     }
 
     pub(crate) fn eval_vector(&mut self, expr: &Expr, ts: i64) -> Result<Vec<Sample>, EngineError> {
@@ -753,28 +807,30 @@ fn compute_selector_ranges(
     back: i64,
     forward: i64,
     lookback: i64,
-    out: &mut FastMap<usize, (i64, i64)>,
+    out: &mut FastMap<usize, SelectorPlan>,
 ) {
-    let recurse = |child: &Expr, out: &mut FastMap<usize, (i64, i64)>| {
+    let recurse = |child: &Expr, out: &mut FastMap<usize, SelectorPlan>| {
         compute_selector_ranges(child, base, back, forward, lookback, out)
     };
     match expr {
         Expr::VectorSelector(vs) => {
             let offset = offset_ms(&vs.offset);
-            let range = (
-                base.0 - back - lookback - offset.max(0),
-                base.1 + forward + (-offset).max(0),
-            );
-            out.insert(vs as *const VectorSelector as usize, range);
+            let plan = SelectorPlan {
+                min_time: base.0 - back - lookback - offset.max(0),
+                max_time: base.1 + forward + (-offset).max(0),
+                keep_ms: back,
+            };
+            out.insert(vs as *const VectorSelector as usize, plan);
         }
         Expr::MatrixSelector(ms) => {
             let offset = offset_ms(&ms.vs.offset);
             let own_range = ms.range.as_millis() as i64;
-            let range = (
-                base.0 - back - own_range - offset.max(0),
-                base.1 + forward + (-offset).max(0),
-            );
-            out.insert(&ms.vs as *const VectorSelector as usize, range);
+            let plan = SelectorPlan {
+                min_time: base.0 - back - own_range - offset.max(0),
+                max_time: base.1 + forward + (-offset).max(0),
+                keep_ms: back,
+            };
+            out.insert(&ms.vs as *const VectorSelector as usize, plan);
         }
         Expr::Subquery(sq) => {
             let offset = offset_ms(&sq.offset);
@@ -814,7 +870,7 @@ impl Evaluator<'_> {
         );
         let mut ranges = FastMap::default();
         compute_selector_ranges(expr, base, 0, 0, self.lookback_delta(), &mut ranges);
-        self.selector_ranges = ranges;
+        self.selector_plans = ranges;
     }
 }
 
@@ -1016,6 +1072,7 @@ pub(crate) fn run_range(
     }
     let mut evaluator = Evaluator::new(storage, query, options, start_ms, end_ms, step_ms, true);
     evaluator.plan_selector_ranges(expr);
+    evaluator.grid = Some(Grid::of_range_query(start_ms, end_ms, step_ms));
     let mut out = SeriesAccumulator::default();
     let mut result_points = 0usize;
     let mut ts = start_ms;
@@ -1058,35 +1115,5 @@ pub(crate) fn type_name(value_type: ValueType) -> &'static str {
         ValueType::Scalar => "scalar",
         ValueType::Matrix => "range vector",
         ValueType::String => "string",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seek_matches_partition_point_in_any_order() {
-        let samples: Vec<(i64, f64)> = (0..100).map(|i| (i * 10, 0.0)).collect();
-        let cursor = Cell::new(0);
-        for bound in [-5, 0, 5, 15, 995, 2000, 500, 499, 10, 990, 991, 3, 700] {
-            let expected = samples.partition_point(|(t, _)| *t <= bound);
-            assert_eq!(seek(&samples, &cursor, bound), expected, "bound {bound}");
-        }
-        let uneven: Vec<(i64, f64)> = [0, 1, 2, 3, 500, 501, 502, 990]
-            .iter()
-            .map(|t| (*t, 0.0))
-            .collect();
-        for start in 0..=uneven.len() {
-            for bound in -1..=1000 {
-                let cursor = Cell::new(start);
-                let expected = uneven.partition_point(|(t, _)| *t <= bound);
-                assert_eq!(
-                    seek(&uneven, &cursor, bound),
-                    expected,
-                    "start {start} bound {bound}"
-                );
-            }
-        }
     }
 }

@@ -6,9 +6,10 @@ use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr};
 
 use crate::EngineError;
-use crate::aggregate::{format_float_plain, kahan_inc, quantile};
+use crate::aggregate::{format_float_plain, quantile};
 use crate::eval::{Evaluator, RangeSeries, Sample, Value, exec_err, offset_ms};
 use crate::labels::{Labels, METRIC_NAME};
+use crate::range_functions::{RangeFunction, linear_regression, range_function};
 
 /// Go's `math.Max`: NaN wins, unlike `f64::max`.
 fn go_max(a: f64, b: f64) -> f64 {
@@ -164,6 +165,10 @@ pub(crate) fn eval_call(
     };
     if let Some(f) = simple {
         return Ok(Value::Vector(map_vector(vector(ev, 0)?, f)));
+    }
+
+    if let Some(function) = range_function(name) {
+        return eval_range_function(ev, function, args[0], ts);
     }
 
     let value = match name {
@@ -382,78 +387,6 @@ pub(crate) fn eval_call(
                 Value::Vector(Vec::new())
             }
         }
-        "present_over_time" => {
-            let window = eval_window(ev, args[0], ts)?;
-            Value::Vector(map_windows(window, ts, false, |_, _, _| Some(1.0)))
-        }
-        "rate" | "increase" | "delta" => {
-            let window = eval_window(ev, args[0], ts)?;
-            let is_counter = name != "delta";
-            let is_rate = name == "rate";
-            let mut not_counters = Vec::new();
-            let out = map_windows(window, ts, false, |s, start, end| {
-                extrapolated_rate(&s.points, start, end, is_counter, is_rate)
-            });
-            if name != "delta" {
-                // Like Prometheus, hint when a counter function reads a
-                // metric whose name does not say it is a counter. Each label
-                // set is checked once per query, not once per step.
-                for sample in &out {
-                    if !ev.first_counter_check(&sample.labels) {
-                        continue;
-                    }
-                    let metric = sample.labels.metric_name();
-                    let counter_like = ["_total", "_sum", "_count", "_bucket"]
-                        .iter()
-                        .any(|suffix| metric.ends_with(suffix));
-                    if !metric.is_empty() && !counter_like {
-                        not_counters.push(metric.to_string());
-                    }
-                }
-            }
-            for metric in not_counters {
-                ev.info(
-                    format!(
-                        "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}"
-                    ),
-                    args[0],
-                );
-            }
-            Value::Vector(out)
-        }
-        "irate" | "idelta" => {
-            let window = eval_window(ev, args[0], ts)?;
-            let is_rate = name == "irate";
-            Value::Vector(map_windows(window, ts, false, |s, _, _| {
-                instant_value(&s.points, is_rate)
-            }))
-        }
-        "changes" => {
-            let window = eval_window(ev, args[0], ts)?;
-            Value::Vector(map_windows(window, ts, false, |s, _, _| {
-                let changes = s
-                    .points
-                    .windows(2)
-                    .filter(|w| w[0].1 != w[1].1 && !(w[0].1.is_nan() && w[1].1.is_nan()))
-                    .count();
-                Some(changes as f64)
-            }))
-        }
-        "resets" => {
-            let window = eval_window(ev, args[0], ts)?;
-            Value::Vector(map_windows(window, ts, false, |s, _, _| {
-                Some(s.points.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64)
-            }))
-        }
-        "deriv" => {
-            let window = eval_window(ev, args[0], ts)?;
-            Value::Vector(map_windows(window, ts, false, |s, _, _| {
-                if s.points.len() < 2 {
-                    return None;
-                }
-                Some(linear_regression(&s.points, s.points[0].0).0)
-            }))
-        }
         "predict_linear" => {
             let window = eval_window(ev, args[0], ts)?;
             let duration = scalar(ev, 1)?;
@@ -483,74 +416,6 @@ pub(crate) fn eval_call(
                 double_exponential_smoothing(&s.points, smoothing, trend)
             }))
         }
-        "avg_over_time" => over_time(ev, args[0], ts, false, |points| {
-            let mut sum = points[0].1;
-            let mut count = 1.0;
-            let mut mean = 0.0;
-            let mut compensation = 0.0;
-            let mut incremental = false;
-            for (index, point) in points.iter().enumerate().skip(1) {
-                count = (index + 1) as f64;
-                if !incremental {
-                    let (new_sum, new_c) = kahan_inc(point.1, sum, compensation);
-                    if !new_sum.is_infinite() {
-                        sum = new_sum;
-                        compensation = new_c;
-                        continue;
-                    }
-                    incremental = true;
-                    mean = sum / (count - 1.0);
-                    compensation /= count - 1.0;
-                }
-                let q = (count - 1.0) / count;
-                (mean, compensation) = kahan_inc(point.1 / count, q * mean, q * compensation);
-            }
-            if incremental {
-                mean + compensation
-            } else {
-                sum / count + compensation / count
-            }
-        })?,
-        "sum_over_time" => over_time(ev, args[0], ts, false, |points| {
-            let (sum, c) = points
-                .iter()
-                .fold((0.0, 0.0), |(sum, c), p| kahan_inc(p.1, sum, c));
-            sum + c
-        })?,
-        "count_over_time" => over_time(ev, args[0], ts, false, |points| points.len() as f64)?,
-        "max_over_time" => over_time(ev, args[0], ts, false, |points| {
-            compare_over_time(points, |cur, best| cur > best || best.is_nan()).1
-        })?,
-        "min_over_time" => over_time(ev, args[0], ts, false, |points| {
-            compare_over_time(points, |cur, best| cur < best || best.is_nan()).1
-        })?,
-        "ts_of_max_over_time" => over_time(ev, args[0], ts, false, |points| {
-            compare_over_time(points, |cur, best| cur >= best || best.is_nan()).0 as f64 / 1000.0
-        })?,
-        "ts_of_min_over_time" => over_time(ev, args[0], ts, false, |points| {
-            compare_over_time(points, |cur, best| cur <= best || best.is_nan()).0 as f64 / 1000.0
-        })?,
-        "last_over_time" => over_time(ev, args[0], ts, true, |points| points[points.len() - 1].1)?,
-        "first_over_time" => over_time(ev, args[0], ts, true, |points| points[0].1)?,
-        "ts_of_last_over_time" => over_time(ev, args[0], ts, false, |points| {
-            points[points.len() - 1].0 as f64 / 1000.0
-        })?,
-        "ts_of_first_over_time" => {
-            over_time(ev, args[0], ts, false, |points| points[0].0 as f64 / 1000.0)?
-        }
-        "stddev_over_time" => over_time(ev, args[0], ts, false, |points| variance(points).sqrt())?,
-        "stdvar_over_time" => over_time(ev, args[0], ts, false, variance)?,
-        "mad_over_time" => over_time(ev, args[0], ts, false, |points| {
-            if points.iter().any(|p| p.1.is_nan()) {
-                return f64::NAN;
-            }
-            let mut values: Vec<f64> = points.iter().map(|p| p.1).collect();
-            let median = quantile(0.5, &mut values);
-            for value in &mut values {
-                *value = (*value - median).abs();
-            }
-            quantile(0.5, &mut values)
-        })?,
         "quantile_over_time" => {
             let q = scalar(ev, 0)?;
             if q.is_nan() || !(0.0..=1.0).contains(&q) {
@@ -665,6 +530,58 @@ pub(crate) fn eval_call(
     Ok(value)
 }
 
+/// One of [`range_function`]'s functions over its argument's windows.
+fn eval_range_function(
+    ev: &mut Evaluator<'_>,
+    function: RangeFunction,
+    arg: &Expr,
+    ts: i64,
+) -> Result<Value, EngineError> {
+    let window = eval_window(ev, arg, ts)?;
+    let out = map_windows(window, ts, function.keeps_name, |s, start, end| {
+        if s.points.is_empty() {
+            None
+        } else {
+            (function.apply)(&s.points, start, end)
+        }
+    });
+    if function.reads_counters {
+        hint_counters(ev, out.iter().map(|sample| &sample.labels), arg);
+    }
+    Ok(Value::Vector(out))
+}
+
+/// Like Prometheus, hints when a counter function reads a metric whose name
+/// does not say it is a counter. Each label set is checked once per query,
+/// not once per step.
+pub(crate) fn hint_counters<'l>(
+    ev: &mut Evaluator<'_>,
+    labels: impl Iterator<Item = &'l Arc<Labels>>,
+    arg: &Expr,
+) {
+    let mut not_counters = Vec::new();
+    for labels in labels {
+        if !ev.first_counter_check(labels) {
+            continue;
+        }
+        let metric = labels.metric_name();
+        let counter_like = ["_total", "_sum", "_count", "_bucket"]
+            .iter()
+            .any(|suffix| metric.ends_with(suffix));
+        if !metric.is_empty() && !counter_like {
+            not_counters.push(metric.to_string());
+        }
+    }
+    for metric in not_counters {
+        ev.info(
+            format!(
+                "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}"
+            ),
+            arg,
+        );
+    }
+}
+
 fn unwrap_parens(expr: &Expr) -> &Expr {
     match expr {
         Expr::Paren(paren) => unwrap_parens(&paren.expr),
@@ -692,144 +609,6 @@ fn over_time(
             }
         },
     )))
-}
-
-fn compare_over_time(points: &[(i64, f64)], better: impl Fn(f64, f64) -> bool) -> (i64, f64) {
-    let mut best = points[0].1;
-    let mut best_time = points[0].0;
-    for point in points {
-        if better(point.1, best) {
-            best = point.1;
-            best_time = point.0;
-        }
-    }
-    (best_time, best)
-}
-
-fn variance(points: &[(i64, f64)]) -> f64 {
-    let mut count = 0.0;
-    let (mut mean, mut mean_c) = (0.0, 0.0);
-    let (mut aux, mut aux_c) = (0.0, 0.0);
-    for point in points {
-        count += 1.0;
-        let delta = point.1 - (mean + mean_c);
-        (mean, mean_c) = kahan_inc(delta / count, mean, mean_c);
-        (aux, aux_c) = kahan_inc(delta * (point.1 - (mean + mean_c)), aux, aux_c);
-    }
-    (aux + aux_c) / count
-}
-
-/// `rate`, `increase` and `delta`: the change over the window, extrapolated
-/// towards the window's edges when the samples come close enough to them.
-fn extrapolated_rate(
-    points: &[(i64, f64)],
-    range_start: i64,
-    range_end: i64,
-    is_counter: bool,
-    is_rate: bool,
-) -> Option<f64> {
-    if points.len() < 2 {
-        return None;
-    }
-    let first = points[0];
-    let last = points[points.len() - 1];
-    let mut result = last.1 - first.1;
-    if is_counter {
-        for pair in points.windows(2) {
-            if pair[1].1 < pair[0].1 {
-                result += pair[0].1;
-            }
-        }
-    }
-    let mut duration_to_start = (first.0 - range_start) as f64 / 1000.0;
-    let mut duration_to_end = (range_end - last.0) as f64 / 1000.0;
-    let sampled_interval = (last.0 - first.0) as f64 / 1000.0;
-    let average_between = sampled_interval / (points.len() - 1) as f64;
-    let threshold = average_between * 1.1;
-    if duration_to_start >= threshold {
-        duration_to_start = average_between / 2.0;
-    }
-    if is_counter {
-        // A counter cannot go below zero, so do not extrapolate past the
-        // point where it would have been zero.
-        let mut duration_to_zero = duration_to_start;
-        if result > 0.0 && first.1 >= 0.0 {
-            duration_to_zero = sampled_interval * (first.1 / result);
-        }
-        if duration_to_zero < duration_to_start {
-            duration_to_start = duration_to_zero;
-        }
-    }
-    if duration_to_end >= threshold {
-        duration_to_end = average_between / 2.0;
-    }
-    let factor = if sampled_interval != 0.0 {
-        (sampled_interval + duration_to_start + duration_to_end) / sampled_interval
-    } else {
-        1.0
-    };
-    let mut value = result * factor;
-    if is_rate {
-        value /= (range_end - range_start) as f64 / 1000.0;
-    }
-    Some(value)
-}
-
-fn instant_value(points: &[(i64, f64)], is_rate: bool) -> Option<f64> {
-    if points.len() < 2 {
-        return None;
-    }
-    let last = points[points.len() - 1];
-    let previous = points[points.len() - 2];
-    let mut result = if is_rate && last.1 < previous.1 {
-        last.1
-    } else {
-        last.1 - previous.1
-    };
-    let interval = last.0 - previous.0;
-    if interval == 0 {
-        return None;
-    }
-    if is_rate {
-        result /= interval as f64 / 1000.0;
-    }
-    Some(result)
-}
-
-fn linear_regression(points: &[(i64, f64)], intercept_time: i64) -> (f64, f64) {
-    let mut n = 0.0;
-    let (mut sum_x, mut c_x) = (0.0, 0.0);
-    let (mut sum_y, mut c_y) = (0.0, 0.0);
-    let (mut sum_xy, mut c_xy) = (0.0, 0.0);
-    let (mut sum_x2, mut c_x2) = (0.0, 0.0);
-    let init_y = points[0].1;
-    let mut const_y = true;
-    for (index, point) in points.iter().enumerate() {
-        if const_y && index > 0 && point.1 != init_y {
-            const_y = false;
-        }
-        n += 1.0;
-        let x = (point.0 - intercept_time) as f64 / 1e3;
-        (sum_x, c_x) = kahan_inc(x, sum_x, c_x);
-        (sum_y, c_y) = kahan_inc(point.1, sum_y, c_y);
-        (sum_xy, c_xy) = kahan_inc(x * point.1, sum_xy, c_xy);
-        (sum_x2, c_x2) = kahan_inc(x * x, sum_x2, c_x2);
-    }
-    if const_y {
-        if init_y.is_infinite() {
-            return (f64::NAN, f64::NAN);
-        }
-        return (0.0, init_y);
-    }
-    sum_x += c_x;
-    sum_y += c_y;
-    sum_xy += c_xy;
-    sum_x2 += c_x2;
-    let cov_xy = sum_xy - sum_x * sum_y / n;
-    let var_x = sum_x2 - sum_x * sum_x / n;
-    let slope = cov_xy / var_x;
-    let intercept = sum_y / n - slope * sum_x / n;
-    (slope, intercept)
 }
 
 fn double_exponential_smoothing(points: &[(i64, f64)], smoothing: f64, trend: f64) -> Option<f64> {

@@ -8,23 +8,33 @@
 //! thread, passing a deadline and a cancellation flag that the engine checks
 //! between evaluation steps.
 //!
+//! Storage hands series over decoded or as their XOR chunks
+//! ([`SeriesSamples`]); chunks are decoded as evaluation reaches them, so a
+//! query holds the compressed chunks it selected and a window of decoded
+//! samples per series, not every sample of its range.
+//!
 //! Native histograms are out of scope: a query that meets one fails with an
 //! execution error rather than returning a wrong answer.
 //!
 //! Correctness is checked against Prometheus' own PromQL test scripts by
 //! `tests/conformance.rs` (see its header for the environment variables),
 //! the sharding and splitting invariants by `tests/properties.rs`, and
-//! speed by `benches/engine.rs` (`cargo bench -p sluice-engine`).
+//! speed by `benches/engine.rs` (`cargo bench -p sluice-engine`) and, over
+//! Prometheus blocks against Prometheus itself, by `cargo bench -p sluice
+//! --bench blocks`.
 
 mod aggregate;
+mod batch;
 mod binary;
 mod blocking;
+mod cursor;
 mod eval;
 mod functions;
 mod gosort;
 mod hashing;
 mod info;
 pub mod labels;
+mod range_functions;
 pub mod storage;
 
 use std::sync::Arc;
@@ -33,7 +43,9 @@ use std::time::{Duration, Instant};
 
 pub use blocking::evaluate_off_runtime;
 pub use labels::{Label, Labels};
-pub use storage::{MemoryStorage, Shard, Storage, StoredSeries};
+pub use storage::{
+    FloatChunk, FloatChunks, MemoryStorage, SeriesSamples, Shard, Storage, StoredSeries,
+};
 
 /// Why a query failed. Each variant maps onto one Prometheus `errorType`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

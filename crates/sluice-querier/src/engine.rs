@@ -74,15 +74,16 @@ fn labels(labels: &sluice_engine::Labels) -> Vec<Label> {
         .collect()
 }
 
-fn point_series(labels: Vec<Label>, points: impl Iterator<Item = (i64, f64)>) -> Series {
-    let mut series = Series {
+fn point_series(labels: Vec<Label>, points: impl ExactSizeIterator<Item = (i64, f64)>) -> Series {
+    // Sized once: a week's answer is millions of points, and growing the
+    // vectors by doubling copied them and touched fresh pages again.
+    let (timestamps_ms, values) = points.unzip();
+    Series {
         labels,
+        timestamps_ms,
+        values,
         ..Series::default()
-    };
-    for (timestamp_ms, value) in points {
-        series.push(timestamp_ms, value);
     }
-    series
 }
 
 /// The engine's answer as the typed result the frontend encodes.
@@ -101,9 +102,11 @@ fn query_data(value: QueryValue) -> QueryData {
         ),
         QueryValue::Matrix(matrix) => (
             ResultType::Matrix,
+            // Each engine series is dropped once converted, so the answer
+            // is not held twice over.
             matrix
-                .iter()
-                .map(|one| point_series(labels(&one.labels), one.points.iter().copied()))
+                .into_iter()
+                .map(|one| point_series(labels(&one.labels), one.points.into_iter()))
                 .collect(),
         ),
         QueryValue::Scalar {

@@ -577,8 +577,8 @@ fn push_sample(out: &mut String, prefix: &str, value: f64, t_ms: i64) {
 }
 
 /// SplitMix64 over a few words: cheap, well-distributed and platform
-/// independent, which is all the "randomness" here needs.
-fn mix(words: &[u64]) -> u64 {
+/// independent, which is all the "randomness" of a generated data set needs.
+pub fn mix(words: &[u64]) -> u64 {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     for w in words {
         x = x.wrapping_add(*w).wrapping_add(0x9E37_79B9_7F4A_7C15);

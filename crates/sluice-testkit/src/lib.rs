@@ -35,7 +35,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-pub use dataset::{Dataset, EDGE_CASE_LABEL_VALUES, METRIC_NAMES, Series};
+pub use dataset::{Dataset, EDGE_CASE_LABEL_VALUES, METRIC_NAMES, Series, mix};
 pub use http::{
     HttpResponse, form_urlencode, gunzip, header, http_get, http_get_with_headers, http_post_form,
     http_post_form_with_headers, http_request,
@@ -44,7 +44,9 @@ pub use memcached::MemcachedServer;
 pub use moto::MotoServer;
 pub use pki::TestPki;
 pub use process::{ChildProcess, TempDir, copy_dir, wait_for_http_ok};
-pub use prometheus::{PrometheusServer, dataset_blocks, promtool_backfill};
+pub use prometheus::{
+    OpenMetricsParts, PrometheusServer, backfilled_blocks, dataset_blocks, promtool_backfill,
+};
 
 /// A one-worker multi-thread runtime for tests whose code under test blocks
 /// its own thread while the runtime serves its I/O (the bucket's sync calls).

@@ -235,6 +235,27 @@ pub fn dataset_blocks(dataset: &Dataset) -> PathBuf {
     backfilled_template(dataset)
 }
 
+/// OpenMetrics input for promtool split by time, each part covering a
+/// window that is a multiple of promtool's 2 h block length (so the blocks
+/// are the same as from one file, only built faster: promtool re-reads its
+/// whole input once per block it writes). Parts are made on demand, so a
+/// large data set never has to be in memory at once.
+pub trait OpenMetricsParts: Sync {
+    fn part_count(&self) -> usize;
+    /// Part `index`: OpenMetrics text ending in `# EOF`.
+    fn part(&self, index: usize) -> String;
+}
+
+impl OpenMetricsParts for Vec<String> {
+    fn part_count(&self) -> usize {
+        self.len()
+    }
+
+    fn part(&self, index: usize) -> String {
+        self[index].clone()
+    }
+}
+
 /// Returns a directory of TSDB blocks holding `dataset`, building it with
 /// promtool at most once per content (per process, and across processes via
 /// the on-disk cache).
@@ -249,10 +270,17 @@ fn backfilled_template(dataset: &Dataset) -> PathBuf {
     if let Some(dir) = built.get(dataset).filter(|d| d.is_dir()) {
         return dir.clone();
     }
+    let final_dir = backfilled_blocks(&dataset.openmetrics_chunks(BACKFILL_CHUNK_MS));
+    built.insert(dataset.clone(), final_dir.clone());
+    final_dir
+}
 
-    // Across processes the key is the content itself, so editing the
-    // generator can never pick up a stale template.
-    let chunks = dataset.openmetrics_chunks(BACKFILL_CHUNK_MS);
+/// A directory of TSDB blocks holding `parts`, built with promtool once per
+/// content and promtool version and cached under
+/// `$SLUICE_TESTKIT_CACHE_DIR` (default: `<tmp>/sluice-testkit-cache`).
+/// Keyed by the content itself, so editing a generator can never pick up a
+/// stale template; the parts are made twice on a miss (hashed, then written).
+pub fn backfilled_blocks(parts: &dyn OpenMetricsParts) -> PathBuf {
     let promtool = require_binary("promtool");
     let version = Command::new(&promtool)
         .arg("--version")
@@ -260,7 +288,10 @@ fn backfilled_template(dataset: &Dataset) -> PathBuf {
         .map(|o| o.stdout)
         .unwrap_or_default();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    chunks.hash(&mut hasher);
+    parts.part_count().hash(&mut hasher);
+    for index in 0..parts.part_count() {
+        parts.part(index).hash(&mut hasher);
+    }
     version.hash(&mut hasher);
     let key = hasher.finish();
 
@@ -269,11 +300,10 @@ fn backfilled_template(dataset: &Dataset) -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("sluice-testkit-cache"));
     let final_dir = cache_root.join(format!("tsdb-{key:016x}"));
     if !final_dir.is_dir() {
-        build_template(&promtool, &chunks, &cache_root, &final_dir).unwrap_or_else(|e| {
+        build_template(&promtool, parts, &cache_root, &final_dir).unwrap_or_else(|e| {
             panic!("backfilling the data set into {}: {e}", final_dir.display())
         });
     }
-    built.insert(dataset.clone(), final_dir.clone());
     final_dir
 }
 
@@ -311,7 +341,7 @@ fn run_promtool_backfill(promtool: &Path, input: &Path, out: &Path) -> io::Resul
 /// process) is never visible.
 fn build_template(
     promtool: &Path,
-    chunks: &[String],
+    parts: &dyn OpenMetricsParts,
     cache_root: &Path,
     final_dir: &Path,
 ) -> io::Result<()> {
@@ -333,11 +363,11 @@ fn build_template(
                 scope.spawn(|| -> io::Result<()> {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(chunk) = chunks.get(i) else {
+                        if i >= parts.part_count() {
                             return Ok(());
-                        };
+                        }
                         let input = staging.path().join(format!("chunk-{i:03}.om"));
-                        write_file(&input, chunk.as_bytes())?;
+                        write_file(&input, parts.part(i).as_bytes())?;
                         run_promtool_backfill(promtool, &input, &blocks)?;
                         let _ = std::fs::remove_file(&input);
                     }

@@ -220,6 +220,11 @@ proptest! {
         for (reference, expected) in references.iter().zip(&series) {
             prop_assert_eq!(&reader.series(*reference).unwrap(), expected);
         }
+        // In one batch, backwards and with a repeat, as one at a time.
+        let mut batch: Vec<SeriesRef> = references.iter().rev().copied().collect();
+        batch.extend(references.first().copied());
+        let expected: Vec<SeriesEntry> = batch.iter().map(|reference| reader.series(*reference).unwrap()).collect();
+        prop_assert_eq!(reader.series_many(&batch).unwrap(), expected);
     }
 
     #[test]
@@ -244,6 +249,8 @@ proptest! {
             for reference in references.iter().copied().chain([0, 1, u32::MAX]) {
                 let _ = reader.series(reference);
             }
+            let _ = reader.series_many(&references);
+            let _ = reader.series_many(&[1, u32::MAX, 0]);
         }
     }
 }

@@ -58,7 +58,19 @@ pub(crate) struct Sluice {
 /// Starts the benchmarked sluice binary in front of `downstream_url`, with
 /// `extra` flags, and waits until it is ready. Only slow requests are
 /// logged, as in production.
+// The blocks bench, whose sluice has no downstream, does not call it.
+#[allow(dead_code)]
 pub(crate) async fn start_sluice(downstream_url: &str, extra: &[&str]) -> Sluice {
+    let downstream = format!("-querier.downstream-url={downstream_url}");
+    let mut flags = vec![downstream.as_str()];
+    flags.extend_from_slice(extra);
+    start_sluice_with(&flags).await
+}
+
+/// Starts the benchmarked sluice binary with `flags` (and its listen
+/// addresses) and waits until it is ready: with no downstream, as the
+/// blocks bench starts it, its querier evaluates with the embedded engine.
+pub(crate) async fn start_sluice_with(flags: &[&str]) -> Sluice {
     let logs = TempDir::new("sluice-bench").expect("temp dir");
     let port = free_port();
     let mut args = vec![
@@ -66,10 +78,9 @@ pub(crate) async fn start_sluice(downstream_url: &str, extra: &[&str]) -> Sluice
         format!("-server.http-listen-port={port}"),
         "-server.grpc-listen-address=127.0.0.1".to_owned(),
         format!("-server.grpc-listen-port={}", free_port()),
-        format!("-querier.downstream-url={downstream_url}"),
         "-query-frontend.log-queries-longer-than=1m".to_owned(),
     ];
-    args.extend(extra.iter().map(|flag| (*flag).to_owned()));
+    args.extend(flags.iter().map(|flag| (*flag).to_owned()));
     let mut process = ChildProcess::start(
         env!("CARGO_BIN_EXE_sluice"),
         &args,
