@@ -15,6 +15,7 @@
 //! series whose chunks overlap in time (overlapping blocks, out-of-order
 //! chunks) is decoded and merged here first.
 
+mod head;
 mod metadata;
 mod skipped;
 
@@ -33,9 +34,11 @@ pub use metadata::{label_names, label_values, selector_matchers, series};
 pub use skipped::WatchSkipped;
 
 /// The blocks of one tenant that a query may read, fixed when it starts so
-/// that a sync during the query does not change what it sees.
+/// that a sync during the query does not change what it sees, and the
+/// tenant's head when this process runs the store.
 pub struct BlockStorage {
     blocks: Vec<Arc<LoadedBlock>>,
+    head: Option<head::HeadView>,
 }
 
 impl BlockStorage {
@@ -43,11 +46,21 @@ impl BlockStorage {
     pub fn new(metastore: &Metastore, tenant: &str, min_time: i64, max_time: i64) -> BlockStorage {
         BlockStorage {
             blocks: metastore.blocks(tenant, min_time, max_time),
+            head: None,
         }
     }
 
     pub fn from_blocks(blocks: Vec<Arc<LoadedBlock>>) -> BlockStorage {
-        BlockStorage { blocks }
+        BlockStorage { blocks, head: None }
+    }
+
+    /// Reads `tenant`'s series in `head` too, merged with the blocks'.
+    pub fn with_head(mut self, head: Arc<sluice_head::Head>, tenant: &str) -> BlockStorage {
+        self.head = Some(head::HeadView {
+            head,
+            tenant: tenant.to_owned(),
+        });
+        self
     }
 
     pub(crate) fn overlapping(&self, min_time: i64, max_time: i64) -> impl Iterator<Item = &Block> {
@@ -299,6 +312,9 @@ impl Storage for BlockStorage {
         for block in self.overlapping(start_ms, end_ms) {
             gather_block(block, &matchers, (start_ms, end_ms), shard, &mut merged)
                 .map_err(execution)?;
+        }
+        if let Some(head) = &self.head {
+            head.gather(&matchers, (start_ms, end_ms), shard, &mut merged);
         }
         let mut out = Vec::with_capacity(merged.len());
         for series in merged {

@@ -66,6 +66,9 @@ pub fn series(
                 found.insert(series.labels);
             }
         }
+        if let Some(head) = &storage.head {
+            found.extend(head.series(&matchers, start, end));
+        }
     }
     Ok(found.into_iter().collect())
 }
@@ -87,6 +90,9 @@ fn series_in_blocks(
                 found.insert(index.series(reference).map_err(execution)?.labels);
             }
         }
+        if let Some(head) = &storage.head {
+            found.extend(head.series(&matchers, start, end));
+        }
     }
     Ok(found)
 }
@@ -102,6 +108,9 @@ pub fn label_names(
     if selectors.is_empty() {
         for block in storage.overlapping(start, end) {
             names.extend(block.index().label_names().into_iter().map(str::to_owned));
+        }
+        for labels in head_series(storage, start, end) {
+            names.extend(labels.iter().map(|label| label.name.clone()));
         }
     } else {
         for labels in series_in_blocks(storage, selectors, start, end)? {
@@ -132,6 +141,9 @@ pub fn label_values(
                     .map(str::to_owned),
             );
         }
+        for labels in head_series(storage, start, end) {
+            values.extend(labels.get(name).map(str::to_owned));
+        }
     } else {
         for labels in series_in_blocks(storage, selectors, start, end)? {
             values.extend(labels.get(name).map(str::to_owned));
@@ -139,6 +151,14 @@ pub fn label_values(
     }
     values.remove("");
     Ok(values.into_iter().collect())
+}
+
+/// Every series of the head in `[start, end]` (none without a head).
+fn head_series(storage: &BlockStorage, start: i64, end: i64) -> Vec<Labels> {
+    match &storage.head {
+        Some(head) => head.series(&[], start, end),
+        None => Vec::new(),
+    }
 }
 
 #[cfg(test)]

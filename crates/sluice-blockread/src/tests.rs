@@ -197,3 +197,71 @@ fn native_histogram_chunks_are_an_execution_error() {
     };
     assert_eq!(found.len(), 1);
 }
+
+#[test]
+fn the_head_and_blocks_read_as_one_store_without_double_counting() {
+    let runtime = sluice_testkit::io_runtime();
+    let dir = TempDir::new("blockread-head").unwrap();
+    let a = Labels::from_pairs(&[("__name__", "x"), ("job", "a")]);
+    let only_head = Labels::from_pairs(&[("__name__", "x"), ("job", "h")]);
+    let counter = |t: i64| (t / 15_000) as f64;
+    // A block of the first three hours; the head holds hours two to four,
+    // so an hour of samples is in both.
+    write(
+        dir.path(),
+        &vec![(a.clone(), samples(0, 3 * HOUR, counter))],
+        &[],
+    );
+    let head = Arc::new(sluice_head::Head::new(sluice_head::HeadOptions {
+        out_of_order_window_ms: 10 * HOUR,
+        ..sluice_head::HeadOptions::default()
+    }));
+    let to_pairs =
+        |samples: Vec<Sample>| -> Vec<(i64, f64)> { samples.iter().map(|s| (s.t, s.v)).collect() };
+    let batch = [
+        sluice_head::AppendSeries {
+            labels: a.clone(),
+            samples: to_pairs(samples(2 * HOUR, 4 * HOUR, counter)),
+        },
+        sluice_head::AppendSeries {
+            labels: only_head.clone(),
+            samples: to_pairs(samples(0, 4 * HOUR, |_| 2.0)),
+        },
+    ];
+    head.append("anonymous", &batch, |_| Ok::<(), ()>(()))
+        .unwrap();
+    let storage = storage_over(dir.path(), &runtime).with_head(Arc::clone(&head), "anonymous");
+    let memory = MemoryStorage::new();
+    memory.append(&engine_labels(&a), &to_pairs(samples(0, 4 * HOUR, counter)));
+    memory.append(
+        &engine_labels(&only_head),
+        &to_pairs(samples(0, 4 * HOUR, |_| 2.0)),
+    );
+    for query in [
+        "count_over_time(x[4h])",
+        "sum(rate(x[1h]))",
+        "x",
+        "count(x)",
+    ] {
+        for at in [HOUR + 7_000, 3 * HOUR - 1, 4 * HOUR - 15_001] {
+            assert_eq!(
+                format!("{:?}", evaluate(&storage, query, at)),
+                format!("{:?}", evaluate(&memory, query, at)),
+                "{query} at {at}"
+            );
+        }
+    }
+    let all = vec![vec![promql_parser::label::Matcher::new(
+        promql_parser::label::MatchOp::Equal,
+        "__name__",
+        "x",
+    )]];
+    assert_eq!(
+        series(&storage, &all, 0, 4 * HOUR).unwrap(),
+        vec![a, only_head]
+    );
+    assert_eq!(
+        label_values(&storage, "job", &[], 0, 4 * HOUR).unwrap(),
+        vec!["a", "h"]
+    );
+}

@@ -53,6 +53,7 @@ pub use sluice_plan::RangeBoundaries;
 use stages::dispatch::DispatchStage;
 use stages::results_cache::ResultsCache;
 pub use stages::results_cache::ResultsCacheConfig;
+pub use tenant::{ANONYMOUS, tenant_of};
 
 /// How a frontend is set up.
 #[derive(Clone, Debug)]

@@ -4,7 +4,7 @@ use sluice_api::ApiError;
 use sluice_proto::ErrorType;
 
 /// The tenant of every request when multi-tenancy is off.
-pub(crate) const ANONYMOUS: &str = "anonymous";
+pub const ANONYMOUS: &str = "anonymous";
 
 /// The header carrying the tenant, as Cortex, Mimir and Loki use it.
 pub(crate) const TENANT_HEADER: &str = "X-Scope-OrgID";
@@ -13,7 +13,7 @@ const MAX_TENANT_LENGTH: usize = 150;
 
 /// Finds the tenant of a request: always [`ANONYMOUS`] with multi-tenancy
 /// off; otherwise the header, which must be present (401) and valid (400).
-pub(crate) fn tenant_of(
+pub fn tenant_of(
     headers: &http::HeaderMap,
     multitenancy_enabled: bool,
 ) -> Result<String, ApiError> {

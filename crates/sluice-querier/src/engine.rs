@@ -1,5 +1,6 @@
 //! The `engine` executor: sub-queries evaluated by the embedded PromQL engine
-//! over the metastore's blocks of the asking tenant, with no downstream.
+//! over the metastore's blocks of the asking tenant, and over its head when
+//! this process runs the store, with no downstream.
 //! Evaluation and block reads are synchronous and CPU- or I/O-bound, so they
 //! run on the blocking pool; a dropped future cancels the evaluation.
 
@@ -24,6 +25,8 @@ pub struct EngineExecutor {
     metastore: Arc<Metastore>,
     /// `-querier.max-samples`.
     max_samples: usize,
+    /// The store's head, when the store runs in this process.
+    head: Option<Arc<sluice_head::Head>>,
 }
 
 impl EngineExecutor {
@@ -31,7 +34,14 @@ impl EngineExecutor {
         EngineExecutor {
             metastore,
             max_samples,
+            head: None,
         }
+    }
+
+    /// Reads the store's `head` too, merged with the blocks.
+    pub fn with_head(mut self, head: Arc<sluice_head::Head>) -> EngineExecutor {
+        self.head = Some(head);
+        self
     }
 
     fn options(&self, timeout: Duration, lookback_delta_ms: i64) -> QueryOptions {
@@ -45,12 +55,17 @@ impl EngineExecutor {
         options.with_timeout(timeout)
     }
 
-    /// Every block of the tenant: `offset` and `@` reach outside the
-    /// query's own range, and the storage skips blocks per selector. The
-    /// blocks the metastore could not load are watched, so that a query
-    /// reading over one warns that its answer lacks them.
+    /// Every block of the tenant, and the head when this process has one:
+    /// `offset` and `@` reach outside the query's own range, and the
+    /// storage skips blocks per selector. The blocks the metastore could
+    /// not load are watched, so that a query reading over one warns that
+    /// its answer lacks them.
     fn storage(&self, tenant: &str) -> Arc<WatchSkipped<BlockStorage>> {
         let blocks = BlockStorage::new(&self.metastore, tenant, i64::MIN, i64::MAX);
+        let blocks = match &self.head {
+            Some(head) => blocks.with_head(Arc::clone(head), tenant),
+            None => blocks,
+        };
         let skipped = self.metastore.skipped(tenant, i64::MIN, i64::MAX);
         Arc::new(WatchSkipped::new(blocks, skipped))
     }

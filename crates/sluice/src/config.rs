@@ -19,6 +19,7 @@ pub(crate) enum Role {
     QueryFrontend,
     QueryScheduler,
     Querier,
+    Store,
 }
 
 impl Role {
@@ -30,13 +31,14 @@ impl Role {
             .filter(|name| !name.is_empty())
         {
             match name {
-                "all" => roles.extend([Role::QueryFrontend, Role::Querier]),
+                "all" => roles.extend([Role::QueryFrontend, Role::Querier, Role::Store]),
                 "query-frontend" => roles.push(Role::QueryFrontend),
                 "query-scheduler" => roles.push(Role::QueryScheduler),
                 "querier" => roles.push(Role::Querier),
+                "store" => roles.push(Role::Store),
                 other => {
                     return Err(format!(
-                        "unknown target {other:?}: expected all, query-frontend, query-scheduler or querier"
+                        "unknown target {other:?}: expected all, query-frontend, query-scheduler, querier or store"
                     ));
                 }
             }
@@ -54,6 +56,9 @@ impl Role {
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) targets: Vec<Role>,
+    /// Whether `-target` said `all`, whose store is left out in front of a
+    /// downstream (queries would not read it).
+    pub(crate) target_all: bool,
     pub(crate) http_listen_address: String,
     pub(crate) http_listen_port: u16,
     pub(crate) grpc_listen_address: String,
@@ -87,6 +92,8 @@ pub(crate) struct Config {
     /// In-process caches of block postings and chunks, in bytes (0: off).
     pub(crate) postings_cache_bytes: u64,
     pub(crate) chunks_cache_bytes: u64,
+    pub(crate) store: sluice_store::StoreConfig,
+    pub(crate) head_compaction_interval: Duration,
 }
 
 /// The results cache as configured, turned into a backend in `validate`.
@@ -153,6 +160,23 @@ fn parse_go_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(milliseconds as u64))
 }
 
+fn parse_wal_sync(text: &str) -> Result<sluice_wal::SyncPolicy, String> {
+    match text {
+        "never" => Ok(sluice_wal::SyncPolicy::Never),
+        "always" => Ok(sluice_wal::SyncPolicy::Always),
+        other => Err(format!(
+            "invalid WAL fsync policy {other:?}: never or always"
+        )),
+    }
+}
+
+fn positive_ms(text: &str) -> Result<i64, String> {
+    match parse_go_duration(text)?.as_millis() as i64 {
+        0 => Err("must be longer than 0".into()),
+        milliseconds => Ok(milliseconds),
+    }
+}
+
 fn parse_list(text: &str) -> Vec<String> {
     text.split(',')
         .map(str::trim)
@@ -197,8 +221,11 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "target",
         "target",
         "all",
-        "Comma-separated roles to run: all, query-frontend, query-scheduler, querier. 'all' runs a frontend and a querier serving it in one process.",
-        |config, value| config.targets = Role::parse_list(value)?
+        "Comma-separated roles to run: all, query-frontend, query-scheduler, querier, store. 'all' runs a frontend, a querier serving it and, unless -querier.downstream-url is set, the store (remote write, WAL, head) in one process.",
+        |config, value| {
+            config.targets = Role::parse_list(value)?;
+            config.target_all = value.split(',').any(|name| name.trim() == "all");
+        }
     ),
     setting!(
         "server.http-listen-address",
@@ -869,7 +896,7 @@ pub(crate) static SETTINGS: &[Setting] = &[
     setting!(
         "blocks-storage.filesystem.dir",
         "blocks_storage.filesystem.dir",
-        "",
+        "./data/blocks",
         "Directory of blocks (<tenant>/<ULID>/ or ULIDs at its root, e.g. a Prometheus data directory, read as tenant 'anonymous'). With no -querier.downstream-url the querier evaluates queries over these blocks.",
         |config, value| config.blocks_storage.filesystem_dir = value.into()
     ),
@@ -932,6 +959,92 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "Bytes of chunks the querier keeps in memory across queries; 0 turns it off (and with it fetching a selection's chunks in batches).",
         |config, value| config.chunks_cache_bytes = parse_number(value)?
     ),
+    setting!(
+        "blocks-storage.tsdb.dir",
+        "blocks_storage.tsdb.dir",
+        "./data/tsdb",
+        "The store's local directory: the write-ahead log is in wal/ under it.",
+        |config, value| config.store.tsdb_dir = value.into()
+    ),
+    setting!(
+        "blocks-storage.tsdb.wal-fsync",
+        "blocks_storage.tsdb.wal_fsync",
+        "never",
+        "When the WAL is fsynced: never (at segment ends only, as Prometheus: a killed process loses nothing acknowledged, a power loss or kernel crash can lose the last ~30 s the kernel had not written back) or always (before every acknowledgement, group-committed: nothing acknowledged is lost, at an fsync per write).",
+        |config, value| config.store.wal_sync = parse_wal_sync(value)?
+    ),
+    setting!(
+        "blocks-storage.tsdb.block-ranges-period",
+        "blocks_storage.tsdb.block_ranges_period",
+        "2h",
+        "Length of the head's blocks: chunks never cross its boundaries, and in-order samples more than half of it behind a tenant's newest are out of bounds.",
+        |config, value| config.store.head.block_range_ms = positive_ms(value)?
+    ),
+    setting!(
+        "blocks-storage.tsdb.head-compaction-interval",
+        "blocks_storage.tsdb.head_compaction_interval",
+        "1m",
+        "How often the store checks whether a tenant's head spans more than one and a half block ranges, and then cuts its oldest range into a block in the bucket (a filesystem bucket only, for now).",
+        |config, value| config.head_compaction_interval = parse_go_duration(value)?
+    ),
+    setting!(
+        "ingester.out-of-order-time-window",
+        "limits.out_of_order_time_window",
+        "0s",
+        "How far behind a tenant's newest sample an out-of-order sample is still accepted; 0 refuses them, as Prometheus and Mimir do by default.",
+        |config, value| config.store.head.out_of_order_window_ms =
+            parse_go_duration(value)?.as_millis() as i64
+    ),
+    setting!(
+        "distributor.max-recv-msg-size",
+        "distributor.max_recv_msg_size",
+        "10485760",
+        "Largest remote-write body accepted, in bytes as sent (snappy-compressed); larger ones get 413. The decompressed message may be at most 8 times this.",
+        |config, value| config.store.max_recv_msg_size = parse_number(value)?
+    ),
+    setting!(
+        "distributor.ingestion-rate-limit",
+        "limits.ingestion_rate",
+        "10000",
+        "Samples (and exemplars and metadata) per second a tenant may push; more get 429. 0 turns the limit off.",
+        |config, value| config.store.ingestion_rate = parse_number(value)?
+    ),
+    setting!(
+        "distributor.ingestion-burst-size",
+        "limits.ingestion_burst_size",
+        "200000",
+        "Samples a tenant may push at once above its rate.",
+        |config, value| config.store.ingestion_burst = parse_number(value)?
+    ),
+    setting!(
+        "validation.max-label-names-per-series",
+        "limits.max_label_names_per_series",
+        "30",
+        "Most labels a series may have; series with more are refused.",
+        |config, value| config.store.limits.max_label_names_per_series = parse_number(value)?
+    ),
+    setting!(
+        "validation.max-length-label-name",
+        "limits.max_label_name_length",
+        "1024",
+        "Longest label name accepted, in bytes.",
+        |config, value| config.store.limits.max_label_name_length = parse_number(value)?
+    ),
+    setting!(
+        "validation.max-length-label-value",
+        "limits.max_label_value_length",
+        "2048",
+        "Longest label value accepted, in bytes.",
+        |config, value| config.store.limits.max_label_value_length = parse_number(value)?
+    ),
+    setting!(
+        "validation.create-grace-period",
+        "limits.creation_grace_period",
+        "10m",
+        "How far in the future (by this machine's clock) a sample may be; later ones are refused.",
+        |config, value| config.store.limits.creation_grace_period_ms =
+            parse_go_duration(value)?.as_millis() as i64
+    ),
 ];
 
 /// What the command line asked for.
@@ -952,6 +1065,7 @@ impl Config {
 fn blank_config() -> Config {
     Config {
         targets: Vec::new(),
+        target_all: false,
         http_listen_address: String::new(),
         http_listen_port: 0,
         grpc_listen_address: String::new(),
@@ -980,6 +1094,8 @@ fn blank_config() -> Config {
         security: crate::security::Security::default(),
         postings_cache_bytes: 0,
         chunks_cache_bytes: 0,
+        store: sluice_store::StoreConfig::new(""),
+        head_compaction_interval: Duration::ZERO,
     }
 }
 
@@ -1185,6 +1301,11 @@ pub(crate) fn parse_yaml(text: &str) -> Result<BTreeMap<String, String>, String>
 }
 
 fn validate(config: &mut Config) -> Result<(), String> {
+    if config.target_all && !config.querier_downstream_url.is_empty() {
+        // In front of another Prometheus the querier forwards every query,
+        // so a store here would take writes no query reads.
+        config.targets.retain(|role| *role != Role::Store);
+    }
     let runs_querier = config.targets.contains(&Role::Querier);
     let runs_frontend = config.targets.contains(&Role::QueryFrontend);
     if runs_querier {
@@ -1209,6 +1330,9 @@ fn validate(config: &mut Config) -> Result<(), String> {
         if config.querier_max_concurrent == 0 {
             return Err("-querier.max-concurrent must be at least 1".into());
         }
+    }
+    if config.targets.contains(&Role::Store) && config.head_compaction_interval.is_zero() {
+        return Err("-blocks-storage.tsdb.head-compaction-interval must be longer than 0".into());
     }
     if runs_frontend && config.targets.contains(&Role::QueryScheduler) {
         return Err(
@@ -1443,10 +1567,59 @@ mod tests {
             &no_env,
         ));
         assert!(engine.querier_downstream_url.is_empty() && engine.has_bucket());
-        let neither = load(&args(&[]), &no_env).unwrap_err();
+    }
+
+    #[test]
+    fn no_flags_run_every_role_with_the_store_under_data() {
+        let config = run(load(&args(&[]), &no_env));
+        assert_eq!(
+            config.targets,
+            vec![Role::QueryFrontend, Role::Querier, Role::Store]
+        );
+        assert_eq!(
+            config.blocks_storage.filesystem_dir,
+            std::path::PathBuf::from("./data/blocks")
+        );
+        let store = &config.store;
+        assert_eq!(store.tsdb_dir, std::path::PathBuf::from("./data/tsdb"));
+        assert_eq!(store.wal_sync, sluice_wal::SyncPolicy::Never);
+        assert_eq!(store.head.out_of_order_window_ms, 0);
+        assert_eq!(store.head.block_range_ms, 2 * 3_600_000);
+        assert_eq!(store.max_recv_msg_size, 10 << 20);
+        assert_eq!(
+            (store.ingestion_rate, store.ingestion_burst),
+            (10_000.0, 200_000)
+        );
+        assert_eq!(store.limits, sluice_remotewrite::Limits::default());
+        assert_eq!(
+            (config.http_listen_port, config.grpc_listen_port),
+            (8080, 9095)
+        );
+        // In front of a downstream, `all` leaves the store out; asked for
+        // by name, it runs.
+        let forwarding = run(load(&args(&[DOWNSTREAM]), &no_env));
+        assert!(!forwarding.targets.contains(&Role::Store));
+        let named = run(load(
+            &args(&[DOWNSTREAM, "-target=query-frontend,querier,store"]),
+            &no_env,
+        ));
+        assert!(named.targets.contains(&Role::Store));
+        let tuned = run(load(
+            &args(&[
+                "-blocks-storage.tsdb.wal-fsync=always",
+                "-ingester.out-of-order-time-window=30m",
+                "-blocks-storage.tsdb.dir=/var/sluice",
+            ]),
+            &no_env,
+        ));
+        assert_eq!(tuned.store.wal_sync, sluice_wal::SyncPolicy::Always);
+        assert_eq!(tuned.store.head.out_of_order_window_ms, 1_800_000);
         assert!(
-            neither.contains("-blocks-storage.filesystem.dir"),
-            "{neither}"
+            load(
+                &args(&["-blocks-storage.tsdb.wal-fsync=sometimes"]),
+                &no_env
+            )
+            .is_err()
         );
     }
 

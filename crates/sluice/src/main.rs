@@ -1,8 +1,9 @@
 //! The `sluice` binary: one process, the roles chosen with `-target`.
 //!
-//! `all` (the default) runs a query-frontend and a querier that serves it
-//! in-process; `query-frontend` and `querier` run one role each so they can be
-//! scaled apart. See `sluice -help` and `sluice.example.yaml`.
+//! `all` (the default) runs a query-frontend, a querier that serves it
+//! in-process and the store (remote write into a WAL and a head the querier
+//! reads); `query-frontend`, `querier` and `store` run one role each so they
+//! can be scaled apart. See `sluice -help` and `sluice.example.yaml`.
 
 mod config;
 mod limits;
@@ -21,6 +22,7 @@ use sluice_metastore::Metastore;
 use sluice_querier::{
     EngineExecutor, LocalConnect, PrometheusExecutor, QuerierConfig, QuerierMetrics,
 };
+use sluice_store::Store;
 use tokio::sync::watch;
 
 // Answering a query allocates many small buffers (headers, labels, JSON);
@@ -138,6 +140,7 @@ async fn querier_executor(
     config: &Config,
     registry: &prometheus::Registry,
     stop: watch::Receiver<bool>,
+    store: Option<&Arc<Store>>,
 ) -> anyhow::Result<QuerierExecutor> {
     if !config.querier_downstream_url.is_empty() {
         let executor = PrometheusExecutor::with_options(
@@ -161,10 +164,20 @@ async fn querier_executor(
         .context("the first bucket sync failed")?;
     tracing::info!(bucket = metastore.bucket().name(), blocks = report.blocks, failed = report.failed, tenants = ?metastore.tenants(), "blocks loaded");
     tokio::spawn(Arc::clone(&metastore).run(config.bucket_sync_interval, stop));
-    Ok(QuerierExecutor::Engine(EngineExecutor::new(
-        metastore,
-        config.querier_max_samples,
-    )))
+    if let Some(store) = store {
+        // Blocks the store cuts are queried at once, not a sync later.
+        let synced = Arc::clone(&metastore);
+        store.on_block(move || {
+            if let Err(error) = synced.sync() {
+                tracing::warn!(%error, "bucket sync after cutting a block failed");
+            }
+        });
+    }
+    let executor = EngineExecutor::new(metastore, config.querier_max_samples);
+    Ok(QuerierExecutor::Engine(match store {
+        Some(store) => executor.with_head(Arc::clone(store.head())),
+        None => executor,
+    }))
 }
 
 /// Starts the querier role: its executor, its in-process hook into this
@@ -174,9 +187,10 @@ async fn start_querier(
     config: &Config,
     registry: &prometheus::Registry,
     frontend: Option<&Frontend>,
+    store: Option<&Arc<Store>>,
     querier_stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<(prometheus::IntGauge, tokio::task::JoinHandle<()>)> {
-    let executor = querier_executor(config, registry, querier_stopped.clone()).await?;
+    let executor = querier_executor(config, registry, querier_stopped.clone(), store).await?;
     let local: Option<LocalConnect> = frontend.map(|frontend| {
         let frontend = frontend.clone();
         Arc::new(
@@ -306,14 +320,31 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         }));
     }
 
+    let store = match config.targets.contains(&Role::Store) {
+        true => Some(open_store(&config, &registry).await?),
+        false => None,
+    };
+
+    if let Some(store) = &store {
+        let stopped = grpc_stopped.clone();
+        let interval = config.head_compaction_interval;
+        tokio::spawn(Arc::clone(store).run_cutting(interval, stopped));
+    }
+
     let (querier_stop, querier_stopped) = watch::channel(false);
     // How many frontends or schedulers the querier pulls from, read by a
     // querier alone's `/ready`.
     let mut querier_owners: Option<prometheus::IntGauge> = None;
     let mut querier_task = None;
     if runs_querier {
-        let (owners, task) =
-            start_querier(&config, &registry, frontend.as_ref(), querier_stopped).await?;
+        let (owners, task) = start_querier(
+            &config,
+            &registry,
+            frontend.as_ref(),
+            store.as_ref(),
+            querier_stopped,
+        )
+        .await?;
         querier_owners = Some(owners);
         querier_task = Some(task);
     }
@@ -321,9 +352,17 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
     let router = match (&frontend, &scheduler) {
         (Some(frontend), _) => frontend.router(registry.clone()),
         (None, Some(scheduler)) => scheduler_router(registry.clone(), scheduler.clone()),
-        (None, None) => querier_router(registry.clone(), querier_owners.clone()),
+        (None, None) if runs_querier => querier_router(registry.clone(), querier_owners.clone()),
+        (None, None) => store_router(registry.clone()),
     }
     .merge(limits::router(overrides));
+    let router = match &store {
+        Some(store) => router.merge(sluice_store::router(
+            Arc::clone(store),
+            tenant_resolver(config.frontend.multitenancy_enabled),
+        )),
+        None => router,
+    };
     tracing::info!(address = %http_address, targets = ?config.targets, "sluice HTTP server listening");
 
     let (http_stop, http_stopped) = watch::channel(false);
@@ -387,6 +426,33 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("sluice stopped");
     Ok(())
+}
+
+/// Opens the store (replaying its WAL, which may take a while) before any
+/// query can run, so the first queries see every acknowledged sample.
+async fn open_store(
+    config: &Config,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<Arc<Store>> {
+    let mut store_config = config.store.clone();
+    // Blocks are cut into a filesystem bucket; over S3 the head keeps
+    // everything (uploading is not done yet).
+    if config.blocks_storage.backend == sluice_bucket::Backend::Filesystem {
+        store_config.blocks_dir = Some(config.blocks_storage.filesystem_dir.clone());
+    }
+    let registry = registry.clone();
+    tokio::task::spawn_blocking(move || Store::open(store_config, &registry))
+        .await
+        .context("opening the store did not finish")?
+        .context("opening the store")
+}
+
+/// The tenant of a write, by the same rules as a query's.
+fn tenant_resolver(multitenancy_enabled: bool) -> sluice_store::TenantOf {
+    Arc::new(move |headers: &axum::http::HeaderMap| {
+        sluice_frontend::tenant_of(headers, multitenancy_enabled)
+            .map_err(|error| (error.http_status(), error.message))
+    })
 }
 
 /// The address queriers reach this frontend's gRPC server at.
@@ -459,6 +525,24 @@ fn scheduler_router(
                 }
             }),
         )
+}
+
+/// A store on its own serves remote write (merged in by the caller),
+/// `/ready` (once its WAL is replayed, which is before it listens) and
+/// `/metrics`.
+fn store_router(registry: prometheus::Registry) -> axum::Router {
+    axum::Router::new()
+        .route("/ready", axum::routing::get(|| async { "ready\n" }))
+        .route(
+            "/metrics",
+            axum::routing::get(move || metrics_text(registry.clone())),
+        )
+}
+
+async fn metrics_text(registry: prometheus::Registry) -> String {
+    let mut body = String::new();
+    let _ = prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut body);
+    body
 }
 
 /// A querier on its own serves only `/ready` and `/metrics`.

@@ -12,9 +12,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::compare::{copy_blocks, same, seconds};
+use common::compare::{answer, assert_agree, copy_blocks, seconds};
 use common::start_sluice;
-use sluice_testkit::{Dataset, PrometheusServer, TempDir, form_urlencode, http_get};
+use sluice_testkit::{Dataset, PrometheusServer, TempDir};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -28,19 +28,6 @@ const QUERIES: &[&str] = &[
     "max_over_time(http_requests_total[1h]) - min_over_time(http_requests_total[1h])",
     "topk(3, http_requests_total)",
 ];
-
-fn assert_agree(got: &(u16, String), want: &(u16, String), what: &str) {
-    let parse = |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap_or_default();
-    assert!(
-        got.0 == want.0 && same(&parse(&got.1), &parse(&want.1)),
-        "{what}:\n sluice:     {got:?}\n prometheus: {want:?}"
-    );
-}
-
-async fn answer(base: &str, path: &str, params: &[(&str, &str)]) -> (u16, String) {
-    let (status, _, body) = http_get(&format!("{base}{path}?{}", form_urlencode(params))).await;
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_over_prometheus_blocks_answers_as_prometheus() {

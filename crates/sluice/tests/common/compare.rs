@@ -358,3 +358,20 @@ pub fn copy_blocks(from: &Path, to: &Path) -> usize {
     }
     copied
 }
+
+/// Panics with both answers unless `got` (sluice's) and `want`
+/// (Prometheus's) have the same status and agree by [`same`].
+pub fn assert_agree(got: &(u16, String), want: &(u16, String), what: &str) {
+    let parse = |body: &str| serde_json::from_str::<Value>(body).unwrap_or_default();
+    assert!(
+        got.0 == want.0 && same(&parse(&got.1), &parse(&want.1)),
+        "{what}:\n sluice:     {got:?}\n prometheus: {want:?}"
+    );
+}
+
+/// The status and body of `GET base+path?params`.
+pub async fn answer(base: &str, path: &str, params: &[(&str, &str)]) -> (u16, String) {
+    let url = format!("{base}{path}?{}", sluice_testkit::form_urlencode(params));
+    let (status, _, body) = sluice_testkit::http_get(&url).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}

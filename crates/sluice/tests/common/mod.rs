@@ -130,6 +130,16 @@ pub async fn start_sluice(name: &str, args: &[String]) -> SluiceProcess {
         // Scripted downstreams count and hold every request they get, and
         // probes would be among them; a test that wants probes sets it.
         "-querier.backend-probe-interval=0".to_owned(),
+        // Never the defaults under the working directory (./data): each
+        // process has its own, removed with its logs; `args` may override.
+        format!(
+            "-blocks-storage.tsdb.dir={}",
+            logs.path().join("tsdb").display()
+        ),
+        format!(
+            "-blocks-storage.filesystem.dir={}",
+            logs.path().join("blocks").display()
+        ),
     ];
     all_args.extend_from_slice(args);
     let mut process = ChildProcess::start(
