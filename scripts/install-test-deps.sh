@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real servers that sluice's end-to-end tests and benchmarks run
 # (see crates/sluice-testkit): Prometheus + promtool (Debian package
-# `prometheus`), memcached, moto's S3 server (PyPI `moto[server]`) and
-# openssl (throwaway certificates for the TLS tests).
+# `prometheus`), memcached, redis-server, moto's S3 server (PyPI
+# `moto[server]`) and openssl (throwaway certificates for the TLS tests).
 # Safe to run repeatedly; runs as root (no sudo).
 #
 # The tests start their own private instances on free loopback ports, so the
@@ -24,6 +24,7 @@ if ! command -v promtool >/dev/null 2>&1 && [[ ! " ${missing[*]-} " == *" promet
     missing+=(prometheus)
 fi
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # TLS tests make throwaway certificates with the openssl command.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 
@@ -55,8 +56,8 @@ fi
 # from an earlier install, the packaged services could be running. Stop them;
 # the tests run their own instances. The init scripts stop by pidfile, and the
 # pkill fallback is limited to the package's service users (`prometheus`,
-# `memcache`), so test instances running right now as another user survive.
-for svc in prometheus memcached; do
+# `memcache`, `redis`), so test instances running right now as another user survive.
+for svc in prometheus memcached redis-server; do
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
         systemctl disable --now "$svc" >/dev/null 2>&1 || true
     fi
@@ -66,6 +67,7 @@ for svc in prometheus memcached; do
 done
 if id prometheus >/dev/null 2>&1; then pkill -x -u prometheus prometheus >/dev/null 2>&1 || true; fi
 if id memcache >/dev/null 2>&1; then pkill -x -u memcache memcached >/dev/null 2>&1 || true; fi
+if id redis >/dev/null 2>&1; then pkill -x -u redis redis-server >/dev/null 2>&1 || true; fi
 
 # moto's S3 server for sluice-bucket's S3 tests, from PyPI. Installed only
 # when missing; a failed install stops the script (set -e) rather than
@@ -82,4 +84,5 @@ echo "install-test-deps.sh: versions"
 prometheus --version 2>&1 | head -n 1
 promtool --version 2>&1 | head -n 1
 memcached --version
+redis-server --version
 python3 -c 'import moto; print("moto", moto.__version__)'

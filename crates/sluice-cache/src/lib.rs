@@ -1,6 +1,6 @@
 //! Cache backends for sluice's results cache: an in-process LRU bounded by
-//! bytes and a memcached client with consistent hashing, both behind one
-//! object-safe [`Cache`] trait, plus an [`EncodedCache`] layer that adds
+//! bytes, and memcached and Redis clients with consistent hashing, all behind
+//! one object-safe [`Cache`] trait, plus an [`EncodedCache`] layer that adds
 //! optional compression and an integrity envelope. The cache is an
 //! accelerator only, so nothing here returns an error to its caller: a cache
 //! that is down, slow, full or returns garbage becomes a miss (or a dropped
@@ -35,6 +35,8 @@ mod codec;
 mod inprocess;
 mod memcached;
 mod metrics;
+mod network;
+mod redis;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,6 +48,7 @@ pub use codec::{Compression, EncodedCache, decode_value, encode_value};
 pub use inprocess::{ENTRY_OVERHEAD_BYTES, InProcessCache, InProcessConfig};
 pub use memcached::{MemcachedCache, MemcachedConfig, memcached_key};
 pub use metrics::CacheMetrics;
+pub use redis::{RedisCache, RedisConfig, redis_key};
 
 /// A boxed, `Send` future: what [`Cache`] methods return, so the trait stays
 /// object-safe and the frontend can hold any backend as a [`SharedCache`].
@@ -82,6 +85,7 @@ impl<C: Cache + ?Sized> Cache for Arc<C> {
 pub enum BackendConfig {
     InProcess(InProcessConfig),
     Memcached(MemcachedConfig),
+    Redis(RedisConfig),
 }
 
 /// Everything [`build`] needs.
@@ -103,6 +107,7 @@ impl CacheConfig {
         let backend = match &self.backend {
             BackendConfig::InProcess(config) => config.max_value_bytes(key_len),
             BackendConfig::Memcached(config) => config.max_value_bytes(key_len),
+            BackendConfig::Redis(config) => config.max_value_bytes(key_len),
         };
         backend.saturating_sub(codec::HEADER_LEN)
     }
@@ -111,9 +116,9 @@ impl CacheConfig {
 /// A configuration that cannot work; reported once at startup, never later.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error("memcached backend needs at least one server address")]
+    #[error("the cache backend needs at least one server address")]
     NoServers,
-    #[error("memcached server address {0:?} is not host:port")]
+    #[error("cache server address {0:?} is not host:port")]
     BadAddress(String),
     #[error("in-process cache size must be more than 0 bytes")]
     ZeroSize,
@@ -122,26 +127,23 @@ pub enum ConfigError {
 /// Builds the configured backend wrapped in an [`EncodedCache`] (compression
 /// and integrity checks), counting into `metrics`.
 pub fn build(config: CacheConfig, metrics: &CacheMetrics) -> Result<SharedCache, ConfigError> {
-    Ok(match config.backend {
-        BackendConfig::InProcess(c) => {
-            let backend = InProcessCache::new(c, metrics, &config.name)?;
-            Arc::new(EncodedCache::new(
-                backend,
-                config.compression,
-                metrics,
-                &config.name,
-                "inprocess",
-            ))
-        }
-        BackendConfig::Memcached(c) => {
-            let backend = MemcachedCache::new(c, metrics, &config.name)?;
-            Arc::new(EncodedCache::new(
-                backend,
-                config.compression,
-                metrics,
-                &config.name,
-                "memcached",
-            ))
-        }
-    })
+    let name = config.name.as_str();
+    let (backend, kind): (SharedCache, &str) = match config.backend {
+        BackendConfig::InProcess(c) => (
+            Arc::new(InProcessCache::new(c, metrics, name)?),
+            "inprocess",
+        ),
+        BackendConfig::Memcached(c) => (
+            Arc::new(MemcachedCache::new(c, metrics, name)?),
+            "memcached",
+        ),
+        BackendConfig::Redis(c) => (Arc::new(RedisCache::new(c, metrics, name)?), "redis"),
+    };
+    Ok(Arc::new(EncodedCache::new(
+        backend,
+        config.compression,
+        metrics,
+        name,
+        kind,
+    )))
 }

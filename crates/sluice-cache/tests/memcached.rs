@@ -8,8 +8,8 @@ use sluice_cache::{
     BackendConfig, Cache, CacheConfig, CacheMetrics, Compression, MemcachedCache, MemcachedConfig,
     SharedCache, build, encode_value, memcached_key,
 };
-use sluice_testkit::MemcachedServer;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use sluice_testkit::{MemcachedServer, closed_address, replying_server};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -276,32 +276,6 @@ async fn foreign_truncated_and_misfiled_values_are_misses() {
     assert_eq!(found["good"], b"fine");
 }
 
-/// A fake memcached that answers every request with `reply` (or never, if
-/// `None`), counting connections.
-async fn fake_server(reply: Option<&'static [u8]>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        loop {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                loop {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => {
-                            if let Some(reply) = reply {
-                                let _ = stream.write_all(reply).await;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    address
-}
-
 #[tokio::test]
 async fn garbage_and_silent_servers_become_misses_within_the_timeout() {
     let replies: [Option<&'static [u8]>; 6] = [
@@ -315,7 +289,7 @@ async fn garbage_and_silent_servers_become_misses_within_the_timeout() {
     let registry = prometheus::Registry::new();
     let metrics = CacheMetrics::register(&registry).unwrap();
     for reply in replies {
-        let address = fake_server(reply).await;
+        let address = replying_server(reply).await;
         // The raw backend, so the protocol parser (not the envelope check)
         // is what must reject these replies.
         let cache =
@@ -345,15 +319,12 @@ async fn garbage_and_silent_servers_become_misses_within_the_timeout() {
     }
     // A well-formed reply from the same kind of fake server is accepted,
     // so the cases above failed for the right reason.
-    let address = fake_server(Some(b"VALUE k 0 3\r\nabc\r\nEND\r\n")).await;
+    let address = replying_server(Some(b"VALUE k 0 3\r\nabc\r\nEND\r\n")).await;
     let cache = raw(&[address]);
     assert_eq!(cache.get_many(&["k".to_owned()]).await["k"], b"abc");
 
     // Nothing listening at all.
-    let closed = {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listener.local_addr().unwrap().to_string()
-    };
+    let closed = closed_address().await;
     let cache = encoded(&[closed], Compression::None);
     let started = Instant::now();
     assert!(cache.get_many(&["k".to_owned()]).await.is_empty());

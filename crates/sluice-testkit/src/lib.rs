@@ -1,6 +1,6 @@
 //! Shared harness for sluice's end-to-end tests and benchmark command: it runs
 //! REAL servers (Prometheus backfilled with a deterministic multi-day
-//! [`Dataset`], memcached, moto's S3 server, and sluice's own binaries via
+//! [`Dataset`], memcached, Redis, moto's S3 server, and sluice's own binaries via
 //! [`ChildProcess`]) on free loopback ports, and gives tests a raw HTTP client to talk to them.
 //! Nothing here is a mock, and a missing binary is a loud failure, never a
 //! skipped test: run `scripts/install-test-deps.sh` (as root) to install them.
@@ -23,12 +23,14 @@
 //! ```
 
 mod dataset;
+mod fake;
 mod http;
 mod memcached;
 mod moto;
 mod pki;
 mod process;
 mod prometheus;
+mod redis;
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, TcpListener};
@@ -36,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub use dataset::{Dataset, EDGE_CASE_LABEL_VALUES, METRIC_NAMES, Series, mix};
+pub use fake::{closed_address, replying_server};
 pub use http::{
     HttpResponse, form_urlencode, gunzip, header, http_get, http_get_with_headers, http_post_form,
     http_post_form_with_headers, http_request,
@@ -47,6 +50,7 @@ pub use process::{ChildProcess, TempDir, copy_dir, wait_for_http_ok};
 pub use prometheus::{
     OpenMetricsParts, PrometheusServer, backfilled_blocks, dataset_blocks, promtool_backfill,
 };
+pub use redis::RedisServer;
 
 /// A one-worker multi-thread runtime for tests whose code under test blocks
 /// its own thread while the runtime serves its I/O (the bucket's sync calls).
@@ -95,8 +99,8 @@ pub fn require_binary(name: &str) -> PathBuf {
         "\n{bar}\n\
          sluice-testkit: REQUIRED BINARY `{name}` NOT FOUND ON PATH\n\
          \n\
-         sluice's end-to-end tests and benchmarks run real Prometheus, promtool\n\
-         and memcached processes and are never skipped. Install them with\n\
+         sluice's end-to-end tests and benchmarks run real Prometheus, promtool,\n\
+         memcached and redis-server processes and are never skipped. Install them with\n\
          \n\
          \x20   scripts/install-test-deps.sh      (as root, from the repository root)\n\
          \n\

@@ -1,6 +1,6 @@
 //! A real memcached for the results cache.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -53,24 +53,9 @@ impl MemcachedServer {
             ChildProcess::start(&memcached, &args, &[], dir.path().join("memcached.log"))
                 .unwrap_or_else(|e| panic!("starting {}: {e}", memcached.display()));
         let address = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = process.try_wait() {
-                panic!(
-                    "memcached exited with {status} before accepting connections on {address}\n{}",
-                    process.log_banner()
-                );
-            }
-            let attempt = tokio::time::timeout(Duration::from_secs(2), ping(&address)).await;
-            match attempt.unwrap_or_else(|_| Err(std::io::Error::other("no reply within 2s"))) {
-                Ok(()) => break,
-                Err(e) if Instant::now() >= deadline => panic!(
-                    "memcached did not answer on {address} within {READY_TIMEOUT:?} (last: {e})\n{}",
-                    process.log_banner()
-                ),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
+        process
+            .wait_serving(&address, READY_TIMEOUT, || ping(&address))
+            .await;
         MemcachedServer {
             process,
             port,

@@ -171,6 +171,36 @@ impl ChildProcess {
         }
     }
 
+    /// Calls `ping` until it succeeds, panicking (with the process log) if
+    /// that takes longer than `timeout` or the process exits first; each
+    /// call may take at most 2 s.
+    pub async fn wait_serving<F, Fut>(&mut self, address: &str, timeout: Duration, ping: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = io::Result<()>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                panic!(
+                    "{} exited with {status} before accepting connections on {address}\n{}",
+                    self.name,
+                    self.log_banner()
+                );
+            }
+            let attempt = tokio::time::timeout(Duration::from_secs(2), ping()).await;
+            match attempt.unwrap_or_else(|_| Err(io::Error::other("no reply within 2s"))) {
+                Ok(()) => return,
+                Err(e) if Instant::now() >= deadline => panic!(
+                    "{} did not answer on {address} within {timeout:?} (last: {e})\n{}",
+                    self.name,
+                    self.log_banner()
+                ),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
     /// Sends SIGTERM, waits up to `grace` for the process to exit, then
     /// SIGKILLs it; returns the exit status. Idempotent.
     pub async fn terminate(&mut self, grace: Duration) -> ExitStatus {
