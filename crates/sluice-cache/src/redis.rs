@@ -77,6 +77,13 @@ fn redacted(secret: &str) -> &'static str {
     if secret.is_empty() { "" } else { "<redacted>" }
 }
 
+impl Default for RedisConfig {
+    /// No endpoints, every other setting at its default.
+    fn default() -> RedisConfig {
+        RedisConfig::new(Vec::new())
+    }
+}
+
 impl RedisConfig {
     /// The given endpoints with every other setting at its default.
     pub fn new(endpoints: Vec<String>) -> RedisConfig {

@@ -105,6 +105,9 @@ pub(crate) struct CacheSettings {
     pub(crate) memcached_timeout: Duration,
     pub(crate) memcached_connect_timeout: Duration,
     pub(crate) memcached_max_item_size: usize,
+    /// Everything but the password file, which `validate` reads into it.
+    pub(crate) redis: sluice_cache::RedisConfig,
+    pub(crate) redis_password_file: String,
     pub(crate) in_process_max_bytes: u64,
     pub(crate) compression: String,
 }
@@ -662,7 +665,7 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "query-frontend.results-cache.backend",
         "frontend.results_cache.backend",
         "inprocess",
-        "Where results are cached: inprocess (bounded by -query-frontend.results-cache.inprocess.max-size-bytes) or memcached.",
+        "Where results are cached: inprocess (bounded by -query-frontend.results-cache.inprocess.max-size-bytes), memcached or redis.",
         |config, value| config.cache.backend = value.to_owned()
     ),
     setting!(
@@ -692,6 +695,62 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "1048576",
         "Largest item stored in memcached, in bytes, key and overhead included: set it to memcached's -I. An entry that would be larger loses its oldest extents, or is not stored.",
         |config, value| config.cache.memcached_max_item_size = parse_number(value)?
+    ),
+    setting!(
+        "query-frontend.results-cache.redis.endpoint",
+        "frontend.results_cache.redis.endpoint",
+        "",
+        "Redis server as host:port; a comma-separated list spreads keys across servers by consistent hashing.",
+        |config, value| config.cache.redis.endpoints.extend(parse_list(value))
+    ),
+    setting!(
+        "query-frontend.results-cache.redis.timeout",
+        "frontend.results_cache.redis.timeout",
+        "500ms",
+        "Longest a Redis operation may take, waiting for a pooled connection included, before it counts as a miss.",
+        |config, value| config.cache.redis.timeout = parse_go_duration(value)?
+    ),
+    setting!(
+        "query-frontend.results-cache.redis.connect-timeout",
+        "frontend.results_cache.redis.connect_timeout",
+        "100ms",
+        "Longest a connection to a Redis server may take to open; a server that fails is skipped for a second.",
+        |config, value| config.cache.redis.connect_timeout = parse_go_duration(value)?
+    ),
+    setting!(
+        "query-frontend.results-cache.redis.db",
+        "frontend.results_cache.redis.db",
+        "0",
+        "Redis database to SELECT on every connection.",
+        |config, value| config.cache.redis.db = parse_number(value)?
+    ),
+    setting!(
+        "query-frontend.results-cache.redis.username",
+        "frontend.results_cache.redis.username",
+        "",
+        "Redis ACL user to AUTH as; empty logs in with the password alone.",
+        |config, value| config.cache.redis.username = value.to_owned()
+    ),
+    setting!(
+        "query-frontend.results-cache.redis.password",
+        "frontend.results_cache.redis.password",
+        "",
+        "Password to AUTH with (never logged); prefer the -file form, which keeps it out of process listings.",
+        |config, value| config.cache.redis.password = value.to_owned()
+    ),
+    setting!(
+        "query-frontend.results-cache.redis.password-file",
+        "frontend.results_cache.redis.password_file",
+        "",
+        "File holding the Redis password (a trailing newline is ignored), read at startup.",
+        |config, value| config.cache.redis_password_file = value.to_owned()
+    ),
+    setting!(
+        "query-frontend.results-cache.redis.max-item-size",
+        "frontend.results_cache.redis.max_item_size",
+        "16777216",
+        "Largest value stored in Redis, in bytes. An entry that would be larger loses its oldest extents, or is not stored.",
+        |config, value| config.cache.redis.max_item_bytes = parse_number(value)?
     ),
     setting!(
         "query-frontend.results-cache.inprocess.max-size-bytes",
@@ -1300,6 +1359,31 @@ pub(crate) fn parse_yaml(text: &str) -> Result<BTreeMap<String, String>, String>
     Ok(values)
 }
 
+/// The Redis backend as configured, its password read from the password
+/// file if one is named. Errors never include the password.
+fn redis_config(cache: &CacheSettings) -> Result<sluice_cache::RedisConfig, String> {
+    if cache.redis.endpoints.is_empty() {
+        return Err("-query-frontend.results-cache.backend=redis needs -query-frontend.results-cache.redis.endpoint".into());
+    }
+    let mut redis = cache.redis.clone();
+    if !cache.redis_password_file.is_empty() {
+        if !redis.password.is_empty() {
+            return Err(
+                "set -query-frontend.results-cache.redis.password or its -file form, not both"
+                    .into(),
+            );
+        }
+        let text = std::fs::read_to_string(&cache.redis_password_file).map_err(|error| {
+            format!(
+                "reading -query-frontend.results-cache.redis.password-file {:?}: {error}",
+                cache.redis_password_file
+            )
+        })?;
+        redis.password = text.trim_end_matches(['\r', '\n']).to_owned();
+    }
+    Ok(redis)
+}
+
 fn validate(config: &mut Config) -> Result<(), String> {
     if config.target_all && !config.querier_downstream_url.is_empty() {
         // In front of another Prometheus the querier forwards every query,
@@ -1376,9 +1460,10 @@ fn validate(config: &mut Config) -> Result<(), String> {
                 memcached.max_item_bytes = config.cache.memcached_max_item_size;
                 sluice_cache::BackendConfig::Memcached(memcached)
             }
+            "redis" => sluice_cache::BackendConfig::Redis(redis_config(&config.cache)?),
             other => {
                 return Err(format!(
-                    "-query-frontend.results-cache.backend must be inprocess or memcached, not {other:?}"
+                    "-query-frontend.results-cache.backend must be inprocess, memcached or redis, not {other:?}"
                 ));
             }
         };
@@ -1517,6 +1602,93 @@ mod tests {
         assert_eq!(memcached.timeout, Duration::from_millis(200));
         assert_eq!(memcached.connect_timeout, Duration::from_millis(100));
         assert_eq!(memcached.max_item_bytes, 1 << 20);
+    }
+
+    fn redis_of(config: &Config) -> &sluice_cache::RedisConfig {
+        match config
+            .frontend
+            .results_cache
+            .as_ref()
+            .map(|cache| &cache.backend)
+        {
+            Some(sluice_cache::BackendConfig::Redis(redis)) => redis,
+            other => panic!("a redis backend, not {other:?}"),
+        }
+    }
+
+    #[test]
+    fn redis_settings_reach_the_backend_and_the_password_file_is_read() {
+        let dir = std::env::temp_dir().join(format!("sluice-redis-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let password_file = dir.join("password");
+        std::fs::write(&password_file, "from file\n").unwrap();
+        let file_flag = format!(
+            "-query-frontend.results-cache.redis.password-file={}",
+            password_file.display()
+        );
+        let config = run(load(
+            &args(&[
+                DOWNSTREAM,
+                "-query-frontend.results-cache.backend=redis",
+                "-query-frontend.results-cache.redis.endpoint=r1:6379, r2:6379",
+                "-query-frontend.results-cache.redis.timeout=300ms",
+                "-query-frontend.results-cache.redis.connect-timeout=50ms",
+                "-query-frontend.results-cache.redis.db=2",
+                "-query-frontend.results-cache.redis.username=sluice",
+                &file_flag,
+                "-query-frontend.results-cache.redis.max-item-size=1048576",
+            ]),
+            &no_env,
+        ));
+        let redis = redis_of(&config);
+        assert_eq!(redis.endpoints, vec!["r1:6379", "r2:6379"]);
+        assert_eq!(redis.timeout, Duration::from_millis(300));
+        assert_eq!(redis.connect_timeout, Duration::from_millis(50));
+        assert_eq!((redis.db, redis.username.as_str()), (2, "sluice"));
+        assert_eq!(redis.password, "from file");
+        assert_eq!(redis.max_item_bytes, 1 << 20);
+        let defaults = run(load(
+            &args(&[
+                DOWNSTREAM,
+                "-query-frontend.results-cache.backend=redis",
+                "-query-frontend.results-cache.redis.endpoint=r:6379",
+                "-query-frontend.results-cache.redis.password=inline",
+            ]),
+            &no_env,
+        ));
+        let redis = redis_of(&defaults);
+        assert_eq!(redis.timeout, Duration::from_millis(500));
+        assert_eq!(redis.connect_timeout, Duration::from_millis(100));
+        assert_eq!((redis.db, redis.password.as_str()), (0, "inline"));
+        assert_eq!(redis.max_item_bytes, 16 << 20);
+        assert!(!format!("{redis:?}").contains("inline"), "never shown");
+
+        let refusals = [
+            vec!["-query-frontend.results-cache.backend=redis"],
+            vec![
+                "-query-frontend.results-cache.backend=redis",
+                "-query-frontend.results-cache.redis.endpoint=r:6379",
+                "-query-frontend.results-cache.redis.password=inline",
+                &file_flag,
+            ],
+            vec![
+                "-query-frontend.results-cache.backend=redis",
+                "-query-frontend.results-cache.redis.endpoint=r:6379",
+                "-query-frontend.results-cache.redis.password-file=/nonexistent/redis-password",
+            ],
+            vec!["-query-frontend.results-cache.backend=redis-cluster"],
+        ];
+        for refused in refusals {
+            let mut flags = vec![DOWNSTREAM];
+            flags.extend(refused.iter().copied());
+            let error = load(&args(&flags), &no_env).unwrap_err();
+            assert!(error.contains("redis"), "{error}");
+            assert!(
+                !error.contains("inline") && !error.contains("from file"),
+                "{error}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! End-to-end tests of query acceleration against a real Prometheus (and a
-//! real memcached): splitting by day, the results cache with extents and
+//! real memcached and Redis): splitting by day, the results cache with extents and
 //! partial hits, tenant isolation, collapsed forwarding.
 
 mod common;
@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::{BlackHole, DelayProxy, SluiceProcess, start_sluice};
 use sluice_testkit::{
-    Dataset, MemcachedServer, PrometheusServer, form_urlencode, gunzip, header, http_get,
-    http_get_with_headers,
+    Dataset, MemcachedServer, PrometheusServer, RedisServer, form_urlencode, gunzip, header,
+    http_get, http_get_with_headers,
 };
 
 const MINUTE_MS: i64 = 60_000;
@@ -419,6 +419,27 @@ async fn metadata_answers_are_cached_only_when_asked_for_and_only_for_their_ttl(
     );
 }
 
+/// Asks every path until a whole round is answered from the results cache
+/// (writes to it are asynchronous), each answer byte-identical to
+/// Prometheus's; panics if that takes over 15 s.
+async fn until_all_cached(sluice: &SluiceProcess, prometheus: &PrometheusServer, paths: &[String]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let before = sluice.metric("sluice_subqueries_total").await;
+        for path in paths {
+            assert_same(sluice, prometheus, path).await;
+        }
+        if sluice.metric("sluice_subqueries_total").await == before {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "repeats never came from the cache"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memcached_backed_cache_survives_memcached_dying() {
     let dataset = Dataset::new();
@@ -461,22 +482,7 @@ async fn memcached_backed_cache_survives_memcached_dying() {
     for path in &paths {
         assert_same(&sluice, &prometheus, path).await;
     }
-    // Writes are asynchronous; wait until a repeat is all cache.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let before = sluice.metric("sluice_subqueries_total").await;
-        for path in &paths {
-            assert_same(&sluice, &prometheus, path).await;
-        }
-        if sluice.metric("sluice_subqueries_total").await == before {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "repeats never came from memcached"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_all_cached(&sluice, &prometheus, &paths).await;
     // One memcached dies mid-run: its entries become misses, answers stay right.
     first.process().kill();
     let before = sluice.metric("sluice_subqueries_total").await;
@@ -491,6 +497,72 @@ async fn memcached_backed_cache_survives_memcached_dying() {
     for path in &paths {
         assert_same(&sluice, &prometheus, path).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_backed_cache_survives_redis_dying_and_is_used_again_once_restarted() {
+    let dataset = Dataset::new();
+    let prometheus = PrometheusServer::start(&dataset).await;
+    let mut redis = RedisServer::start().await;
+    let sluice = start_all(
+        "redis",
+        &prometheus.url(),
+        &[
+            "-query-frontend.results-cache.backend=redis",
+            &format!(
+                "-query-frontend.results-cache.redis.endpoint={}",
+                redis.address()
+            ),
+            "-query-frontend.results-cache.compression=lz4",
+            // A machine short of CPU can take over the default 500 ms; a
+            // killed Redis refuses at once, whatever the timeout.
+            "-query-frontend.results-cache.redis.timeout=5s",
+            // Exact repeats would be answered from memory before Redis is
+            // asked; this test is about Redis.
+            "-query-frontend.answer-memo-size-bytes=0",
+        ],
+    )
+    .await;
+    let first_ms = dataset.start_ms();
+    let paths: Vec<String> = (0..4)
+        .map(|day| {
+            let start = first_ms + day * 9 * 3_600_000;
+            range_path(QUERY, start, start + 30 * 3_600_000, "120")
+        })
+        .collect();
+    let redis_hits = r#"sluice_cache_hits_total{backend="redis",cache="results"}"#;
+    let lookups =
+        |result: &str| format!("sluice_results_cache_lookups_total{{result=\"{result}\"}}");
+    assert_same(&sluice, &prometheus, &paths[0]).await;
+    assert_eq!(sluice.metric(redis_hits).await, 0.0, "a cold cache");
+    until_all_cached(&sluice, &prometheus, &paths).await;
+    let hits = sluice.metric(redis_hits).await;
+    assert!(
+        hits >= 8.0,
+        "two pieces a path at least, from Redis: {hits}"
+    );
+    assert!(sluice.metric(&lookups("hit")).await >= hits);
+
+    // Redis dies mid-run: every piece is computed again, answers stay right.
+    redis.kill();
+    for round in 0..2 {
+        let before = sluice.metric("sluice_subqueries_total").await;
+        for path in &paths {
+            assert_same(&sluice, &prometheus, path).await;
+        }
+        assert!(
+            sluice.metric("sluice_subqueries_total").await > before,
+            "round {round}: pieces were computed without Redis"
+        );
+    }
+    assert_eq!(sluice.metric(redis_hits).await, hits, "no hits while down");
+
+    // A fresh, empty Redis on the same address is found again, filled and
+    // read from.
+    redis.restart().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    until_all_cached(&sluice, &prometheus, &paths).await;
+    assert!(sluice.metric(redis_hits).await >= hits + 8.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
