@@ -4,9 +4,9 @@
 //! connection pool per server, timeouts on every operation, servers that
 //! fail marked down briefly).
 //!
-//! Only three commands are needed, so a client crate would bring far more
-//! than it saves; reading replies ourselves also lets every length be bounded
-//! before anything is allocated.
+//! Four commands are all it needs, so a client crate would bring more than
+//! it saves; reading replies ourselves also bounds every length before
+//! anything is allocated.
 
 use std::fmt;
 use std::time::Duration;
@@ -100,9 +100,9 @@ impl RedisConfig {
         }
     }
 
-    /// The largest value sent: larger ones are not stored. Redis counts the
-    /// value alone against nothing but its own 512 MB bound, so the key
-    /// does not matter.
+    /// The largest value sent: larger ones are not stored. Only the value
+    /// counts (Redis bounds values by its own 512 MB, not key and value
+    /// together as memcached does).
     pub fn max_value_bytes(&self, _key_len: usize) -> usize {
         self.max_item_bytes
     }
