@@ -984,7 +984,7 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "blocks-storage.tsdb.head-compaction-interval",
         "blocks_storage.tsdb.head_compaction_interval",
         "1m",
-        "How often the store checks whether a tenant's head spans more than one and a half block ranges, and then cuts its oldest range into a block in the bucket (a filesystem bucket only, for now).",
+        "How often the store checks whether a tenant's head spans more than one and a half block ranges, and then cuts its oldest range into a block uploaded to the bucket (a failed upload keeps the samples in the head until the next check).",
         |config, value| config.head_compaction_interval = parse_go_duration(value)?
     ),
     setting!(

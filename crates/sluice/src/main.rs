@@ -435,10 +435,9 @@ async fn open_store(
     registry: &prometheus::Registry,
 ) -> anyhow::Result<Arc<Store>> {
     let mut store_config = config.store.clone();
-    // Blocks are cut into a filesystem bucket; over S3 the head keeps
-    // everything (uploading is not done yet).
-    if config.blocks_storage.backend == sluice_bucket::Backend::Filesystem {
-        store_config.blocks_dir = Some(config.blocks_storage.filesystem_dir.clone());
+    if config.has_bucket() {
+        let bucket = Bucket::open(&config.blocks_storage, tokio::runtime::Handle::current())?;
+        store_config.bucket = Some(bucket);
     }
     let registry = registry.clone();
     tokio::task::spawn_blocking(move || Store::open(store_config, &registry))
