@@ -268,18 +268,8 @@ fn cutting_store(dir: &TempDir) -> Arc<Store> {
 #[test]
 fn a_block_is_uploaded_to_s3_and_a_failed_upload_keeps_the_head() {
     let moto = runtime().block_on(sluice_testkit::MotoServer::start());
-    let bucket = sluice_bucket::BucketConfig {
-        backend: sluice_bucket::Backend::S3,
-        s3: sluice_bucket::S3Config {
-            endpoint: moto.endpoint(),
-            bucket_name: "blocks".into(),
-            access_key_id: "test".into(),
-            secret_access_key: "test".into(),
-            region: "us-east-1".into(),
-            insecure: true,
-        },
-        ..sluice_bucket::BucketConfig::default()
-    };
+    let bucket =
+        sluice_bucket::BucketConfig::s3_plain_http(moto.endpoint(), "blocks", "test", "test");
     let dir = TempDir::new("store-s3").unwrap();
     let store = store_over(&dir, &bucket);
     let now = now_ms();
@@ -356,23 +346,13 @@ fn a_flush_cuts_the_head_into_a_block_and_the_wal_forgets_it() {
             &body(vec![series("up", "c", &[(now - 5000, 1.0)])]),
         );
         assert_eq!(late.status, 400);
-        let promtool = sluice_testkit::require_binary("promtool");
-        let analyzed = std::process::Command::new(promtool)
-            .arg("tsdb")
-            .arg("analyze")
-            .arg(dir.path().join("blocks/t"))
-            .arg(blocks[0].meta().ulid.to_string())
-            .output()
-            .unwrap();
-        assert!(
-            analyzed.status.success(),
-            "{}",
-            String::from_utf8_lossy(&analyzed.stderr)
+        let analysis = sluice_testkit::promtool_analyze(
+            &dir.path().join("blocks/t"),
+            &blocks[0].meta().ulid.to_string(),
         );
         assert!(
-            String::from_utf8_lossy(&analyzed.stdout)
-                .lines()
-                .any(|line| line == "Series: 2")
+            analysis.lines().any(|line| line == "Series: 2"),
+            "{analysis}"
         );
     }
     let restarted = cutting_store(&dir);
