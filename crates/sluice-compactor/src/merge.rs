@@ -6,31 +6,49 @@
 //! records its lineage: level one above its highest source, the union of
 //! their `sources`, and the sources themselves as `parents`; its range is
 //! the union of theirs.
+//!
+//! Series are merged and written one at a time, in label order: memory
+//! holds the sources' series lists and one series' samples, never whole
+//! blocks (24h of 100,000 series is billions of samples).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use sluice_block::meta::BlockDesc;
-use sluice_block::{Block, BlockMeta, BlockWriter, Compaction, Labels, Sample};
+use sluice_block::{Block, BlockMeta, BlockSeries, BlockWriter, Compaction, Labels, Sample};
 
-/// Every series of `blocks` (ordered by their start), merged.
-pub fn merged_series(blocks: &[&Block]) -> sluice_block::Result<BTreeMap<Labels, Vec<Sample>>> {
-    let mut merged: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
-    for block in blocks {
-        for series in block.select(&[], i64::MIN, i64::MAX, None)? {
-            let samples = block
-                .samples(&series, i64::MIN, i64::MAX)
-                .collect::<sluice_block::Result<Vec<Sample>>>()?;
-            merged.entry(series.labels).or_default().extend(samples);
+/// Each series of `blocks`, with where it is in which block.
+type SeriesIndex = BTreeMap<Labels, Vec<(usize, BlockSeries)>>;
+
+fn series_index(blocks: &[&Block]) -> sluice_block::Result<SeriesIndex> {
+    let mut index: SeriesIndex = BTreeMap::new();
+    for (position, block) in blocks.iter().enumerate() {
+        for series in block.select_series(&[], i64::MIN, i64::MAX, None)? {
+            index
+                .entry(series.labels.clone())
+                .or_default()
+                .push((position, series));
         }
     }
-    for samples in merged.values_mut() {
-        // Stable: among equal timestamps the earlier block's sample is first.
-        samples.sort_by_key(|sample| sample.t);
-        samples.dedup_by_key(|sample| sample.t);
+    Ok(index)
+}
+
+/// One series' samples from every block that has it (blocks ordered by
+/// their start), merged.
+fn merged_samples(
+    blocks: &[&Block],
+    parts: &[(usize, BlockSeries)],
+) -> sluice_block::Result<Vec<Sample>> {
+    let mut samples = Vec::new();
+    for (position, series) in parts {
+        for sample in blocks[*position].samples(series, i64::MIN, i64::MAX) {
+            samples.push(sample?);
+        }
     }
-    merged.retain(|_, samples| !samples.is_empty());
-    Ok(merged)
+    // Stable: among equal timestamps the earlier block's sample is first.
+    samples.sort_by_key(|sample| sample.t);
+    samples.dedup_by_key(|sample| sample.t);
+    Ok(samples)
 }
 
 /// The lineage of a block made of `parents`.
@@ -65,18 +83,33 @@ pub fn lineage(parents: &[&BlockMeta]) -> Compaction {
 /// under `parent`; `None` when tombstones left no sample at all.
 pub fn write_merged(blocks: &[&Block], parent: &Path) -> sluice_block::Result<Option<BlockMeta>> {
     let metas: Vec<&BlockMeta> = blocks.iter().map(|block| block.meta()).collect();
-    let series = merged_series(blocks)?;
-    if series.is_empty() {
-        return Ok(None);
-    }
+    let index = series_index(blocks)?;
     let mut writer = BlockWriter::new();
     if let Some(labels) = shared_external_labels(&metas) {
         writer = writer.external_labels(labels);
     }
-    for (labels, samples) in series {
-        writer.add_series(labels, samples)?;
+    let (mut kept, mut failed) = (0usize, false);
+    let series = index.into_iter().filter_map(|(labels, parts)| {
+        match merged_samples(blocks, &parts) {
+            // Every sample deleted: the series goes.
+            Ok(samples) if samples.is_empty() => None,
+            Ok(samples) => {
+                kept += 1;
+                Some(Ok((labels, samples)))
+            }
+            Err(error) => {
+                failed = true;
+                Some(Err(error))
+            }
+        }
+    });
+    let written = writer.write_sorted(parent, series);
+    // No series left and nothing failed to read: tombstones took it all.
+    // (A read error must never pass for that: the sources get deleted.)
+    if kept == 0 && !failed && written.is_err() {
+        return Ok(None);
     }
-    let mut meta = writer.write(parent)?;
+    let mut meta = written?;
     meta.min_time = metas
         .iter()
         .map(|meta| meta.min_time)
@@ -234,6 +267,27 @@ mod tests {
         assert_eq!(parents, [left.meta().ulid, right.meta().ulid]);
         let top = Block::open_dir(out.join(top_meta.ulid.to_string())).unwrap();
         assert_eq!(read_all(&top, "a").len(), 8);
+    }
+
+    #[test]
+    fn a_source_that_does_not_read_fails_the_merge() {
+        let dir = TempDir::new("compactor-corrupt").unwrap();
+        let good = write(dir.path(), &[("a", samples(0..50, 0.0))], None);
+        let meta = write(dir.path(), &[("a", samples(100..150, 0.0))], None)
+            .meta()
+            .clone();
+        let segment = dir.path().join(meta.ulid.to_string()).join("chunks/000001");
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xFF;
+        std::fs::write(&segment, bytes).unwrap();
+        let broken = Block::open_dir(dir.path().join(meta.ulid.to_string())).unwrap();
+        let out = dir.path().join("out");
+        assert!(write_merged(&[&good, &broken], &out).is_err());
+        assert!(
+            write_merged(&[&broken], &out).is_err(),
+            "never taken for empty"
+        );
     }
 
     #[test]
