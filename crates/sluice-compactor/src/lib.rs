@@ -5,7 +5,9 @@
 //! 1. deletes the blocks marked for deletion longer than
 //!    `-compactor.deletion-delay` ago;
 //! 2. marks for deletion the blocks wholly older than
-//!    `-compactor.blocks-retention-period` (0 keeps everything);
+//!    `-compactor.blocks-retention-period` (0 keeps everything), and
+//!    partial blocks (no meta.json: an upload a crash abandoned) whose
+//!    ULID is older than `-compactor.partial-block-deletion-delay`;
 //! 3. merges blocks as Prometheus's leveled compactor plans it
 //!    ([`plan`]): overlapping blocks first, then small adjacent blocks into
 //!    windows of `-compactor.block-ranges` (2h, 12h, 24h) — the merge
@@ -47,6 +49,8 @@ pub struct CompactorConfig {
     pub retention: Duration,
     /// `-compactor.deletion-delay`.
     pub deletion_delay: Duration,
+    /// `-compactor.partial-block-deletion-delay`; zero never deletes them.
+    pub partial_block_deletion_delay: Duration,
     /// `-compactor.compaction-interval`.
     pub interval: Duration,
     /// `-compactor.data-dir`: merged blocks are written here before upload.
@@ -61,6 +65,7 @@ impl CompactorConfig {
             block_ranges: vec![2 * hour, 12 * hour, 24 * hour],
             retention: Duration::ZERO,
             deletion_delay: 12 * hour,
+            partial_block_deletion_delay: 24 * hour,
             interval: hour,
             data_dir: data_dir.into(),
         }
@@ -108,6 +113,8 @@ pub struct RunReport {
     pub blocks_merged: usize,
     /// Blocks marked for deletion by retention.
     pub expired: usize,
+    /// Partial blocks marked for deletion.
+    pub partial: usize,
     /// Marked blocks whose files were deleted.
     pub deleted: usize,
 }
@@ -130,7 +137,7 @@ impl Metrics {
         let marked = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
                 "sluice_compactor_blocks_marked_for_deletion_total",
-                "Blocks the compactor marked for deletion, by reason (compaction, retention).",
+                "Blocks the compactor marked for deletion, by reason (compaction, retention, partial).",
             ),
             &["reason"],
         )
@@ -233,6 +240,7 @@ impl Compactor {
                 continue;
             }
             self.delete_due(&tenant, &listing, now_ms, report)?;
+            self.mark_partial(&tenant, &listing, now_ms, report)?;
             let mut metas = self.live_metas(&tenant, &listing)?;
             self.apply_retention(&tenant, &mut metas, now_ms, report)?;
             self.compact_tenant(&tenant, metas, now_ms, report)?;
@@ -260,6 +268,31 @@ impl Compactor {
             tracing::info!(tenant, block = %ulid, "deleted a block marked for deletion");
             self.metrics.cleaned.inc();
             report.deleted += 1;
+        }
+        Ok(())
+    }
+
+    /// Marks partial blocks older than the delay, by their ULID's time
+    /// (when their upload began), so an upload under way is never taken.
+    fn mark_partial(
+        &self,
+        tenant: &str,
+        listing: &marks::TenantListing,
+        now_ms: i64,
+        report: &mut RunReport,
+    ) -> Result<(), CompactorError> {
+        let delay = self.config.partial_block_deletion_delay;
+        if delay.is_zero() {
+            return Ok(());
+        }
+        for ulid in &listing.partial {
+            if now_ms - (ulid.timestamp_ms() as i64) < delay.as_millis() as i64 {
+                continue;
+            }
+            marks::mark_for_deletion(&self.bucket, tenant, *ulid, now_ms / 1000, "partial")?;
+            tracing::info!(tenant, block = %ulid, "partial block marked for deletion");
+            self.metrics.marked.with_label_values(&["partial"]).inc();
+            report.partial += 1;
         }
         Ok(())
     }

@@ -34,6 +34,9 @@ pub struct TenantListing {
     pub live: BTreeSet<Ulid>,
     /// Blocks marked for deletion, with every file key each still has.
     pub marked: BTreeMap<Ulid, Vec<String>>,
+    /// Block folders without meta.json or mark: uploads under way, or
+    /// abandoned by a crash.
+    pub partial: BTreeSet<Ulid>,
     /// Whether a Mimir bucket index lists the tenant: then Mimir's own
     /// compactor owns it, and queriers would not see new blocks.
     pub has_bucket_index: bool,
@@ -80,6 +83,8 @@ pub fn list_tenant(bucket: &Bucket, tenant: &str) -> Result<TenantListing, Bucke
             .any(|key| key.ends_with(&format!("/{META_FILE}")))
         {
             listing.live.insert(ulid);
+        } else {
+            listing.partial.insert(ulid);
         }
     }
     Ok(listing)

@@ -158,6 +158,30 @@ fn blocks_past_the_retention_period_are_marked_then_deleted() {
 }
 
 #[test]
+fn an_abandoned_partial_block_is_marked_then_deleted_but_a_recent_one_kept() {
+    let dir = TempDir::new("compactor-partial").unwrap();
+    let tenant = dir.path().join("bucket/t");
+    let now = 100 * H;
+    let old = Ulid::from_parts((now - 25 * H) as u64, 7);
+    let recent = Ulid::from_parts((now - H) as u64, 8);
+    for ulid in [old, recent] {
+        std::fs::create_dir_all(tenant.join(format!("{ulid}/chunks"))).unwrap();
+        std::fs::write(tenant.join(format!("{ulid}/chunks/000001")), b"half").unwrap();
+    }
+    let compactor = compactor(&dir, Duration::ZERO);
+    let report = compactor.run_once(now).unwrap();
+    assert_eq!((report.partial, report.deleted), (1, 0));
+    assert!(tenant.join(format!("{old}/deletion-mark.json")).exists());
+    assert_eq!(compactor.run_once(now + H).unwrap().deleted, 1);
+    assert_eq!(files_under(&tenant.join(old.to_string())), 0);
+    assert_eq!(
+        files_under(&tenant.join(recent.to_string())),
+        1,
+        "an upload may be under way"
+    );
+}
+
+#[test]
 fn ranges_are_validated_as_mimir_does() {
     let mut config = CompactorConfig::new("unused");
     assert_eq!(config.validate(), Ok(()));

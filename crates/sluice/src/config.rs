@@ -1027,6 +1027,13 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |config, value| config.compactor.retention = parse_go_duration(value)?
     ),
     setting!(
+        "compactor.partial-block-deletion-delay",
+        "limits.compactor_partial_block_deletion_delay",
+        "1d",
+        "Block folders without meta.json (uploads a crash abandoned) whose ULID is older than this are marked for deletion by the compactor; 0 keeps them.",
+        |config, value| config.compactor.partial_block_deletion_delay = parse_go_duration(value)?
+    ),
+    setting!(
         "compactor.data-dir",
         "compactor.data_dir",
         "./data/compactor",
@@ -1648,6 +1655,7 @@ mod tests {
             ),
             (hour, 12 * hour, Duration::ZERO)
         );
+        assert_eq!(compactor.partial_block_deletion_delay, 24 * hour);
         assert_eq!(
             compactor.data_dir,
             std::path::PathBuf::from("./data/compactor")
