@@ -128,6 +128,17 @@ async fn start(dir: &TempDir, name: &str, extra: &[&str]) -> SluiceProcess {
     sluice
 }
 
+/// Waits until the six oldest minutes' blocks are merged (3 + 3 into two
+/// 3m blocks, those two into a 6m block) and all 8 sources deleted.
+async fn wait_all_merged(sluice: &SluiceProcess) {
+    let cleaned = "sluice_compactor_blocks_cleaned_total";
+    sluice
+        .wait_metric(cleaned, 8.0, Duration::from_secs(60))
+        .await;
+    let merged = sluice.metric("sluice_compactor_blocks_compacted_total");
+    assert_eq!(merged.await, 8.0);
+}
+
 fn block_levels(dir: &TempDir) -> Vec<u64> {
     let tenant = dir.path().join("blocks/anonymous");
     let mut levels: Vec<u64> = std::fs::read_dir(tenant)
@@ -172,17 +183,7 @@ async fn compaction_and_retention_keep_answers_as_they_were() {
     assert_eq!(block_levels(&dir), [1; 8]);
 
     let mut compacting = start(&dir, "compact", &[]).await;
-    // 3 + 3 into two 3m blocks, those two into a 6m block; all 8 deleted.
-    let wait = Duration::from_secs(60);
-    compacting
-        .wait_metric("sluice_compactor_blocks_cleaned_total", 8.0, wait)
-        .await;
-    assert_eq!(
-        compacting
-            .metric("sluice_compactor_blocks_compacted_total")
-            .await,
-        8.0
-    );
+    wait_all_merged(&compacting).await;
     assert_eq!(block_levels(&dir), [1, 1, 3]);
     assert_eq!(answers(&compacting, start_t, end_t).await, before);
     compacting.process.terminate(Duration::from_secs(10)).await;
@@ -192,7 +193,11 @@ async fn compaction_and_retention_keep_answers_as_they_were() {
     let retention = format!("-compactor.blocks-retention-period={retention_s}s");
     let mut expiring = start(&dir, "retention", &[&retention]).await;
     expiring
-        .wait_metric("sluice_compactor_blocks_cleaned_total", 1.0, wait)
+        .wait_metric(
+            "sluice_compactor_blocks_cleaned_total",
+            1.0,
+            Duration::from_secs(60),
+        )
         .await;
     assert_eq!(block_levels(&dir), [1, 1]);
     assert_eq!(answers(&expiring, late, end_t).await, before_late);
@@ -204,4 +209,56 @@ async fn compaction_and_retention_keep_answers_as_they_were() {
         );
     }
     expiring.process.terminate(Duration::from_secs(10)).await;
+}
+
+/// The same over S3 (moto), store and compactor in one process: blocks are
+/// uploaded as they are cut and merged while ingest goes on, and whatever
+/// the compactor has done when it is asked, answers do not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_are_uploaded_and_compacted_on_s3() {
+    let moto = sluice_testkit::MotoServer::start().await;
+    moto.create_bucket("blocks").await;
+    let dir = TempDir::new("sluice-compactor-s3").unwrap();
+    let mut flags = common::moto_flags(&moto);
+    // One process answers before and after: nothing may come from a cache.
+    flags.extend(
+        [
+            "-query-frontend.cache-results=false",
+            "-query-frontend.answer-memo-size-bytes=0",
+            "-query-frontend.fragment-memo-size-bytes=0",
+        ]
+        .map(str::to_owned),
+    );
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut sluice = start(&dir, "s3", &flags).await;
+    let base = (now_ms() - 20 * MINUTE).div_euclid(6 * MINUTE) * 6 * MINUTE;
+    for k in (0..6).chain([12, 13]) {
+        post(
+            &sluice,
+            "/api/v1/push",
+            minute_of_samples(base + k * MINUTE),
+        )
+        .await;
+        post(&sluice, "/ingester/flush", Vec::new()).await;
+    }
+    assert_eq!(sluice.metric("sluice_blocks_cut_total").await, 8.0);
+    assert_eq!(
+        sluice.metric("sluice_block_upload_failures_total").await,
+        0.0
+    );
+    let (start_t, end_t) = (base, base + 14 * MINUTE);
+    let during = answers(&sluice, start_t, end_t).await;
+    for (query, body) in QUERIES.iter().zip(&during) {
+        assert!(
+            body.contains("\"result\":[{"),
+            "{query} answers nothing: {body}"
+        );
+    }
+    wait_all_merged(&sluice).await;
+    assert_eq!(answers(&sluice, start_t, end_t).await, during);
+    assert!(
+        !dir.path().join("blocks").exists(),
+        "nothing written to the filesystem bucket"
+    );
+    sluice.process.terminate(Duration::from_secs(10)).await;
 }
