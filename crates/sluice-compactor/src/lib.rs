@@ -230,22 +230,36 @@ impl Compactor {
     fn run_tenants(&self, now_ms: i64, report: &mut RunReport) -> Result<(), CompactorError> {
         // Merges a crash interrupted are written again from their sources.
         let _ = std::fs::remove_dir_all(self.config.data_dir.join(STAGING_DIR));
+        let mut failed = None;
         for tenant in self.bucket.list_dirs(None)? {
             if !is_tenant_folder(&tenant) {
                 continue;
             }
-            let listing = marks::list_tenant(&self.bucket, &tenant)?;
-            if listing.has_bucket_index {
-                tracing::warn!(tenant, "tenant has a Mimir bucket index: not compacting it");
-                continue;
+            // One tenant's unreadable block must not stop the others'.
+            if let Err(error) = self.run_tenant(&tenant, now_ms, report) {
+                tracing::warn!(tenant, %error, "compacting the tenant failed");
+                failed = Some(error);
             }
-            self.delete_due(&tenant, &listing, now_ms, report)?;
-            self.mark_partial(&tenant, &listing, now_ms, report)?;
-            let mut metas = self.live_metas(&tenant, &listing)?;
-            self.apply_retention(&tenant, &mut metas, now_ms, report)?;
-            self.compact_tenant(&tenant, metas, now_ms, report)?;
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
+    }
+
+    fn run_tenant(
+        &self,
+        tenant: &str,
+        now_ms: i64,
+        report: &mut RunReport,
+    ) -> Result<(), CompactorError> {
+        let listing = marks::list_tenant(&self.bucket, tenant)?;
+        if listing.has_bucket_index {
+            tracing::warn!(tenant, "tenant has a Mimir bucket index: not compacting it");
+            return Ok(());
+        }
+        self.delete_due(tenant, &listing, now_ms, report)?;
+        self.mark_partial(tenant, &listing, now_ms, report)?;
+        let mut metas = self.live_metas(tenant, &listing)?;
+        self.apply_retention(tenant, &mut metas, now_ms, report)?;
+        self.compact_tenant(tenant, metas, now_ms, report)
     }
 
     fn delete_due(

@@ -48,11 +48,15 @@ fn compactor(dir: &TempDir, retention: Duration) -> Arc<Compactor> {
     Compactor::new(config, bucket, &prometheus::Registry::new())
 }
 
-/// Every sample of the live blocks, by job, merged as a querier reads them.
+/// Every sample of tenant t's live blocks, by job, merged as a querier
+/// reads them.
 fn read_live(compactor: &Compactor) -> (Vec<BlockMeta>, BTreeMap<String, Vec<Sample>>) {
     let mut metas = Vec::new();
     let mut all: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
     for location in sluice_bucket::discover(&compactor.bucket).unwrap() {
+        if location.tenant != "t" {
+            continue;
+        }
         let block = Block::open(Arc::new(location.dir(&compactor.bucket))).unwrap();
         let matcher = Matcher::equal("__name__", "up");
         for series in block.select(&[matcher], i64::MIN, i64::MAX, None).unwrap() {
@@ -179,6 +183,29 @@ fn an_abandoned_partial_block_is_marked_then_deleted_but_a_recent_one_kept() {
         1,
         "an upload may be under way"
     );
+}
+
+#[test]
+fn a_tenant_with_an_unreadable_block_does_not_stop_the_others() {
+    let dir = TempDir::new("compactor-tenants").unwrap();
+    let bucket = dir.path().join("bucket");
+    head_blocks(&bucket, 8, 2);
+    std::fs::rename(bucket.join("t"), bucket.join("broken")).unwrap();
+    let written = head_blocks(&bucket, 8, 2);
+    // The first block of `broken` loses its index: its merge fails.
+    let first = std::fs::read_dir(bucket.join("broken"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .min()
+        .unwrap();
+    std::fs::remove_file(first.join("index")).unwrap();
+    let compactor = compactor(&dir, Duration::ZERO);
+    let error = compactor.run_once(20 * H).unwrap_err().to_string();
+    assert!(error.contains("of tenant broken"), "{error}");
+    let (metas, read) = read_live(&compactor);
+    let levels: Vec<u32> = metas.iter().map(|meta| meta.compaction.level).collect();
+    assert_eq!(levels, [2, 1, 1], "tenant t was compacted");
+    assert_eq!(read, written);
 }
 
 #[test]
