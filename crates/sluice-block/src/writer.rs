@@ -55,17 +55,7 @@ impl BlockWriter {
 
     /// Adds a series. Its samples must have strictly increasing timestamps.
     pub fn add_series(&mut self, labels: Labels, samples: Vec<Sample>) -> Result<()> {
-        if labels.is_empty() || samples.is_empty() {
-            return Err(Error::InvalidInput(format!(
-                "series {labels} has no labels or no samples"
-            )));
-        }
-        if let Some(pair) = samples.windows(2).find(|pair| pair[1].t <= pair[0].t) {
-            return Err(Error::InvalidInput(format!(
-                "series {labels}: timestamp {} does not follow {}",
-                pair[1].t, pair[0].t
-            )));
-        }
+        check_series(&labels, &samples)?;
         if self.series.contains_key(&labels) {
             return Err(Error::InvalidInput(format!("series {labels} added twice")));
         }
@@ -78,40 +68,93 @@ impl BlockWriter {
         self.deletions.push((labels, interval));
     }
 
-    /// Writes the block into `parent/<ulid>/` and returns its meta.
-    pub fn write(self, parent: &Path) -> Result<BlockMeta> {
+    /// Writes the block of the series added into `parent/<ulid>/` and
+    /// returns its meta.
+    pub fn write(mut self, parent: &Path) -> Result<BlockMeta> {
         if self.series.is_empty() {
             return Err(Error::InvalidInput(
                 "a block needs at least one series".into(),
             ));
         }
+        let series = std::mem::take(&mut self.series);
+        self.write_sorted(parent, series.into_iter().map(Ok))
+    }
+
+    /// Writes a block of `series`, given in label order, into
+    /// `parent/<ulid>/` without holding them all: each series' chunks are
+    /// written as it comes, so memory holds one series' samples plus the
+    /// index entries (a compactor's merge of large blocks). The writer must
+    /// have no series of its own.
+    pub fn write_sorted(
+        self,
+        parent: &Path,
+        series: impl IntoIterator<Item = Result<(Labels, Vec<Sample>)>>,
+    ) -> Result<BlockMeta> {
+        if !self.series.is_empty() {
+            return Err(Error::InvalidInput(
+                "write_sorted takes its series from its argument, not add_series".into(),
+            ));
+        }
         let ulid = Ulid::generate();
-        let final_dir = parent.join(ulid.to_string());
         let temporary_dir = parent.join(format!("{ulid}.tmp-for-creation"));
         std::fs::create_dir_all(&temporary_dir)
             .map_err(|source| Error::io(&path_name(&temporary_dir), "create", source))?;
-        let written = self.write_chunks(&temporary_dir)?;
-        let (index_bytes, references) = write_index(&written.entries)?;
-        write_file(&temporary_dir, "index", &index_bytes)?;
-        let tombstones = self.resolve_deletions(&written.entries, &references);
-        write_file(&temporary_dir, TOMBSTONES_FILE, &tombstones.encode())?;
-        let meta = self.meta(ulid, written, tombstones.len() as u64);
-        meta.write(&temporary_dir)?;
+        let written = self.write_files(ulid, &temporary_dir, series);
+        if written.is_err() {
+            let _ = std::fs::remove_dir_all(&temporary_dir);
+        }
+        let meta = written?;
+        let final_dir = parent.join(ulid.to_string());
         std::fs::rename(&temporary_dir, &final_dir)
             .map_err(|source| Error::io(&path_name(&final_dir), "rename", source))?;
         Ok(meta)
     }
 
-    fn write_chunks(&self, block_dir: &Path) -> Result<Written> {
+    fn write_files(
+        &self,
+        ulid: Ulid,
+        dir: &Path,
+        series: impl IntoIterator<Item = Result<(Labels, Vec<Sample>)>>,
+    ) -> Result<BlockMeta> {
+        let written = self.write_chunks(dir, series)?;
+        if written.entries.is_empty() {
+            return Err(Error::InvalidInput(
+                "a block needs at least one series".into(),
+            ));
+        }
+        let (index_bytes, references) = write_index(&written.entries)?;
+        write_file(dir, "index", &index_bytes)?;
+        let tombstones = self.resolve_deletions(&written.entries, &references);
+        write_file(dir, TOMBSTONES_FILE, &tombstones.encode())?;
+        let meta = self.meta(ulid, written, tombstones.len() as u64);
+        meta.write(dir)?;
+        Ok(meta)
+    }
+
+    fn write_chunks(
+        &self,
+        block_dir: &Path,
+        series: impl IntoIterator<Item = Result<(Labels, Vec<Sample>)>>,
+    ) -> Result<Written> {
         let mut chunk_writer =
             ChunkWriter::new(block_dir, self.segment_size.unwrap_or(DEFAULT_SEGMENT_SIZE))?;
         let mut written = Written {
-            entries: Vec::with_capacity(self.series.len()),
+            entries: Vec::new(),
             stats: BlockStats::default(),
             min_time: i64::MAX,
             max_time: i64::MIN,
         };
-        for (labels, samples) in &self.series {
+        for next in series {
+            let (labels, samples) = next?;
+            check_series(&labels, &samples)?;
+            if let Some(previous) = written.entries.last()
+                && previous.labels >= labels
+            {
+                return Err(Error::InvalidInput(format!(
+                    "series {labels} does not follow {} in label order",
+                    previous.labels
+                )));
+            }
             let mut chunks = Vec::with_capacity(samples.len().div_ceil(SAMPLES_PER_CHUNK));
             for batch in samples.chunks(SAMPLES_PER_CHUNK) {
                 let mut encoder = XorEncoder::new();
@@ -131,10 +174,7 @@ impl BlockWriter {
             written.stats.num_samples += samples.len() as u64;
             written.stats.num_chunks += chunks.len() as u64;
             written.stats.num_series += 1;
-            written.entries.push(SeriesEntry {
-                labels: labels.clone(),
-                chunks,
-            });
+            written.entries.push(SeriesEntry { labels, chunks });
         }
         chunk_writer.finish()?;
         Ok(written)
@@ -173,6 +213,23 @@ impl BlockWriter {
             thanos,
         }
     }
+}
+
+/// A series a block can hold: labels, and samples in strictly increasing
+/// time order.
+fn check_series(labels: &Labels, samples: &[Sample]) -> Result<()> {
+    if labels.is_empty() || samples.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "series {labels} has no labels or no samples"
+        )));
+    }
+    if let Some(pair) = samples.windows(2).find(|pair| pair[1].t <= pair[0].t) {
+        return Err(Error::InvalidInput(format!(
+            "series {labels}: timestamp {} does not follow {}",
+            pair[1].t, pair[0].t
+        )));
+    }
+    Ok(())
 }
 
 fn path_name(path: &Path) -> String {

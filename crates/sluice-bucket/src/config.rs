@@ -69,6 +69,30 @@ impl Default for BucketConfig {
     }
 }
 
+impl BucketConfig {
+    /// An S3-compatible store reached over plain HTTP with static keys
+    /// (MinIO, Ceph or moto in a cluster or a test), region `us-east-1`.
+    pub fn s3_plain_http(
+        endpoint: impl Into<String>,
+        bucket_name: impl Into<String>,
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+    ) -> BucketConfig {
+        BucketConfig {
+            backend: Backend::S3,
+            s3: S3Config {
+                endpoint: endpoint.into(),
+                bucket_name: bucket_name.into(),
+                access_key_id: access_key_id.into(),
+                secret_access_key: secret_access_key.into(),
+                region: "us-east-1".into(),
+                insecure: true,
+            },
+            ..BucketConfig::default()
+        }
+    }
+}
+
 /// The object store `config` names, and a name for it in errors.
 pub(crate) fn open_store(config: &BucketConfig) -> Result<(Arc<dyn ObjectStore>, String)> {
     match config.backend {

@@ -72,6 +72,7 @@ pub struct Operations {
     pub get_range: AtomicU64,
     pub list: AtomicU64,
     pub put: AtomicU64,
+    pub delete: AtomicU64,
 }
 
 /// An object store plus the runtime that drives its requests.
@@ -82,6 +83,12 @@ pub struct Bucket {
     /// Names the bucket in errors: a directory or `s3://name`.
     name: Arc<str>,
     operations: Arc<Operations>,
+}
+
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_tuple("Bucket").field(&self.name).finish()
+    }
 }
 
 /// One object found by a listing: its key and size in bytes.
@@ -279,19 +286,46 @@ impl Bucket {
         )
     }
 
+    /// Deletes object `key`; one already gone is not an error, so that a
+    /// deletion interrupted half-way can simply be run again.
+    pub fn delete(&self, key: &str) -> Result<()> {
+        self.count(|operations| &operations.delete, 1);
+        let store = self.store.clone();
+        let location = ObjectPath::from(key);
+        self.run(
+            key,
+            async move {
+                match store.delete(&location).await {
+                    Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    outcome => outcome,
+                }
+            },
+            "delete",
+        )
+    }
+
     /// Uploads the block directory `local` as `prefix/...`, `meta.json` last
     /// so that a reader never takes a half-uploaded block for a whole one.
     pub fn upload_block(&self, local: &Path, prefix: &str) -> Result<()> {
         let mut files = Vec::new();
         collect_files(local, "", &mut files)?;
         files.sort_by_key(|name| name == sluice_block::meta::META_FILE);
-        for name in files {
-            let path = local.join(&name);
-            let bytes = std::fs::read(&path).map_err(|source| BucketError::Local {
-                path: path.display().to_string(),
-                source,
-            })?;
-            self.put(&format!("{prefix}/{name}"), Bytes::from(bytes))?;
+        for (uploaded, name) in files.iter().enumerate() {
+            let path = local.join(name);
+            let put = std::fs::read(&path)
+                .map_err(|source| BucketError::Local {
+                    path: path.display().to_string(),
+                    source,
+                })
+                .and_then(|bytes| self.put(&format!("{prefix}/{name}"), Bytes::from(bytes)));
+            if let Err(error) = put {
+                // Without meta.json the files are no block, but a listing
+                // would still find them: take them away (best effort).
+                for name in &files[..uploaded] {
+                    let _ = self.delete(&format!("{prefix}/{name}"));
+                }
+                return Err(error);
+            }
         }
         Ok(())
     }

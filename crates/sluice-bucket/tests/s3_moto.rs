@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use sluice_block::{Block, BlockWriter, Labels, Matcher, Sample};
-use sluice_bucket::{Backend, Bucket, BucketConfig, S3Config, discover};
+use sluice_bucket::{Bucket, BucketConfig, discover};
 use sluice_testkit::{MotoServer, TempDir};
 
 fn written_block(parent: &std::path::Path) -> (sluice_block::Ulid, Vec<Sample>) {
@@ -31,18 +31,7 @@ fn written_block(parent: &std::path::Path) -> (sluice_block::Ulid, Vec<Sample>) 
 async fn a_block_round_trips_through_s3() {
     let moto = MotoServer::start().await;
     moto.create_bucket("blocks").await;
-    let config = BucketConfig {
-        backend: Backend::S3,
-        s3: S3Config {
-            endpoint: moto.endpoint(),
-            bucket_name: "blocks".into(),
-            access_key_id: "test".into(),
-            secret_access_key: "test".into(),
-            region: "us-east-1".into(),
-            insecure: true,
-        },
-        ..BucketConfig::default()
-    };
+    let config = BucketConfig::s3_plain_http(moto.endpoint(), "blocks", "test", "test");
     let bucket = Bucket::open(&config, tokio::runtime::Handle::current()).unwrap();
     let local = TempDir::new("s3-block").unwrap();
     let (ulid, samples) = written_block(local.path());

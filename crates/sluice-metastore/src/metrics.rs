@@ -117,6 +117,7 @@ impl StoreMetrics {
             ("get_range", &operations.get_range),
             ("list", &operations.list),
             ("put", &operations.put),
+            ("delete", &operations.delete),
         ] {
             raise(
                 &self.operations.with_label_values(&[name]),

@@ -4,16 +4,26 @@
 //! told, the head forgets the range, and the WAL is checkpointed so that it
 //! keeps only what the head still needs. `POST /ingester/flush` cuts
 //! everything now.
+//!
+//! A block is written to a staging directory under the tsdb dir, then
+//! uploaded through the bucket (any backend), `meta.json` last. Only once the
+//! upload succeeded does the head forget the range: a failed upload (the
+//! bucket down) keeps the samples in the head and the WAL, and the next round
+//! tries again with a new block.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sluice_block::BlockWriter;
+use sluice_bucket::Bucket;
 use sluice_wal::Entry;
 use tokio::sync::watch;
 
 use crate::{Store, StoreError};
+
+/// Under `-blocks-storage.tsdb.dir`: blocks written but not yet uploaded.
+const STAGING_DIR: &str = "staging";
 
 /// What one round of cutting did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -41,17 +51,24 @@ impl Store {
             .cutting
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let Some(blocks_dir) = self.config.blocks_dir.clone() else {
+        let Some(bucket) = self.config.bucket.clone() else {
             return Ok(CutReport::default());
         };
         let range = self.config.head.block_range_ms;
         let mut report = CutReport::default();
+        let mut failed = None;
         for tenant in self.head.tenants() {
             while let Some((min_t, max_t)) = self.head.time_range(&tenant) {
                 let Some(end) = cut_end(min_t, max_t, range, force) else {
                     break;
                 };
-                self.cut_one(&blocks_dir, &tenant, end, &mut report)?;
+                // One tenant's failure must not keep the others' blocks
+                // out of the checkpoint below.
+                if let Err(error) = self.cut_one(&bucket, &tenant, end, &mut report) {
+                    tracing::warn!(tenant, %error, "cutting a block failed; its samples stay in the head");
+                    failed = Some(error);
+                    break;
+                }
                 if force {
                     break;
                 }
@@ -60,31 +77,34 @@ impl Store {
         if report.blocks > 0 {
             self.checkpoint()?;
         }
-        Ok(report)
+        failed.map_or(Ok(report), Err)
     }
 
     fn cut_one(
         &self,
-        blocks_dir: &Path,
+        bucket: &Bucket,
         tenant: &str,
         end: i64,
         report: &mut CutReport,
     ) -> Result<(), StoreError> {
         let started = Instant::now();
         let taken = self.head.take_before(tenant, end);
-        let mut writer = BlockWriter::new();
-        let (series, samples) = (
-            taken.len(),
-            taken
-                .iter()
-                .map(|(_, samples)| samples.len())
-                .sum::<usize>(),
-        );
-        for (labels, samples) in taken {
-            writer.add_series(labels, samples)?;
-        }
+        let series = taken.len();
+        let samples: usize = taken.iter().map(|(_, samples)| samples.len()).sum();
         if series > 0 {
-            let meta = writer.write(&blocks_dir.join(tenant))?;
+            let mut writer = BlockWriter::new();
+            for (labels, samples) in taken {
+                writer.add_series(labels, samples)?;
+            }
+            let staging = self.staging_dir(tenant);
+            let written = writer.write(&staging).map_err(StoreError::from);
+            let meta = written.and_then(|meta| {
+                let local = staging.join(meta.ulid.to_string());
+                let uploaded = bucket.upload_block(&local, &format!("{tenant}/{}", meta.ulid));
+                let _ = std::fs::remove_dir_all(&local);
+                uploaded.map(|()| meta).map_err(StoreError::from)
+            });
+            let meta = meta.inspect_err(|_| self.metrics.upload_failures.inc())?;
             tracing::info!(tenant, block = %meta.ulid, min_time = meta.min_time, max_time = meta.max_time, series, samples, elapsed = ?started.elapsed(), "head cut into a block");
             report.blocks += 1;
             self.metrics.blocks_cut.inc();
@@ -96,6 +116,26 @@ impl Store {
         report.samples += samples;
         self.head.drop_before(tenant, end);
         Ok(())
+    }
+
+    /// Where blocks of `tenant` are written before their upload.
+    fn staging_dir(&self, tenant: &str) -> PathBuf {
+        self.config.tsdb_dir.join(STAGING_DIR).join(tenant)
+    }
+
+    /// Removes blocks a crash left half-written or not uploaded: their
+    /// samples are still in the WAL, so they will be cut again.
+    pub(crate) fn clear_staging(tsdb_dir: &Path) -> Result<(), StoreError> {
+        let staging = tsdb_dir.join(STAGING_DIR);
+        match std::fs::remove_dir_all(&staging) {
+            Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+                Err(StoreError::Staging {
+                    path: staging.display().to_string(),
+                    source,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Replaces the WAL's older segments by what the head still needs of

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use sluice_block::{Label, Labels};
+use sluice_bucket::Bucket;
 use sluice_head::{AppendOutcome, AppendSeries, Head, HeadOptions};
 use sluice_remotewrite::{IncomingSeries, Limits, Protocol, Reason, Refusal, WriteBatch};
 use sluice_wal::{Entry, SyncPolicy, Wal, WalOptions};
@@ -43,9 +44,9 @@ pub struct StoreConfig {
     pub ingestion_rate: f64,
     /// `-distributor.ingestion-burst-size`.
     pub ingestion_burst: usize,
-    /// The bucket directory (filesystem) blocks are cut into; none, no
-    /// blocks are cut and the head keeps everything.
-    pub blocks_dir: Option<PathBuf>,
+    /// The bucket blocks are cut into (any backend); none, no blocks are
+    /// cut and the head keeps everything.
+    pub bucket: Option<Bucket>,
 }
 
 impl StoreConfig {
@@ -58,7 +59,7 @@ impl StoreConfig {
             max_recv_msg_size: 10 << 20,
             ingestion_rate: 10_000.0,
             ingestion_burst: 200_000,
-            blocks_dir: None,
+            bucket: None,
         }
     }
 }
@@ -70,6 +71,13 @@ pub enum StoreError {
     Wal(#[from] sluice_wal::WalError),
     #[error("writing a block: {0}")]
     Block(#[from] sluice_block::Error),
+    #[error("uploading a block: {0}")]
+    Upload(#[from] sluice_bucket::BucketError),
+    #[error("staging a block in {path}: {source}")]
+    Staging {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// The store's counters.
@@ -82,6 +90,7 @@ struct Metrics {
     wal_corruptions: prometheus::IntCounter,
     wal_failures: prometheus::IntCounter,
     blocks_cut: prometheus::IntCounter,
+    upload_failures: prometheus::IntCounter,
     checkpoints: prometheus::IntCounter,
 }
 
@@ -138,6 +147,11 @@ impl Metrics {
                 registry,
                 "sluice_blocks_cut_total",
                 "Blocks cut from the head into the bucket.",
+            ),
+            upload_failures: counter(
+                registry,
+                "sluice_block_upload_failures_total",
+                "Blocks cut from the head whose upload to the bucket failed; their samples stay in the head and are cut again.",
             ),
             checkpoints: counter(
                 registry,
@@ -210,6 +224,7 @@ impl Store {
         registry: &prometheus::Registry,
     ) -> Result<Arc<Store>, StoreError> {
         let metrics = Metrics::new(registry);
+        Store::clear_staging(&config.tsdb_dir)?;
         let head = Arc::new(Head::new(config.head));
         let mut references = HashMap::new();
         let mut replayed = AppendOutcome::default();

@@ -243,11 +243,70 @@ fn block_samples(block: &sluice_block::Block) -> usize {
         .sum()
 }
 
-fn cutting_store(dir: &TempDir) -> Arc<Store> {
+/// Drives the buckets' requests; the tests call the store from their own
+/// (blocking) threads, as the store's cutting task does.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(sluice_testkit::io_runtime)
+}
+
+fn store_over(dir: &TempDir, bucket: &sluice_bucket::BucketConfig) -> Arc<Store> {
     let mut config = StoreConfig::new(dir.path().join("tsdb"));
-    config.blocks_dir = Some(dir.path().join("blocks"));
+    config.bucket = Some(sluice_bucket::Bucket::open(bucket, runtime().handle().clone()).unwrap());
     config.ingestion_rate = 0.0;
     Store::open(config, &prometheus::Registry::new()).unwrap()
+}
+
+fn cutting_store(dir: &TempDir) -> Arc<Store> {
+    let bucket = sluice_bucket::BucketConfig {
+        filesystem_dir: dir.path().join("blocks"),
+        ..sluice_bucket::BucketConfig::default()
+    };
+    store_over(dir, &bucket)
+}
+
+#[test]
+fn a_block_is_uploaded_to_s3_and_a_failed_upload_keeps_the_head() {
+    let moto = runtime().block_on(sluice_testkit::MotoServer::start());
+    let bucket =
+        sluice_bucket::BucketConfig::s3_plain_http(moto.endpoint(), "blocks", "test", "test");
+    let dir = TempDir::new("store-s3").unwrap();
+    let store = store_over(&dir, &bucket);
+    let now = now_ms();
+    let points: Vec<(i64, f64)> = (0..300)
+        .map(|i| (now - 300_000 + i * 1000, i as f64))
+        .collect();
+    let batch = vec![series("up", "a", &points), series("up", "b", &points)];
+    assert_eq!(store.ingest("t", Protocol::V1, &body(batch)).status, 204);
+
+    // The bucket does not exist yet: the upload fails, the head keeps all.
+    let error = store.cut_blocks(true).unwrap_err().to_string();
+    assert!(error.starts_with("uploading a block: "), "{error}");
+    assert_eq!(stored(&store, "up"), 600, "a failed upload loses nothing");
+    assert_eq!(store.metrics.upload_failures.get(), 1);
+    assert!(
+        !dir.path()
+            .join("tsdb/staging/t")
+            .read_dir()
+            .unwrap()
+            .any(|_| true)
+    );
+
+    runtime().block_on(moto.create_bucket("blocks"));
+    let report = store.cut_blocks(true).unwrap();
+    assert_eq!((report.blocks, report.samples), (1, 600));
+    assert_eq!(
+        stored(&store, "up"),
+        0,
+        "the head forgot the uploaded block"
+    );
+    let bucket = store.config().bucket.clone().unwrap();
+    let found = sluice_bucket::discover(&bucket).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let files = found[0].files.clone().unwrap();
+    assert!(files.contains_key("meta.json") && files.contains_key("chunks/000001"));
+    let block = sluice_block::Block::open(Arc::new(found[0].dir(&bucket))).unwrap();
+    assert_eq!(block_samples(&block), 600);
 }
 
 #[test]
@@ -287,23 +346,13 @@ fn a_flush_cuts_the_head_into_a_block_and_the_wal_forgets_it() {
             &body(vec![series("up", "c", &[(now - 5000, 1.0)])]),
         );
         assert_eq!(late.status, 400);
-        let promtool = sluice_testkit::require_binary("promtool");
-        let analyzed = std::process::Command::new(promtool)
-            .arg("tsdb")
-            .arg("analyze")
-            .arg(dir.path().join("blocks/t"))
-            .arg(blocks[0].meta().ulid.to_string())
-            .output()
-            .unwrap();
-        assert!(
-            analyzed.status.success(),
-            "{}",
-            String::from_utf8_lossy(&analyzed.stderr)
+        let analysis = sluice_testkit::promtool_analyze(
+            &dir.path().join("blocks/t"),
+            &blocks[0].meta().ulid.to_string(),
         );
         assert!(
-            String::from_utf8_lossy(&analyzed.stdout)
-                .lines()
-                .any(|line| line == "Series: 2")
+            analysis.lines().any(|line| line == "Series: 2"),
+            "{analysis}"
         );
     }
     let restarted = cutting_store(&dir);

@@ -48,7 +48,8 @@ pub use moto::MotoServer;
 pub use pki::TestPki;
 pub use process::{ChildProcess, TempDir, copy_dir, wait_for_http_ok};
 pub use prometheus::{
-    OpenMetricsParts, PrometheusServer, backfilled_blocks, dataset_blocks, promtool_backfill,
+    OpenMetricsParts, PrometheusServer, backfilled_blocks, dataset_blocks, promtool_analyze,
+    promtool_backfill,
 };
 pub use redis::RedisServer;
 

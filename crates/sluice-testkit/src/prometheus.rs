@@ -318,6 +318,24 @@ pub fn promtool_backfill(text: &str, out: &Path) {
     run_promtool_backfill(&promtool, &file, out).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// `promtool tsdb analyze <data_dir> <block>`'s report; panics with
+/// promtool's errors when it finds the block unreadable.
+pub fn promtool_analyze(data_dir: &Path, block: &str) -> String {
+    let output = Command::new(require_binary("promtool"))
+        .args(["tsdb", "analyze"])
+        .arg(data_dir)
+        .arg(block)
+        .output()
+        .expect("running promtool");
+    assert!(
+        output.status.success(),
+        "promtool tsdb analyze {} {block} failed: {}",
+        data_dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 fn run_promtool_backfill(promtool: &Path, input: &Path, out: &Path) -> io::Result<()> {
     let output = Command::new(promtool)
         .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])

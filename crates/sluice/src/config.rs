@@ -20,6 +20,7 @@ pub(crate) enum Role {
     QueryScheduler,
     Querier,
     Store,
+    Compactor,
 }
 
 impl Role {
@@ -31,14 +32,20 @@ impl Role {
             .filter(|name| !name.is_empty())
         {
             match name {
-                "all" => roles.extend([Role::QueryFrontend, Role::Querier, Role::Store]),
+                "all" => roles.extend([
+                    Role::QueryFrontend,
+                    Role::Querier,
+                    Role::Store,
+                    Role::Compactor,
+                ]),
                 "query-frontend" => roles.push(Role::QueryFrontend),
                 "query-scheduler" => roles.push(Role::QueryScheduler),
                 "querier" => roles.push(Role::Querier),
                 "store" => roles.push(Role::Store),
+                "compactor" => roles.push(Role::Compactor),
                 other => {
                     return Err(format!(
-                        "unknown target {other:?}: expected all, query-frontend, query-scheduler, querier or store"
+                        "unknown target {other:?}: expected all, query-frontend, query-scheduler, querier, store or compactor"
                     ));
                 }
             }
@@ -94,6 +101,7 @@ pub(crate) struct Config {
     pub(crate) chunks_cache_bytes: u64,
     pub(crate) store: sluice_store::StoreConfig,
     pub(crate) head_compaction_interval: Duration,
+    pub(crate) compactor: sluice_compactor::CompactorConfig,
 }
 
 /// The results cache as configured, turned into a backend in `validate`.
@@ -224,7 +232,7 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "target",
         "target",
         "all",
-        "Comma-separated roles to run: all, query-frontend, query-scheduler, querier, store. 'all' runs a frontend, a querier serving it and, unless -querier.downstream-url is set, the store (remote write, WAL, head) in one process.",
+        "Comma-separated roles to run: all, query-frontend, query-scheduler, querier, store, compactor. 'all' runs a frontend, a querier serving it and, unless -querier.downstream-url is set, the store (remote write, WAL, head) and the compactor in one process.",
         |config, value| {
             config.targets = Role::parse_list(value)?;
             config.target_all = value.split(',').any(|name| name.trim() == "all");
@@ -1043,8 +1051,53 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "blocks-storage.tsdb.head-compaction-interval",
         "blocks_storage.tsdb.head_compaction_interval",
         "1m",
-        "How often the store checks whether a tenant's head spans more than one and a half block ranges, and then cuts its oldest range into a block in the bucket (a filesystem bucket only, for now).",
+        "How often the store checks whether a tenant's head spans more than one and a half block ranges, and then cuts its oldest range into a block uploaded to the bucket (a failed upload keeps the samples in the head until the next check).",
         |config, value| config.head_compaction_interval = parse_go_duration(value)?
+    ),
+    setting!(
+        "compactor.block-ranges",
+        "compactor.block_ranges",
+        "2h,12h,24h",
+        "Comma-separated ranges the compactor merges a tenant's blocks into, smallest first, each a multiple of the one before.",
+        |config, value| config.compactor.block_ranges = parse_list(value)
+            .iter()
+            .map(|range| parse_go_duration(range))
+            .collect::<Result<_, _>>()?
+    ),
+    setting!(
+        "compactor.compaction-interval",
+        "compactor.compaction_interval",
+        "1h",
+        "How often the compactor merges blocks, applies retention and deletes blocks marked for deletion (it also runs at start).",
+        |config, value| config.compactor.interval = parse_go_duration(value)?
+    ),
+    setting!(
+        "compactor.deletion-delay",
+        "compactor.deletion_delay",
+        "12h",
+        "How long a block marked for deletion (merged into a larger one, or past retention) stays in the bucket before the compactor deletes it, so queriers that opened it finish reading it.",
+        |config, value| config.compactor.deletion_delay = parse_go_duration(value)?
+    ),
+    setting!(
+        "compactor.blocks-retention-period",
+        "limits.compactor_blocks_retention_period",
+        "0s",
+        "Blocks whose newest sample is older than this are marked for deletion by the compactor; 0 keeps blocks forever.",
+        |config, value| config.compactor.retention = parse_go_duration(value)?
+    ),
+    setting!(
+        "compactor.partial-block-deletion-delay",
+        "limits.compactor_partial_block_deletion_delay",
+        "1d",
+        "Block folders without meta.json (uploads a crash abandoned) whose ULID is older than this are marked for deletion by the compactor; 0 keeps them.",
+        |config, value| config.compactor.partial_block_deletion_delay = parse_go_duration(value)?
+    ),
+    setting!(
+        "compactor.data-dir",
+        "compactor.data_dir",
+        "./data/compactor",
+        "Where the compactor writes merged blocks before uploading them to the bucket.",
+        |config, value| config.compactor.data_dir = value.into()
     ),
     setting!(
         "ingester.out-of-order-time-window",
@@ -1155,6 +1208,7 @@ fn blank_config() -> Config {
         chunks_cache_bytes: 0,
         store: sluice_store::StoreConfig::new(""),
         head_compaction_interval: Duration::ZERO,
+        compactor: sluice_compactor::CompactorConfig::new(""),
     }
 }
 
@@ -1387,8 +1441,17 @@ fn redis_config(cache: &CacheSettings) -> Result<sluice_cache::RedisConfig, Stri
 fn validate(config: &mut Config) -> Result<(), String> {
     if config.target_all && !config.querier_downstream_url.is_empty() {
         // In front of another Prometheus the querier forwards every query,
-        // so a store here would take writes no query reads.
-        config.targets.retain(|role| *role != Role::Store);
+        // so a store here would take writes no query reads, and its
+        // compactor would have no blocks of its own.
+        config
+            .targets
+            .retain(|role| !matches!(role, Role::Store | Role::Compactor));
+    }
+    if config.targets.contains(&Role::Compactor) {
+        if !config.has_bucket() {
+            return Err("the compactor needs a bucket (-blocks-storage.filesystem.dir, or -blocks-storage.backend=s3)".into());
+        }
+        config.compactor.validate()?;
     }
     let runs_querier = config.targets.contains(&Role::Querier);
     let runs_frontend = config.targets.contains(&Role::QueryFrontend);
@@ -1746,7 +1809,28 @@ mod tests {
         let config = run(load(&args(&[]), &no_env));
         assert_eq!(
             config.targets,
-            vec![Role::QueryFrontend, Role::Querier, Role::Store]
+            vec![
+                Role::QueryFrontend,
+                Role::Querier,
+                Role::Store,
+                Role::Compactor
+            ]
+        );
+        let hour = std::time::Duration::from_secs(3600);
+        let compactor = &config.compactor;
+        assert_eq!(compactor.block_ranges, [2 * hour, 12 * hour, 24 * hour]);
+        assert_eq!(
+            (
+                compactor.interval,
+                compactor.deletion_delay,
+                compactor.retention
+            ),
+            (hour, 12 * hour, Duration::ZERO)
+        );
+        assert_eq!(compactor.partial_block_deletion_delay, 24 * hour);
+        assert_eq!(
+            compactor.data_dir,
+            std::path::PathBuf::from("./data/compactor")
         );
         assert_eq!(
             config.blocks_storage.filesystem_dir,
@@ -1771,6 +1855,9 @@ mod tests {
         // by name, it runs.
         let forwarding = run(load(&args(&[DOWNSTREAM]), &no_env));
         assert!(!forwarding.targets.contains(&Role::Store));
+        assert!(!forwarding.targets.contains(&Role::Compactor));
+        let error = load(&args(&["-compactor.block-ranges=2h,3h"]), &no_env).unwrap_err();
+        assert!(error.contains("not a larger multiple"), "{error}");
         let named = run(load(
             &args(&[DOWNSTREAM, "-target=query-frontend,querier,store"]),
             &no_env,

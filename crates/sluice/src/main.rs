@@ -1,9 +1,10 @@
 //! The `sluice` binary: one process, the roles chosen with `-target`.
 //!
 //! `all` (the default) runs a query-frontend, a querier that serves it
-//! in-process and the store (remote write into a WAL and a head the querier
-//! reads); `query-frontend`, `querier` and `store` run one role each so they
-//! can be scaled apart. See `sluice -help` and `sluice.example.yaml`.
+//! in-process, the store (remote write into a WAL and a head the querier
+//! reads) and the compactor (merging and expiring the bucket's blocks);
+//! `query-frontend`, `querier`, `store` and `compactor` run one role each so
+//! they can be scaled apart. See `sluice -help` and `sluice.example.yaml`.
 
 mod config;
 mod limits;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use config::{Config, Loaded, Role};
 use sluice_bucket::Bucket;
+use sluice_compactor::Compactor;
 use sluice_frontend::{Frontend, FrontendConfig};
 use sluice_metastore::Metastore;
 use sluice_querier::{
@@ -141,6 +143,7 @@ async fn querier_executor(
     registry: &prometheus::Registry,
     stop: watch::Receiver<bool>,
     store: Option<&Arc<Store>>,
+    compactor: Option<&Arc<Compactor>>,
 ) -> anyhow::Result<QuerierExecutor> {
     if !config.querier_downstream_url.is_empty() {
         let executor = PrometheusExecutor::with_options(
@@ -164,14 +167,20 @@ async fn querier_executor(
         .context("the first bucket sync failed")?;
     tracing::info!(bucket = metastore.bucket().name(), blocks = report.blocks, failed = report.failed, tenants = ?metastore.tenants(), "blocks loaded");
     tokio::spawn(Arc::clone(&metastore).run(config.bucket_sync_interval, stop));
-    if let Some(store) = store {
-        // Blocks the store cuts are queried at once, not a sync later.
-        let synced = Arc::clone(&metastore);
-        store.on_block(move || {
+    // Blocks the store cuts or the compactor merges or marks are seen
+    // (or left) at once, not a sync later.
+    let sync_now = |synced: Arc<Metastore>| {
+        move || {
             if let Err(error) = synced.sync() {
-                tracing::warn!(%error, "bucket sync after cutting a block failed");
+                tracing::warn!(%error, "bucket sync after a change of its blocks failed");
             }
-        });
+        }
+    };
+    if let Some(store) = store {
+        store.on_block(sync_now(Arc::clone(&metastore)));
+    }
+    if let Some(compactor) = compactor {
+        compactor.on_change(sync_now(Arc::clone(&metastore)));
     }
     let executor = EngineExecutor::new(metastore, config.querier_max_samples);
     Ok(QuerierExecutor::Engine(match store {
@@ -187,10 +196,12 @@ async fn start_querier(
     config: &Config,
     registry: &prometheus::Registry,
     frontend: Option<&Frontend>,
-    store: Option<&Arc<Store>>,
+    stores: (Option<&Arc<Store>>, Option<&Arc<Compactor>>),
     querier_stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<(prometheus::IntGauge, tokio::task::JoinHandle<()>)> {
-    let executor = querier_executor(config, registry, querier_stopped.clone(), store).await?;
+    let (store, compactor) = stores;
+    let executor =
+        querier_executor(config, registry, querier_stopped.clone(), store, compactor).await?;
     let local: Option<LocalConnect> = frontend.map(|frontend| {
         let frontend = frontend.clone();
         Arc::new(
@@ -330,6 +341,13 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         let interval = config.head_compaction_interval;
         tokio::spawn(Arc::clone(store).run_cutting(interval, stopped));
     }
+    let compactor = match config.targets.contains(&Role::Compactor) {
+        true => {
+            let bucket = Bucket::open(&config.blocks_storage, tokio::runtime::Handle::current())?;
+            Some(Compactor::new(config.compactor.clone(), bucket, &registry))
+        }
+        false => None,
+    };
 
     let (querier_stop, querier_stopped) = watch::channel(false);
     // How many frontends or schedulers the querier pulls from, read by a
@@ -341,12 +359,16 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
             &config,
             &registry,
             frontend.as_ref(),
-            store.as_ref(),
+            (store.as_ref(), compactor.as_ref()),
             querier_stopped,
         )
         .await?;
         querier_owners = Some(owners);
         querier_task = Some(task);
+    }
+    // Started once the querier listens for its changes.
+    if let Some(compactor) = &compactor {
+        tokio::spawn(Arc::clone(compactor).run(grpc_stopped.clone()));
     }
 
     let router = match (&frontend, &scheduler) {
@@ -435,10 +457,9 @@ async fn open_store(
     registry: &prometheus::Registry,
 ) -> anyhow::Result<Arc<Store>> {
     let mut store_config = config.store.clone();
-    // Blocks are cut into a filesystem bucket; over S3 the head keeps
-    // everything (uploading is not done yet).
-    if config.blocks_storage.backend == sluice_bucket::Backend::Filesystem {
-        store_config.blocks_dir = Some(config.blocks_storage.filesystem_dir.clone());
+    if config.has_bucket() {
+        let bucket = Bucket::open(&config.blocks_storage, tokio::runtime::Handle::current())?;
+        store_config.bucket = Some(bucket);
     }
     let registry = registry.clone();
     tokio::task::spawn_blocking(move || Store::open(store_config, &registry))

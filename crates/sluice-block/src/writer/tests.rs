@@ -107,6 +107,34 @@ fn a_written_block_reads_back_sample_for_sample() {
 }
 
 #[test]
+fn a_block_written_from_sorted_series_reads_back_and_bad_order_is_refused() {
+    let dir = temp_dir("sorted");
+    let (_, expected) = write_test_block(&dir.join("reference"));
+    let writer = BlockWriter::new().segment_size(4096);
+    let meta = writer
+        .write_sorted(&dir, expected.iter().cloned().map(Ok))
+        .unwrap();
+    let block = Block::open_dir(dir.join(meta.ulid.to_string())).unwrap();
+    assert_eq!(read_all(&block, &[], i64::MIN, i64::MAX, None), expected);
+    assert_eq!(meta.stats.num_series, 12);
+
+    let reversed = expected.iter().rev().cloned().map(Ok);
+    let error = BlockWriter::new().write_sorted(&dir, reversed).unwrap_err();
+    assert!(error.to_string().contains("in label order"), "{error}");
+    let failing = [
+        Ok(expected[0].clone()),
+        Err(Error::InvalidInput("gone".into())),
+    ];
+    assert!(BlockWriter::new().write_sorted(&dir, failing).is_err());
+    let empty = BlockWriter::new().write_sorted(&dir, std::iter::empty());
+    assert!(empty.is_err());
+    // The failed writes left nothing behind: only the two blocks.
+    let left = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(left, 2, "the reference folder and the sorted block");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn shards_partition_the_series() {
     let dir = temp_dir("shards");
     let (meta, expected) = write_test_block(&dir);

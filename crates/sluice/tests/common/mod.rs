@@ -463,18 +463,7 @@ pub mod compare;
 
 /// The bucket `blocks` of `moto`, as sluice's S3 backend reaches it.
 pub fn moto_bucket_config(moto: &sluice_testkit::MotoServer) -> sluice_bucket::BucketConfig {
-    sluice_bucket::BucketConfig {
-        backend: sluice_bucket::Backend::S3,
-        s3: sluice_bucket::S3Config {
-            endpoint: moto.endpoint(),
-            bucket_name: "blocks".into(),
-            access_key_id: "test".into(),
-            secret_access_key: "test".into(),
-            region: "us-east-1".into(),
-            insecure: true,
-        },
-        ..sluice_bucket::BucketConfig::default()
-    }
+    sluice_bucket::BucketConfig::s3_plain_http(moto.endpoint(), "blocks", "test", "test")
 }
 
 /// The flags that point sluice at the bucket of [`moto_bucket_config`].
