@@ -6,7 +6,10 @@
 //! Sample values are compared to 1e-9 relative because the engine adds with
 //! Kahan summation as Prometheus 3 does in `sum`, `avg` and the
 //! `*_over_time` functions, where 2.42 adds plainly, so the last digits can
-//! differ (`3.25` against 2.42's `3.249999999999999`).
+//! differ (`3.25` against 2.42's `3.249999999999999`). Where values cancel
+//! (an average of samples summing to zero) the residue is relative to the
+//! samples, not to the near-zero result (`0` against 2.42's `5.55e-17`), so
+//! values under 1 in size are compared to 1e-9 absolute instead.
 //!
 //! Annotations sluice adds and 2.42 lacks are collected, not failed:
 //! PromQL warnings and infos (`PromQL warning: ...`, `PromQL info: ...`)
@@ -325,11 +328,12 @@ fn annotation_kind(annotation: &str) -> String {
 }
 
 /// Whether two API answers agree: same structure and strings, numbers
-/// (sample values are strings in the API) within 1e-9 relative.
+/// (sample values are strings in the API) within 1e-9 relative (absolute
+/// under 1).
 pub fn same(got: &Value, want: &Value) -> bool {
     match (got, want) {
         (Value::String(a), Value::String(b)) => match (a.parse::<f64>(), b.parse::<f64>()) {
-            (Ok(x), Ok(y)) if a != b => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()),
+            (Ok(x), Ok(y)) if a != b => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
             _ => a == b,
         },
         (Value::Array(a), Value::Array(b)) => {
