@@ -11,6 +11,7 @@ use sluice_blockread::{
     BlockStorage, WatchSkipped, label_names, label_values, selector_matchers, series,
 };
 use sluice_engine::{Engine, EngineError, QueryOptions, QueryOutput, QueryValue};
+use sluice_limits::Overrides;
 use sluice_metastore::Metastore;
 use sluice_proto::{
     ApiResponse, ErrorType, Label, LabelSet, MetadataKind, MetadataQuery, QueryData, QueryKind,
@@ -27,6 +28,8 @@ pub struct EngineExecutor {
     max_samples: usize,
     /// The store's head, when the store runs in this process.
     head: Option<Arc<sluice_head::Head>>,
+    /// Each tenant's fetch limits; none, no limits.
+    limits: Option<Arc<Overrides>>,
 }
 
 impl EngineExecutor {
@@ -35,7 +38,15 @@ impl EngineExecutor {
             metastore,
             max_samples,
             head: None,
+            limits: None,
         }
+    }
+
+    /// Applies each tenant's `max_fetched_series_per_query` and
+    /// `max_fetched_chunk_bytes_per_query` in force to its queries.
+    pub fn with_limits(mut self, limits: Arc<Overrides>) -> EngineExecutor {
+        self.limits = Some(limits);
+        self
     }
 
     /// Reads the store's `head` too, merged with the blocks.
@@ -64,6 +75,16 @@ impl EngineExecutor {
         let blocks = BlockStorage::new(&self.metastore, tenant, i64::MIN, i64::MAX);
         let blocks = match &self.head {
             Some(head) => blocks.with_head(Arc::clone(head), tenant),
+            None => blocks,
+        };
+        let blocks = match &self.limits {
+            Some(limits) => {
+                let limits = &limits.tenant(tenant).limits;
+                blocks.with_fetch_limits(
+                    limits.max_fetched_series_per_query,
+                    limits.max_fetched_chunk_bytes_per_query,
+                )
+            }
             None => blocks,
         };
         let skipped = self.metastore.skipped(tenant, i64::MIN, i64::MAX);

@@ -495,3 +495,123 @@ async fn push_endpoints_answer_as_prometheus_and_mimir_do() {
     assert!(query("b", "m_b").await);
     assert_eq!(sluice.metric("sluice_discarded_samples_total").await, 1.0);
 }
+
+/// A remote-write body of one sample (at `at_ms`) for each of `jobs`.
+fn up_of(jobs: &[&str], at_ms: i64) -> Vec<u8> {
+    let timeseries = jobs
+        .iter()
+        .map(|job| TimeSeries {
+            labels: vec![
+                Label {
+                    name: "__name__".into(),
+                    value: "up".into(),
+                },
+                Label {
+                    name: "job".into(),
+                    value: (*job).into(),
+                },
+            ],
+            samples: vec![Sample {
+                timestamp: at_ms,
+                value: 1.0,
+            }],
+            ..TimeSeries::default()
+        })
+        .collect();
+    sluice_remotewrite::encode(&WriteRequest {
+        timeseries,
+        metadata: vec![],
+    })
+}
+
+/// `query` of `tenant` at `at_ms`: status and body.
+async fn tenant_query(base: &str, tenant: &str, query: &str, at_ms: i64) -> (u16, String) {
+    let params = sluice_testkit::form_urlencode(&[("query", query), ("time", &seconds(at_ms))]);
+    let (status, _, body) = sluice_testkit::http_get_with_headers(
+        &format!("{base}/api/v1/query?{params}"),
+        &[("X-Scope-OrgID", tenant)],
+    )
+    .await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_tenant_ingest_and_fetch_limits_change_while_sluice_runs() {
+    let dir = TempDir::new("sluice-ingest-limits").unwrap();
+    let file = dir.path().join("runtime.yaml");
+    std::fs::write(&file, "overrides:\n").unwrap();
+    let args = [
+        "-auth.multitenancy-enabled=true".to_owned(),
+        "-ingester.max-global-series-per-user=2".to_owned(),
+        format!("-runtime-config.file={}", file.display()),
+        "-runtime-config.reload-period=100ms".to_owned(),
+    ];
+    let sluice = start_sluice("ingest-limits", &args).await;
+    let client = client();
+    let url = format!("{}/api/v1/push", sluice.url());
+    let as_a = [("X-Scope-OrgID", "a")];
+    let now = now_ms();
+    let (status, text) = push_with(&client, &url, &as_a, up_of(&["x", "y", "z"], now))
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("per-user series limit of 2 exceeded (err-mimir-max-series-per-user)"),
+        "{text}"
+    );
+    assert_eq!(
+        sluice
+            .metric("sluice_discarded_samples_total{reason=\"per_user_series_limit\"}")
+            .await,
+        1.0
+    );
+    let (status, body) = tenant_query(&sluice.url(), "a", "count(up)", now).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"2\""),
+        "the two series under the limit: {body}"
+    );
+
+    std::fs::write(
+        &file,
+        "overrides:\n  a:\n    max_global_series_per_user: 10\n    max_fetched_series_per_query: 2\n  b:\n    ingestion_rate: 1\n    ingestion_burst_size: 2\n",
+    )
+    .unwrap();
+    let mut accepted = None;
+    for _ in 0..50 {
+        let answer = push_with(&client, &url, &as_a, up_of(&["z"], now + 1))
+            .await
+            .unwrap();
+        if answer.0 == 204 {
+            accepted = Some(answer);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(accepted.is_some(), "the raised series limit never applied");
+    let (status, body) = tenant_query(&sluice.url(), "a", "count(up)", now + 1).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body,
+        format!(
+            "{{\"status\":\"error\",\"errorType\":\"execution\",\"error\":\"{}\"}}",
+            sluice_blockread::series_message(2)
+        )
+    );
+    let (status, body) = tenant_query(&sluice.url(), "a", "up{job!=\"x\"}", now + 1).await;
+    assert_eq!(status, 200, "under the fetch limit: {body}");
+
+    let as_b = [("X-Scope-OrgID", "b")];
+    let (status, text) = push_with(&client, &url, &as_b, up_of(&["x", "y", "z"], now))
+        .await
+        .unwrap();
+    assert_eq!(status, 429, "b's burst is 2: {text}");
+    assert!(
+        text.contains("ingestion rate limit, set to 1 items/s with a maximum allowed burst of 2"),
+        "{text}"
+    );
+    let (status, text) = push_with(&client, &url, &as_b, up_of(&["x", "y"], now))
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{text}");
+}
