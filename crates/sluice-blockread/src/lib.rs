@@ -15,6 +15,7 @@
 //! series whose chunks overlap in time (overlapping blocks, out-of-order
 //! chunks) is decoded and merged here first.
 
+mod federated;
 mod fetch;
 mod head;
 mod metadata;
@@ -31,6 +32,9 @@ use sluice_engine::{
 };
 use sluice_metastore::{LoadedBlock, Metastore};
 
+pub use federated::{
+    Federated, ORIGINAL_TENANT_LABEL, TENANT_LABEL, split_tenant_matchers, with_tenant,
+};
 pub use fetch::{chunk_bytes_message, series_message};
 pub use metadata::{label_names, label_values, selector_matchers, series};
 pub use skipped::WatchSkipped;

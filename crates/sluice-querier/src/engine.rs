@@ -8,9 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_blockread::{
-    BlockStorage, WatchSkipped, label_names, label_values, selector_matchers, series,
+    BlockStorage, Federated, TENANT_LABEL, WatchSkipped, label_names, label_values,
+    selector_matchers, series, with_tenant,
 };
-use sluice_engine::{Engine, EngineError, QueryOptions, QueryOutput, QueryValue};
+use sluice_engine::{
+    Engine, EngineError, QueryOptions, QueryOutput, QueryValue, Shard, Storage, StoredSeries,
+};
 use sluice_limits::Overrides;
 use sluice_metastore::Metastore;
 use sluice_proto::{
@@ -70,8 +73,8 @@ impl EngineExecutor {
     /// `offset` and `@` reach outside the query's own range, and the
     /// storage skips blocks per selector. The blocks the metastore could
     /// not load are watched, so that a query reading over one warns that
-    /// its answer lacks them.
-    fn storage(&self, tenant: &str) -> Arc<WatchSkipped<BlockStorage>> {
+    /// its answer lacks them. The tenant's fetch limits apply.
+    fn tenant_storage(&self, tenant: &str) -> Watched {
         let blocks = BlockStorage::new(&self.metastore, tenant, i64::MIN, i64::MAX);
         let blocks = match &self.head {
             Some(head) => blocks.with_head(Arc::clone(head), tenant),
@@ -88,7 +91,127 @@ impl EngineExecutor {
             None => blocks,
         };
         let skipped = self.metastore.skipped(tenant, i64::MIN, i64::MAX);
-        Arc::new(WatchSkipped::new(blocks, skipped))
+        WatchSkipped::new(blocks, skipped)
+    }
+
+    /// The storage of `tenant`, or of each tenant of a federated id
+    /// (`a|b`, which only a frontend with federation enabled sends), each
+    /// with its own limits.
+    fn storage(&self, tenant: &str) -> Arc<QueryStorage> {
+        if !tenant.contains('|') {
+            return Arc::new(QueryStorage::One(self.tenant_storage(tenant)));
+        }
+        let tenants = tenant
+            .split('|')
+            .map(|one| (one.to_owned(), self.tenant_storage(one)))
+            .collect();
+        Arc::new(QueryStorage::Federated(Federated::new(tenants)))
+    }
+}
+
+type Watched = WatchSkipped<BlockStorage>;
+
+/// What one sub-query reads: one tenant's storage, or several federated.
+enum QueryStorage {
+    One(Watched),
+    Federated(Federated<Watched>),
+}
+
+impl QueryStorage {
+    /// Warnings for the skipped blocks the query's selections reached.
+    fn warnings(&self) -> Vec<String> {
+        match self {
+            QueryStorage::One(one) => one.warnings(),
+            QueryStorage::Federated(federated) => federated
+                .tenants()
+                .iter()
+                .flat_map(|(_, one)| one.warnings())
+                .collect(),
+        }
+    }
+}
+
+impl QueryStorage {
+    /// `series`, `labels` or `label/<name>/values`; federated, each
+    /// tenant's answer merged, its series labelled with the tenant.
+    fn metadata(&self, query: &MetadataQuery) -> Result<ResponseData, EngineError> {
+        let federated = match self {
+            QueryStorage::One(one) => return metadata(one.inner(), query),
+            QueryStorage::Federated(federated) => federated,
+        };
+        let mut series = Vec::new();
+        let mut strings = Vec::new();
+        for (tenant, one) in federated.tenants() {
+            match metadata(one.inner(), query)? {
+                ResponseData::Series(found) => {
+                    series.extend(found.series.iter().map(|set| labelled_set(set, tenant)))
+                }
+                ResponseData::Strings(found) => strings.extend(found.values),
+                _ => {}
+            }
+        }
+        let kind = MetadataKind::try_from(query.kind).unwrap_or(MetadataKind::Series);
+        match kind {
+            MetadataKind::LabelNames => strings.push(TENANT_LABEL.to_owned()),
+            MetadataKind::LabelValues if query.label_name == TENANT_LABEL => {
+                strings = federated
+                    .tenants()
+                    .iter()
+                    .map(|(tenant, _)| tenant.clone())
+                    .collect();
+            }
+            _ => {}
+        }
+        let limit = match query.limit {
+            0 => usize::MAX,
+            limit => limit as usize,
+        };
+        if kind == MetadataKind::Series {
+            series.sort_by(|a, b| {
+                let names = |set: &LabelSet| {
+                    set.labels
+                        .iter()
+                        .map(|label| (label.name.clone(), label.value.clone()))
+                        .collect::<Vec<_>>()
+                };
+                names(a).cmp(&names(b))
+            });
+            series.truncate(limit);
+            return Ok(ResponseData::Series(SeriesData { series }));
+        }
+        strings.sort();
+        strings.dedup();
+        strings.truncate(limit);
+        Ok(ResponseData::Strings(StringsData { values: strings }))
+    }
+}
+
+/// A series' label set as a federated answer shows it for `tenant`.
+fn labelled_set(set: &LabelSet, tenant: &str) -> LabelSet {
+    let own = sluice_engine::Labels::from_pairs(
+        set.labels
+            .iter()
+            .map(|label| (label.name.clone(), label.value.clone())),
+    );
+    LabelSet {
+        labels: labels(&with_tenant(&own, tenant)),
+    }
+}
+
+impl Storage for QueryStorage {
+    fn select(
+        &self,
+        matchers: &[promql_parser::label::Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        shard: Option<Shard>,
+    ) -> Result<Vec<StoredSeries>, EngineError> {
+        match self {
+            QueryStorage::One(one) => one.select(matchers, start_ms, end_ms, shard),
+            QueryStorage::Federated(federated) => {
+                federated.select(matchers, start_ms, end_ms, shard)
+            }
+        }
     }
 }
 
@@ -258,8 +381,11 @@ impl Executor for EngineExecutor {
                     query.start_ms.unwrap_or(i64::MIN),
                     query.end_ms.unwrap_or(i64::MAX),
                 );
-                let skipped = self.metastore.skipped(tenant, start, end);
-                match tokio::task::spawn_blocking(move || metadata(storage.inner(), &query)).await {
+                let skipped: Vec<_> = tenant
+                    .split('|')
+                    .flat_map(|one| self.metastore.skipped(one, start, end))
+                    .collect();
+                match tokio::task::spawn_blocking(move || storage.metadata(&query)).await {
                     Ok(Ok(data)) => {
                         let mut response = ApiResponse::success(data);
                         response.warnings = skipped.iter().map(|block| block.warning()).collect();

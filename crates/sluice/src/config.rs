@@ -475,6 +475,9 @@ pub(crate) static SETTINGS: &[Setting] = &[
     setting!(bool "auth.multitenancy-enabled", "auth.multitenancy_enabled", "false",
         "Require the X-Scope-OrgID header and keep tenants apart. When false every request belongs to tenant 'anonymous'.",
         |config, value| config.frontend.multitenancy_enabled = parse_bool(value)?),
+    setting!(bool "tenant-federation.enabled", "tenant_federation.enabled", "false",
+        "Whether a query may name several tenants in X-Scope-OrgID (a|b): it reads all of them and labels each series with __tenant_id__, as Mimir does. Writes always name one tenant.",
+        |config, value| config.frontend.tenant_federation_enabled = parse_bool(value)?),
     setting!(
         "query-frontend.max-outstanding-requests-per-tenant",
         "frontend.max_outstanding_requests_per_tenant",

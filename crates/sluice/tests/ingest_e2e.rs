@@ -500,23 +500,7 @@ async fn push_endpoints_answer_as_prometheus_and_mimir_do() {
 fn up_of(jobs: &[&str], at_ms: i64) -> Vec<u8> {
     let timeseries = jobs
         .iter()
-        .map(|job| TimeSeries {
-            labels: vec![
-                Label {
-                    name: "__name__".into(),
-                    value: "up".into(),
-                },
-                Label {
-                    name: "job".into(),
-                    value: (*job).into(),
-                },
-            ],
-            samples: vec![Sample {
-                timestamp: at_ms,
-                value: 1.0,
-            }],
-            ..TimeSeries::default()
-        })
+        .map(|job| up_series(&[("job", job)], at_ms))
         .collect();
     sluice_remotewrite::encode(&WriteRequest {
         timeseries,
@@ -571,6 +555,8 @@ async fn per_tenant_ingest_and_fetch_limits_change_while_sluice_runs() {
         body.contains("\"2\""),
         "the two series under the limit: {body}"
     );
+    let (status, body) = tenant_query(&sluice.url(), "a|b", "up", now).await;
+    assert_eq!(status, 400, "no federation without its flag: {body}");
 
     std::fs::write(
         &file,
@@ -614,4 +600,124 @@ async fn per_tenant_ingest_and_fetch_limits_change_while_sluice_runs() {
         .await
         .unwrap();
     assert_eq!(status, 204, "{text}");
+}
+
+/// One sample (at `at_ms`) of `up` with `labels` besides its name.
+fn up_series(labels: &[(&str, &str)], at_ms: i64) -> TimeSeries {
+    let mut all = vec![Label {
+        name: "__name__".into(),
+        value: "up".into(),
+    }];
+    all.extend(labels.iter().map(|(name, value)| Label {
+        name: (*name).into(),
+        value: (*value).into(),
+    }));
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    TimeSeries {
+        labels: all,
+        samples: vec![Sample {
+            timestamp: at_ms,
+            value: 1.0,
+        }],
+        ..TimeSeries::default()
+    }
+}
+
+/// A remote-write body of one `up` series with `labels` (besides its name).
+fn up_with(labels: &[(&str, &str)], at_ms: i64) -> Vec<u8> {
+    sluice_remotewrite::encode(&WriteRequest {
+        timeseries: vec![up_series(labels, at_ms)],
+        metadata: vec![],
+    })
+}
+
+/// The label sets of a query answer's `result`, as compact JSON.
+fn result_labels(body: &str) -> Vec<String> {
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    let mut found: Vec<String> = json["data"]["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a result: {body}"))
+        .iter()
+        .map(|series| series["metric"].to_string())
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federated_query_reads_every_tenant_and_labels_each_series() {
+    let args = [
+        "-auth.multitenancy-enabled=true".to_owned(),
+        "-tenant-federation.enabled=true".to_owned(),
+    ];
+    let sluice = start_sluice("federation", &args).await;
+    let client = client();
+    let url = format!("{}/api/v1/push", sluice.url());
+    let now = now_ms();
+    let pushes = [
+        ("a", up_with(&[("job", "x")], now)),
+        ("b", up_with(&[("job", "x")], now)),
+        ("b", up_with(&[("job", "y"), ("__tenant_id__", "old")], now)),
+        ("c", up_with(&[("job", "z")], now)),
+    ];
+    for (tenant, body) in pushes {
+        let answer = push_with(&client, &url, &[("X-Scope-OrgID", tenant)], body)
+            .await
+            .unwrap();
+        assert_eq!(answer.0, 204, "{tenant}: {}", answer.1);
+    }
+    let base = sluice.url();
+    let (status, body) = tenant_query(&base, "b|a", "up", now).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        result_labels(&body),
+        vec![
+            r#"{"__name__":"up","__tenant_id__":"a","job":"x"}"#,
+            r#"{"__name__":"up","__tenant_id__":"b","job":"x"}"#,
+            r#"{"__name__":"up","__tenant_id__":"b","job":"y","original___tenant_id__":"old"}"#,
+        ]
+    );
+    let (_, body) = tenant_query(&base, "a|b", "count by (__tenant_id__) (up)", now).await;
+    assert_eq!(
+        result_labels(&body),
+        vec![r#"{"__tenant_id__":"a"}"#, r#"{"__tenant_id__":"b"}"#]
+    );
+    let (_, body) = tenant_query(&base, "a|b|c", r#"up{__tenant_id__=~"a|c"}"#, now).await;
+    assert_eq!(
+        result_labels(&body),
+        vec![
+            r#"{"__name__":"up","__tenant_id__":"a","job":"x"}"#,
+            r#"{"__name__":"up","__tenant_id__":"c","job":"z"}"#,
+        ]
+    );
+    let (_, body) = tenant_query(&base, "a", "up", now).await;
+    assert_eq!(
+        result_labels(&body),
+        vec![r#"{"__name__":"up","job":"x"}"#],
+        "one tenant: no label added"
+    );
+    let (status, _, values) = sluice_testkit::http_get_with_headers(
+        &format!("{base}/api/v1/label/__tenant_id__/values"),
+        &[("X-Scope-OrgID", "a|b")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let values: serde_json::Value = serde_json::from_slice(&values).unwrap();
+    assert_eq!(values["data"], serde_json::json!(["a", "b"]));
+    let (status, _, series) = sluice_testkit::http_get_with_headers(
+        &format!("{base}/api/v1/series?match[]=up%7Bjob%3D%22x%22%7D"),
+        &[("X-Scope-OrgID", "a|b")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let series: serde_json::Value = serde_json::from_slice(&series).unwrap();
+    assert_eq!(
+        series["data"],
+        serde_json::json!([
+            {"__name__": "up", "__tenant_id__": "a", "job": "x"},
+            {"__name__": "up", "__tenant_id__": "b", "job": "x"},
+        ])
+    );
+    let (status, body) = tenant_query(&base, "a|b/c", "up", now).await;
+    assert_eq!(status, 400, "every tenant is checked: {body}");
 }
