@@ -147,7 +147,7 @@ async fn wait_for(condition: impl Fn() -> bool) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(sluice_testkit::fuzz_cases(300)))]
 
     /// Any text, or a good file with bytes changed, is parsed or refused,
     /// never a panic, and a refusal leaves the limits as they were.
@@ -170,12 +170,4 @@ proptest! {
             }
         }
     }
-}
-
-/// Cases per property: a few hundred in CI, more with `SLUICE_FUZZ_CASES`.
-fn cases() -> u32 {
-    std::env::var("SLUICE_FUZZ_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(300)
 }
