@@ -720,4 +720,50 @@ async fn a_federated_query_reads_every_tenant_and_labels_each_series() {
     );
     let (status, body) = tenant_query(&base, "a|b/c", "up", now).await;
     assert_eq!(status, 400, "every tenant is checked: {body}");
+    federated_range_answers_share_the_sorted_key(&sluice, &client, now).await;
+}
+
+/// Samples two hours old (past the cache's freshness window) for two new
+/// tenants: a range query of `d|e` is cached under the sorted set, so
+/// `e|d` is answered from it, and `d` alone is not.
+async fn federated_range_answers_share_the_sorted_key(
+    sluice: &SluiceProcess,
+    client: &Client,
+    now: i64,
+) {
+    let url = format!("{}/api/v1/push", sluice.url());
+    let old = now - 2 * 3_600_000;
+    for tenant in ["d", "e"] {
+        let body = up_with(&[("job", tenant)], old);
+        let answer = push_with(client, &url, &[("X-Scope-OrgID", tenant)], body)
+            .await
+            .unwrap();
+        assert_eq!(answer.0, 204, "{}", answer.1);
+    }
+    let range = |tenant: &'static str| async move {
+        let params = sluice_testkit::form_urlencode(&[
+            ("query", "count by (__tenant_id__) (up)"),
+            ("start", &seconds(old - 600_000)),
+            ("end", &seconds(old + 60_000)),
+            ("step", "60"),
+        ]);
+        let (status, _, body) = sluice_testkit::http_get_with_headers(
+            &format!("{}/api/v1/query_range?{params}", sluice.url()),
+            &[("X-Scope-OrgID", tenant)],
+        )
+        .await;
+        assert_eq!(status, 200, "{tenant}");
+        String::from_utf8(body).unwrap()
+    };
+    let reused = || async {
+        sluice.metric("sluice_answer_memo_hits_total").await
+            + sluice.metric("sluice_results_cache_hit_bytes_total").await
+    };
+    let first = range("d|e").await;
+    assert_eq!(result_labels(&first).len(), 2, "{first}");
+    let before = reused().await;
+    assert_eq!(range("e|d").await, first);
+    assert!(reused().await > before, "e|d was computed again");
+    let alone = range("d").await;
+    assert_eq!(result_labels(&alone), vec!["{}"], "{alone}");
 }
