@@ -217,7 +217,16 @@ async fn a_federated_item_is_charged_to_each_of_its_tenants() {
     assert_eq!(refused("b"), EnqueueError::TooManyRequests);
     assert_eq!(refused("b|c"), EnqueueError::TooManyRequests);
     push(&q, "c", 4);
-    assert_eq!(q.len(), 4, "a refused new tenant leaves nothing behind");
+    let tenants: Vec<String> = q
+        .tenant_lengths()
+        .iter()
+        .map(|(tenant, _)| tenant.to_string())
+        .collect();
+    assert_eq!(
+        tenants,
+        vec!["a", "a|b", "b", "c"],
+        "a refused new tenant (a|c, b|c) leaves no empty queue behind"
+    );
     assert_eq!(next(&q, &h).await, ("a".into(), 1));
     assert_eq!(next(&q, &h).await, ("a|b".into(), 2));
     push(&q, "a|c", 5);
