@@ -7,9 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use promql_parser::label::Matcher;
 use sluice_blockread::{
     BlockStorage, Federated, TENANT_LABEL, WatchSkipped, label_names, label_values,
-    selector_matchers, series, with_tenant,
+    selector_matchers, series, split_tenant_matchers, with_tenant,
 };
 use sluice_engine::{
     Engine, EngineError, QueryOptions, QueryOutput, QueryValue, Shard, Storage, StoredSeries,
@@ -139,10 +140,16 @@ impl QueryStorage {
             QueryStorage::One(one) => return metadata(one.inner(), query),
             QueryStorage::Federated(federated) => federated,
         };
+        let selectors = selectors(query)?;
         let mut series = Vec::new();
         let mut strings = Vec::new();
+        let mut read = Vec::new();
         for (tenant, one) in federated.tenants() {
-            match metadata(one.inner(), query)? {
+            let Some(own) = tenant_selectors(&selectors, tenant) else {
+                continue;
+            };
+            read.push(tenant.clone());
+            match metadata_over(one.inner(), query, &own)? {
                 ResponseData::Series(found) => {
                     series.extend(found.series.iter().map(|set| labelled_set(set, tenant)))
                 }
@@ -153,13 +160,7 @@ impl QueryStorage {
         let kind = MetadataKind::try_from(query.kind).unwrap_or(MetadataKind::Series);
         match kind {
             MetadataKind::LabelNames => strings.push(TENANT_LABEL.to_owned()),
-            MetadataKind::LabelValues if query.label_name == TENANT_LABEL => {
-                strings = federated
-                    .tenants()
-                    .iter()
-                    .map(|(tenant, _)| tenant.clone())
-                    .collect();
-            }
+            MetadataKind::LabelValues if query.label_name == TENANT_LABEL => strings = read,
             _ => {}
         }
         let limit = match query.limit {
@@ -186,6 +187,20 @@ impl QueryStorage {
     }
 }
 
+/// The selectors `tenant` is read with: those whose `__tenant_id__`
+/// matchers it passes, without them; `None` when no selector keeps it.
+fn tenant_selectors(selectors: &[Vec<Matcher>], tenant: &str) -> Option<Vec<Vec<Matcher>>> {
+    let kept: Vec<Vec<Matcher>> = selectors
+        .iter()
+        .filter_map(|set| {
+            let (on_tenant, others) = split_tenant_matchers(set);
+            let passes = on_tenant.iter().all(|matcher| matcher.is_match(tenant));
+            passes.then_some(others)
+        })
+        .collect();
+    (selectors.is_empty() || !kept.is_empty()).then_some(kept)
+}
+
 /// A series' label set as a federated answer shows it for `tenant`.
 fn labelled_set(set: &LabelSet, tenant: &str) -> LabelSet {
     let own = sluice_engine::Labels::from_pairs(
@@ -201,7 +216,7 @@ fn labelled_set(set: &LabelSet, tenant: &str) -> LabelSet {
 impl Storage for QueryStorage {
     fn select(
         &self,
-        matchers: &[promql_parser::label::Matcher],
+        matchers: &[Matcher],
         start_ms: i64,
         end_ms: i64,
         shard: Option<Shard>,
@@ -310,10 +325,24 @@ fn answered(outcome: Result<QueryOutput, EngineError>, skipped: Vec<String>) -> 
 
 /// `series`, `labels` or `label/<name>/values` over `storage`.
 fn metadata(storage: &BlockStorage, query: &MetadataQuery) -> Result<ResponseData, EngineError> {
+    metadata_over(storage, query, &selectors(query)?)
+}
+
+/// Every `match[]` of `query`, each a set of matchers.
+fn selectors(query: &MetadataQuery) -> Result<Vec<Vec<Matcher>>, EngineError> {
     let mut selectors = Vec::new();
     for text in &query.matchers {
         selectors.extend(selector_matchers(text)?);
     }
+    Ok(selectors)
+}
+
+/// [`metadata`] with the selectors already parsed.
+fn metadata_over(
+    storage: &BlockStorage,
+    query: &MetadataQuery,
+    selectors: &[Vec<Matcher>],
+) -> Result<ResponseData, EngineError> {
     let start = query.start_ms.unwrap_or(i64::MIN);
     let end = query.end_ms.unwrap_or(i64::MAX);
     let limit = |length: usize| match query.limit {
@@ -327,7 +356,7 @@ fn metadata(storage: &BlockStorage, query: &MetadataQuery) -> Result<ResponseDat
     };
     Ok(match kind {
         MetadataKind::Series => {
-            let mut found = series(storage, &selectors, start, end)?;
+            let mut found = series(storage, selectors, start, end)?;
             found.truncate(limit(found.len()));
             let series = found
                 .iter()
@@ -343,11 +372,11 @@ fn metadata(storage: &BlockStorage, query: &MetadataQuery) -> Result<ResponseDat
                 .collect();
             ResponseData::Series(SeriesData { series })
         }
-        MetadataKind::LabelNames => strings(label_names(storage, &selectors, start, end)?),
+        MetadataKind::LabelNames => strings(label_names(storage, selectors, start, end)?),
         MetadataKind::LabelValues => strings(label_values(
             storage,
             &query.label_name,
-            &selectors,
+            selectors,
             start,
             end,
         )?),

@@ -631,6 +631,17 @@ fn up_with(labels: &[(&str, &str)], at_ms: i64) -> Vec<u8> {
     })
 }
 
+/// `path` of tenants a and b federated: a 200 answer's JSON.
+async fn federated_get(base: &str, path: &str) -> serde_json::Value {
+    let (status, _, body) = sluice_testkit::http_get_with_headers(
+        &format!("{base}{path}"),
+        &[("X-Scope-OrgID", "a|b")],
+    )
+    .await;
+    assert_eq!(status, 200, "{path}");
+    serde_json::from_slice(&body).unwrap()
+}
+
 /// The label sets of a query answer's `result`, as compact JSON.
 fn result_labels(body: &str) -> Vec<String> {
     let json: serde_json::Value = serde_json::from_str(body).unwrap();
@@ -696,27 +707,31 @@ async fn a_federated_query_reads_every_tenant_and_labels_each_series() {
         vec![r#"{"__name__":"up","job":"x"}"#],
         "one tenant: no label added"
     );
-    let (status, _, values) = sluice_testkit::http_get_with_headers(
-        &format!("{base}/api/v1/label/__tenant_id__/values"),
-        &[("X-Scope-OrgID", "a|b")],
-    )
-    .await;
-    assert_eq!(status, 200);
-    let values: serde_json::Value = serde_json::from_slice(&values).unwrap();
+    let values = federated_get(&base, "/api/v1/label/__tenant_id__/values").await;
     assert_eq!(values["data"], serde_json::json!(["a", "b"]));
-    let (status, _, series) = sluice_testkit::http_get_with_headers(
-        &format!("{base}/api/v1/series?match[]=up%7Bjob%3D%22x%22%7D"),
-        &[("X-Scope-OrgID", "a|b")],
-    )
-    .await;
-    assert_eq!(status, 200);
-    let series: serde_json::Value = serde_json::from_slice(&series).unwrap();
+    let series = federated_get(&base, "/api/v1/series?match[]=up%7Bjob%3D%22x%22%7D").await;
     assert_eq!(
         series["data"],
         serde_json::json!([
             {"__name__": "up", "__tenant_id__": "a", "job": "x"},
             {"__name__": "up", "__tenant_id__": "b", "job": "x"},
         ])
+    );
+    let chosen = federated_get(
+        &base,
+        "/api/v1/series?match[]=up%7B__tenant_id__%3D%22b%22%7D",
+    )
+    .await;
+    let tenants: Vec<&str> = chosen["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|series| series["__tenant_id__"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tenants,
+        vec!["b", "b"],
+        "a matcher on __tenant_id__ chooses"
     );
     let (status, body) = tenant_query(&base, "a|b/c", "up", now).await;
     assert_eq!(status, 400, "every tenant is checked: {body}");
