@@ -882,7 +882,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        #![proptest_config(ProptestConfig::with_cases(sluice_testkit::fuzz_cases(256)))]
 
         #[test]
         fn any_samples_round_trip(samples in arbitrary_samples()) {

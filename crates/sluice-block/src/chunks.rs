@@ -594,7 +594,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        #![proptest_config(ProptestConfig::with_cases(sluice_testkit::fuzz_cases(256)))]
 
         #[test]
         fn mutated_segments_never_panic(

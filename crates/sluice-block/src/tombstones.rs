@@ -195,7 +195,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        #![proptest_config(ProptestConfig::with_cases(sluice_testkit::fuzz_cases(256)))]
 
         #[test]
         fn mutated_tombstones_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64), crc_ok in any::<bool>()) {

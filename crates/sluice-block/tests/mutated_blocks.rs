@@ -103,7 +103,7 @@ fn the_pristine_block_reads_whole() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(sluice_testkit::fuzz_cases(512)))]
 
     #[test]
     fn damaged_blocks_never_panic(

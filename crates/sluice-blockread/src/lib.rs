@@ -15,6 +15,8 @@
 //! series whose chunks overlap in time (overlapping blocks, out-of-order
 //! chunks) is decoded and merged here first.
 
+mod federated;
+mod fetch;
 mod head;
 mod metadata;
 mod skipped;
@@ -30,6 +32,10 @@ use sluice_engine::{
 };
 use sluice_metastore::{LoadedBlock, Metastore};
 
+pub use federated::{
+    Federated, ORIGINAL_TENANT_LABEL, TENANT_LABEL, split_tenant_matchers, with_tenant,
+};
+pub use fetch::{chunk_bytes_message, series_message};
 pub use metadata::{label_names, label_values, selector_matchers, series};
 pub use skipped::WatchSkipped;
 
@@ -39,19 +45,32 @@ pub use skipped::WatchSkipped;
 pub struct BlockStorage {
     blocks: Vec<Arc<LoadedBlock>>,
     head: Option<head::HeadView>,
+    /// The query's fetch limits; none, nothing is counted.
+    budget: Option<fetch::FetchBudget>,
 }
 
 impl BlockStorage {
     /// The blocks of `tenant` overlapping `[min_time, max_time]` (ms).
     pub fn new(metastore: &Metastore, tenant: &str, min_time: i64, max_time: i64) -> BlockStorage {
-        BlockStorage {
-            blocks: metastore.blocks(tenant, min_time, max_time),
-            head: None,
-        }
+        BlockStorage::from_blocks(metastore.blocks(tenant, min_time, max_time))
     }
 
     pub fn from_blocks(blocks: Vec<Arc<LoadedBlock>>) -> BlockStorage {
-        BlockStorage { blocks, head: None }
+        BlockStorage {
+            blocks,
+            head: None,
+            budget: None,
+        }
+    }
+
+    /// Fails the query once its selections have fetched more than
+    /// `max_series` distinct series or `max_chunk_bytes` bytes of chunks
+    /// (0: no limit), with Mimir's messages.
+    pub fn with_fetch_limits(mut self, max_series: usize, max_chunk_bytes: usize) -> BlockStorage {
+        if max_series > 0 || max_chunk_bytes > 0 {
+            self.budget = Some(fetch::FetchBudget::new(max_series, max_chunk_bytes));
+        }
+        self
     }
 
     /// Reads `tenant`'s series in `head` too, merged with the blocks'.
@@ -299,6 +318,21 @@ fn gather_block(
     Ok(())
 }
 
+/// A gathered series' labels and chunk bytes, if the query reads it.
+fn fetched(series: &Merged) -> Option<(&sluice_engine::Labels, usize)> {
+    let labels = series.engine_labels.as_ref()?;
+    let gathered = &series.gathered;
+    if gathered.chunks.is_empty() && gathered.histogram_times.is_empty() {
+        return None;
+    }
+    let bytes = gathered
+        .chunks
+        .iter()
+        .map(|(chunk, _)| chunk.chunk.data().len())
+        .sum();
+    Some((labels, bytes))
+}
+
 impl Storage for BlockStorage {
     fn select(
         &self,
@@ -315,6 +349,9 @@ impl Storage for BlockStorage {
         }
         if let Some(head) = &self.head {
             head.gather(&matchers, (start_ms, end_ms), shard, &mut merged);
+        }
+        if let Some(budget) = &self.budget {
+            budget.charge(merged.iter().filter_map(fetched))?;
         }
         let mut out = Vec::with_capacity(merged.len());
         for series in merged {

@@ -265,3 +265,46 @@ fn the_head_and_blocks_read_as_one_store_without_double_counting() {
         vec!["a", "h"]
     );
 }
+
+#[test]
+fn fetch_limits_fail_a_query_with_mimirs_messages() {
+    let runtime = sluice_testkit::io_runtime();
+    let dir = TempDir::new("blockread-fetch").unwrap();
+    let data: Data = ["a", "b", "c"]
+        .iter()
+        .map(|job| {
+            let labels = Labels::from_pairs(&[("__name__", "x"), ("job", job)]);
+            (labels, samples(0, HOUR, |_| 1.0))
+        })
+        .collect();
+    write(dir.path(), &data, &[]);
+    let run = |query: &str, max_series: usize, max_bytes: usize| {
+        let storage = storage_over(dir.path(), &runtime).with_fetch_limits(max_series, max_bytes);
+        Engine::new()
+            .instant(&storage, query, HOUR - 1, &QueryOptions::default())
+            .map(|output| output.value)
+    };
+    let too_many = run("x", 2, 0).unwrap_err();
+    assert_eq!(too_many.error_type(), "execution");
+    assert_eq!(too_many.to_string(), series_message(2));
+    assert!(
+        series_message(2).starts_with(
+            "the query exceeded the maximum number of series (limit: 2 series) (err-mimir-max-series-per-query)."
+        )
+    );
+    assert!(run("x{job='a'} + x{job='b'}", 2, 0).is_ok());
+    assert!(
+        run("x{job='a'} or x{job=~'a|b'}", 2, 0).is_ok(),
+        "a series read twice counts once"
+    );
+    assert!(run("x", 3, 0).is_ok());
+    assert!(run("x", 0, 0).is_ok(), "0 is no limit");
+
+    let bytes = run("x", 0, 1).unwrap_err();
+    assert_eq!(bytes.to_string(), chunk_bytes_message(1));
+    assert!(
+        chunk_bytes_message(1).contains("(limit: 1 bytes) (err-mimir-max-chunks-bytes-per-query)")
+    );
+    assert!(run("nothing", 0, 1).is_ok(), "no chunks fetched");
+    assert!(run("x", 0, 1 << 20).is_ok());
+}

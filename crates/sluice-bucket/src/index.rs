@@ -91,7 +91,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+        #![proptest_config(proptest::test_runner::Config::with_cases(sluice_testkit::fuzz_cases(256)))]
 
         /// Whatever blocks and marks an index lists, in any order and with
         /// fields sluice does not read, the live blocks are the listed ones

@@ -25,7 +25,7 @@ use crate::chunks::Chunks;
 use crate::compression;
 use crate::request::{Answer, CacheControl, EncodedBody, QueryStats, Request};
 use crate::stages::dispatch::humanize;
-use crate::tenant::tenant_of;
+use crate::tenant::query_tenant_of;
 
 #[derive(Clone)]
 struct AppState {
@@ -364,8 +364,12 @@ async fn parse_request(
         let message = format!("method {} not allowed", parts.method);
         return Err(Refused::Error(405, ErrorType::BadData, message));
     }
-    let tenant =
-        tenant_of(&parts.headers, inner.config.multitenancy_enabled).map_err(Refused::from)?;
+    let tenant = query_tenant_of(
+        &parts.headers,
+        inner.config.multitenancy_enabled,
+        inner.config.tenant_federation_enabled,
+    )
+    .map_err(Refused::from)?;
     let form = read_form(inner, &parts, body).await?;
     check_expression_sizes(inner, &form, route).map_err(Refused::from)?;
     let limits = inner.overrides.tenant(&tenant);

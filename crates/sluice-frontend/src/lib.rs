@@ -53,13 +53,16 @@ pub use sluice_plan::RangeBoundaries;
 use stages::dispatch::DispatchStage;
 use stages::results_cache::ResultsCache;
 pub use stages::results_cache::ResultsCacheConfig;
-pub use tenant::{ANONYMOUS, tenant_of};
+pub use tenant::{ANONYMOUS, query_tenant_of, tenant_of};
 
 /// How a frontend is set up.
 #[derive(Clone, Debug)]
 pub struct FrontendConfig {
     /// When false every request belongs to tenant `anonymous`.
     pub multitenancy_enabled: bool,
+    /// `-tenant-federation.enabled`: `X-Scope-OrgID: a|b` queries both
+    /// tenants, each series labelled `__tenant_id__`.
+    pub tenant_federation_enabled: bool,
     /// Sub-queries queued per tenant before clients get 429.
     pub max_outstanding_per_tenant: usize,
     /// A tenant's share of queriers (0 = all): shuffle sharding.
@@ -150,6 +153,7 @@ impl Default for FrontendConfig {
     fn default() -> Self {
         FrontendConfig {
             multitenancy_enabled: false,
+            tenant_federation_enabled: false,
             max_outstanding_per_tenant: 100,
             max_queriers_per_tenant: 0,
             reserved_querier_slots: QueueConfig::default().reserved_slots,

@@ -349,7 +349,7 @@ impl SchedulerPool {
         }
         let entry = pending.remove(&result.query_id).expect("present");
         drop(pending);
-        let _ = entry.reply.send(Outcome::Answered(result));
+        let _ = entry.reply.send(Outcome::Answered(result.checked()));
         Ok(())
     }
 

@@ -32,6 +32,37 @@ pub fn tenant_of(
     Ok(tenant.to_owned())
 }
 
+/// The tenant of a query. With `federation` on, a header naming several
+/// tenants (`a|b`, Mimir's separator) is a federated query of all of them:
+/// each is checked as one tenant, and the id is their sorted, deduplicated
+/// set, so `b|a` and `a|b|a` share cache entries and limits with `a|b`.
+pub fn query_tenant_of(
+    headers: &http::HeaderMap,
+    multitenancy_enabled: bool,
+    federation: bool,
+) -> Result<String, ApiError> {
+    let federated = federation
+        && multitenancy_enabled
+        && headers
+            .get(TENANT_HEADER)
+            .is_some_and(|value| value.as_bytes().contains(&b'|'));
+    if !federated {
+        return tenant_of(headers, multitenancy_enabled);
+    }
+    let Ok(value) = headers[TENANT_HEADER].to_str() else {
+        return Err(ApiError::bad_data(
+            "tenant ID contains characters that are not allowed",
+        ));
+    };
+    let mut tenants: Vec<&str> = value.split('|').collect();
+    for tenant in &tenants {
+        validate_tenant(tenant)?;
+    }
+    tenants.sort_unstable();
+    tenants.dedup();
+    Ok(tenants.join("|"))
+}
+
 /// Mimir's rules: a tenant id is a path segment in object storage and a
 /// label value, so it is short and made of safe characters only.
 fn validate_tenant(tenant: &str) -> Result<(), ApiError> {
@@ -75,6 +106,26 @@ mod tests {
             ANONYMOUS
         );
         assert_eq!(tenant_of(&headers(None), false).unwrap(), ANONYMOUS);
+    }
+
+    #[test]
+    fn a_federated_id_is_the_sorted_set_of_valid_tenants() {
+        let federated = |value: &str, federation: bool| {
+            query_tenant_of(&headers(Some(value)), true, federation)
+        };
+        assert_eq!(federated("b|a|b", true).unwrap(), "a|b");
+        assert_eq!(federated("a|a", true).unwrap(), "a");
+        assert_eq!(federated("team-a", true).unwrap(), "team-a");
+        for bad in ["a|", "|a", "a||b", "a|x y"] {
+            let error = federated(bad, true).unwrap_err();
+            assert!(matches!(error.http_status(), 400 | 401), "{bad:?}");
+        }
+        let refused = federated("a|b", false).unwrap_err();
+        assert_eq!(refused.http_status(), 400, "without federation, as before");
+        assert_eq!(
+            query_tenant_of(&headers(Some("a|b")), false, true).unwrap(),
+            ANONYMOUS
+        );
     }
 
     #[test]

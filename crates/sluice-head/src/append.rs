@@ -31,6 +31,8 @@ pub enum Rejection {
     TooOld,
     /// A different value at a timestamp already stored.
     DuplicateTimestamp,
+    /// A new series beyond the tenant's series limit (the limit).
+    SeriesLimit(usize),
 }
 
 /// A refused sample: which series of the batch, and when.
@@ -49,12 +51,21 @@ impl Rejected {
             Rejection::OutOfBounds => ("its timestamp is too old".to_owned(), "sample-timestamp-too-old"),
             Rejection::TooOld => (format!("another sample with a more recent timestamp has already been ingested and this sample is beyond the out-of-order time window of {}ms", options.out_of_order_window_ms), "sample-timestamp-too-old"),
             Rejection::DuplicateTimestamp => ("another sample with the same timestamp, but a different value, has already been ingested".to_owned(), "sample-duplicate-timestamp"),
+            // Mimir names no series here: the limit is the tenant's, not the series'.
+            Rejection::SeriesLimit(limit) => return series_limit_message(limit),
         };
         format!(
             "the sample has been rejected because {cause} (err-mimir-{id}). The affected sample has timestamp {} and is from series {labels}",
             self.timestamp
         )
     }
+}
+
+/// The message a write over the tenant's series limit gets, Mimir's words.
+pub fn series_limit_message(limit: usize) -> String {
+    format!(
+        "per-user series limit of {limit} exceeded (err-mimir-max-series-per-user). To adjust the related per-tenant limit, configure -ingester.max-global-series-per-user, or contact your service administrator."
+    )
 }
 
 /// What one append did.
@@ -86,6 +97,8 @@ struct Target {
     last_bits: u64,
     /// Accepted: (t, value bits, in order).
     accepted: Vec<(i64, u64, bool)>,
+    /// A new series the tenant's series limit leaves no room for.
+    over_limit: bool,
 }
 
 impl Target {
@@ -97,6 +110,9 @@ impl Target {
     }
 
     fn decide(&self, data: Option<&SeriesData>, t: i64, bits: u64, bounds: &Bounds) -> Decision {
+        if self.over_limit {
+            return Decision::Refuse(Rejection::SeriesLimit(bounds.max_series));
+        }
         if t > self.max_t {
             return match t < bounds.in_order_floor {
                 true => Decision::Refuse(Rejection::OutOfBounds),
@@ -123,13 +139,17 @@ impl Target {
 
 /// A tenant's limits for one batch, fixed at its start.
 struct Bounds {
+    /// The tenant's series limit (0: none) and the new series it still
+    /// allows in this batch.
+    max_series: usize,
+    series_room: usize,
     window_ms: i64,
     in_order_floor: i64,
     out_of_order_floor: i64,
 }
 
 impl Bounds {
-    fn new(state: &AppendState, options: &HeadOptions) -> Bounds {
+    fn new(state: &AppendState, options: &HeadOptions, limit: SeriesLimit) -> Bounds {
         let behind = |distance: i64| match state.max_t {
             i64::MIN => i64::MIN,
             max_t => max_t.saturating_sub(distance),
@@ -139,6 +159,8 @@ impl Bounds {
             _ => state.floor,
         };
         Bounds {
+            max_series: limit.max_series,
+            series_room: limit.max_series.saturating_sub(limit.current),
             window_ms: options.out_of_order_window_ms,
             in_order_floor,
             out_of_order_floor: behind(options.out_of_order_window_ms).max(state.floor),
@@ -170,6 +192,11 @@ impl Plan {
             let data = series.data();
             (data.max_t, data.last_bits)
         });
+        // Replay (a reference given) re-creates what was once accepted.
+        let over_limit = existing.is_none()
+            && reference.is_none()
+            && self.bounds.max_series > 0
+            && !self.take_series_room();
         let reference = match (&existing, reference) {
             (Some(series), _) => series.reference,
             (None, Some(reference)) => reference,
@@ -182,10 +209,21 @@ impl Plan {
             max_t,
             last_bits,
             accepted: Vec::new(),
+            over_limit,
         });
         self.by_labels
             .insert(labels.clone(), self.targets.len() - 1);
         self.targets.len() - 1
+    }
+
+    fn take_series_room(&mut self) -> bool {
+        match self.bounds.series_room.checked_sub(1) {
+            Some(left) => {
+                self.bounds.series_room = left;
+                true
+            }
+            None => false,
+        }
     }
 
     fn sample(&mut self, target: usize, series: usize, t: i64, value: f64) {
@@ -237,13 +275,20 @@ impl Plan {
     }
 }
 
+/// A tenant's series limit as one batch sees it.
+#[derive(Clone, Copy, Default)]
+struct SeriesLimit {
+    max_series: usize,
+    current: usize,
+}
+
 impl Head {
-    fn plan(&self, state: &AppendState) -> Plan {
+    fn plan(&self, state: &AppendState, limit: SeriesLimit) -> Plan {
         Plan {
             targets: Vec::new(),
             by_labels: HashMap::new(),
             outcome: AppendOutcome::default(),
-            bounds: Bounds::new(state, &self.options),
+            bounds: Bounds::new(state, &self.options, limit),
         }
     }
 
@@ -257,12 +302,34 @@ impl Head {
         batch: &[AppendSeries],
         log: impl FnOnce(&Entry) -> Result<T, E>,
     ) -> Result<(AppendOutcome, T), E> {
+        self.append_limited(tenant, batch, 0, log)
+    }
+
+    /// [`Head::append`] with at most `max_series` series for the tenant
+    /// (0: no limit): the samples of a new series beyond it are refused
+    /// ([`Rejection::SeriesLimit`]), those of existing series still taken.
+    pub fn append_limited<T, E>(
+        &self,
+        tenant: &str,
+        batch: &[AppendSeries],
+        max_series: usize,
+        log: impl FnOnce(&Entry) -> Result<T, E>,
+    ) -> Result<(AppendOutcome, T), E> {
         let tenant_head = self.tenant_or_new(tenant);
         let mut state = tenant_head
             .append
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let mut plan = self.plan(&state);
+        // Counted under the append lock: no other writer of the tenant
+        // creates series meanwhile.
+        let limit = SeriesLimit {
+            max_series,
+            current: match max_series {
+                0 => 0,
+                _ => tenant_head.read_index().by_labels.len(),
+            },
+        };
+        let mut plan = self.plan(&state, limit);
         for (position, series) in batch.iter().enumerate() {
             let target = plan.target(self, &tenant_head, &series.labels, None);
             for (t, value) in &series.samples {
@@ -281,7 +348,7 @@ impl Head {
             .append
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let mut plan = self.plan(&state);
+        let mut plan = self.plan(&state, SeriesLimit::default());
         for (reference, pairs) in &entry.series {
             let labels = Labels::new(
                 pairs

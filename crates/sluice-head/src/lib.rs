@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use sluice_block::{Labels, Matcher};
 
-pub use append::{AppendOutcome, AppendSeries, Rejected, Rejection};
+pub use append::{AppendOutcome, AppendSeries, Rejected, Rejection, series_limit_message};
 pub use series::{HeadChunk, MemSeries};
 
 /// How the head accepts samples.

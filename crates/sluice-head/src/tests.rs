@@ -247,3 +247,49 @@ fn cutting_hands_over_the_oldest_samples_and_closes_their_range() {
     );
     assert_eq!((outcome.accepted, outcome.rejected.len()), (1, 1));
 }
+
+#[test]
+fn new_series_beyond_the_limit_are_refused_and_existing_ones_still_grow() {
+    let head = Head::new(HeadOptions::default());
+    let limited = |batch: &[AppendSeries], max_series: usize| {
+        head.append_limited("t", batch, max_series, |_| Ok::<(), ()>(()))
+            .unwrap()
+            .0
+    };
+    let first = limited(&[series("a", &[(0, 1.0)]), series("b", &[(0, 1.0)])], 3);
+    assert_eq!((first.accepted, first.created_series), (2, 2));
+    let batch = [
+        series("a", &[(MINUTE, 2.0)]),
+        series("c", &[(MINUTE, 1.0)]),
+        series("d", &[(MINUTE, 1.0), (2 * MINUTE, 2.0)]),
+    ];
+    let second = limited(&batch, 3);
+    assert_eq!((second.accepted, second.created_series), (2, 1));
+    let refused: Vec<(Rejection, usize)> = second
+        .rejected
+        .iter()
+        .map(|rejected| (rejected.rejection, rejected.series))
+        .collect();
+    assert_eq!(
+        refused,
+        vec![
+            (Rejection::SeriesLimit(3), 2),
+            (Rejection::SeriesLimit(3), 2)
+        ]
+    );
+    assert!(samples(&head, "d").is_empty());
+    assert_eq!(
+        second.rejected[0].message(&labels("d", "a"), &HeadOptions::default()),
+        "per-user series limit of 3 exceeded (err-mimir-max-series-per-user). To adjust the related per-tenant limit, configure -ingester.max-global-series-per-user, or contact your service administrator."
+    );
+    // A raised limit lets it in; no limit (0) never refuses.
+    assert_eq!(
+        limited(&[series("d", &[(MINUTE, 1.0)])], 4).created_series,
+        1
+    );
+    assert_eq!(
+        limited(&[series("e", &[(MINUTE, 1.0)])], 0).created_series,
+        1
+    );
+    assert_eq!(head.series_count("t"), 5);
+}

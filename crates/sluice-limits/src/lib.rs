@@ -101,7 +101,7 @@ pub struct Tenant {
     blocked: Vec<Blocker>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Blocker {
     Exact(String),
     Regex(regex::Regex),
@@ -165,6 +165,41 @@ pub fn blocked_message(rule: &BlockedQuery) -> String {
     message
 }
 
+/// The smallest non-zero of `values` (0 when all are 0: no limit).
+fn smallest_limit<T: PartialOrd + Default + Copy>(values: impl Iterator<Item = T>) -> T {
+    let zero = T::default();
+    values
+        .filter(|value| *value != zero)
+        .fold(zero, |least, value| match least == zero || value < least {
+            true => value,
+            false => least,
+        })
+}
+
+/// One tenant's limits for a query over all of `tenants`.
+fn strictest(tenants: &[Arc<Tenant>]) -> Tenant {
+    let mut limits = tenants[0].limits.clone();
+    let all = || tenants.iter().map(|tenant| &tenant.limits);
+    limits.max_query_length = smallest_limit(all().map(|one| one.max_query_length));
+    limits.max_query_lookback = smallest_limit(all().map(|one| one.max_query_lookback));
+    limits.max_query_parallelism = smallest_limit(all().map(|one| one.max_query_parallelism));
+    limits.max_queriers_per_tenant = smallest_limit(all().map(|one| one.max_queriers_per_tenant));
+    limits.max_outstanding_requests_per_tenant =
+        smallest_limit(all().map(|one| one.max_outstanding_requests_per_tenant));
+    limits.results_cache_ttl = all()
+        .map(|one| one.results_cache_ttl)
+        .min()
+        .unwrap_or_default();
+    limits.blocked_queries = all()
+        .flat_map(|one| one.blocked_queries.iter().cloned())
+        .collect();
+    let blocked = tenants
+        .iter()
+        .flat_map(|tenant| tenant.blocked.iter().cloned())
+        .collect();
+    Tenant { limits, blocked }
+}
+
 /// What is in force: the defaults, and each overridden tenant's limits.
 struct InForce {
     tenants: HashMap<String, Arc<Tenant>>,
@@ -203,8 +238,14 @@ impl Overrides {
         })
     }
 
-    /// The limits of `tenant`.
+    /// The limits of `tenant`. A federated id (`a|b`) gets the strictest
+    /// of its tenants' query limits (the smallest non-zero, as Mimir
+    /// takes them) and every tenant's blocked queries.
     pub fn tenant(&self, tenant: &str) -> Arc<Tenant> {
+        if tenant.contains('|') {
+            let each: Vec<Arc<Tenant>> = tenant.split('|').map(|one| self.tenant(one)).collect();
+            return Arc::new(strictest(&each));
+        }
         let in_force = self.read();
         in_force
             .tenants

@@ -30,6 +30,23 @@ fn a_tenant_keeps_the_defaults_its_overrides_do_not_name() {
 }
 
 #[test]
+fn a_federated_query_gets_the_strictest_limits_of_its_tenants() {
+    let limits = overrides();
+    apply(
+        &limits,
+        "overrides:\n  a:\n    max_query_length: 2h\n    max_query_parallelism: 0\n    blocked_queries:\n      - pattern: 'up'\n  b:\n    max_query_length: 0s\n    max_query_parallelism: 3\n    results_cache_ttl: 1h\n",
+    )
+    .unwrap();
+    let both = limits.tenant("a|b");
+    assert_eq!(both.limits.max_query_length, Duration::from_secs(7200));
+    assert_eq!(both.limits.max_query_parallelism, 3, "0 is no limit");
+    assert_eq!(both.limits.results_cache_ttl, Duration::from_secs(3600));
+    assert!(both.blocked("up").is_some(), "a's blocked query");
+    assert!(limits.tenant("b").blocked("up").is_none());
+    assert_eq!(limits.tenant("a|c").limits.max_query_parallelism, 14);
+}
+
+#[test]
 fn a_broken_file_is_refused_whole_and_changes_nothing() {
     let limits = overrides();
     apply(&limits, "overrides:\n  a:\n    max_query_lookback: 1d\n").unwrap();
@@ -130,7 +147,7 @@ async fn wait_for(condition: impl Fn() -> bool) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(sluice_testkit::fuzz_cases(300)))]
 
     /// Any text, or a good file with bytes changed, is parsed or refused,
     /// never a panic, and a refusal leaves the limits as they were.
@@ -153,12 +170,4 @@ proptest! {
             }
         }
     }
-}
-
-/// Cases per property: a few hundred in CI, more with `SLUICE_FUZZ_CASES`.
-fn cases() -> u32 {
-    std::env::var("SLUICE_FUZZ_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(300)
 }

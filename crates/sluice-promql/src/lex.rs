@@ -222,7 +222,8 @@ impl<'a> Lexer<'a> {
         if matches!(first, '"' | '\'' | '`') || allowed.iter().any(|s| rest.starts_with(s)) {
             return None;
         }
-        let message = match rest[1..].chars().next() {
+        // Past `first` by its width: a multi-byte character is not cut.
+        let message = match rest[first.len_utf8()..].chars().next() {
             Some(next) if first == '!' => {
                 format!(
                     "unexpected character after '!' inside braces: {}",

@@ -355,6 +355,40 @@ pub struct QueryResult {
 }
 
 /// Querier worker → queue owner.
+impl QueryResult {
+    /// The result as received from a peer, checked: an answer whose series
+    /// have more timestamps than values (or fewer) cannot be merged or
+    /// encoded, so it becomes an `internal` error, retried elsewhere.
+    pub fn checked(mut self) -> QueryResult {
+        if let Some(problem) = self.response.as_ref().and_then(malformed) {
+            tracing::warn!(query_id = self.query_id, %problem, "malformed result refused");
+            self.response = Some(ApiResponse::error(
+                ErrorType::Internal,
+                format!("malformed result from a querier: {problem}"),
+            ));
+            self.retryable = true;
+        }
+        self
+    }
+}
+
+/// Why `response` cannot be used, if it cannot.
+fn malformed(response: &ApiResponse) -> Option<String> {
+    let Some(ResponseData::Query(data)) = &response.data else {
+        return None;
+    };
+    data.series
+        .iter()
+        .find(|series| series.timestamps_ms.len() != series.values.len())
+        .map(|series| {
+            format!(
+                "a series with {} timestamps and {} values",
+                series.timestamps_ms.len(),
+                series.values.len()
+            )
+        })
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct QuerierToOwner {
     #[prost(oneof = "QuerierMessage", tags = "1, 3, 4, 5")]

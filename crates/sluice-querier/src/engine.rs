@@ -7,10 +7,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use promql_parser::label::Matcher;
 use sluice_blockread::{
-    BlockStorage, WatchSkipped, label_names, label_values, selector_matchers, series,
+    BlockStorage, Federated, TENANT_LABEL, WatchSkipped, label_names, label_values,
+    selector_matchers, series, split_tenant_matchers, with_tenant,
 };
-use sluice_engine::{Engine, EngineError, QueryOptions, QueryOutput, QueryValue};
+use sluice_engine::{
+    Engine, EngineError, QueryOptions, QueryOutput, QueryValue, Shard, Storage, StoredSeries,
+};
+use sluice_limits::Overrides;
 use sluice_metastore::Metastore;
 use sluice_proto::{
     ApiResponse, ErrorType, Label, LabelSet, MetadataKind, MetadataQuery, QueryData, QueryKind,
@@ -27,6 +32,8 @@ pub struct EngineExecutor {
     max_samples: usize,
     /// The store's head, when the store runs in this process.
     head: Option<Arc<sluice_head::Head>>,
+    /// Each tenant's fetch limits; none, no limits.
+    limits: Option<Arc<Overrides>>,
 }
 
 impl EngineExecutor {
@@ -35,7 +42,15 @@ impl EngineExecutor {
             metastore,
             max_samples,
             head: None,
+            limits: None,
         }
+    }
+
+    /// Applies each tenant's `max_fetched_series_per_query` and
+    /// `max_fetched_chunk_bytes_per_query` in force to its queries.
+    pub fn with_limits(mut self, limits: Arc<Overrides>) -> EngineExecutor {
+        self.limits = Some(limits);
+        self
     }
 
     /// Reads the store's `head` too, merged with the blocks.
@@ -59,15 +74,159 @@ impl EngineExecutor {
     /// `offset` and `@` reach outside the query's own range, and the
     /// storage skips blocks per selector. The blocks the metastore could
     /// not load are watched, so that a query reading over one warns that
-    /// its answer lacks them.
-    fn storage(&self, tenant: &str) -> Arc<WatchSkipped<BlockStorage>> {
+    /// its answer lacks them. The tenant's fetch limits apply.
+    fn tenant_storage(&self, tenant: &str) -> Watched {
         let blocks = BlockStorage::new(&self.metastore, tenant, i64::MIN, i64::MAX);
         let blocks = match &self.head {
             Some(head) => blocks.with_head(Arc::clone(head), tenant),
             None => blocks,
         };
+        let blocks = match &self.limits {
+            Some(limits) => {
+                let limits = &limits.tenant(tenant).limits;
+                blocks.with_fetch_limits(
+                    limits.max_fetched_series_per_query,
+                    limits.max_fetched_chunk_bytes_per_query,
+                )
+            }
+            None => blocks,
+        };
         let skipped = self.metastore.skipped(tenant, i64::MIN, i64::MAX);
-        Arc::new(WatchSkipped::new(blocks, skipped))
+        WatchSkipped::new(blocks, skipped)
+    }
+
+    /// The storage of `tenant`, or of each tenant of a federated id
+    /// (`a|b`, which only a frontend with federation enabled sends), each
+    /// with its own limits.
+    fn storage(&self, tenant: &str) -> Arc<QueryStorage> {
+        if !tenant.contains('|') {
+            return Arc::new(QueryStorage::One(self.tenant_storage(tenant)));
+        }
+        let tenants = tenant
+            .split('|')
+            .map(|one| (one.to_owned(), self.tenant_storage(one)))
+            .collect();
+        Arc::new(QueryStorage::Federated(Federated::new(tenants)))
+    }
+}
+
+type Watched = WatchSkipped<BlockStorage>;
+
+/// What one sub-query reads: one tenant's storage, or several federated.
+enum QueryStorage {
+    One(Watched),
+    Federated(Federated<Watched>),
+}
+
+impl QueryStorage {
+    /// Warnings for the skipped blocks the query's selections reached.
+    fn warnings(&self) -> Vec<String> {
+        match self {
+            QueryStorage::One(one) => one.warnings(),
+            QueryStorage::Federated(federated) => federated
+                .tenants()
+                .iter()
+                .flat_map(|(_, one)| one.warnings())
+                .collect(),
+        }
+    }
+}
+
+impl QueryStorage {
+    /// `series`, `labels` or `label/<name>/values`; federated, each
+    /// tenant's answer merged, its series labelled with the tenant.
+    fn metadata(&self, query: &MetadataQuery) -> Result<ResponseData, EngineError> {
+        let federated = match self {
+            QueryStorage::One(one) => return metadata(one.inner(), query),
+            QueryStorage::Federated(federated) => federated,
+        };
+        let selectors = selectors(query)?;
+        let mut series = Vec::new();
+        let mut strings = Vec::new();
+        let mut read = Vec::new();
+        for (tenant, one) in federated.tenants() {
+            let Some(own) = tenant_selectors(&selectors, tenant) else {
+                continue;
+            };
+            read.push(tenant.clone());
+            match metadata_over(one.inner(), query, &own)? {
+                ResponseData::Series(found) => {
+                    series.extend(found.series.iter().map(|set| labelled_set(set, tenant)))
+                }
+                ResponseData::Strings(found) => strings.extend(found.values),
+                _ => {}
+            }
+        }
+        let kind = MetadataKind::try_from(query.kind).unwrap_or(MetadataKind::Series);
+        match kind {
+            MetadataKind::LabelNames => strings.push(TENANT_LABEL.to_owned()),
+            MetadataKind::LabelValues if query.label_name == TENANT_LABEL => strings = read,
+            _ => {}
+        }
+        let limit = match query.limit {
+            0 => usize::MAX,
+            limit => limit as usize,
+        };
+        if kind == MetadataKind::Series {
+            series.sort_by(|a, b| {
+                let names = |set: &LabelSet| {
+                    set.labels
+                        .iter()
+                        .map(|label| (label.name.clone(), label.value.clone()))
+                        .collect::<Vec<_>>()
+                };
+                names(a).cmp(&names(b))
+            });
+            series.truncate(limit);
+            return Ok(ResponseData::Series(SeriesData { series }));
+        }
+        strings.sort();
+        strings.dedup();
+        strings.truncate(limit);
+        Ok(ResponseData::Strings(StringsData { values: strings }))
+    }
+}
+
+/// The selectors `tenant` is read with: those whose `__tenant_id__`
+/// matchers it passes, without them; `None` when no selector keeps it.
+fn tenant_selectors(selectors: &[Vec<Matcher>], tenant: &str) -> Option<Vec<Vec<Matcher>>> {
+    let kept: Vec<Vec<Matcher>> = selectors
+        .iter()
+        .filter_map(|set| {
+            let (on_tenant, others) = split_tenant_matchers(set);
+            let passes = on_tenant.iter().all(|matcher| matcher.is_match(tenant));
+            passes.then_some(others)
+        })
+        .collect();
+    (selectors.is_empty() || !kept.is_empty()).then_some(kept)
+}
+
+/// A series' label set as a federated answer shows it for `tenant`.
+fn labelled_set(set: &LabelSet, tenant: &str) -> LabelSet {
+    let own = sluice_engine::Labels::from_pairs(
+        set.labels
+            .iter()
+            .map(|label| (label.name.clone(), label.value.clone())),
+    );
+    LabelSet {
+        labels: labels(&with_tenant(&own, tenant)),
+    }
+}
+
+impl Storage for QueryStorage {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        shard: Option<Shard>,
+    ) -> Result<Vec<StoredSeries>, EngineError> {
+        match self {
+            QueryStorage::One(one) => one.select(matchers, start_ms, end_ms, shard),
+            QueryStorage::Federated(federated) => {
+                federated.select(matchers, start_ms, end_ms, shard)
+            }
+        }
     }
 }
 
@@ -166,10 +325,24 @@ fn answered(outcome: Result<QueryOutput, EngineError>, skipped: Vec<String>) -> 
 
 /// `series`, `labels` or `label/<name>/values` over `storage`.
 fn metadata(storage: &BlockStorage, query: &MetadataQuery) -> Result<ResponseData, EngineError> {
+    metadata_over(storage, query, &selectors(query)?)
+}
+
+/// Every `match[]` of `query`, each a set of matchers.
+fn selectors(query: &MetadataQuery) -> Result<Vec<Vec<Matcher>>, EngineError> {
     let mut selectors = Vec::new();
     for text in &query.matchers {
         selectors.extend(selector_matchers(text)?);
     }
+    Ok(selectors)
+}
+
+/// [`metadata`] with the selectors already parsed.
+fn metadata_over(
+    storage: &BlockStorage,
+    query: &MetadataQuery,
+    selectors: &[Vec<Matcher>],
+) -> Result<ResponseData, EngineError> {
     let start = query.start_ms.unwrap_or(i64::MIN);
     let end = query.end_ms.unwrap_or(i64::MAX);
     let limit = |length: usize| match query.limit {
@@ -183,7 +356,7 @@ fn metadata(storage: &BlockStorage, query: &MetadataQuery) -> Result<ResponseDat
     };
     Ok(match kind {
         MetadataKind::Series => {
-            let mut found = series(storage, &selectors, start, end)?;
+            let mut found = series(storage, selectors, start, end)?;
             found.truncate(limit(found.len()));
             let series = found
                 .iter()
@@ -199,11 +372,11 @@ fn metadata(storage: &BlockStorage, query: &MetadataQuery) -> Result<ResponseDat
                 .collect();
             ResponseData::Series(SeriesData { series })
         }
-        MetadataKind::LabelNames => strings(label_names(storage, &selectors, start, end)?),
+        MetadataKind::LabelNames => strings(label_names(storage, selectors, start, end)?),
         MetadataKind::LabelValues => strings(label_values(
             storage,
             &query.label_name,
-            &selectors,
+            selectors,
             start,
             end,
         )?),
@@ -237,8 +410,11 @@ impl Executor for EngineExecutor {
                     query.start_ms.unwrap_or(i64::MIN),
                     query.end_ms.unwrap_or(i64::MAX),
                 );
-                let skipped = self.metastore.skipped(tenant, start, end);
-                match tokio::task::spawn_blocking(move || metadata(storage.inner(), &query)).await {
+                let skipped: Vec<_> = tenant
+                    .split('|')
+                    .flat_map(|one| self.metastore.skipped(one, start, end))
+                    .collect();
+                match tokio::task::spawn_blocking(move || storage.metadata(&query)).await {
                     Ok(Ok(data)) => {
                         let mut response = ApiResponse::success(data);
                         response.warnings = skipped.iter().map(|block| block.warning()).collect();

@@ -318,6 +318,9 @@ struct State<T> {
     next_ring_pos: u64,
     next_item_id: u64,
     len: usize,
+    /// Tenants in `tenants` that are federated ids (`a|b`): while there are
+    /// none, a tenant's own FIFO is all it is charged for.
+    federated: usize,
 
     // Connected queriers plus disconnected ones still within the forget delay:
     // exactly the set shuffle shards are drawn from.
@@ -459,7 +462,33 @@ impl<T> State<T> {
     fn remove_tenant(&mut self, tenant: &str) {
         if let Some(tq) = self.tenants.remove(tenant) {
             self.ring.remove(&tq.ring_pos);
+            self.federated -= usize::from(tenant.contains('|'));
         }
+    }
+
+    /// Whether `tenant` may queue one more item: every tenant it names
+    /// (one, or each of a federated `a|b`) must have room under its own
+    /// limit, counting its FIFO and those of federated ids naming it, so a
+    /// federated query is charged to each of its tenants.
+    fn has_room(&self, tenant: &str, config: &QueueConfig) -> bool {
+        tenant.split('|').all(|member| {
+            let limit = config.limits(member).max_outstanding;
+            limit == 0 || self.charged(member) < limit
+        })
+    }
+
+    /// The items queued for `tenant`, alone or federated with others.
+    fn charged(&self, tenant: &str) -> usize {
+        let own = self.tenants.get(tenant).map_or(0, |tq| tq.items.len());
+        if self.federated == 0 {
+            return own;
+        }
+        let federated = self
+            .tenants
+            .iter()
+            .filter(|(name, _)| name.contains('|') && name.split('|').any(|one| one == tenant))
+            .map(|(_, tq)| tq.items.len());
+        own + federated.sum::<usize>()
     }
 
     fn remove_querier(&mut self, querier_id: &str, config: &QueueConfig) {
@@ -717,6 +746,7 @@ impl<T: Send + 'static> RequestQueue<T> {
                     ring: BTreeMap::new(),
                     next_ring_pos: 1,
                     next_item_id: 0,
+                    federated: 0,
                     len: 0,
                     queriers: HashMap::new(),
                     querier_generation: 0,
@@ -770,6 +800,7 @@ impl<T: Send + 'static> RequestQueue<T> {
                 let ring_pos = st.next_ring_pos;
                 st.next_ring_pos += 1;
                 st.ring.insert(ring_pos, Arc::clone(&name));
+                st.federated += usize::from(tenant.contains('|'));
                 let tq = st.tenants.entry(Arc::clone(&name)).or_insert(TenantQueue {
                     ring_pos,
                     items: VecDeque::new(),
@@ -787,10 +818,18 @@ impl<T: Send + 'static> RequestQueue<T> {
             expired.extend(tq.items.pop_front());
             st.len -= 1;
         }
-        let limit = config.limits(&tenant).max_outstanding;
-        if limit > 0 && tq.items.len() >= limit {
+        if !st.has_room(&tenant, config) {
+            // A new tenant's empty FIFO is not kept.
+            if st
+                .tenants
+                .get(&tenant)
+                .is_some_and(|tq| tq.items.is_empty())
+            {
+                st.remove_tenant(&tenant);
+            }
             return Err(EnqueueError::TooManyRequests);
         }
+        let tq = st.tenants.get_mut(&tenant).expect("inserted above");
         let id = st.next_item_id;
         st.next_item_id += 1;
         tq.items.push_back(Entry {

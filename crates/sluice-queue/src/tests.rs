@@ -198,6 +198,43 @@ async fn expired_items_are_skipped() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_federated_item_is_charged_to_each_of_its_tenants() {
+    let q = queue(QueueConfig {
+        max_outstanding_per_tenant: 2,
+        ..QueueConfig::default()
+    });
+    let h = q.register_querier("q");
+    push(&q, "a", 1);
+    push(&q, "a|b", 2);
+    let refused = |tenant: &str| q.enqueue(tenant, 9, None).unwrap_err();
+    assert_eq!(
+        refused("a"),
+        EnqueueError::TooManyRequests,
+        "a|b used a's room"
+    );
+    assert_eq!(refused("a|c"), EnqueueError::TooManyRequests);
+    push(&q, "b", 3);
+    assert_eq!(refused("b"), EnqueueError::TooManyRequests);
+    assert_eq!(refused("b|c"), EnqueueError::TooManyRequests);
+    push(&q, "c", 4);
+    let tenants: Vec<String> = q
+        .tenant_lengths()
+        .iter()
+        .map(|(tenant, _)| tenant.to_string())
+        .collect();
+    assert_eq!(
+        tenants,
+        vec!["a", "a|b", "b", "c"],
+        "a refused new tenant (a|c, b|c) leaves no empty queue behind"
+    );
+    assert_eq!(next(&q, &h).await, ("a".into(), 1));
+    assert_eq!(next(&q, &h).await, ("a|b".into(), 2));
+    push(&q, "a|c", 5);
+    push(&q, "a", 6);
+    assert_eq!(refused("a"), EnqueueError::TooManyRequests);
+}
+
+#[tokio::test(start_paused = true)]
 async fn expired_items_do_not_hold_places_under_the_limit() {
     let q = queue(QueueConfig {
         max_outstanding_per_tenant: 2,

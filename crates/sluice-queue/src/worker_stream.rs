@@ -314,7 +314,7 @@ where
         tokio::select! {
             message = inbound.next() => match message {
                 Some(Ok(QuerierToOwner { message: Some(QuerierMessage::Result(result)) }))
-                    if result.query_id == query_id => return TaskEnd::Answered { result, said_goodbye },
+                    if result.query_id == query_id => return TaskEnd::Answered { result: result.checked(), said_goodbye },
                 Some(Ok(QuerierToOwner { message: Some(QuerierMessage::Goodbye(_)) })) => {
                     said_goodbye = true;
                     queue.notify_querier_shutdown(querier_id);

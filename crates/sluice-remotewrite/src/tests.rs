@@ -53,7 +53,18 @@ fn decodes_a_v1_request() {
 
 #[test]
 fn decodes_a_v2_request_resolving_symbols() {
-    let request = RequestV2 {
+    let request = v2_request();
+    let batch = decode(Protocol::V2, &encode(&request), 1 << 20).unwrap();
+    assert_eq!(
+        batch.series[0].labels,
+        vec![label("__name__", "up"), label("job", "a")]
+    );
+    assert_eq!(batch.series[0].samples[0].value, 5.0);
+    assert_eq!((batch.exemplars(), batch.metadata), (1, 1));
+}
+
+fn v2_request() -> RequestV2 {
+    RequestV2 {
         symbols: vec![
             "".into(),
             "__name__".into(),
@@ -75,14 +86,7 @@ fn decodes_a_v2_request_resolving_symbols() {
                 unit_ref: 0,
             }),
         }],
-    };
-    let batch = decode(Protocol::V2, &encode(&request), 1 << 20).unwrap();
-    assert_eq!(
-        batch.series[0].labels,
-        vec![label("__name__", "up"), label("job", "a")]
-    );
-    assert_eq!(batch.series[0].samples[0].value, 5.0);
-    assert_eq!((batch.exemplars(), batch.metadata), (1, 1));
+    }
 }
 
 #[test]
@@ -266,7 +270,7 @@ fn reason_names_are_unique() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(sluice_testkit::fuzz_cases(512)))]
 
     #[test]
     fn random_bodies_never_panic(body in prop::collection::vec(any::<u8>(), 0..512), v2 in any::<bool>()) {
@@ -286,8 +290,12 @@ proptest! {
         flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
         cut in any::<prop::sample::Index>(),
         compressed in any::<bool>(),
+        v2 in any::<bool>(),
     ) {
-        let mut raw = prost::Message::encode_to_vec(&v1_request());
+        let (protocol, mut raw) = match v2 {
+            true => (Protocol::V2, prost::Message::encode_to_vec(&v2_request())),
+            false => (Protocol::V1, prost::Message::encode_to_vec(&v1_request())),
+        };
         if !compressed {
             for (index, byte) in &flips {
                 let position = index.index(raw.len());
@@ -302,7 +310,7 @@ proptest! {
             }
         }
         body.truncate(cut.index(body.len() + 1));
-        if let Ok(batch) = decode(Protocol::V1, &body, 1 << 16) {
+        if let Ok(batch) = decode(protocol, &body, 1 << 16) {
             for series in &batch.series {
                 let _ = validate_labels(&series.labels, &Limits::default());
             }

@@ -25,10 +25,11 @@ pub enum Reason {
     SampleTooOld,
     SampleDuplicateTimestamp,
     RateLimited,
+    PerUserSeriesLimit,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::MissingMetricName,
         Reason::InvalidMetricName,
         Reason::MaxLabelNamesPerSeries,
@@ -44,6 +45,7 @@ impl Reason {
         Reason::SampleTooOld,
         Reason::SampleDuplicateTimestamp,
         Reason::RateLimited,
+        Reason::PerUserSeriesLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +65,7 @@ impl Reason {
             Reason::SampleTooOld => "sample_too_old",
             Reason::SampleDuplicateTimestamp => "sample_duplicate_timestamp",
             Reason::RateLimited => "rate_limited",
+            Reason::PerUserSeriesLimit => "per_user_series_limit",
         }
     }
 }

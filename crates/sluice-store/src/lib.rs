@@ -24,6 +24,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use sluice_block::{Label, Labels};
 use sluice_bucket::Bucket;
 use sluice_head::{AppendOutcome, AppendSeries, Head, HeadOptions};
+use sluice_limits::Overrides;
 use sluice_remotewrite::{IncomingSeries, Limits, Protocol, Reason, Refusal, WriteBatch};
 use sluice_wal::{Entry, SyncPolicy, Wal, WalOptions};
 
@@ -44,6 +45,11 @@ pub struct StoreConfig {
     pub ingestion_rate: f64,
     /// `-distributor.ingestion-burst-size`.
     pub ingestion_burst: usize,
+    /// `-ingester.max-global-series-per-user` (0 = none).
+    pub max_global_series_per_user: usize,
+    /// Per-tenant runtime overrides of the three limits above; without
+    /// them every tenant has the flags' values.
+    pub overrides: Option<Arc<Overrides>>,
     /// The bucket blocks are cut into (any backend); none, no blocks are
     /// cut and the head keeps everything.
     pub bucket: Option<Bucket>,
@@ -59,6 +65,8 @@ impl StoreConfig {
             max_recv_msg_size: 10 << 20,
             ingestion_rate: 10_000.0,
             ingestion_burst: 200_000,
+            max_global_series_per_user: 150_000,
+            overrides: None,
             bucket: None,
         }
     }
@@ -257,7 +265,7 @@ impl Store {
             "wal replayed"
         );
         Ok(Arc::new(Store {
-            limiter: limiter::RateLimiter::new(config.ingestion_rate, config.ingestion_burst),
+            limiter: limiter::RateLimiter::default(),
             config,
             head,
             wal,
@@ -280,6 +288,27 @@ impl Store {
         &self.config
     }
 
+    /// `tenant`'s ingestion rate and series limit in force.
+    fn tenant_limits(&self, tenant: &str) -> (limiter::Rate, usize) {
+        match &self.config.overrides {
+            Some(overrides) => {
+                let limits = &overrides.tenant(tenant).limits;
+                let rate = limiter::Rate {
+                    per_second: limits.ingestion_rate,
+                    burst: limits.ingestion_burst_size,
+                };
+                (rate, limits.max_global_series_per_user)
+            }
+            None => {
+                let rate = limiter::Rate {
+                    per_second: self.config.ingestion_rate,
+                    burst: self.config.ingestion_burst,
+                };
+                (rate, self.config.max_global_series_per_user)
+            }
+        }
+    }
+
     /// Stores a remote-write body of `protocol` for `tenant`. Synchronous
     /// (decoding, the WAL write): run it off the async runtime.
     pub fn ingest(&self, tenant: &str, protocol: Protocol, body: &[u8]) -> PushReply {
@@ -295,15 +324,18 @@ impl Store {
             .sum::<usize>()
             + batch.exemplars()
             + batch.metadata;
-        if !self.limiter.allow(tenant, items, Instant::now()) {
+        let (rate, max_series) = self.tenant_limits(tenant);
+        if !self.limiter.allow(tenant, rate, items, Instant::now()) {
             let samples = batch.series.iter().map(|s| s.samples.len()).sum();
             self.metrics.discard(Reason::RateLimited, samples);
-            return PushReply::error(429, self.limiter.message());
+            return PushReply::error(429, rate.message());
         }
         self.metrics.exemplars.inc_by(batch.exemplars() as u64);
         self.metrics.metadata.inc_by(batch.metadata as u64);
         let (valid, mut refused) = self.validate(batch);
-        let appended = self.head.append(tenant, &valid, |entry| self.log(entry));
+        let appended = self
+            .head
+            .append_limited(tenant, &valid, max_series, |entry| self.log(entry));
         let outcome = match appended {
             Ok((outcome, _)) => outcome,
             Err(error) => {
@@ -416,6 +448,7 @@ impl Store {
                 sluice_head::Rejection::OutOfBounds => Reason::SampleOutOfBounds,
                 sluice_head::Rejection::TooOld => Reason::SampleTooOld,
                 sluice_head::Rejection::DuplicateTimestamp => Reason::SampleDuplicateTimestamp,
+                sluice_head::Rejection::SeriesLimit(_) => Reason::PerUserSeriesLimit,
             };
             self.metrics.discard(reason, 1);
             let labels = &valid[rejected.series].labels;

@@ -55,6 +55,15 @@ pub use redis::RedisServer;
 
 /// A one-worker multi-thread runtime for tests whose code under test blocks
 /// its own thread while the runtime serves its I/O (the bucket's sync calls).
+/// How many cases a fuzzing property runs: `default` (a few hundred, so
+/// the suite stays fast) unless `SLUICE_FUZZ_CASES` asks for more.
+pub fn fuzz_cases(default: u32) -> u32 {
+    std::env::var("SLUICE_FUZZ_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn io_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -177,7 +177,7 @@ fn same(left: &Entry, right: &Entry) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(sluice_testkit::fuzz_cases(256)))]
 
     #[test]
     fn entries_round_trip(entry in arbitrary_entry()) {

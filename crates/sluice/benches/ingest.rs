@@ -176,6 +176,7 @@ async fn main() {
             dir.path().join("blocks").display()
         ),
         "-distributor.ingestion-rate-limit=0".to_owned(),
+        "-ingester.max-global-series-per-user=0".to_owned(),
         "-log.level=warn".to_owned(),
     ];
     let mut sluice = ChildProcess::start(

@@ -95,6 +95,9 @@ pub(crate) struct Config {
     pub(crate) runtime_config_file: std::path::PathBuf,
     pub(crate) runtime_config_reload_period: Duration,
     pub(crate) querier_max_samples: usize,
+    /// Defaults of the per-tenant fetch limits (0: none).
+    pub(crate) querier_max_fetched_series: usize,
+    pub(crate) querier_max_fetched_chunk_bytes: usize,
     pub(crate) security: crate::security::Security,
     /// In-process caches of block postings and chunks, in bytes (0: off).
     pub(crate) postings_cache_bytes: u64,
@@ -483,6 +486,9 @@ pub(crate) static SETTINGS: &[Setting] = &[
     setting!(bool "auth.multitenancy-enabled", "auth.multitenancy_enabled", "false",
         "Require the X-Scope-OrgID header and keep tenants apart. When false every request belongs to tenant 'anonymous'.",
         |config, value| config.frontend.multitenancy_enabled = parse_bool(value)?),
+    setting!(bool "tenant-federation.enabled", "tenant_federation.enabled", "false",
+        "Whether a query may name several tenants in X-Scope-OrgID (a|b): it reads all of them and labels each series with __tenant_id__, as Mimir does. Writes always name one tenant.",
+        |config, value| config.frontend.tenant_federation_enabled = parse_bool(value)?),
     setting!(
         "query-frontend.max-outstanding-requests-per-tenant",
         "frontend.max_outstanding_requests_per_tenant",
@@ -954,6 +960,20 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |config, value| config.querier_max_samples = parse_number(value)?
     ),
     setting!(
+        "querier.max-fetched-series-per-query",
+        "limits.max_fetched_series_per_query",
+        "0",
+        "The most distinct series one sub-query of a tenant may read from the blocks and the head; beyond it the query fails (422, Mimir's message). 0 is no limit. Per tenant in the runtime configuration file.",
+        |config, value| config.querier_max_fetched_series = parse_number(value)?
+    ),
+    setting!(
+        "querier.max-fetched-chunk-bytes-per-query",
+        "limits.max_fetched_chunk_bytes_per_query",
+        "0",
+        "The most bytes of chunks one sub-query of a tenant may read from the blocks and the head; beyond it the query fails (422, Mimir's message). 0 is no limit. Per tenant in the runtime configuration file.",
+        |config, value| config.querier_max_fetched_chunk_bytes = parse_number(value)?
+    ),
+    setting!(
         "blocks-storage.backend",
         "blocks_storage.backend",
         "filesystem",
@@ -1129,6 +1149,13 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |config, value| config.store.ingestion_burst = parse_number(value)?
     ),
     setting!(
+        "ingester.max-global-series-per-user",
+        "limits.max_global_series_per_user",
+        "150000",
+        "The most series a tenant may have in the head; samples of new series beyond it are refused (400, counted as per_user_series_limit). 0 is no limit. Per tenant in the runtime configuration file.",
+        |config, value| config.store.max_global_series_per_user = parse_number(value)?
+    ),
+    setting!(
         "validation.max-label-names-per-series",
         "limits.max_label_names_per_series",
         "30",
@@ -1201,6 +1228,8 @@ fn blank_config() -> Config {
         blocks_storage: sluice_bucket::BucketConfig::default(),
         bucket_sync_interval: Duration::ZERO,
         querier_max_samples: 0,
+        querier_max_fetched_series: 0,
+        querier_max_fetched_chunk_bytes: 0,
         runtime_config_file: std::path::PathBuf::new(),
         runtime_config_reload_period: Duration::ZERO,
         security: crate::security::Security::default(),

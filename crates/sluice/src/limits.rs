@@ -8,8 +8,8 @@ use anyhow::Context;
 use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use sluice_limits::Overrides;
 use sluice_limits::reload::{self, ReloadMetrics};
+use sluice_limits::{Overrides, TenantLimits};
 
 use crate::config::Config;
 
@@ -20,7 +20,15 @@ pub(crate) fn start(
     config: &mut Config,
     registry: &prometheus::Registry,
 ) -> anyhow::Result<Arc<Overrides>> {
-    let overrides = Arc::new(Overrides::new(config.frontend.tenant_defaults())?);
+    let defaults = TenantLimits {
+        ingestion_rate: config.store.ingestion_rate,
+        ingestion_burst_size: config.store.ingestion_burst,
+        max_global_series_per_user: config.store.max_global_series_per_user,
+        max_fetched_series_per_query: config.querier_max_fetched_series,
+        max_fetched_chunk_bytes_per_query: config.querier_max_fetched_chunk_bytes,
+        ..config.frontend.tenant_defaults()
+    };
+    let overrides = Arc::new(Overrides::new(defaults)?);
     let metrics = ReloadMetrics::new(registry);
     if !config.runtime_config_file.as_os_str().is_empty() {
         let path = config.runtime_config_file.clone();
@@ -34,6 +42,7 @@ pub(crate) fn start(
         );
     }
     config.frontend.overrides = Some(overrides.clone());
+    config.store.overrides = Some(overrides.clone());
     config.scheduler.tenant_limits = Some(sluice_frontend::queue_limits(overrides.clone()));
     Ok(overrides)
 }

@@ -183,6 +183,10 @@ async fn querier_executor(
         compactor.on_change(sync_now(Arc::clone(&metastore)));
     }
     let executor = EngineExecutor::new(metastore, config.querier_max_samples);
+    let executor = match &config.frontend.overrides {
+        Some(overrides) => executor.with_limits(Arc::clone(overrides)),
+        None => executor,
+    };
     Ok(QuerierExecutor::Engine(match store {
         Some(store) => executor.with_head(Arc::clone(store.head())),
         None => executor,

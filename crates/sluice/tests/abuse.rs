@@ -170,10 +170,7 @@ async fn hostile_expressions_are_answered_and_the_process_stays_up() {
     let dataset = Dataset::new();
     let prometheus = PrometheusServer::start(&dataset).await;
     let mut sluice = start_sluice_over(&prometheus).await;
-    let cases: u32 = std::env::var("SLUICE_FUZZ_CASES")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(24);
+    let cases = sluice_testkit::fuzz_cases(24);
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[23; 32]);
     let mut runner = TestRunner::new_with_rng(Config::default(), rng);
     let strategy = hostile_expression();

@@ -495,3 +495,290 @@ async fn push_endpoints_answer_as_prometheus_and_mimir_do() {
     assert!(query("b", "m_b").await);
     assert_eq!(sluice.metric("sluice_discarded_samples_total").await, 1.0);
 }
+
+/// A remote-write body of one sample (at `at_ms`) for each of `jobs`.
+fn up_of(jobs: &[&str], at_ms: i64) -> Vec<u8> {
+    let timeseries = jobs
+        .iter()
+        .map(|job| up_series(&[("job", job)], at_ms))
+        .collect();
+    sluice_remotewrite::encode(&WriteRequest {
+        timeseries,
+        metadata: vec![],
+    })
+}
+
+/// `query` of `tenant` at `at_ms`: status and body.
+async fn tenant_query(base: &str, tenant: &str, query: &str, at_ms: i64) -> (u16, String) {
+    let params = sluice_testkit::form_urlencode(&[("query", query), ("time", &seconds(at_ms))]);
+    let (status, _, body) = sluice_testkit::http_get_with_headers(
+        &format!("{base}/api/v1/query?{params}"),
+        &[("X-Scope-OrgID", tenant)],
+    )
+    .await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_tenant_ingest_and_fetch_limits_change_while_sluice_runs() {
+    let dir = TempDir::new("sluice-ingest-limits").unwrap();
+    let file = dir.path().join("runtime.yaml");
+    std::fs::write(&file, "overrides:\n").unwrap();
+    let args = [
+        "-auth.multitenancy-enabled=true".to_owned(),
+        "-ingester.max-global-series-per-user=2".to_owned(),
+        format!("-runtime-config.file={}", file.display()),
+        "-runtime-config.reload-period=100ms".to_owned(),
+    ];
+    let sluice = start_sluice("ingest-limits", &args).await;
+    let client = client();
+    let url = format!("{}/api/v1/push", sluice.url());
+    let as_a = [("X-Scope-OrgID", "a")];
+    let now = now_ms();
+    let (status, text) = push_with(&client, &url, &as_a, up_of(&["x", "y", "z"], now))
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("per-user series limit of 2 exceeded (err-mimir-max-series-per-user)"),
+        "{text}"
+    );
+    assert_eq!(
+        sluice
+            .metric("sluice_discarded_samples_total{reason=\"per_user_series_limit\"}")
+            .await,
+        1.0
+    );
+    let (status, body) = tenant_query(&sluice.url(), "a", "count(up)", now).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"2\""),
+        "the two series under the limit: {body}"
+    );
+    let (status, body) = tenant_query(&sluice.url(), "a|b", "up", now).await;
+    assert_eq!(status, 400, "no federation without its flag: {body}");
+
+    std::fs::write(
+        &file,
+        "overrides:\n  a:\n    max_global_series_per_user: 10\n    max_fetched_series_per_query: 2\n  b:\n    ingestion_rate: 1\n    ingestion_burst_size: 2\n",
+    )
+    .unwrap();
+    let mut accepted = None;
+    for _ in 0..50 {
+        let answer = push_with(&client, &url, &as_a, up_of(&["z"], now + 1))
+            .await
+            .unwrap();
+        if answer.0 == 204 {
+            accepted = Some(answer);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(accepted.is_some(), "the raised series limit never applied");
+    let (status, body) = tenant_query(&sluice.url(), "a", "count(up)", now + 1).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body,
+        format!(
+            "{{\"status\":\"error\",\"errorType\":\"execution\",\"error\":\"{}\"}}",
+            sluice_blockread::series_message(2)
+        )
+    );
+    let (status, body) = tenant_query(&sluice.url(), "a", "up{job!=\"x\"}", now + 1).await;
+    assert_eq!(status, 200, "under the fetch limit: {body}");
+
+    let as_b = [("X-Scope-OrgID", "b")];
+    let (status, text) = push_with(&client, &url, &as_b, up_of(&["x", "y", "z"], now))
+        .await
+        .unwrap();
+    assert_eq!(status, 429, "b's burst is 2: {text}");
+    assert!(
+        text.contains("ingestion rate limit, set to 1 items/s with a maximum allowed burst of 2"),
+        "{text}"
+    );
+    let (status, text) = push_with(&client, &url, &as_b, up_of(&["x", "y"], now))
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{text}");
+}
+
+/// One sample (at `at_ms`) of `up` with `labels` besides its name.
+fn up_series(labels: &[(&str, &str)], at_ms: i64) -> TimeSeries {
+    let mut all = vec![Label {
+        name: "__name__".into(),
+        value: "up".into(),
+    }];
+    all.extend(labels.iter().map(|(name, value)| Label {
+        name: (*name).into(),
+        value: (*value).into(),
+    }));
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    TimeSeries {
+        labels: all,
+        samples: vec![Sample {
+            timestamp: at_ms,
+            value: 1.0,
+        }],
+        ..TimeSeries::default()
+    }
+}
+
+/// A remote-write body of one `up` series with `labels` (besides its name).
+fn up_with(labels: &[(&str, &str)], at_ms: i64) -> Vec<u8> {
+    sluice_remotewrite::encode(&WriteRequest {
+        timeseries: vec![up_series(labels, at_ms)],
+        metadata: vec![],
+    })
+}
+
+/// `path` of tenants a and b federated: a 200 answer's JSON.
+async fn federated_get(base: &str, path: &str) -> serde_json::Value {
+    let (status, _, body) = sluice_testkit::http_get_with_headers(
+        &format!("{base}{path}"),
+        &[("X-Scope-OrgID", "a|b")],
+    )
+    .await;
+    assert_eq!(status, 200, "{path}");
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// The label sets of a query answer's `result`, as compact JSON.
+fn result_labels(body: &str) -> Vec<String> {
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    let mut found: Vec<String> = json["data"]["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a result: {body}"))
+        .iter()
+        .map(|series| series["metric"].to_string())
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federated_query_reads_every_tenant_and_labels_each_series() {
+    let args = [
+        "-auth.multitenancy-enabled=true".to_owned(),
+        "-tenant-federation.enabled=true".to_owned(),
+    ];
+    let sluice = start_sluice("federation", &args).await;
+    let client = client();
+    let url = format!("{}/api/v1/push", sluice.url());
+    let now = now_ms();
+    let pushes = [
+        ("a", up_with(&[("job", "x")], now)),
+        ("b", up_with(&[("job", "x")], now)),
+        ("b", up_with(&[("job", "y"), ("__tenant_id__", "old")], now)),
+        ("c", up_with(&[("job", "z")], now)),
+    ];
+    for (tenant, body) in pushes {
+        let answer = push_with(&client, &url, &[("X-Scope-OrgID", tenant)], body)
+            .await
+            .unwrap();
+        assert_eq!(answer.0, 204, "{tenant}: {}", answer.1);
+    }
+    let base = sluice.url();
+    let (status, body) = tenant_query(&base, "b|a", "up", now).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        result_labels(&body),
+        vec![
+            r#"{"__name__":"up","__tenant_id__":"a","job":"x"}"#,
+            r#"{"__name__":"up","__tenant_id__":"b","job":"x"}"#,
+            r#"{"__name__":"up","__tenant_id__":"b","job":"y","original___tenant_id__":"old"}"#,
+        ]
+    );
+    let (_, body) = tenant_query(&base, "a|b", "count by (__tenant_id__) (up)", now).await;
+    assert_eq!(
+        result_labels(&body),
+        vec![r#"{"__tenant_id__":"a"}"#, r#"{"__tenant_id__":"b"}"#]
+    );
+    let (_, body) = tenant_query(&base, "a|b|c", r#"up{__tenant_id__=~"a|c"}"#, now).await;
+    assert_eq!(
+        result_labels(&body),
+        vec![
+            r#"{"__name__":"up","__tenant_id__":"a","job":"x"}"#,
+            r#"{"__name__":"up","__tenant_id__":"c","job":"z"}"#,
+        ]
+    );
+    let (_, body) = tenant_query(&base, "a", "up", now).await;
+    assert_eq!(
+        result_labels(&body),
+        vec![r#"{"__name__":"up","job":"x"}"#],
+        "one tenant: no label added"
+    );
+    let values = federated_get(&base, "/api/v1/label/__tenant_id__/values").await;
+    assert_eq!(values["data"], serde_json::json!(["a", "b"]));
+    let series = federated_get(&base, "/api/v1/series?match[]=up%7Bjob%3D%22x%22%7D").await;
+    assert_eq!(
+        series["data"],
+        serde_json::json!([
+            {"__name__": "up", "__tenant_id__": "a", "job": "x"},
+            {"__name__": "up", "__tenant_id__": "b", "job": "x"},
+        ])
+    );
+    let chosen = federated_get(
+        &base,
+        "/api/v1/series?match[]=up%7B__tenant_id__%3D%22b%22%7D",
+    )
+    .await;
+    let tenants: Vec<&str> = chosen["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|series| series["__tenant_id__"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tenants,
+        vec!["b", "b"],
+        "a matcher on __tenant_id__ chooses"
+    );
+    let (status, body) = tenant_query(&base, "a|b/c", "up", now).await;
+    assert_eq!(status, 400, "every tenant is checked: {body}");
+    federated_range_answers_share_the_sorted_key(&sluice, &client, now).await;
+}
+
+/// Samples two hours old (past the cache's freshness window) for two new
+/// tenants: a range query of `d|e` is cached under the sorted set, so
+/// `e|d` is answered from it, and `d` alone is not.
+async fn federated_range_answers_share_the_sorted_key(
+    sluice: &SluiceProcess,
+    client: &Client,
+    now: i64,
+) {
+    let url = format!("{}/api/v1/push", sluice.url());
+    let old = now - 2 * 3_600_000;
+    for tenant in ["d", "e"] {
+        let body = up_with(&[("job", tenant)], old);
+        let answer = push_with(client, &url, &[("X-Scope-OrgID", tenant)], body)
+            .await
+            .unwrap();
+        assert_eq!(answer.0, 204, "{}", answer.1);
+    }
+    let range = |tenant: &'static str| async move {
+        let params = sluice_testkit::form_urlencode(&[
+            ("query", "count by (__tenant_id__) (up)"),
+            ("start", &seconds(old - 600_000)),
+            ("end", &seconds(old + 60_000)),
+            ("step", "60"),
+        ]);
+        let (status, _, body) = sluice_testkit::http_get_with_headers(
+            &format!("{}/api/v1/query_range?{params}", sluice.url()),
+            &[("X-Scope-OrgID", tenant)],
+        )
+        .await;
+        assert_eq!(status, 200, "{tenant}");
+        String::from_utf8(body).unwrap()
+    };
+    let reused = || async {
+        sluice.metric("sluice_answer_memo_hits_total").await
+            + sluice.metric("sluice_results_cache_hit_bytes_total").await
+    };
+    let first = range("d|e").await;
+    assert_eq!(result_labels(&first).len(), 2, "{first}");
+    let before = reused().await;
+    assert_eq!(range("e|d").await, first);
+    assert!(reused().await > before, "e|d was computed again");
+    let alone = range("d").await;
+    assert_eq!(result_labels(&alone), vec!["{}"], "{alone}");
+}

@@ -210,7 +210,7 @@ fn arbitrary_series() -> impl Strategy<Value = Vec<SeriesEntry>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(sluice_testkit::fuzz_cases(128)))]
 
     #[test]
     fn any_series_round_trip(series in arbitrary_series()) {
