@@ -88,6 +88,13 @@ impl SluiceProcess {
         }
     }
 
+    /// `POST /ingester/flush`: cuts the whole head into blocks now.
+    pub async fn flush(&self) {
+        let url = format!("{}/ingester/flush", self.url());
+        let (status, _, body) = sluice_testkit::http_request("POST", &url, &[], Vec::new()).await;
+        assert_eq!(status, 204, "{}", String::from_utf8_lossy(&body));
+    }
+
     pub async fn ready_status(&self) -> u16 {
         http_get(&format!("{}/ready", self.url())).await.0
     }
@@ -490,3 +497,4 @@ pub fn moto_flags(moto: &sluice_testkit::MotoServer) -> Vec<String> {
     ]
 }
 pub mod families;
+pub mod suite;
