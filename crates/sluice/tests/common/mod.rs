@@ -137,6 +137,9 @@ pub async fn start_sluice(name: &str, args: &[String]) -> SluiceProcess {
         // Scripted downstreams count and hold every request they get, and
         // probes would be among them; a test that wants probes sets it.
         "-querier.backend-probe-interval=0".to_owned(),
+        // Its own series would join every answer that counts series;
+        // the tests of self-scraping turn it on.
+        "-self-scrape.enabled=false".to_owned(),
         // Never the defaults under the working directory (./data): each
         // process has its own, removed with its logs; `args` may override.
         format!(
