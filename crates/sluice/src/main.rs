@@ -325,6 +325,12 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         false => None,
     };
 
+    if let (Some(store), Some(frontend)) = (&store, &frontend) {
+        // Late samples reach the results cache; a frontend in another
+        // process cannot hear of them (see the README).
+        let frontend = frontend.clone();
+        store.on_written(move |tenant, oldest_ms| frontend.samples_written(tenant, oldest_ms));
+    }
     if let Some(store) = &store {
         let stopped = grpc_stopped.clone();
         let interval = config.head_compaction_interval;
