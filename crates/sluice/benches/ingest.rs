@@ -176,6 +176,8 @@ async fn main() {
             dir.path().join("blocks").display()
         ),
         "-distributor.ingestion-rate-limit=0".to_owned(),
+        // The Prometheus it is compared with scrapes nothing either.
+        "-self-scrape.enabled=false".to_owned(),
         "-log.level=warn".to_owned(),
     ];
     let mut sluice = ChildProcess::start(
