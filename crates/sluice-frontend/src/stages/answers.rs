@@ -465,6 +465,13 @@ mod tests {
     const HOUR_MS: i64 = 3_600_000;
 
     fn stage(next: Next, clock: SharedClock) -> AnswersStage {
+        stage_hearing_late_writes(next, clock).0
+    }
+
+    fn stage_hearing_late_writes(
+        next: Next,
+        clock: SharedClock,
+    ) -> (AnswersStage, Arc<LateWrites>) {
         let config = FrontendConfig {
             results_cache_ttl: Duration::from_secs(3600),
             ..FrontendConfig::default()
@@ -472,7 +479,31 @@ mod tests {
         let metrics = FrontendMetrics::new(&prometheus::Registry::new());
         let fragments = fragment_memo(&config, true);
         let late = Arc::new(LateWrites::new(config.max_cache_freshness, clock.clone()));
-        AnswersStage::from_config(next, &config, fragments, metrics, clock, late).expect("memo on")
+        let stage =
+            AnswersStage::from_config(next, &config, fragments, metrics, clock, late.clone());
+        (stage.expect("memo on"), late)
+    }
+
+    #[tokio::test]
+    async fn a_memoised_answer_is_not_served_after_a_late_write_it_may_lack() {
+        let next = FakeNext::answering(grid_answer);
+        let clock = ManualClock::at(NOW_MS);
+        let (stage, late) = stage_hearing_late_writes(next.clone(), clock.clone());
+        let request = || range_request("up", NOW_MS - 3 * HOUR_MS, NOW_MS - HOUR_MS, 60_000);
+        stage.handle(request()).await;
+        clock.advance(Duration::from_secs(1));
+        // After the range's end: no grid point reads it.
+        late.note("tenant", NOW_MS - HOUR_MS + 1);
+        assert!(stage.handle(request()).await.stats.memo_hit);
+        late.note("tenant", NOW_MS - 2 * HOUR_MS);
+        // Asked in the same millisecond as the write, an answer may or may
+        // not hold it: it counts as older.
+        clock.advance(Duration::from_secs(1));
+        let after = stage.handle(request()).await;
+        assert!(!after.stats.memo_hit);
+        assert_eq!(next.seen().len(), 2);
+        // Memoised again, as asked after the write.
+        assert!(stage.handle(request()).await.stats.memo_hit);
     }
 
     fn body(answer: &Answer) -> Vec<u8> {
