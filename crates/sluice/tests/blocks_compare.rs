@@ -32,12 +32,11 @@ use common::compare::copy_blocks;
 use common::families::Vocabulary;
 use common::start_sluice;
 use common::suite::{
-    compare_all, dataset_instants_and_windows, metadata_requests, promtool_vocabulary,
-    query_requests,
+    compare_all, dataset_instants_and_windows, metadata_requests, openmetrics_lines,
+    promtool_blocks_with_overlap, promtool_vocabulary, query_requests,
 };
 use sluice_testkit::{
-    Dataset, PrometheusServer, TempDir, copy_dir, dataset_blocks, form_urlencode, http_get,
-    promtool_backfill,
+    Dataset, PrometheusServer, TempDir, form_urlencode, http_get, promtool_backfill,
 };
 
 const SECOND_MS: i64 = 1_000;
@@ -46,70 +45,12 @@ const HOUR_MS: i64 = 3_600_000;
 
 // ------------------------------------------------------------ promtool
 
-/// `name{labels} value seconds` lines for the samples of `series` in `[from, until)`.
-fn openmetrics_lines(
-    out: &mut String,
-    name: &str,
-    labels: &[(String, String)],
-    samples: impl Iterator<Item = (i64, f64)>,
-) {
-    let labels: Vec<String> = labels
-        .iter()
-        .map(|(key, value)| format!("{key}=\"{value}\""))
-        .collect();
-    for (t, v) in samples {
-        out.push_str(&format!(
-            "{name}{{{}}} {v} {}\n",
-            labels.join(","),
-            common::compare::seconds(t)
-        ));
-    }
-}
-
-/// The second backfill over `[from, until)`: the api job's counters again
-/// (the same samples: duplicates), `node-normal`'s temperature at the
-/// half-minutes between its samples, and a gauge only this backfill has.
-fn overlapping_backfill(dataset: &Dataset, from: i64, until: i64) -> String {
-    let mut out = String::from("# TYPE http_requests counter\n");
-    for series in dataset.series() {
-        if series.metric == "http_requests_total" && series.label("job") == Some("api") {
-            let samples = dataset.samples(&series).into_iter();
-            let inside = samples.filter(|(t, _)| (from..until).contains(t));
-            openmetrics_lines(&mut out, series.metric, &series.labels, inside);
-        }
-    }
-    out.push_str("# TYPE node_temperature_celsius gauge\n");
-    let between = (from..until)
-        .step_by(MINUTE_MS as usize)
-        .map(|t| (t + 30 * SECOND_MS, ((t / MINUTE_MS) % 17) as f64 + 15.5));
-    let normal = [("instance".to_owned(), "node-normal".to_owned())];
-    openmetrics_lines(&mut out, "node_temperature_celsius", &normal, between);
-    out.push_str("# TYPE overlap_only_gauge gauge\n");
-    for zone in ["a", "b"] {
-        let values = (from..until)
-            .step_by(MINUTE_MS as usize)
-            .map(|t| (t, ((t / MINUTE_MS) % 23) as f64 - 4.0));
-        let labels = [("zone".to_owned(), zone.to_owned())];
-        openmetrics_lines(&mut out, "overlap_only_gauge", &labels, values);
-    }
-    out.push_str("# EOF\n");
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_blocks_with_an_overlapping_backfill_answer_as_prometheus() {
     let dataset = Dataset::new();
     let (first, last) = (dataset.start_ms(), dataset.end_ms());
     let overlap = (first + 24 * HOUR_MS, first + 30 * HOUR_MS);
-    let data = TempDir::new("sluice-compare-promtool").unwrap();
-    let data_dir = data.path().to_path_buf();
-    let backfill = overlapping_backfill(&dataset, overlap.0, overlap.1);
-    tokio::task::spawn_blocking(move || {
-        copy_dir(&dataset_blocks(&Dataset::new()), &data_dir).unwrap();
-        promtool_backfill(&backfill, &data_dir);
-    })
-    .await
-    .unwrap();
+    let data = promtool_blocks_with_overlap(&dataset, overlap).await;
     let prometheus = PrometheusServer::serve_copy_of(data.path(), &[]).await;
     let dir_flag = format!("-blocks-storage.filesystem.dir={}", data.path().display());
     let sluice = start_sluice("compare-promtool", &[dir_flag]).await;

@@ -4,7 +4,9 @@
 
 use std::time::Instant;
 
-use sluice_testkit::{Dataset, PrometheusServer};
+use sluice_testkit::{
+    Dataset, PrometheusServer, TempDir, copy_dir, dataset_blocks, promtool_backfill,
+};
 
 use super::compare::{ApiRequest, compare};
 use super::families::Vocabulary;
@@ -173,4 +175,114 @@ pub fn dataset_instants_and_windows(
         ),
     ];
     (times, windows)
+}
+
+/// Extra samples of one series, beside the data set's.
+pub struct ExtraSeries {
+    pub metric: String,
+    pub labels: Vec<(String, String)>,
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// Extra series of one metric family, with its OpenMetrics `# TYPE` line.
+pub struct ExtraFamily {
+    pub type_line: &'static str,
+    pub series: Vec<ExtraSeries>,
+}
+
+/// A second backfill over `[from, until)`: the api job's counters again
+/// (the same samples: duplicates), `node-normal`'s temperature at the
+/// half-minutes between its samples, and a gauge only this backfill has.
+pub fn overlap_families(dataset: &Dataset, from: i64, until: i64) -> Vec<ExtraFamily> {
+    let mut counters = Vec::new();
+    for series in dataset.series() {
+        if series.metric == "http_requests_total" && series.label("job") == Some("api") {
+            let samples = dataset.samples(&series).into_iter();
+            counters.push(ExtraSeries {
+                metric: series.metric.to_owned(),
+                labels: series.labels.clone(),
+                samples: samples.filter(|(t, _)| (from..until).contains(t)).collect(),
+            });
+        }
+    }
+    let minutes = || (from..until).step_by(MINUTE_MS as usize);
+    let between = ExtraSeries {
+        metric: "node_temperature_celsius".to_owned(),
+        labels: vec![("instance".to_owned(), "node-normal".to_owned())],
+        samples: minutes()
+            .map(|t| (t + 30 * SECOND_MS, ((t / MINUTE_MS) % 17) as f64 + 15.5))
+            .collect(),
+    };
+    let only_here = ["a", "b"].map(|zone| ExtraSeries {
+        metric: "overlap_only_gauge".to_owned(),
+        labels: vec![("zone".to_owned(), zone.to_owned())],
+        samples: minutes()
+            .map(|t| (t, ((t / MINUTE_MS) % 23) as f64 - 4.0))
+            .collect(),
+    });
+    vec![
+        ExtraFamily {
+            type_line: "# TYPE http_requests counter\n",
+            series: counters,
+        },
+        ExtraFamily {
+            type_line: "# TYPE node_temperature_celsius gauge\n",
+            series: vec![between],
+        },
+        ExtraFamily {
+            type_line: "# TYPE overlap_only_gauge gauge\n",
+            series: only_here.into(),
+        },
+    ]
+}
+
+/// `name{labels} value seconds` lines for the samples of `series` in `[from, until)`.
+pub fn openmetrics_lines(
+    out: &mut String,
+    name: &str,
+    labels: &[(String, String)],
+    samples: impl Iterator<Item = (i64, f64)>,
+) {
+    let labels: Vec<String> = labels
+        .iter()
+        .map(|(key, value)| format!("{key}=\"{value}\""))
+        .collect();
+    for (t, v) in samples {
+        out.push_str(&format!(
+            "{name}{{{}}} {v} {}\n",
+            labels.join(","),
+            super::compare::seconds(t)
+        ));
+    }
+}
+
+/// The second backfill over `[from, until)` (see [`overlap_families`]) as
+/// OpenMetrics text.
+pub fn overlapping_backfill(dataset: &Dataset, from: i64, until: i64) -> String {
+    let mut out = String::new();
+    for family in overlap_families(dataset, from, until) {
+        out.push_str(family.type_line);
+        for series in family.series {
+            let samples = series.samples.into_iter();
+            openmetrics_lines(&mut out, &series.metric, &series.labels, samples);
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+/// A directory of promtool's blocks of `dataset` plus, over `overlap`,
+/// [`overlapping_backfill`]'s (overlapping blocks).
+pub async fn promtool_blocks_with_overlap(dataset: &Dataset, overlap: (i64, i64)) -> TempDir {
+    let data = TempDir::new("sluice-compare-promtool").unwrap();
+    let data_dir = data.path().to_path_buf();
+    let backfill = overlapping_backfill(dataset, overlap.0, overlap.1);
+    let days = dataset.days();
+    tokio::task::spawn_blocking(move || {
+        copy_dir(&dataset_blocks(&Dataset::with_days(days)), &data_dir).unwrap();
+        promtool_backfill(&backfill, &data_dir);
+    })
+    .await
+    .unwrap();
+    data
 }
