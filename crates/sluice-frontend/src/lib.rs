@@ -25,6 +25,7 @@ pub mod clock;
 mod compression;
 mod fragments;
 mod http;
+mod late;
 mod metrics;
 mod oldest_first;
 mod owner;
@@ -45,6 +46,7 @@ use sluice_queue::{QueueConfig, RequestQueue, TenantLimitsFn, TenantQueueLimits}
 use tokio::sync::mpsc;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+use late::LateWrites;
 pub use metrics::FrontendMetrics;
 use owner::PendingTask;
 use schedulers::SchedulerPool;
@@ -201,6 +203,8 @@ pub(crate) struct Inner {
     pub(crate) clock: SharedClock,
     /// Every tenant's limits, defaults and runtime overrides.
     pub(crate) overrides: Arc<Overrides>,
+    /// Samples the store in this process accepted late.
+    pub(crate) late: Arc<LateWrites>,
 }
 
 /// The queue reads each tenant's limits from the overrides in force.
@@ -261,7 +265,9 @@ impl Frontend {
             ..QueueConfig::default()
         });
         let metrics = FrontendMetrics::new(registry);
-        let results_cache = ResultsCache::from_config(&config, registry, clock.clone())?;
+        let late = Arc::new(LateWrites::new(config.max_cache_freshness, clock.clone()));
+        let results_cache =
+            ResultsCache::from_config(&config, registry, clock.clone(), late.clone())?;
         let schedulers = (!config.scheduler_addresses.is_empty()).then(|| {
             SchedulerPool::start(
                 config.scheduler_addresses.clone(),
@@ -287,6 +293,7 @@ impl Frontend {
                 clock: clock.clone(),
                 dispatch: dispatch.clone(),
                 results_cache,
+                late: late.clone(),
             },
         );
         // Says at start-up which stages this configuration turned on.
@@ -302,8 +309,16 @@ impl Frontend {
                 dispatch,
                 clock,
                 overrides,
+                late,
             }),
         })
+    }
+
+    /// Tells the results cache that the store accepted samples of `tenant`
+    /// as old as `oldest_ms`: if that is older than the freshness window,
+    /// cached answers that may lack them are recomputed when next asked.
+    pub fn samples_written(&self, tenant: &str, oldest_ms: i64) {
+        self.inner.late.note(tenant, oldest_ms);
     }
 
     /// The HTTP API: Prometheus's query endpoints, `/ready` and `/metrics`.

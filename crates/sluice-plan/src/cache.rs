@@ -42,6 +42,11 @@ pub struct Extent {
     /// The matrix for `[start_ms, end_ms]`.
     #[prost(message, optional, tag = "3")]
     pub data: Option<QueryData>,
+    /// When the oldest of its answers was asked for (ms): a sample written
+    /// late after that may be missing from it. 0 (entries from before this
+    /// field) counts as older than any late write.
+    #[prost(int64, tag = "4")]
+    pub computed_at_ms: i64,
 }
 
 /// The value stored under a [`CacheKey`].
@@ -127,6 +132,13 @@ pub struct CacheOptions {
     pub max_entry_bytes: usize,
     /// The client sent `Cache-Control: no-store`: read, but write nothing.
     pub no_store: bool,
+    /// When the answers being stored were asked for (ms), before any of
+    /// them was computed: the extents made from them carry it.
+    pub computed_at_ms: i64,
+    /// The tenant's late writes, as known now: two extents computed at
+    /// different times merge into one carrying the later time unless one
+    /// of these may be missing from the earlier one.
+    pub late: Vec<LateWrite>,
 }
 
 impl Default for CacheOptions {
@@ -135,8 +147,102 @@ impl Default for CacheOptions {
             max_freshness_ms: DEFAULT_MAX_FRESHNESS_MS,
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             no_store: false,
+            computed_at_ms: 0,
+            late: Vec::new(),
         }
     }
+}
+
+/// Samples at or after `from_ms` that the store accepted at `at_ms`, after
+/// the results cache may have settled their time (older than its
+/// freshness window): an out-of-order sample or a backfill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LateWrite {
+    pub from_ms: i64,
+    pub at_ms: i64,
+}
+
+/// The first grid point of `query` whose evaluation may read a sample at
+/// `t`: a selector at evaluation time `g` reads up to `g` plus the negative
+/// offsets, never later. `i64::MIN` when every point may (a fixed
+/// `@` reads the same samples from anywhere; an uncacheable query).
+fn first_point_reading(query: &RangeQuery, t: i64) -> i64 {
+    match cacheable(query) {
+        Some(modifiers) if modifiers.max_at_ms.is_none() => {
+            t.saturating_sub(modifiers.negative_offsets_ms)
+        }
+        _ => i64::MIN,
+    }
+}
+
+/// Whether a late write may change `query`'s answer as computed at
+/// `computed_at_ms`: it came at or after that, and reaches one of its grid
+/// points.
+pub fn late_write_changes(query: &RangeQuery, computed_at_ms: i64, late: &LateWrite) -> bool {
+    late.at_ms >= computed_at_ms && first_point_reading(query, late.from_ms) <= query.end_ms
+}
+
+/// When the merge of extents `a` and `b` counts as computed: at the later
+/// of their times, unless a late write between the two may be missing from
+/// the part computed earlier; then at the earlier one.
+fn merged_computed_at(a: &Extent, b: &Extent, piece: &RangeQuery, late: &[LateWrite]) -> i64 {
+    let (earlier, later) = match a.computed_at_ms <= b.computed_at_ms {
+        true => (a, b),
+        false => (b, a),
+    };
+    let missed = late.iter().any(|write| {
+        write.at_ms >= earlier.computed_at_ms
+            && first_point_reading(piece, write.from_ms) <= earlier.end_ms
+    });
+    match missed {
+        true => earlier.computed_at_ms,
+        false => later.computed_at_ms,
+    }
+}
+
+/// `entry` without what `late` writes may have changed: each extent
+/// computed before a late write that reaches its grid points is cut back
+/// to the points before that write's first sample (gone when none are).
+/// `None` when nothing changes.
+pub fn without_late_data(
+    entry: &CacheEntry,
+    piece: &RangeQuery,
+    late: &[LateWrite],
+) -> Option<CacheEntry> {
+    let step = piece.step_ms.max(1);
+    let mut changed = false;
+    let mut extents = Vec::with_capacity(entry.extents.len());
+    for extent in &entry.extents {
+        let first_changed = late
+            .iter()
+            .filter(|write| write.at_ms >= extent.computed_at_ms)
+            .map(|write| first_point_reading(piece, write.from_ms))
+            .min()
+            .unwrap_or(i64::MAX);
+        if first_changed > extent.end_ms {
+            extents.push(extent.clone());
+            continue;
+        }
+        changed = true;
+        if first_changed <= extent.start_ms {
+            continue;
+        }
+        // The last point of the extent's own grid before the first changed one.
+        let end = extent.start_ms + (first_changed - 1 - extent.start_ms).div_euclid(step) * step;
+        extents.push(Extent {
+            start_ms: extent.start_ms,
+            end_ms: end,
+            data: extent
+                .data
+                .as_ref()
+                .map(|data| slice_data(data, extent.start_ms, end)),
+            computed_at_ms: extent.computed_at_ms,
+        });
+    }
+    changed.then(|| CacheEntry {
+        key: entry.key.clone(),
+        extents,
+    })
 }
 
 /// Encodes an entry for storage.
@@ -332,6 +438,7 @@ fn plan_pieces(piece: &RangeQuery, entry: Option<&CacheEntry>, with_data: bool) 
             start_ms: first,
             end_ms: until,
             data,
+            computed_at_ms: extent.computed_at_ms,
         }));
         cursor = until.saturating_add(step);
     }
@@ -389,6 +496,7 @@ pub fn updated_entry(
             start_ms: query.start_ms,
             end_ms: end,
             data: Some(slice_data(data, query.start_ms, end)),
+            computed_at_ms: options.computed_at_ms,
         });
     }
     if fresh.is_empty() {
@@ -405,6 +513,8 @@ pub fn updated_entry(
     for extent in extents {
         match merged.last_mut() {
             Some(previous) if extent.start_ms <= previous.end_ms.saturating_add(piece.step_ms) => {
+                previous.computed_at_ms =
+                    merged_computed_at(previous, &extent, piece, &options.late);
                 previous.end_ms = previous.end_ms.max(extent.end_ms);
                 let parts = [previous.data.take(), extent.data].into_iter().flatten();
                 previous.data = Some(concat_data(parts));
@@ -565,11 +675,13 @@ mod tests {
                     start_ms: 0,
                     end_ms: 5 * MINUTE,
                     data: Some(QueryData::default()),
+                    computed_at_ms: 0,
                 },
                 Extent {
                     start_ms: 20 * MINUTE,
                     end_ms: 40 * MINUTE,
                     data: Some(QueryData::default()),
+                    computed_at_ms: 0,
                 },
             ],
         };
@@ -738,7 +850,7 @@ mod tests {
                 extents: extents
                     .into_iter()
                     .enumerate()
-                    .map(|(index, (start_ms, end_ms))| Extent { start_ms, end_ms, data: Some(extent_data(&piece, index, start_ms, end_ms)) })
+                    .map(|(index, (start_ms, end_ms))| Extent { start_ms, end_ms, data: Some(extent_data(&piece, index, start_ms, end_ms)), computed_at_ms: 0 })
                     .collect(),
             };
             let plan = plan_with_cache(&piece, Some(&entry));
@@ -837,6 +949,7 @@ mod tests {
                 start_ms,
                 end_ms,
             )),
+            computed_at_ms: 0,
         };
         let entry = |extents| CacheEntry {
             key: String::new(),
@@ -878,6 +991,7 @@ mod tests {
                         ResponseData::Query(data) => Some(data),
                         _ => None,
                     }),
+                computed_at_ms: 0,
             }],
         };
         let query = piece("up", 20 * MINUTE, 30 * MINUTE);
@@ -910,5 +1024,124 @@ mod tests {
         .unwrap();
         assert_eq!(capped.extents.len(), 1);
         assert_eq!(capped.extents[0].start_ms, 20 * MINUTE);
+    }
+
+    /// An entry of one extent over all of `query`, computed at `computed_at_ms`.
+    fn one_extent(query: &RangeQuery, computed_at_ms: i64) -> CacheEntry {
+        let Some(ResponseData::Query(data)) = answer(query).data else {
+            unreachable!("a query answer")
+        };
+        CacheEntry {
+            key: "k".into(),
+            extents: vec![Extent {
+                start_ms: query.start_ms,
+                end_ms: query.end_ms,
+                data: Some(data),
+                computed_at_ms,
+            }],
+        }
+    }
+
+    fn late(from_ms: i64, at_ms: i64) -> LateWrite {
+        LateWrite { from_ms, at_ms }
+    }
+
+    #[test]
+    fn a_late_write_cuts_the_extents_computed_before_it_back_to_its_first_sample() {
+        let query = piece("rate(x[5m])", 0, 10 * MINUTE);
+        let entry = one_extent(&query, 100);
+        let cut = without_late_data(&entry, &query, &[late(5 * MINUTE + 1, 200)]).unwrap();
+        assert_eq!(cut.extents.len(), 1);
+        assert_eq!(cut.extents[0].end_ms, 5 * MINUTE);
+        let Some(data) = &cut.extents[0].data else {
+            panic!("data kept")
+        };
+        assert_eq!(data.series[0].timestamps_ms.len(), 6);
+        // On a grid point: that point may read it, so it goes too.
+        let cut = without_late_data(&entry, &query, &[late(5 * MINUTE, 200)]).unwrap();
+        assert_eq!(cut.extents[0].end_ms, 4 * MINUTE);
+        // Before the extent's start: all of it may read the sample.
+        let gone = without_late_data(&entry, &query, &[late(-MINUTE, 100)]).unwrap();
+        assert!(gone.extents.is_empty());
+    }
+
+    #[test]
+    fn late_writes_before_the_extent_was_computed_or_after_its_end_change_nothing() {
+        let query = piece("x", 0, 10 * MINUTE);
+        let entry = one_extent(&query, 100);
+        assert_eq!(without_late_data(&entry, &query, &[late(MINUTE, 99)]), None);
+        assert_eq!(
+            without_late_data(&entry, &query, &[late(10 * MINUTE + 1, 500)]),
+            None
+        );
+        assert!(late_write_changes(&query, 100, &late(10 * MINUTE, 100)));
+        assert!(!late_write_changes(
+            &query,
+            100,
+            &late(10 * MINUTE + 1, 100)
+        ));
+        assert!(!late_write_changes(&query, 101, &late(0, 100)));
+    }
+
+    #[test]
+    fn negative_offsets_and_fixed_at_reach_further() {
+        let ahead = piece("x offset -2m", 0, 10 * MINUTE);
+        let cut =
+            without_late_data(&one_extent(&ahead, 1), &ahead, &[late(5 * MINUTE, 2)]).unwrap();
+        assert_eq!(cut.extents[0].end_ms, 2 * MINUTE);
+        assert!(late_write_changes(&ahead, 1, &late(11 * MINUTE, 2)));
+        let fixed = piece("x @ 60", 0, 10 * MINUTE);
+        let gone =
+            without_late_data(&one_extent(&fixed, 1), &fixed, &[late(50 * MINUTE, 2)]).unwrap();
+        assert!(gone.extents.is_empty());
+    }
+
+    #[test]
+    fn merged_extents_take_the_later_time_unless_a_late_write_may_be_missing() {
+        let key = cache_key("t", &piece("x", 0, 10 * MINUTE), 86_400_000);
+        let first = piece("x", 0, 4 * MINUTE);
+        let options = |computed_at_ms, late: Vec<LateWrite>| CacheOptions {
+            max_freshness_ms: 0,
+            computed_at_ms,
+            late,
+            ..CacheOptions::default()
+        };
+        let now = 100 * MINUTE;
+        let first_plan = Plan::Query(first.clone());
+        let entry = updated_entry(
+            &key,
+            &first,
+            None,
+            &first_plan,
+            &[answer(&first)],
+            now,
+            &options(7, vec![]),
+        )
+        .unwrap();
+        assert_eq!(entry.extents[0].computed_at_ms, 7);
+        let whole = piece("x", 0, 9 * MINUTE);
+        let plan = plan_with_cache(&whole, Some(&entry));
+        let answers: Vec<ApiResponse> = plan.queries().into_iter().map(answer).collect();
+        let merge = |late| {
+            updated_entry(
+                &key,
+                &whole,
+                Some(&entry),
+                &plan,
+                &answers,
+                now,
+                &options(9, late),
+            )
+            .unwrap()
+        };
+        let merged = merge(vec![]);
+        assert_eq!(merged.extents.len(), 1);
+        assert_eq!(merged.extents[0].computed_at_ms, 9);
+        // Written at 8, reaching the first part's last point: it may lack it.
+        let merged = merge(vec![late(4 * MINUTE, 8)]);
+        assert_eq!(merged.extents[0].computed_at_ms, 7);
+        // Only the second part reads it, and that was computed after.
+        let merged = merge(vec![late(4 * MINUTE + 1, 8)]);
+        assert_eq!(merged.extents[0].computed_at_ms, 9);
     }
 }

@@ -65,8 +65,8 @@ mod split;
 
 pub use cache::{
     CacheEntry, CacheKey, CacheOptions, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_FRESHNESS_MS, Extent,
-    answer_is_final, cache_key, cached_prefix, decode_entry, encode_entry, plan_queries_with_cache,
-    plan_with_cache, updated_entry,
+    LateWrite, answer_is_final, cache_key, cached_prefix, decode_entry, encode_entry,
+    late_write_changes, plan_queries_with_cache, plan_with_cache, updated_entry, without_late_data,
 };
 pub use instant_split::{
     Combine, InstantSplit, MAX_INSTANT_PARTS, RangeBoundaries, merge_instant_parts,

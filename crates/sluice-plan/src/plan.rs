@@ -192,6 +192,7 @@ impl CachedPrefix {
             start_ms: 0,
             end_ms: 0,
             data: Some(self.data),
+            computed_at_ms: 0,
         }));
         children.extend(self.queries.into_iter().map(Plan::Query));
         Plan::Concat(children).into_merged_keeping_first(answers)
@@ -348,6 +349,7 @@ mod tests {
                 Some(ResponseData::Query(data)) => Some(data),
                 _ => None,
             },
+            computed_at_ms: 0,
         };
         let plan = Plan::Concat(vec![Plan::Cached(cached), Plan::Query(piece(2, 3))]);
         assert_eq!(plan.queries(), vec![&piece(2, 3)]);

@@ -33,13 +33,58 @@ pub struct Label {
     pub value: String,
 }
 
-/// A float sample; the same message in 1.0 and 2.0.
-#[derive(Clone, Copy, PartialEq, prost::Message)]
+/// A float sample; the same message in 1.0 and 2.0: `double value = 1;
+/// int64 timestamp = 2;`.
+///
+/// Written by hand because prost's derived encoder leaves out a double
+/// equal to 0.0, and -0.0 is: the sign of a stored -0 would be lost. Go's
+/// protobuf, which Prometheus sends with, compares the bits instead; so
+/// does this.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Sample {
-    #[prost(double, tag = "1")]
     pub value: f64,
-    #[prost(int64, tag = "2")]
     pub timestamp: i64,
+}
+
+impl prost::Message for Sample {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        if self.value.to_bits() != 0 {
+            prost::encoding::double::encode(1, &self.value, buf);
+        }
+        if self.timestamp != 0 {
+            prost::encoding::int64::encode(2, &self.timestamp, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        match tag {
+            1 => prost::encoding::double::merge(wire_type, &mut self.value, buf, ctx),
+            2 => prost::encoding::int64::merge(wire_type, &mut self.timestamp, buf, ctx),
+            _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        let value = match self.value.to_bits() {
+            0 => 0,
+            _ => prost::encoding::double::encoded_len(1, &self.value),
+        };
+        let timestamp = match self.timestamp {
+            0 => 0,
+            _ => prost::encoding::int64::encoded_len(2, &self.timestamp),
+        };
+        value + timestamp
+    }
+
+    fn clear(&mut self) {
+        *self = Sample::default();
+    }
 }
 
 /// Exemplars are counted and dropped; their contents are not read.

@@ -317,3 +317,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_negative_zero_keeps_its_sign_both_ways() {
+    use prost::Message as _;
+    let negative_zero = Sample {
+        value: -0.0,
+        timestamp: 5,
+    };
+    let encoded = negative_zero.encode_to_vec();
+    // As Go's protobuf writes it: field 1, 64-bit, the sign bit alone.
+    assert_eq!(&encoded[..9], &[0x09, 0, 0, 0, 0, 0, 0, 0, 0x80]);
+    let decoded = Sample::decode(encoded.as_slice()).unwrap();
+    assert_eq!(decoded.value.to_bits(), (-0.0f64).to_bits());
+    assert_eq!(decoded.timestamp, 5);
+    // A positive zero and a zero timestamp are left out, as before.
+    assert!(Sample::default().encode_to_vec().is_empty());
+    let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+    let marker = Sample::decode(
+        Sample {
+            value: stale,
+            timestamp: -1,
+        }
+        .encode_to_vec()
+        .as_slice(),
+    )
+    .unwrap();
+    assert_eq!(
+        (marker.value.to_bits(), marker.timestamp),
+        (stale.to_bits(), -1)
+    );
+}

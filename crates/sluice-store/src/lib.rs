@@ -178,6 +178,9 @@ impl Metrics {
     }
 }
 
+/// What [`Store::on_written`] calls.
+type WrittenHook = Box<dyn Fn(&str, i64) + Send + Sync>;
+
 /// The answer to a push.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PushReply {
@@ -222,6 +225,9 @@ pub struct Store {
     metrics: Metrics,
     /// Called after a block is written, so queriers see it at once.
     on_block: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Called after a write with its tenant and oldest sample, so a results
+    /// cache in this process can drop what late samples make stale.
+    on_written: OnceLock<WrittenHook>,
     cutting: Mutex<()>,
 }
 
@@ -271,6 +277,7 @@ impl Store {
             wal,
             metrics,
             on_block: OnceLock::new(),
+            on_written: OnceLock::new(),
             cutting: Mutex::new(()),
         }))
     }
@@ -278,6 +285,12 @@ impl Store {
     /// Sets what to call after a block is cut (e.g. a metastore sync).
     pub fn on_block(&self, notify: impl Fn() + Send + Sync + 'static) {
         let _ = self.on_block.set(Box::new(notify));
+    }
+
+    /// Sets what to call after samples are stored, with their tenant and
+    /// the oldest sample's timestamp (ms).
+    pub fn on_written(&self, notify: impl Fn(&str, i64) + Send + Sync + 'static) {
+        let _ = self.on_written.set(Box::new(notify));
     }
 
     pub fn head(&self) -> &Arc<Head> {
@@ -344,6 +357,15 @@ impl Store {
                 return PushReply::error(500, format!("writing the WAL: {error}"));
             }
         };
+        if outcome.accepted > 0
+            && let Some(notify) = self.on_written.get()
+        {
+            // Of every valid sample, refused ones too: a little early is safe.
+            let samples = valid.iter().flat_map(|series| &series.samples);
+            if let Some(oldest) = samples.map(|(t, _)| *t).min() {
+                notify(tenant, oldest);
+            }
+        }
         self.count_head_refusals(&valid, &outcome, &mut refused);
         self.metrics.ingested.inc_by(outcome.accepted as u64);
         self.metrics.duplicates.inc_by(outcome.duplicates as u64);

@@ -458,3 +458,22 @@ fn the_oldest_whole_range_is_cut_once_the_head_spans_one_and_a_half() {
         "after replaying the checkpoint"
     );
 }
+
+#[test]
+fn every_write_tells_its_tenant_and_oldest_sample() {
+    let dir = TempDir::new("sluice-store-written").unwrap();
+    let store = open(&dir, &prometheus::Registry::new());
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let sink = heard.clone();
+    store.on_written(move |tenant, oldest| sink.lock().unwrap().push((tenant.to_owned(), oldest)));
+    let now = now_ms();
+    let two = body(vec![
+        series("a", "x", &[(now - 5_000, 1.0), (now, 2.0)]),
+        series("b", "x", &[(now - 9_000, 1.0)]),
+    ]);
+    assert_eq!(store.ingest("t", Protocol::V1, &two).status, 204);
+    // A refused write stores nothing and tells nothing.
+    let bad = body(vec![series("1bad", "x", &[(now, 1.0)])]);
+    assert_eq!(store.ingest("u", Protocol::V1, &bad).status, 400);
+    assert_eq!(*heard.lock().unwrap(), vec![("t".to_owned(), now - 9_000)]);
+}

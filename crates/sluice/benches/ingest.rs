@@ -177,6 +177,8 @@ async fn main() {
         ),
         "-distributor.ingestion-rate-limit=0".to_owned(),
         "-ingester.max-global-series-per-user=0".to_owned(),
+        // The Prometheus it is compared with scrapes nothing either.
+        "-self-scrape.enabled=false".to_owned(),
         "-log.level=warn".to_owned(),
     ];
     let mut sluice = ChildProcess::start(

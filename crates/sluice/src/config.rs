@@ -105,6 +105,9 @@ pub(crate) struct Config {
     pub(crate) store: sluice_store::StoreConfig,
     pub(crate) head_compaction_interval: Duration,
     pub(crate) compactor: sluice_compactor::CompactorConfig,
+    /// `-self-scrape.enabled`: the store scrapes this process's `/metrics`.
+    pub(crate) self_scrape_enabled: bool,
+    pub(crate) self_scrape_interval: Duration,
 }
 
 /// The results cache as configured, turned into a backend in `validate`.
@@ -1120,6 +1123,20 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |config, value| config.compactor.data_dir = value.into()
     ),
     setting!(
+        "self-scrape.enabled",
+        "self_scrape.enabled",
+        "true",
+        "Where the store runs, scrape this process's own /metrics into it for the default tenant (job=\"sluice\", with up and scrape_* series as a Prometheus scrape gives), so sluice answers queries about itself.",
+        |config, value| config.self_scrape_enabled = parse_bool(value)?
+    ),
+    setting!(
+        "self-scrape.interval",
+        "self_scrape.interval",
+        "15s",
+        "How often the store scrapes this process's own /metrics.",
+        |config, value| config.self_scrape_interval = parse_go_duration(value)?
+    ),
+    setting!(
         "ingester.out-of-order-time-window",
         "limits.out_of_order_time_window",
         "0s",
@@ -1238,6 +1255,8 @@ fn blank_config() -> Config {
         store: sluice_store::StoreConfig::new(""),
         head_compaction_interval: Duration::ZERO,
         compactor: sluice_compactor::CompactorConfig::new(""),
+        self_scrape_enabled: false,
+        self_scrape_interval: Duration::ZERO,
     }
 }
 
@@ -1509,6 +1528,9 @@ fn validate(config: &mut Config) -> Result<(), String> {
     }
     if config.targets.contains(&Role::Store) && config.head_compaction_interval.is_zero() {
         return Err("-blocks-storage.tsdb.head-compaction-interval must be longer than 0".into());
+    }
+    if config.self_scrape_enabled && config.self_scrape_interval.is_zero() {
+        return Err("-self-scrape.interval must be longer than 0".into());
     }
     if runs_frontend && config.targets.contains(&Role::QueryScheduler) {
         return Err(

@@ -340,6 +340,12 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         false => None,
     };
 
+    if let (Some(store), Some(frontend)) = (&store, &frontend) {
+        // Late samples reach the results cache; a frontend in another
+        // process cannot hear of them (see the README).
+        let frontend = frontend.clone();
+        store.on_written(move |tenant, oldest_ms| frontend.samples_written(tenant, oldest_ms));
+    }
     if let Some(store) = &store {
         let stopped = grpc_stopped.clone();
         let interval = config.head_compaction_interval;
@@ -390,6 +396,10 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         None => router,
     };
     tracing::info!(address = %http_address, targets = ?config.targets, "sluice HTTP server listening");
+    if let Some(store) = &store {
+        let bound = http_listener.local_addr().unwrap_or(http_address);
+        start_self_scrape(&config, store, bound, grpc_stopped.clone());
+    }
 
     let (http_stop, http_stopped) = watch::channel(false);
     let http_task = tokio::spawn(sluice_frontend::serve_http(
@@ -470,6 +480,46 @@ async fn open_store(
         .await
         .context("opening the store did not finish")?
         .context("opening the store")
+}
+
+/// Scrapes this process's `/metrics` into `store` for the default tenant,
+/// unless turned off or the HTTP server speaks only TLS (the scrape is
+/// plain HTTP).
+fn start_self_scrape(
+    config: &Config,
+    store: &Arc<Store>,
+    http_address: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    if !config.self_scrape_enabled {
+        return;
+    }
+    if config.security.http_server_config.is_some() {
+        tracing::warn!("self-scrape is off: the HTTP server serves TLS only");
+        return;
+    }
+    // Listening everywhere: the scrape goes to the loopback address.
+    let instance = match http_address.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => format!("127.0.0.1:{}", http_address.port()),
+        ip if ip.is_unspecified() => format!("[::1]:{}", http_address.port()),
+        _ => http_address.to_string(),
+    };
+    let scrape = sluice_selfscrape::SelfScrapeConfig {
+        interval: config.self_scrape_interval,
+        instance,
+        job: "sluice".to_owned(),
+    };
+    tracing::info!(instance = %scrape.instance, interval = ?scrape.interval, "self-scrape starting");
+    let store = Arc::clone(store);
+    let sink: sluice_selfscrape::Sink = Arc::new(move |body| {
+        let tenant = sluice_frontend::ANONYMOUS;
+        let reply = store.ingest(tenant, sluice_remotewrite::Protocol::V1, &body);
+        match reply.status {
+            204 => Ok(()),
+            _ => Err(reply.message),
+        }
+    });
+    tokio::spawn(sluice_selfscrape::run(scrape, sink, stop));
 }
 
 /// The tenant of a write, by the same rules as a query's.

@@ -28,238 +28,36 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::compare::{ApiRequest, compare, copy_blocks};
+use common::compare::copy_blocks;
 use common::families::Vocabulary;
 use common::start_sluice;
+use common::suite::{
+    compare_all, dataset_instants_and_windows, metadata_requests, openmetrics_lines,
+    promtool_blocks_with_overlap, promtool_vocabulary, query_requests,
+};
 use sluice_testkit::{
-    Dataset, PrometheusServer, TempDir, copy_dir, dataset_blocks, form_urlencode, http_get,
-    promtool_backfill,
+    Dataset, PrometheusServer, TempDir, form_urlencode, http_get, promtool_backfill,
 };
 
 const SECOND_MS: i64 = 1_000;
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
-/// Requests in flight at once, to each server.
-const PARALLEL: usize = 4;
-
-/// Instant queries at each of `times`, range queries over each of `windows`
-/// (start, end, step), for every generated query.
-fn query_requests(
-    vocabulary: &Vocabulary,
-    times: &[i64],
-    windows: &[(i64, i64, i64)],
-) -> Vec<ApiRequest> {
-    let mut requests = Vec::new();
-    for generated in vocabulary.queries() {
-        for &time in times {
-            requests.push(ApiRequest::instant(&generated.query, time));
-        }
-        if generated.instant_only {
-            continue;
-        }
-        for &(start, end, step) in windows {
-            requests.push(ApiRequest::range(&generated.query, start, end, step));
-        }
-    }
-    requests
-}
-
-/// `series` for each selector, `labels` and `label/<name>/values` with no
-/// selector and with each, over each window.
-fn metadata_requests(
-    selectors: &[&str],
-    names: &[&'static str],
-    windows: &[(i64, i64)],
-) -> Vec<ApiRequest> {
-    let mut requests = Vec::new();
-    for &(start, end) in windows {
-        requests.push(ApiRequest::metadata("/api/v1/labels", &[], start, end));
-        requests.push(ApiRequest::metadata(
-            "/api/v1/series",
-            selectors,
-            start,
-            end,
-        ));
-        for &path in names {
-            requests.push(ApiRequest::metadata(path, &[], start, end));
-        }
-        for selector in selectors {
-            let one = [*selector];
-            requests.push(ApiRequest::metadata("/api/v1/series", &one, start, end));
-            requests.push(ApiRequest::metadata("/api/v1/labels", &one, start, end));
-            for &path in names {
-                requests.push(ApiRequest::metadata(path, &one, start, end));
-            }
-        }
-    }
-    requests
-}
-
-/// Compares every request, prints what was compared and the annotations
-/// only sluice gave, and fails on any mismatch or on answers mostly empty.
-async fn compare_all(
-    what: &str,
-    sluice: &str,
-    prometheus: &PrometheusServer,
-    requests: &[ApiRequest],
-    queries: usize,
-) {
-    let started = Instant::now();
-    let comparison = compare(sluice, &prometheus.url(), requests, PARALLEL).await;
-    println!(
-        "{what}: {queries} queries, {} answers compared ({} errors on both sides, {} empty) in {:.1?}",
-        comparison.compared,
-        comparison.errors,
-        comparison.empty,
-        started.elapsed()
-    );
-    for (annotation, count) in &comparison.added_annotations {
-        println!("  only sluice (Prometheus 3 annotation): {count} × {annotation}");
-    }
-    comparison.assert_no_mismatch(what);
-    assert!(queries >= 300, "{what}: only {queries} queries");
-    assert!(
-        comparison.empty * 4 < comparison.compared,
-        "{what}: mostly empty answers"
-    );
-}
 
 // ------------------------------------------------------------ promtool
-
-/// `name{labels} value seconds` lines for the samples of `series` in `[from, until)`.
-fn openmetrics_lines(
-    out: &mut String,
-    name: &str,
-    labels: &[(String, String)],
-    samples: impl Iterator<Item = (i64, f64)>,
-) {
-    let labels: Vec<String> = labels
-        .iter()
-        .map(|(key, value)| format!("{key}=\"{value}\""))
-        .collect();
-    for (t, v) in samples {
-        out.push_str(&format!(
-            "{name}{{{}}} {v} {}\n",
-            labels.join(","),
-            common::compare::seconds(t)
-        ));
-    }
-}
-
-/// The second backfill over `[from, until)`: the api job's counters again
-/// (the same samples: duplicates), `node-normal`'s temperature at the
-/// half-minutes between its samples, and a gauge only this backfill has.
-fn overlapping_backfill(dataset: &Dataset, from: i64, until: i64) -> String {
-    let mut out = String::from("# TYPE http_requests counter\n");
-    for series in dataset.series() {
-        if series.metric == "http_requests_total" && series.label("job") == Some("api") {
-            let samples = dataset.samples(&series).into_iter();
-            let inside = samples.filter(|(t, _)| (from..until).contains(t));
-            openmetrics_lines(&mut out, series.metric, &series.labels, inside);
-        }
-    }
-    out.push_str("# TYPE node_temperature_celsius gauge\n");
-    let between = (from..until)
-        .step_by(MINUTE_MS as usize)
-        .map(|t| (t + 30 * SECOND_MS, ((t / MINUTE_MS) % 17) as f64 + 15.5));
-    let normal = [("instance".to_owned(), "node-normal".to_owned())];
-    openmetrics_lines(&mut out, "node_temperature_celsius", &normal, between);
-    out.push_str("# TYPE overlap_only_gauge gauge\n");
-    for zone in ["a", "b"] {
-        let values = (from..until)
-            .step_by(MINUTE_MS as usize)
-            .map(|t| (t, ((t / MINUTE_MS) % 23) as f64 - 4.0));
-        let labels = [("zone".to_owned(), zone.to_owned())];
-        openmetrics_lines(&mut out, "overlap_only_gauge", &labels, values);
-    }
-    out.push_str("# EOF\n");
-    out
-}
-
-fn promtool_vocabulary() -> Vocabulary {
-    let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
-    Vocabulary {
-        counters: strings(&[
-            "http_requests_total{job=\"api\"}",
-            "http_requests_total{code!=\"200\",method=~\"G.*\"}",
-            "request_duration_seconds_count",
-        ]),
-        gauges: strings(&[
-            "node_temperature_celsius",
-            "ephemeral_worker_up",
-            "overlap_only_gauge",
-        ]),
-        buckets: strings(&[
-            "request_duration_seconds_bucket",
-            "request_duration_seconds_bucket{job=\"web\"}",
-        ]),
-        any: strings(&[
-            "http_requests_total{instance=~\"10\\\\.0\\\\.[01]\\\\..*\",code=\"500\"}",
-            "node_temperature_celsius",
-            "ephemeral_worker_up",
-            "edge_case_labels{value!=\"plain\"}",
-        ]),
-        group_by: "job",
-        range: "5m",
-        long_range: "1h",
-        offset: "30m",
-        subquery_range: "30m",
-        subquery_step: "1m",
-        // Inner evaluations at 43 s past each minute, samples on the minute
-        // and (overlap) the half minute.
-        subquery_offset: "17s".to_owned(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_blocks_with_an_overlapping_backfill_answer_as_prometheus() {
     let dataset = Dataset::new();
     let (first, last) = (dataset.start_ms(), dataset.end_ms());
     let overlap = (first + 24 * HOUR_MS, first + 30 * HOUR_MS);
-    let data = TempDir::new("sluice-compare-promtool").unwrap();
-    let data_dir = data.path().to_path_buf();
-    let backfill = overlapping_backfill(&dataset, overlap.0, overlap.1);
-    tokio::task::spawn_blocking(move || {
-        copy_dir(&dataset_blocks(&Dataset::new()), &data_dir).unwrap();
-        promtool_backfill(&backfill, &data_dir);
-    })
-    .await
-    .unwrap();
+    let data = promtool_blocks_with_overlap(&dataset, overlap).await;
     let prometheus = PrometheusServer::serve_copy_of(data.path(), &[]).await;
     let dir_flag = format!("-blocks-storage.filesystem.dir={}", data.path().display());
     let sluice = start_sluice("compare-promtool", &[dir_flag]).await;
     sluice.wait_ready_status(200, Duration::from_secs(20)).await;
 
     let vanished = dataset.vanishing_series_end_ms();
-    let times = [
-        // Just past a block boundary: 5m and 1h windows reach into the block before.
-        first + 6 * HOUR_MS + 7 * SECOND_MS,
-        // The vanishing series' last sample still within the lookback.
-        vanished + 2 * MINUTE_MS + 13 * SECOND_MS,
-        // In the overlapping blocks, and just after the counter reset.
-        overlap.0 + 2 * HOUR_MS + 17 * SECOND_MS,
-        dataset.counter_reset_ms() + MINUTE_MS + 11 * SECOND_MS,
-    ];
-    let windows = [
-        // Across two block boundaries.
-        (
-            first + 4 * HOUR_MS + 7 * SECOND_MS,
-            first + 7 * HOUR_MS + 7 * SECOND_MS,
-            MINUTE_MS,
-        ),
-        // Into, through and out of the overlapping blocks, over the reset.
-        (
-            overlap.0 + HOUR_MS + 13 * SECOND_MS,
-            overlap.1 + HOUR_MS + 13 * SECOND_MS,
-            5 * MINUTE_MS,
-        ),
-        // The vanishing series leaving the lookback window.
-        (
-            vanished - 10 * MINUTE_MS + 11 * SECOND_MS,
-            vanished + 20 * MINUTE_MS + 11 * SECOND_MS,
-            MINUTE_MS,
-        ),
-    ];
+    let (times, windows) = dataset_instants_and_windows(&dataset, overlap);
     let vocabulary = promtool_vocabulary();
     let queries = vocabulary.queries().len();
     let mut requests = query_requests(&vocabulary, &times, &windows);

@@ -202,14 +202,7 @@ async fn prometheus_remote_write_lands_and_sluice_answers_as_prometheus() {
     assert_eq!(sluice.metric("sluice_discarded_samples_total").await, 0.0);
     // Cut the head into a block: the metastore knows it at once and the
     // head forgets it, so the same answers now come from the block.
-    let (status, _, body) = sluice_testkit::http_request(
-        "POST",
-        &format!("{}/ingester/flush", sluice.url()),
-        &[],
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(status, 204, "{}", String::from_utf8_lossy(&body));
+    sluice.flush().await;
     assert_eq!(sluice.metric("sluice_blocks_cut_total").await, 1.0);
     assert_eq!(
         compare_suite(&prometheus_url, &sluice.url(), end).await,

@@ -17,6 +17,7 @@ use crate::buffers;
 use crate::clock::SharedClock;
 use crate::compression;
 use crate::fragments::{Assembled, Assembler, FragmentMemo};
+use crate::late::LateWrites;
 use crate::metrics::FrontendMetrics;
 use crate::oldest_first::OldestFirst;
 use crate::request::{Answer, EncodedBody, QueryStats, Request, tenant_key};
@@ -39,6 +40,7 @@ pub(crate) struct AnswersStage {
     metrics: FrontendMetrics,
     clock: SharedClock,
     max_freshness: Duration,
+    late: Arc<LateWrites>,
 }
 
 impl Stage for AnswersStage {
@@ -66,6 +68,7 @@ impl AnswersStage {
         fragments: Option<Arc<FragmentMemo>>,
         metrics: FrontendMetrics,
         clock: SharedClock,
+        late: Arc<LateWrites>,
     ) -> Option<AnswersStage> {
         let memo = (config.results_cache.is_some()
             && config.cache_range_results
@@ -87,6 +90,7 @@ impl AnswersStage {
             metrics,
             clock,
             max_freshness: config.max_cache_freshness,
+            late,
         })
     }
 
@@ -107,9 +111,11 @@ impl AnswersStage {
         };
         if let (Some(key), Some(memo)) = (&memo_key, &self.memo)
             && let Some(answer) = memo.get(key)
+            && !self.late_write_changes(&request.tenant, query, answer.computed_at_ms)
         {
             return self.memo_hit(answer, gzip);
         }
+        let asked_at_ms = self.clock.now_ms();
         let mut answer = self.next.handle(request).await;
         answer.stats.answered_at = Some(self.clock.now());
         let assembled = match &self.fragments {
@@ -132,13 +138,16 @@ impl AnswersStage {
         match (memo_key, &self.memo) {
             (Some(key), Some(memo)) if is_clean(answer.response()) => {
                 let samples = answer.response().sample_count();
-                let memo_answer = Arc::new(match assembled {
-                    Some(assembled) => MemoAnswer::assembled(assembled, samples),
-                    None => MemoAnswer::new(
-                        bytes::Bytes::from(json::encode_response(answer.response())),
-                        samples,
-                    ),
-                });
+                let memo_answer = Arc::new(
+                    match assembled {
+                        Some(assembled) => MemoAnswer::assembled(assembled, samples),
+                        None => MemoAnswer::new(
+                            bytes::Bytes::from(json::encode_response(answer.response())),
+                            samples,
+                        ),
+                    }
+                    .computed_at(asked_at_ms),
+                );
                 memo.put(key, memo_answer.clone(), ttl);
                 // The body sent is not kept: most answers are never asked
                 // for again (a dashboard moving with time); a repeat makes
@@ -148,6 +157,15 @@ impl AnswersStage {
             _ => answer.encoded = sent,
         }
         answer
+    }
+
+    /// Whether `tenant` had samples written late since `computed_at_ms`
+    /// that `query`'s answer may read.
+    fn late_write_changes(&self, tenant: &str, query: &RangeQuery, computed_at_ms: i64) -> bool {
+        self.late
+            .of(tenant)
+            .iter()
+            .any(|write| sluice_plan::late_write_changes(query, computed_at_ms, write))
     }
 
     /// The answer to an exact repeat of a settled range query.
@@ -308,6 +326,9 @@ pub(crate) struct MemoAnswer {
     /// Set once the gzip form's making has started: a burst of requests
     /// starts it once.
     making_gzip: std::sync::atomic::AtomicBool,
+    /// When the answer was asked for (ms): a late write after it may be
+    /// missing from it.
+    computed_at_ms: i64,
 }
 
 impl MemoAnswer {
@@ -321,6 +342,7 @@ impl MemoAnswer {
             gzip: std::sync::OnceLock::new(),
             spliced_gzip: Mutex::new(None),
             making_gzip: std::sync::atomic::AtomicBool::new(false),
+            computed_at_ms: 0,
         }
     }
 
@@ -335,6 +357,15 @@ impl MemoAnswer {
             gzip: std::sync::OnceLock::new(),
             spliced_gzip: Mutex::new(None),
             making_gzip: std::sync::atomic::AtomicBool::new(false),
+            computed_at_ms: 0,
+        }
+    }
+
+    /// The answer, as asked for at `computed_at_ms`.
+    pub(crate) fn computed_at(self, computed_at_ms: i64) -> MemoAnswer {
+        MemoAnswer {
+            computed_at_ms,
+            ..self
         }
     }
 
@@ -434,13 +465,45 @@ mod tests {
     const HOUR_MS: i64 = 3_600_000;
 
     fn stage(next: Next, clock: SharedClock) -> AnswersStage {
+        stage_hearing_late_writes(next, clock).0
+    }
+
+    fn stage_hearing_late_writes(
+        next: Next,
+        clock: SharedClock,
+    ) -> (AnswersStage, Arc<LateWrites>) {
         let config = FrontendConfig {
             results_cache_ttl: Duration::from_secs(3600),
             ..FrontendConfig::default()
         };
         let metrics = FrontendMetrics::new(&prometheus::Registry::new());
         let fragments = fragment_memo(&config, true);
-        AnswersStage::from_config(next, &config, fragments, metrics, clock).expect("memo on")
+        let late = Arc::new(LateWrites::new(config.max_cache_freshness, clock.clone()));
+        let stage =
+            AnswersStage::from_config(next, &config, fragments, metrics, clock, late.clone());
+        (stage.expect("memo on"), late)
+    }
+
+    #[tokio::test]
+    async fn a_memoised_answer_is_not_served_after_a_late_write_it_may_lack() {
+        let next = FakeNext::answering(grid_answer);
+        let clock = ManualClock::at(NOW_MS);
+        let (stage, late) = stage_hearing_late_writes(next.clone(), clock.clone());
+        let request = || range_request("up", NOW_MS - 3 * HOUR_MS, NOW_MS - HOUR_MS, 60_000);
+        stage.handle(request()).await;
+        clock.advance(Duration::from_secs(1));
+        // After the range's end: no grid point reads it.
+        late.note("tenant", NOW_MS - HOUR_MS + 1);
+        assert!(stage.handle(request()).await.stats.memo_hit);
+        late.note("tenant", NOW_MS - 2 * HOUR_MS);
+        // Asked in the same millisecond as the write, an answer may or may
+        // not hold it: it counts as older.
+        clock.advance(Duration::from_secs(1));
+        let after = stage.handle(request()).await;
+        assert!(!after.stats.memo_hit);
+        assert_eq!(next.seen().len(), 2);
+        // Memoised again, as asked after the write.
+        assert!(stage.handle(request()).await.stats.memo_hit);
     }
 
     fn body(answer: &Answer) -> Vec<u8> {

@@ -57,6 +57,7 @@ pub(crate) struct ChainParts {
     pub(crate) clock: SharedClock,
     pub(crate) dispatch: Arc<dispatch::DispatchStage>,
     pub(crate) results_cache: Option<results_cache::ResultsCache>,
+    pub(crate) late: Arc<crate::late::LateWrites>,
 }
 
 /// The chain, first stage first:
@@ -69,6 +70,7 @@ pub(crate) fn build(config: &FrontendConfig, parts: ChainParts) -> Next {
         clock,
         dispatch,
         results_cache,
+        late,
     } = parts;
     let mut next: Next = dispatch;
     next = Arc::new(collapse::CollapseStage::new(
@@ -101,7 +103,8 @@ pub(crate) fn build(config: &FrontendConfig, parts: ChainParts) -> Next {
     if config.align_queries_with_step {
         next = Arc::new(align::AlignStage::new(next));
     }
-    match answers::AnswersStage::from_config(next.clone(), config, fragments, metrics, clock) {
+    match answers::AnswersStage::from_config(next.clone(), config, fragments, metrics, clock, late)
+    {
         Some(answers) => Arc::new(answers),
         None => next,
     }
@@ -126,14 +129,23 @@ mod tests {
             clock.clone(),
             &config,
         ));
-        let results_cache =
-            results_cache::ResultsCache::from_config(&config, &registry, clock.clone())
-                .expect("a valid configuration");
+        let late = Arc::new(crate::late::LateWrites::new(
+            config.max_cache_freshness,
+            clock.clone(),
+        ));
+        let results_cache = results_cache::ResultsCache::from_config(
+            &config,
+            &registry,
+            clock.clone(),
+            late.clone(),
+        )
+        .expect("a valid configuration");
         let parts = ChainParts {
             metrics,
             clock,
             dispatch,
             results_cache,
+            late,
         };
         names(&build(&config, parts))
     }

@@ -21,6 +21,7 @@ use super::{AnswerFuture, Next, Stage};
 use crate::FrontendConfig;
 use crate::clock::SharedClock;
 use crate::fragments::{FragmentMemo, Prefixes};
+use crate::late::LateWrites;
 use crate::metrics::FrontendMetrics;
 use crate::oldest_first::OldestFirst;
 use crate::request::{Answer, Outcome, PieceAnswers, QueryStats, Request};
@@ -56,6 +57,8 @@ pub(crate) struct ResultsCache {
     /// off, so a query moved forward still finds what its earlier run stored.
     key_interval_ms: i64,
     clock: SharedClock,
+    /// Samples written late: the extents that may lack them are cut.
+    late: Arc<LateWrites>,
 }
 
 impl ResultsCache {
@@ -65,6 +68,7 @@ impl ResultsCache {
         config: &FrontendConfig,
         registry: &prometheus::Registry,
         clock: SharedClock,
+        late: Arc<LateWrites>,
     ) -> Result<Option<ResultsCache>, String> {
         let (cache_config, decoded_bytes) =
             share_in_process_budget(config.results_cache.clone(), config.cache_range_results);
@@ -95,6 +99,7 @@ impl ResultsCache {
                 sluice_plan::DEFAULT_SPLIT_INTERVAL_MS
             },
             clock,
+            late,
         }))
     }
 
@@ -149,6 +154,10 @@ struct Lookup {
     query_plans: Vec<Plan>,
     /// How long the tenant's entries may be kept.
     ttl: Duration,
+    /// When the lookup began, before anything ran: what the extents made
+    /// from its answers were computed at.
+    computed_at_ms: i64,
+    tenant: String,
 }
 
 /// How the answers to a range query's sub-queries become its answer.
@@ -241,6 +250,7 @@ impl ResultsCacheStage {
     /// The entries of `request`'s pieces (the whole query when unsplit)
     /// and what has to run.
     async fn look_up(&self, request: &mut Request, stats: &mut QueryStats) -> Lookup {
+        let computed_at_ms = self.cache.clock.now_ms();
         let query = request.range().expect("a range query").clone();
         let pieces = request.pieces.take().unwrap_or_else(|| vec![query.clone()]);
         let keys: Vec<CacheKey> = pieces
@@ -248,7 +258,18 @@ impl ResultsCacheStage {
             .map(|piece| sluice_plan::cache_key(&request.tenant, piece, self.cache.key_interval_ms))
             .collect();
         let ttl = request.results_ttl(self.cache.ttl);
-        let entries = self.entries(&keys, ttl, stats).await;
+        let mut entries = self.entries(&keys, ttl, stats).await;
+        let late = self.cache.late.of(&request.tenant);
+        if !late.is_empty() {
+            for (entry, piece) in entries.iter_mut().zip(&pieces) {
+                let cut = entry
+                    .as_deref()
+                    .and_then(|found| sluice_plan::without_late_data(found, piece, &late));
+                if let Some(cut) = cut {
+                    *entry = Some(Arc::new(cut));
+                }
+            }
+        }
         // What has to run is known from the extents' ranges alone: it is
         // sent first, and the cached data is copied out while it runs. These
         // plans serve the write-back too: it needs only which ranges ran.
@@ -264,6 +285,8 @@ impl ResultsCacheStage {
             entries,
             query_plans,
             ttl,
+            computed_at_ms,
+            tenant: request.tenant.to_string(),
         }
     }
 
@@ -340,6 +363,8 @@ impl ResultsCacheStage {
         let options = CacheOptions {
             max_freshness_ms: cache.max_freshness.as_millis() as i64,
             max_entry_bytes: cache.max_entry_bytes,
+            computed_at_ms: lookup.computed_at_ms,
+            late: cache.late.of(&lookup.tenant),
             ..CacheOptions::default()
         };
         let now_ms = cache.clock.now_ms();
@@ -564,12 +589,81 @@ mod tests {
     const HOUR_MS: i64 = 3_600_000;
 
     fn stage(next: Next, clock: SharedClock) -> ResultsCacheStage {
+        stage_hearing_late_writes(next, clock).0
+    }
+
+    /// A stage and the late writes it hears of.
+    fn stage_hearing_late_writes(
+        next: Next,
+        clock: SharedClock,
+    ) -> (ResultsCacheStage, Arc<LateWrites>) {
         let registry = prometheus::Registry::new();
         let config = FrontendConfig::default();
-        let cache = ResultsCache::from_config(&config, &registry, clock)
+        let late = Arc::new(LateWrites::new(config.max_cache_freshness, clock.clone()));
+        let cache = ResultsCache::from_config(&config, &registry, clock, late.clone())
             .expect("a valid configuration")
             .expect("a results cache by default");
-        ResultsCacheStage::new(next, cache, None, FrontendMetrics::new(&registry))
+        let stage = ResultsCacheStage::new(next, cache, None, FrontendMetrics::new(&registry));
+        (stage, late)
+    }
+
+    /// [`grid_answer`], plus 1000 at the points at or after `backfilled`
+    /// (0: nothing backfilled), as a sample written there would add.
+    fn backfillable(
+        backfilled: Arc<std::sync::atomic::AtomicI64>,
+    ) -> impl Fn(&Request) -> ApiResponse + Send + Sync {
+        move |request| {
+            let mut answer = grid_answer(request);
+            let from = backfilled.load(std::sync::atomic::Ordering::SeqCst);
+            if let Some(ResponseData::Query(data)) = &mut answer.data
+                && from > 0
+            {
+                let series = &mut data.series[0];
+                for (t, value) in series.timestamps_ms.iter().zip(&mut series.values) {
+                    if *t >= from {
+                        *value += 1000.0;
+                    }
+                }
+            }
+            answer
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_write_reruns_the_cached_time_from_its_first_sample_on() {
+        let backfilled = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let next = FakeNext::answering(backfillable(backfilled.clone()));
+        let clock = ManualClock::at(NOW_MS);
+        let (stage, late) = stage_hearing_late_writes(next.clone(), clock.clone());
+        let request = || range_request("up", NOW_MS - 3 * HOUR_MS, NOW_MS - HOUR_MS, 60_000);
+        stage.handle(request()).await;
+        // Another tenant's, and a write inside the freshness window, cut nothing.
+        clock.advance(Duration::from_secs(1));
+        late.note("other", NOW_MS - 2 * HOUR_MS);
+        late.note("tenant", NOW_MS - 5 * 60_000);
+        stage.handle(request()).await;
+        assert_eq!(next.seen().len(), 1, "still answered from the cache");
+
+        let sample_ms = NOW_MS - 2 * HOUR_MS - 30_000;
+        backfilled.store(sample_ms, std::sync::atomic::Ordering::SeqCst);
+        late.note("tenant", sample_ms);
+        clock.advance(Duration::from_secs(1));
+        let after = stage.handle(request()).await;
+        let seen = next.seen();
+        assert_eq!(seen.len(), 2);
+        let rerun = &seen[1].pieces.as_ref().expect("a batch")[0];
+        assert_eq!(
+            (rerun.start_ms, rerun.end_ms),
+            (NOW_MS - 2 * HOUR_MS, NOW_MS - HOUR_MS),
+            "from the first point that reads the sample on"
+        );
+        let fresh = backfillable(backfilled.clone())(&request());
+        assert_eq!(after.response(), &fresh);
+        // What ran after the write is cached for good.
+        clock.advance(Duration::from_secs(1));
+        let again = stage.handle(request()).await;
+        assert_eq!(next.seen().len(), 2);
+        assert_eq!(again.response(), &fresh);
     }
 
     #[tokio::test]
@@ -672,6 +766,7 @@ mod tests {
                     series: vec![series],
                     ..sluice_proto::QueryData::default()
                 }),
+                computed_at_ms: 0,
             }],
         })
     }

@@ -79,6 +79,8 @@ pub(crate) async fn start_sluice_with(flags: &[&str]) -> Sluice {
         "-server.grpc-listen-address=127.0.0.1".to_owned(),
         format!("-server.grpc-listen-port={}", free_port()),
         "-query-frontend.log-queries-longer-than=1m".to_owned(),
+        // A scrape every 15 s would be noise in what is timed.
+        "-self-scrape.enabled=false".to_owned(),
     ];
     args.extend(flags.iter().map(|flag| (*flag).to_owned()));
     let mut process = ChildProcess::start(

@@ -88,6 +88,13 @@ impl SluiceProcess {
         }
     }
 
+    /// `POST /ingester/flush`: cuts the whole head into blocks now.
+    pub async fn flush(&self) {
+        let url = format!("{}/ingester/flush", self.url());
+        let (status, _, body) = sluice_testkit::http_request("POST", &url, &[], Vec::new()).await;
+        assert_eq!(status, 204, "{}", String::from_utf8_lossy(&body));
+    }
+
     pub async fn ready_status(&self) -> u16 {
         http_get(&format!("{}/ready", self.url())).await.0
     }
@@ -130,6 +137,9 @@ pub async fn start_sluice(name: &str, args: &[String]) -> SluiceProcess {
         // Scripted downstreams count and hold every request they get, and
         // probes would be among them; a test that wants probes sets it.
         "-querier.backend-probe-interval=0".to_owned(),
+        // Its own series would join every answer that counts series;
+        // the tests of self-scraping turn it on.
+        "-self-scrape.enabled=false".to_owned(),
         // Never the defaults under the working directory (./data): each
         // process has its own, removed with its logs; `args` may override.
         format!(
@@ -479,3 +489,4 @@ pub fn moto_flags(moto: &sluice_testkit::MotoServer) -> Vec<String> {
     ]
 }
 pub mod families;
+pub mod suite;
