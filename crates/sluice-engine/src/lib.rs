@@ -325,6 +325,51 @@ mod tests {
         assert_eq!(seen, 4);
     }
 
+    fn series_names(output: QueryOutput) -> Vec<Labels> {
+        let QueryValue::Matrix(series) = output.value else {
+            panic!("matrix expected")
+        };
+        series.into_iter().map(|one| one.labels).collect()
+    }
+
+    #[test]
+    fn a_query_shard_matcher_selects_that_shard_not_a_label() {
+        let storage = store();
+        let engine = Engine::new();
+        let mut seen = 0;
+        for index in 0..3 {
+            let options = QueryOptions {
+                shard: Some(Shard { index, count: 3 }),
+                ..QueryOptions::default()
+            };
+            let by_option = engine
+                .range(&storage, "up", 0, 540_000, 60_000, &options)
+                .expect("evaluates");
+            let query = format!("up{{__query_shard__=\"{}_of_3\"}}", index + 1);
+            let by_matcher = engine
+                .range(
+                    &storage,
+                    &query,
+                    0,
+                    540_000,
+                    60_000,
+                    &QueryOptions::default(),
+                )
+                .expect("evaluates");
+            let by_matcher = series_names(by_matcher);
+            seen += by_matcher.len();
+            assert_eq!(by_matcher, series_names(by_option));
+        }
+        assert_eq!(seen, 4);
+        for bad in ["0_of_3", "4_of_3", "1of3", "x_of_3"] {
+            let query = format!("up{{__query_shard__=\"{bad}\"}}");
+            let error = engine
+                .instant(&storage, &query, 60_000, &QueryOptions::default())
+                .expect_err("a bad shard");
+            assert_eq!(error.error_type(), "bad_data", "{bad}");
+        }
+    }
+
     #[test]
     fn sample_limit_is_an_execution_error() {
         let storage = store();
