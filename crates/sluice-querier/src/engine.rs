@@ -10,11 +10,11 @@ use std::time::Duration;
 use sluice_blockread::{
     BlockStorage, WatchSkipped, label_names, label_values, selector_matchers, series,
 };
-use sluice_engine::{Engine, EngineError, QueryOptions, QueryOutput, QueryValue};
+use sluice_engine::{Engine, EngineError, QueryOptions, QueryOutput};
 use sluice_metastore::Metastore;
 use sluice_proto::{
-    ApiResponse, ErrorType, Label, LabelSet, MetadataKind, MetadataQuery, QueryData, QueryKind,
-    QueryRequest, ResponseData, ResultType, Series, SeriesData, StringsData,
+    ApiResponse, Label, LabelSet, MetadataKind, MetadataQuery, QueryKind, QueryRequest,
+    ResponseData, SeriesData, StringsData,
 };
 
 use crate::executor::{Execution, Executor};
@@ -72,86 +72,18 @@ impl EngineExecutor {
 }
 
 fn failed(error: EngineError) -> Execution {
-    let error_type = ErrorType::from_prometheus(error.error_type());
     Execution {
-        response: ApiResponse::error(error_type, error.to_string()),
+        response: sluice_plan::shard::engine_error(&error),
         retryable: false,
     }
-}
-
-fn labels(labels: &sluice_engine::Labels) -> Vec<Label> {
-    labels
-        .iter()
-        .map(|label| Label {
-            name: label.name.clone(),
-            value: label.value.clone(),
-        })
-        .collect()
-}
-
-fn point_series(labels: Vec<Label>, points: impl ExactSizeIterator<Item = (i64, f64)>) -> Series {
-    // Sized once: a week's answer is millions of points, and growing the
-    // vectors by doubling copied them and touched fresh pages again.
-    let (timestamps_ms, values) = points.unzip();
-    Series {
-        labels,
-        timestamps_ms,
-        values,
-        ..Series::default()
-    }
-}
-
-/// The engine's answer as the typed result the frontend encodes.
-fn query_data(value: QueryValue) -> QueryData {
-    let mut data = QueryData::default();
-    let (result_type, series) = match value {
-        QueryValue::Vector(samples) => (
-            ResultType::Vector,
-            samples
-                .iter()
-                .map(|sample| {
-                    let point = std::iter::once((sample.timestamp_ms, sample.value));
-                    point_series(labels(&sample.labels), point)
-                })
-                .collect(),
-        ),
-        QueryValue::Matrix(matrix) => (
-            ResultType::Matrix,
-            // Each engine series is dropped once converted, so the answer
-            // is not held twice over.
-            matrix
-                .into_iter()
-                .map(|one| point_series(labels(&one.labels), one.points.into_iter()))
-                .collect(),
-        ),
-        QueryValue::Scalar {
-            timestamp_ms,
-            value,
-        } => (
-            ResultType::Scalar,
-            vec![point_series(
-                Vec::new(),
-                std::iter::once((timestamp_ms, value)),
-            )],
-        ),
-        QueryValue::String {
-            timestamp_ms,
-            value,
-        } => {
-            data.string_timestamp_ms = timestamp_ms;
-            data.string_value = value;
-            (ResultType::String, Vec::new())
-        }
-    };
-    data.result_type = result_type as i32;
-    data.series = series;
-    data
 }
 
 fn answered(outcome: Result<QueryOutput, EngineError>, skipped: Vec<String>) -> Execution {
     match outcome {
         Ok(output) => {
-            let mut response = ApiResponse::success(ResponseData::Query(query_data(output.value)));
+            let mut response = ApiResponse::success(ResponseData::Query(
+                sluice_plan::shard::query_data(output.value),
+            ));
             response.warnings = skipped;
             response.warnings.extend(output.warnings);
             response.infos = output.infos;
