@@ -105,6 +105,15 @@ pub struct FrontendConfig {
     pub range_selector_boundaries: RangeBoundaries,
     /// Pieces of one query run at once.
     pub max_query_parallelism: usize,
+    /// Shard aggregations into legs reading one shard of the series each;
+    /// only for queriers that honour `__query_shard__` (sluice's engine, Mimir).
+    pub query_sharding_enabled: bool,
+    /// Shards per sharded aggregation.
+    pub query_sharding_total_shards: usize,
+    /// Legs one query may send over all its pieces.
+    pub query_sharding_max_sharded_queries: usize,
+    /// Accepted as Mimir's flag; not yet applied (no series estimates).
+    pub query_sharding_target_series_per_shard: u64,
     /// Round start and end down to the step: better cache hits, different answers.
     pub align_queries_with_step: bool,
     /// The results cache; `None` turns it off.
@@ -168,6 +177,10 @@ impl Default for FrontendConfig {
             split_instant_queries_by_interval: Duration::ZERO,
             range_selector_boundaries: RangeBoundaries::LeftOpen,
             max_query_parallelism: 14,
+            query_sharding_enabled: false,
+            query_sharding_total_shards: 16,
+            query_sharding_max_sharded_queries: 128,
+            query_sharding_target_series_per_shard: 0,
             align_queries_with_step: false,
             results_cache: Some(stages::results_cache::default_config()),
             max_cache_freshness: Duration::from_secs(600),

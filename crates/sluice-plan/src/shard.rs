@@ -22,6 +22,7 @@
 //! pairs series that different shards may hold.
 
 use std::collections::HashSet;
+use std::time::Instant;
 
 use promql_parser::label::{MatchOp, Matcher, Matchers};
 use promql_parser::parser::token::{T_COUNT, T_SUM, TokenType};
@@ -45,6 +46,7 @@ pub struct ShardedQuery {
     outer: Expr,
     /// Per sharded aggregation, its legs' PromQL in shard order.
     groups: Vec<Vec<String>>,
+    shards: usize,
 }
 
 /// When the outer expression is evaluated: the query's own time(s).
@@ -63,14 +65,15 @@ pub enum Evaluation {
 /// How many aggregations of `query` would each be sent as one leg per
 /// shard (`avg` counts twice); 0 when the query would not be sharded.
 pub fn sharded_aggregations(query: &str) -> usize {
-    shard_query(query, 2).map_or(0, |sharded| sharded.groups.len())
+    shard_query(query, 1).map_or(0, |sharded| sharded.groups.len())
 }
 
 /// `query` rewritten into `shards` legs per shardable aggregation, or
-/// `None` when it has none, when fewer than 2 shards are asked for, or
-/// when some part of it cannot be evaluated over legs.
+/// `None` when it has none, when no shard is asked for, or when some part
+/// of it cannot be evaluated over legs. One shard is allowed (a leg
+/// reading all series) so the rewrite itself can be checked.
 pub fn shard_query(query: &str, shards: u64) -> Option<ShardedQuery> {
-    if shards < 2 {
+    if shards == 0 {
         return None;
     }
     let parsed = sluice_promql::parse(query).ok()?;
@@ -90,6 +93,7 @@ pub fn shard_query(query: &str, shards: u64) -> Option<ShardedQuery> {
     Some(ShardedQuery {
         outer,
         groups: rewriter.groups,
+        shards: shards as usize,
     })
 }
 
@@ -98,6 +102,11 @@ impl ShardedQuery {
     /// order [`ShardedQuery::merge`] takes their answers in.
     pub fn legs(&self) -> impl Iterator<Item = &str> {
         self.groups.iter().flatten().map(String::as_str)
+    }
+
+    /// The shards each sharded aggregation was split into.
+    pub fn shards(&self) -> usize {
+        self.shards
     }
 
     pub fn leg_count(&self) -> usize {
@@ -113,13 +122,14 @@ impl ShardedQuery {
     /// The query's answer from its legs' `answers` (in [`ShardedQuery::legs`]
     /// order): the first failed leg's answer, or the outer expression
     /// evaluated over them at `evaluation`, carrying every leg's warnings
-    /// and infos.
+    /// and infos. `query` is the original text, for the engine's messages;
+    /// the evaluation gives up at `deadline`.
     pub fn merge(
         &self,
         query: &str,
         answers: Vec<ApiResponse>,
         evaluation: Evaluation,
-        options: &QueryOptions,
+        deadline: Option<Instant>,
     ) -> ApiResponse {
         if answers.len() != self.leg_count() {
             return ApiResponse::error(
@@ -150,8 +160,8 @@ impl ShardedQuery {
         // the sample of that step only, never an earlier step's for a gap.
         let options = QueryOptions {
             lookback_delta_ms: 1,
-            shard: None,
-            ..options.clone()
+            deadline,
+            ..QueryOptions::default()
         };
         let outcome = match evaluation {
             Evaluation::Instant { time_ms } => {

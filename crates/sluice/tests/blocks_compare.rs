@@ -176,41 +176,6 @@ fn overlapping_backfill(dataset: &Dataset, from: i64, until: i64) -> String {
     out
 }
 
-fn promtool_vocabulary() -> Vocabulary {
-    let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
-    Vocabulary {
-        counters: strings(&[
-            "http_requests_total{job=\"api\"}",
-            "http_requests_total{code!=\"200\",method=~\"G.*\"}",
-            "request_duration_seconds_count",
-        ]),
-        gauges: strings(&[
-            "node_temperature_celsius",
-            "ephemeral_worker_up",
-            "overlap_only_gauge",
-        ]),
-        buckets: strings(&[
-            "request_duration_seconds_bucket",
-            "request_duration_seconds_bucket{job=\"web\"}",
-        ]),
-        any: strings(&[
-            "http_requests_total{instance=~\"10\\\\.0\\\\.[01]\\\\..*\",code=\"500\"}",
-            "node_temperature_celsius",
-            "ephemeral_worker_up",
-            "edge_case_labels{value!=\"plain\"}",
-        ]),
-        group_by: "job",
-        range: "5m",
-        long_range: "1h",
-        offset: "30m",
-        subquery_range: "30m",
-        subquery_step: "1m",
-        // Inner evaluations at 43 s past each minute, samples on the minute
-        // and (overlap) the half minute.
-        subquery_offset: "17s".to_owned(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_blocks_with_an_overlapping_backfill_answer_as_prometheus() {
     let dataset = Dataset::new();
@@ -260,7 +225,7 @@ async fn promtool_blocks_with_an_overlapping_backfill_answer_as_prometheus() {
             MINUTE_MS,
         ),
     ];
-    let vocabulary = promtool_vocabulary();
+    let vocabulary = common::families::promtool_vocabulary();
     let queries = vocabulary.queries().len();
     let mut requests = query_requests(&vocabulary, &times, &windows);
     requests.extend(metadata_requests(

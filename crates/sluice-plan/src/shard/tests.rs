@@ -131,7 +131,7 @@ fn queries_that_would_read_series_above_the_legs_run_whole() {
     ] {
         unsharded(query);
     }
-    assert!(shard_query("sum(up)", 1).is_none());
+    assert!(shard_query("sum(up)", 0).is_none());
     assert_eq!(sharded_aggregations("avg(up) + sum(up)"), 3);
     assert_eq!(sharded_aggregations("up"), 0);
 }
@@ -253,6 +253,8 @@ mod equivalence {
         "sum(requests_total @ 600)",
     ];
 
+    /// Also through the legs with one shard, `1_of_1`: the rewrite and the
+    /// merge alone.
     #[test]
     fn sharded_equals_unsharded_for_1_2_3_and_16_shards() {
         let storage = storage();
@@ -270,8 +272,7 @@ mod equivalence {
             Evaluation::Instant { time_ms: 1_200_000 },
         ];
         for query in QUERIES {
-            assert!(shard_query(query, 1).is_none());
-            for shards in [2, 3, 16] {
+            for shards in [1, 2, 3, 16] {
                 let sharded = sharded_or_panic(query, shards);
                 for evaluation in evaluations {
                     let whole = run(&storage, query, evaluation);
@@ -279,7 +280,7 @@ mod equivalence {
                         .legs()
                         .map(|leg| run(&storage, leg, evaluation))
                         .collect();
-                    let merged = sharded.merge(query, legs, evaluation, &QueryOptions::default());
+                    let merged = sharded.merge(query, legs, evaluation, None);
                     let context = format!("{query} in {shards} shards at {evaluation:?}");
                     assert_equivalent(&whole, &merged, &context);
                 }
@@ -299,26 +300,16 @@ mod equivalence {
         warned.warnings = vec!["block 01X skipped".into()];
         warned.infos = vec!["PromQL info: metric might not be a counter".into()];
         let legs = vec![warned.clone(), warned];
-        let merged = query.merge(
-            "sum(rate(up[5m]))",
-            legs,
-            evaluation,
-            &QueryOptions::default(),
-        );
+        let merged = query.merge("sum(rate(up[5m]))", legs, evaluation, None);
         assert!(!merged.is_error());
         assert_eq!(merged.warnings, ["block 01X skipped"]);
         assert_eq!(merged.infos, ["PromQL info: metric might not be a counter"]);
 
         let failed = ApiResponse::error(ErrorType::Timeout, "query timed out");
         let ok = ApiResponse::success(ResponseData::Query(QueryData::default()));
-        let merged = query.merge(
-            "q",
-            vec![ok, failed.clone()],
-            evaluation,
-            &QueryOptions::default(),
-        );
+        let merged = query.merge("q", vec![ok, failed.clone()], evaluation, None);
         assert_eq!(merged, failed);
-        let merged = query.merge("q", vec![failed], evaluation, &QueryOptions::default());
+        let merged = query.merge("q", vec![failed], evaluation, None);
         assert_eq!(merged.error_type(), ErrorType::Internal);
     }
 }
