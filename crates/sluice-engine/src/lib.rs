@@ -304,27 +304,6 @@ mod tests {
         assert_eq!(samples.len(), 3);
     }
 
-    #[test]
-    fn shards_partition_the_series() {
-        let storage = store();
-        let engine = Engine::new();
-        let mut seen = 0;
-        for index in 0..3 {
-            let options = QueryOptions {
-                shard: Some(Shard { index, count: 3 }),
-                ..QueryOptions::default()
-            };
-            let output = engine
-                .range(&storage, "up", 0, 540_000, 60_000, &options)
-                .expect("evaluates");
-            let QueryValue::Matrix(series) = output.value else {
-                panic!("matrix expected")
-            };
-            seen += series.len();
-        }
-        assert_eq!(seen, 4);
-    }
-
     fn series_names(output: QueryOutput) -> Vec<Labels> {
         let QueryValue::Matrix(series) = output.value else {
             panic!("matrix expected")
@@ -333,7 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn a_query_shard_matcher_selects_that_shard_not_a_label() {
+    fn shards_partition_the_series_by_option_or_query_shard_matcher() {
         let storage = store();
         let engine = Engine::new();
         let mut seen = 0;
