@@ -10,7 +10,7 @@
 //!  ▶ split                             range queries into day pieces, one batch
 //!  ▶ instant split (opt-in)            long windows of instant queries, by interval
 //!  ▶ results cache                     only what the cache lacks runs
-//!  ▶ (block planning and sharding go here)
+//!  ▶ shard                             aggregations as legs, one shard of the series each
 //!  ▶ collapse                          identical work in flight runs once; pieces fan out
 //!  ▶ dispatch                          own queue or schedulers, retries
 //! ```
