@@ -22,6 +22,7 @@ use crate::batch::{Grid, StepBatch};
 use crate::cursor::SeriesCursor;
 use crate::hashing::FastMap;
 use crate::labels::{Labels, METRIC_NAME};
+use crate::storage::StoredSeries;
 use crate::storage::{Storage, is_stale_nan};
 use crate::{EngineError, InstantSample, QueryOptions, QueryOutput, QueryValue, Series};
 
@@ -418,9 +419,7 @@ impl<'a> Evaluator<'a> {
         let mut stored = Vec::new();
         if vs.matchers.or_matchers.is_empty() {
             let matchers = with_name(vs.matchers.matchers.clone(), &vs.name);
-            stored =
-                self.storage
-                    .select(&matchers, plan.min_time, plan.max_time, self.options.shard)?;
+            stored = self.select(&matchers, plan.min_time, plan.max_time)?;
         } else {
             let mut seen = BTreeSet::new();
             for alternative in &vs.matchers.or_matchers {
@@ -428,10 +427,7 @@ impl<'a> Evaluator<'a> {
                 if let Some(name) = &vs.name {
                     alt.push(Matcher::new(MatchOp::Equal, METRIC_NAME, name));
                 }
-                for found in
-                    self.storage
-                        .select(&alt, plan.min_time, plan.max_time, self.options.shard)?
-                {
+                for found in self.select(&alt, plan.min_time, plan.max_time)? {
                     if seen.insert(Arc::clone(&found.labels)) {
                         stored.push(found);
                     }
@@ -453,6 +449,24 @@ impl<'a> Evaluator<'a> {
         Ok(Selected { series })
     }
 
+    /// The storage's series for `matchers`, of the shard a
+    /// `__query_shard__` matcher among them names (taken out of the
+    /// matchers, so no series label is ever compared with it), else of the
+    /// query's own shard.
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        min_time: i64,
+        max_time: i64,
+    ) -> Result<Vec<StoredSeries>, EngineError> {
+        match crate::storage::query_shard(matchers)? {
+            Some((shard, rest)) => self.storage.select(&rest, min_time, max_time, Some(shard)),
+            None => self
+                .storage
+                .select(matchers, min_time, max_time, self.options.shard),
+        }
+    }
+
     pub(crate) fn put_back(&mut self, vs: &VectorSelector, selected: Selected) {
         self.selected
             .insert(vs as *const VectorSelector as usize, selected);
@@ -467,9 +481,7 @@ impl<'a> Evaluator<'a> {
         ref_time: i64,
     ) -> Result<Vec<(Arc<Labels>, i64)>, EngineError> {
         let lookback_start = ref_time - self.lookback_delta();
-        let found = self
-            .storage
-            .select(matchers, lookback_start, ref_time, self.options.shard)?;
+        let found = self.select(matchers, lookback_start, ref_time)?;
         let mut out = Vec::new();
         for series in found {
             if series

@@ -304,8 +304,15 @@ mod tests {
         assert_eq!(samples.len(), 3);
     }
 
+    fn series_names(output: QueryOutput) -> Vec<Labels> {
+        let QueryValue::Matrix(series) = output.value else {
+            panic!("matrix expected")
+        };
+        series.into_iter().map(|one| one.labels).collect()
+    }
+
     #[test]
-    fn shards_partition_the_series() {
+    fn shards_partition_the_series_by_option_or_query_shard_matcher() {
         let storage = store();
         let engine = Engine::new();
         let mut seen = 0;
@@ -314,15 +321,32 @@ mod tests {
                 shard: Some(Shard { index, count: 3 }),
                 ..QueryOptions::default()
             };
-            let output = engine
+            let by_option = engine
                 .range(&storage, "up", 0, 540_000, 60_000, &options)
                 .expect("evaluates");
-            let QueryValue::Matrix(series) = output.value else {
-                panic!("matrix expected")
-            };
-            seen += series.len();
+            let query = format!("up{{__query_shard__=\"{}_of_3\"}}", index + 1);
+            let by_matcher = engine
+                .range(
+                    &storage,
+                    &query,
+                    0,
+                    540_000,
+                    60_000,
+                    &QueryOptions::default(),
+                )
+                .expect("evaluates");
+            let by_matcher = series_names(by_matcher);
+            seen += by_matcher.len();
+            assert_eq!(by_matcher, series_names(by_option));
         }
         assert_eq!(seen, 4);
+        for bad in ["0_of_3", "4_of_3", "1of3", "x_of_3"] {
+            let query = format!("up{{__query_shard__=\"{bad}\"}}");
+            let error = engine
+                .instant(&storage, &query, 60_000, &QueryOptions::default())
+                .expect_err("a bad shard");
+            assert_eq!(error.error_type(), "bad_data", "{bad}");
+        }
     }
 
     #[test]

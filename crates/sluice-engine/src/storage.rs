@@ -34,6 +34,43 @@ impl Shard {
     }
 }
 
+/// The label of Mimir's shard selector, `__query_shard__="i_of_n"`
+/// (1-based): a frontend that shards a query sends each leg with it.
+pub const QUERY_SHARD_LABEL: &str = "__query_shard__";
+
+/// The shard a `__query_shard__` matcher among `matchers` names, 0-based,
+/// with the other matchers; `None` when there is no such matcher.
+pub fn query_shard(matchers: &[Matcher]) -> Result<Option<(Shard, Vec<Matcher>)>, EngineError> {
+    let Some(found) = matchers.iter().find(|m| m.name == QUERY_SHARD_LABEL) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        EngineError::BadData(format!(
+            "invalid query sharding label value: {:?} (expected {QUERY_SHARD_LABEL}=\"<index>_of_<count>\")",
+            found.value
+        ))
+    };
+    if found.op != promql_parser::label::MatchOp::Equal {
+        return Err(invalid());
+    }
+    let (index, count) = found.value.split_once("_of_").ok_or_else(invalid)?;
+    let index: u64 = index.parse().map_err(|_| invalid())?;
+    let count: u64 = count.parse().map_err(|_| invalid())?;
+    if index == 0 || index > count {
+        return Err(invalid());
+    }
+    let rest = matchers
+        .iter()
+        .filter(|m| m.name != QUERY_SHARD_LABEL)
+        .cloned()
+        .collect();
+    let shard = Shard {
+        index: index - 1,
+        count,
+    };
+    Ok(Some((shard, rest)))
+}
+
 /// One stored series, as [`Storage::select`] hands it to the engine.
 #[derive(Clone, Debug, Default)]
 pub struct StoredSeries {

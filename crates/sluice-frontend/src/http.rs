@@ -650,6 +650,8 @@ impl QueryLog<'_> {
             attempts = stats.attempts,
             pieces = stats.pieces,
             sub_queries = stats.sub_queries,
+            shards = stats.shards,
+            shard_legs = stats.shard_legs,
             cached_extents = stats.cached_extents,
             results_cache_hits = stats.cache_hits,
             results_cache_misses = stats.cache_misses,

@@ -10,7 +10,7 @@
 //!  ▶ split                             range queries into day pieces, one batch
 //!  ▶ instant split (opt-in)            long windows of instant queries, by interval
 //!  ▶ results cache                     only what the cache lacks runs
-//!  ▶ (block planning and sharding go here)
+//!  ▶ shard                             aggregations as legs, one shard of the series each
 //!  ▶ collapse                          identical work in flight runs once; pieces fan out
 //!  ▶ dispatch                          own queue or schedulers, retries
 //! ```
@@ -110,6 +110,15 @@ pub struct FrontendConfig {
     pub range_selector_boundaries: RangeBoundaries,
     /// Pieces of one query run at once.
     pub max_query_parallelism: usize,
+    /// Shard aggregations into legs reading one shard of the series each;
+    /// only for queriers that honour `__query_shard__` (sluice's engine, Mimir).
+    pub query_sharding_enabled: bool,
+    /// Shards per sharded aggregation.
+    pub query_sharding_total_shards: usize,
+    /// Legs one query may send over all its pieces.
+    pub query_sharding_max_sharded_queries: usize,
+    /// Accepted as Mimir's flag; not yet applied (no series estimates).
+    pub query_sharding_target_series_per_shard: u64,
     /// Round start and end down to the step: better cache hits, different answers.
     pub align_queries_with_step: bool,
     /// The results cache; `None` turns it off.
@@ -174,6 +183,10 @@ impl Default for FrontendConfig {
             split_instant_queries_by_interval: Duration::ZERO,
             range_selector_boundaries: RangeBoundaries::LeftOpen,
             max_query_parallelism: 14,
+            query_sharding_enabled: false,
+            query_sharding_total_shards: 16,
+            query_sharding_max_sharded_queries: 128,
+            query_sharding_target_series_per_shard: 0,
             align_queries_with_step: false,
             results_cache: Some(stages::results_cache::default_config()),
             max_cache_freshness: Duration::from_secs(600),

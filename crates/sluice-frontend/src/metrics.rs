@@ -23,6 +23,12 @@ pub struct FrontendMetrics {
     /// Results refused because they came without the query's token or for
     /// another tenant: someone answering a query they were not handed.
     pub(crate) refused_results: IntCounterVec,
+    /// Queries (or pieces) considered for sharding, those sharded, and
+    /// the legs sent for them (Mimir's `query_sharding_rewrites_*` and
+    /// `sharded_queries_total`).
+    pub(crate) sharding_attempted: prometheus::IntCounter,
+    pub(crate) sharding_succeeded: prometheus::IntCounter,
+    pub(crate) sharded_queries: prometheus::IntCounter,
     /// Shared with the worker streams that drain the frontend's own queue.
     pub(crate) owner: OwnerMetrics,
 }
@@ -130,6 +136,21 @@ impl FrontendMetrics {
                 &["reason"],
             )
             .expect("valid metric"),
+            sharding_attempted: prometheus::IntCounter::new(
+                "sluice_frontend_query_sharding_rewrites_attempted_total",
+                "Queries and range query pieces the frontend tried to shard.",
+            )
+            .expect("valid metric"),
+            sharding_succeeded: prometheus::IntCounter::new(
+                "sluice_frontend_query_sharding_rewrites_succeeded_total",
+                "Queries and range query pieces the frontend sent as shard legs.",
+            )
+            .expect("valid metric"),
+            sharded_queries: prometheus::IntCounter::new(
+                "sluice_frontend_sharded_queries_total",
+                "Shard legs the frontend sent, each reading one shard of the series.",
+            )
+            .expect("valid metric"),
             retries: IntCounterVec::new(
                 Opts::new(
                     "sluice_retries_total",
@@ -155,6 +176,9 @@ impl FrontendMetrics {
             Box::new(metrics.fragments.clone()),
             Box::new(metrics.rejected.clone()),
             Box::new(metrics.refused_results.clone()),
+            Box::new(metrics.sharding_attempted.clone()),
+            Box::new(metrics.sharding_succeeded.clone()),
+            Box::new(metrics.sharded_queries.clone()),
         ] {
             registry
                 .register(collector)

@@ -194,17 +194,23 @@ pub(crate) struct QueryStats {
     /// Answered whole from the answer memo.
     pub(crate) memo_hit: bool,
     pub(crate) samples_from_cache: usize,
+    /// The shards the query's aggregations ran as (0: not sharded), and
+    /// the legs sent for them over all pieces.
+    pub(crate) shards: usize,
+    pub(crate) shard_legs: usize,
     /// When the answer was known, before its encoding: the stats line
     /// times the query, not the encoding.
     pub(crate) answered_at: Option<Instant>,
 }
 
 impl QueryStats {
-    /// Adds what running one sub-query cost.
+    /// Adds what running one sub-query cost, and how it was sharded.
     pub(crate) fn add_execution(&mut self, other: &QueryStats) {
         self.attempts += other.attempts;
         self.samples += other.samples;
         self.execution += other.execution;
+        self.shards = self.shards.max(other.shards);
+        self.shard_legs += other.shard_legs;
     }
 }
 

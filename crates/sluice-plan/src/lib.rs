@@ -61,6 +61,7 @@ mod instant_split;
 mod merge;
 mod plan;
 mod promql;
+pub mod shard;
 mod split;
 
 pub use cache::{
@@ -74,4 +75,5 @@ pub use instant_split::{
 };
 pub use merge::{compare_labels, concat_data, concat_slices, slice_data};
 pub use plan::{CachedPrefix, Plan};
+pub use shard::{Evaluation, ShardedQuery, shard_query, sharded_aggregations};
 pub use split::{DEFAULT_SPLIT_INTERVAL_MS, align, grid_points, split};

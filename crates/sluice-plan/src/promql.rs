@@ -48,7 +48,7 @@ fn note(modifiers: &mut TimeModifiers, at: Option<&AtModifier>, offset: Option<&
 }
 
 /// Calls `visit` on every node of `expr`, parents first.
-fn walk(expr: &Expr, visit: &mut impl FnMut(&Expr)) {
+pub(crate) fn walk(expr: &Expr, visit: &mut impl FnMut(&Expr)) {
     visit(expr);
     match expr {
         Expr::Aggregate(aggregate) => {

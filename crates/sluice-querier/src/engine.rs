@@ -12,14 +12,12 @@ use sluice_blockread::{
     BlockStorage, Federated, TENANT_LABEL, WatchSkipped, label_names, label_values,
     selector_matchers, series, split_tenant_matchers, with_tenant,
 };
-use sluice_engine::{
-    Engine, EngineError, QueryOptions, QueryOutput, QueryValue, Shard, Storage, StoredSeries,
-};
+use sluice_engine::{Engine, EngineError, QueryOptions, QueryOutput, Shard, Storage, StoredSeries};
 use sluice_limits::Overrides;
 use sluice_metastore::Metastore;
 use sluice_proto::{
-    ApiResponse, ErrorType, Label, LabelSet, MetadataKind, MetadataQuery, QueryData, QueryKind,
-    QueryRequest, ResponseData, ResultType, Series, SeriesData, StringsData,
+    ApiResponse, Label, LabelSet, MetadataKind, MetadataQuery, QueryKind, QueryRequest,
+    ResponseData, SeriesData, StringsData,
 };
 
 use crate::executor::{Execution, Executor};
@@ -209,7 +207,7 @@ fn labelled_set(set: &LabelSet, tenant: &str) -> LabelSet {
             .map(|label| (label.name.clone(), label.value.clone())),
     );
     LabelSet {
-        labels: labels(&with_tenant(&own, tenant)),
+        labels: sluice_plan::shard::proto_labels(&with_tenant(&own, tenant)),
     }
 }
 
@@ -231,86 +229,18 @@ impl Storage for QueryStorage {
 }
 
 fn failed(error: EngineError) -> Execution {
-    let error_type = ErrorType::from_prometheus(error.error_type());
     Execution {
-        response: ApiResponse::error(error_type, error.to_string()),
+        response: sluice_plan::shard::engine_error(&error),
         retryable: false,
     }
-}
-
-fn labels(labels: &sluice_engine::Labels) -> Vec<Label> {
-    labels
-        .iter()
-        .map(|label| Label {
-            name: label.name.clone(),
-            value: label.value.clone(),
-        })
-        .collect()
-}
-
-fn point_series(labels: Vec<Label>, points: impl ExactSizeIterator<Item = (i64, f64)>) -> Series {
-    // Sized once: a week's answer is millions of points, and growing the
-    // vectors by doubling copied them and touched fresh pages again.
-    let (timestamps_ms, values) = points.unzip();
-    Series {
-        labels,
-        timestamps_ms,
-        values,
-        ..Series::default()
-    }
-}
-
-/// The engine's answer as the typed result the frontend encodes.
-fn query_data(value: QueryValue) -> QueryData {
-    let mut data = QueryData::default();
-    let (result_type, series) = match value {
-        QueryValue::Vector(samples) => (
-            ResultType::Vector,
-            samples
-                .iter()
-                .map(|sample| {
-                    let point = std::iter::once((sample.timestamp_ms, sample.value));
-                    point_series(labels(&sample.labels), point)
-                })
-                .collect(),
-        ),
-        QueryValue::Matrix(matrix) => (
-            ResultType::Matrix,
-            // Each engine series is dropped once converted, so the answer
-            // is not held twice over.
-            matrix
-                .into_iter()
-                .map(|one| point_series(labels(&one.labels), one.points.into_iter()))
-                .collect(),
-        ),
-        QueryValue::Scalar {
-            timestamp_ms,
-            value,
-        } => (
-            ResultType::Scalar,
-            vec![point_series(
-                Vec::new(),
-                std::iter::once((timestamp_ms, value)),
-            )],
-        ),
-        QueryValue::String {
-            timestamp_ms,
-            value,
-        } => {
-            data.string_timestamp_ms = timestamp_ms;
-            data.string_value = value;
-            (ResultType::String, Vec::new())
-        }
-    };
-    data.result_type = result_type as i32;
-    data.series = series;
-    data
 }
 
 fn answered(outcome: Result<QueryOutput, EngineError>, skipped: Vec<String>) -> Execution {
     match outcome {
         Ok(output) => {
-            let mut response = ApiResponse::success(ResponseData::Query(query_data(output.value)));
+            let mut response = ApiResponse::success(ResponseData::Query(
+                sluice_plan::shard::query_data(output.value),
+            ));
             response.warnings = skipped;
             response.warnings.extend(output.warnings);
             response.infos = output.infos;

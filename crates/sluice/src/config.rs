@@ -98,6 +98,9 @@ pub(crate) struct Config {
     /// Defaults of the per-tenant fetch limits (0: none).
     pub(crate) querier_max_fetched_series: usize,
     pub(crate) querier_max_fetched_chunk_bytes: usize,
+    /// `-query-frontend.parallelize-shardable-queries`: `None` is auto, on
+    /// when this process's querier runs the embedded engine.
+    pub(crate) parallelize_shardable_queries: Option<bool>,
     pub(crate) security: crate::security::Security,
     /// In-process caches of block postings and chunks, in bytes (0: off).
     pub(crate) postings_cache_bytes: u64,
@@ -656,6 +659,38 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "left-open",
         "Where the queriers' range selectors begin: left-open, (t-r, t], as Prometheus 3 and sluice's engine; or closed, [t-r, t], as Prometheus 2. Split instant queries must match it.",
         |config, value| config.frontend.range_selector_boundaries = parse_range_boundaries(value)?
+    ),
+    setting!(
+        "query-frontend.parallelize-shardable-queries",
+        "frontend.parallelize_shardable_queries",
+        "false",
+        "Shard sum, count, min, max, avg and group into legs that each read one shard of the series (a __query_shard__ matcher), re-aggregated at the frontend. Only for queriers that honour the matcher (sluice's engine, Mimir), never a plain Prometheus: auto turns it on when this process's querier runs the embedded engine (no -querier.downstream-url); true or false force it. Off by default, as in Mimir: on a machine of few cores the legs cost more than they gain (each reads the index again).",
+        |config, value| config.parallelize_shardable_queries = match value {
+            "auto" => None,
+            other => Some(parse_bool(other)?),
+        }
+    ),
+    setting!(
+        "query-frontend.query-sharding-total-shards",
+        "frontend.query_sharding_total_shards",
+        "16",
+        "Shards each shardable aggregation is split into; under 2 turns sharding off.",
+        |config, value| config.frontend.query_sharding_total_shards = parse_number(value)?
+    ),
+    setting!(
+        "query-frontend.query-sharding-max-sharded-queries",
+        "frontend.query_sharding_max_sharded_queries",
+        "128",
+        "Most shard legs one query sends over all its pieces: the shard count is lowered to fit (pieces x aggregations x shards).",
+        |config, value| config.frontend.query_sharding_max_sharded_queries = parse_number(value)?
+    ),
+    setting!(
+        "query-frontend.query-sharding-target-series-per-shard",
+        "frontend.query_sharding_target_series_per_shard",
+        "0",
+        "Series each shard should hold, to use fewer shards for small queries. Accepted for Mimir's configurations but not applied yet: sluice has no series estimates per query.",
+        |config, value| config.frontend.query_sharding_target_series_per_shard =
+            parse_number(value)?
     ),
     setting!(
         "querier.max-query-parallelism",
@@ -1247,6 +1282,7 @@ fn blank_config() -> Config {
         querier_max_samples: 0,
         querier_max_fetched_series: 0,
         querier_max_fetched_chunk_bytes: 0,
+        parallelize_shardable_queries: Some(false),
         runtime_config_file: std::path::PathBuf::new(),
         runtime_config_reload_period: Duration::ZERO,
         security: crate::security::Security::default(),
@@ -1503,6 +1539,10 @@ fn validate(config: &mut Config) -> Result<(), String> {
     }
     let runs_querier = config.targets.contains(&Role::Querier);
     let runs_frontend = config.targets.contains(&Role::QueryFrontend);
+    let engine_querier = runs_querier && config.querier_downstream_url.is_empty();
+    config.frontend.query_sharding_enabled = config
+        .parallelize_shardable_queries
+        .unwrap_or(engine_querier);
     if runs_querier {
         if config.querier_downstream_url.is_empty() && !config.has_bucket() {
             return Err(
@@ -1853,6 +1893,40 @@ mod tests {
             &no_env,
         ));
         assert!(engine.querier_downstream_url.is_empty() && engine.has_bucket());
+    }
+
+    #[test]
+    fn sharding_is_on_by_itself_only_over_the_embedded_engine() {
+        let engine = run(load(&args(&[]), &no_env));
+        assert!(engine.frontend.query_sharding_enabled);
+        assert_eq!(engine.frontend.query_sharding_total_shards, 16);
+        assert_eq!(engine.frontend.query_sharding_max_sharded_queries, 128);
+        let prometheus = run(load(&args(&[DOWNSTREAM]), &no_env));
+        assert!(!prometheus.frontend.query_sharding_enabled);
+        let mimir = run(load(
+            &args(&[
+                DOWNSTREAM,
+                "-query-frontend.parallelize-shardable-queries=true",
+                "-query-frontend.query-sharding-total-shards=4",
+                "-query-frontend.query-sharding-max-sharded-queries=32",
+                "-query-frontend.query-sharding-target-series-per-shard=2500",
+            ]),
+            &no_env,
+        ));
+        assert!(mimir.frontend.query_sharding_enabled);
+        assert_eq!(mimir.frontend.query_sharding_total_shards, 4);
+        assert_eq!(mimir.frontend.query_sharding_max_sharded_queries, 32);
+        assert_eq!(mimir.frontend.query_sharding_target_series_per_shard, 2500);
+        let off = run(load(
+            &args(&["-query-frontend.parallelize-shardable-queries=false"]),
+            &no_env,
+        ));
+        assert!(!off.frontend.query_sharding_enabled);
+        let refused = load(
+            &args(&["-query-frontend.parallelize-shardable-queries=sometimes"]),
+            &no_env,
+        );
+        assert!(refused.unwrap_err().contains("sometimes"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub(crate) mod collapse;
 pub(crate) mod dispatch;
 pub(crate) mod instant_split;
 pub(crate) mod results_cache;
+pub(crate) mod shard;
 pub(crate) mod split;
 
 use std::future::Future;
@@ -61,9 +62,10 @@ pub(crate) struct ChainParts {
 }
 
 /// The chain, first stage first:
-/// answers ▶ align ▶ split ▶ instant split ▶ results cache ▶ collapse ▶
-/// dispatch.
-/// Block planning and sharding go between the results cache and collapse.
+/// answers ▶ align ▶ split ▶ instant split ▶ results cache ▶ shard ▶
+/// collapse ▶ dispatch.
+/// The shard stage sends legs on as sub-queries; a physical plan of blocks
+/// and merges on queriers would take its place.
 pub(crate) fn build(config: &FrontendConfig, parts: ChainParts) -> Next {
     let ChainParts {
         metrics,
@@ -80,6 +82,14 @@ pub(crate) fn build(config: &FrontendConfig, parts: ChainParts) -> Next {
         config.max_query_parallelism,
         config.query_timeout,
     ));
+    if config.query_sharding_enabled && config.query_sharding_total_shards >= 2 {
+        let limits = shard::ShardLimits {
+            total_shards: config.query_sharding_total_shards,
+            max_sharded_queries: config.query_sharding_max_sharded_queries,
+            parallelism: config.max_query_parallelism,
+        };
+        next = Arc::new(shard::ShardStage::new(next, limits, metrics.clone()));
+    }
     let fragments = answers::fragment_memo(config, results_cache.is_some());
     if let Some(results_cache) = results_cache {
         next = Arc::new(results_cache::ResultsCacheStage::new(
@@ -159,6 +169,7 @@ mod tests {
         let everything = FrontendConfig {
             align_queries_with_step: true,
             split_instant_queries_by_interval: Duration::from_secs(3600),
+            query_sharding_enabled: true,
             ..FrontendConfig::default()
         };
         assert_eq!(
@@ -169,6 +180,7 @@ mod tests {
                 "split",
                 "instant split",
                 "results cache",
+                "shard",
                 "collapse",
                 "dispatch"
             ]

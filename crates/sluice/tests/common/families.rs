@@ -288,3 +288,40 @@ impl Vocabulary {
         out
     }
 }
+
+/// Selectors of the test data set (`sluice_testkit::Dataset`) as
+/// promtool backfills it, for the generated queries.
+pub fn promtool_vocabulary() -> Vocabulary {
+    let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
+    Vocabulary {
+        counters: strings(&[
+            "http_requests_total{job=\"api\"}",
+            "http_requests_total{code!=\"200\",method=~\"G.*\"}",
+            "request_duration_seconds_count",
+        ]),
+        gauges: strings(&[
+            "node_temperature_celsius",
+            "ephemeral_worker_up",
+            "overlap_only_gauge",
+        ]),
+        buckets: strings(&[
+            "request_duration_seconds_bucket",
+            "request_duration_seconds_bucket{job=\"web\"}",
+        ]),
+        any: strings(&[
+            "http_requests_total{instance=~\"10\\\\.0\\\\.[01]\\\\..*\",code=\"500\"}",
+            "node_temperature_celsius",
+            "ephemeral_worker_up",
+            "edge_case_labels{value!=\"plain\"}",
+        ]),
+        group_by: "job",
+        range: "5m",
+        long_range: "1h",
+        offset: "30m",
+        subquery_range: "30m",
+        subquery_step: "1m",
+        // Inner evaluations at 43 s past each minute, samples on the minute
+        // and (overlap) the half minute.
+        subquery_offset: "17s".to_owned(),
+    }
+}

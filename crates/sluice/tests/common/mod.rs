@@ -11,12 +11,18 @@ pub struct SluiceProcess {
     pub process: ChildProcess,
     pub http_port: u16,
     pub grpc_port: u16,
+    log_path: std::path::PathBuf,
     _logs: TempDir,
 }
 
 impl SluiceProcess {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// What the process has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     pub fn grpc_address(&self) -> String {
@@ -152,13 +158,9 @@ pub async fn start_sluice(name: &str, args: &[String]) -> SluiceProcess {
         ),
     ];
     all_args.extend_from_slice(args);
-    let mut process = ChildProcess::start(
-        sluice_binary(),
-        &all_args,
-        &[],
-        logs.path().join(format!("{name}.log")),
-    )
-    .expect("start sluice");
+    let log_path = logs.path().join(format!("{name}.log"));
+    let mut process = ChildProcess::start(sluice_binary(), &all_args, &[], log_path.clone())
+        .expect("start sluice");
     process
         .wait_http_ok(
             &format!("http://127.0.0.1:{http_port}/metrics"),
@@ -169,6 +171,7 @@ pub async fn start_sluice(name: &str, args: &[String]) -> SluiceProcess {
         process,
         http_port,
         grpc_port,
+        log_path,
         _logs: logs,
     }
 }
