@@ -1896,12 +1896,15 @@ mod tests {
     }
 
     #[test]
-    fn sharding_is_on_by_itself_only_over_the_embedded_engine() {
-        let engine = run(load(&args(&[]), &no_env));
+    fn sharding_is_off_by_default_and_auto_only_over_the_embedded_engine() {
+        let default = run(load(&args(&[]), &no_env));
+        assert!(!default.frontend.query_sharding_enabled);
+        const AUTO: &str = "-query-frontend.parallelize-shardable-queries=auto";
+        let engine = run(load(&args(&[AUTO]), &no_env));
         assert!(engine.frontend.query_sharding_enabled);
         assert_eq!(engine.frontend.query_sharding_total_shards, 16);
         assert_eq!(engine.frontend.query_sharding_max_sharded_queries, 128);
-        let prometheus = run(load(&args(&[DOWNSTREAM]), &no_env));
+        let prometheus = run(load(&args(&[DOWNSTREAM, AUTO]), &no_env));
         assert!(!prometheus.frontend.query_sharding_enabled);
         let mimir = run(load(
             &args(&[
