@@ -966,6 +966,42 @@ pub fn parse_metadata_query(
     })
 }
 
+/// Civil date of a day count since 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Go's `Format(time.RFC3339Nano)` of a UTC time: how Prometheus writes
+/// times in JSON (boundary times, `startTime`).
+pub fn go_format_utc(seconds: i64, nanos: i64) -> String {
+    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+    let in_day = seconds.rem_euclid(86_400);
+    let year = if year < 0 {
+        format!("-{:04}", -year)
+    } else {
+        format!("{year:04}")
+    };
+    let mut fraction = String::new();
+    if nanos != 0 {
+        fraction = format!(".{nanos:09}").trim_end_matches('0').to_string();
+    }
+    format!(
+        "{year}-{month:02}-{day:02}T{:02}:{:02}:{:02}{fraction}Z",
+        in_day / 3600,
+        in_day % 3600 / 60,
+        in_day % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -981,41 +1017,6 @@ mod tests {
         assert_eq!(error.error_type, ErrorType::BadData);
         assert_eq!(error.http_status(), 400);
         error.message
-    }
-
-    /// Civil date of a day count since 1970-01-01 (H. Hinnant's algorithm).
-    fn civil_from_days(days: i64) -> (i64, i64, i64) {
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        (year, month, day)
-    }
-
-    /// Go's `Format(time.RFC3339Nano)` of a UTC time, for the boundary times.
-    fn go_format_utc(seconds: i64, nanos: i64) -> String {
-        let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
-        let in_day = seconds.rem_euclid(86_400);
-        let year = if year < 0 {
-            format!("-{:04}", -year)
-        } else {
-            format!("{year:04}")
-        };
-        let mut fraction = String::new();
-        if nanos != 0 {
-            fraction = format!(".{nanos:09}").trim_end_matches('0').to_string();
-        }
-        format!(
-            "{year}-{month:02}-{day:02}T{:02}:{:02}:{:02}{fraction}Z",
-            in_day / 3600,
-            in_day % 3600 / 60,
-            in_day % 60
-        )
     }
 
     // ----- Form -----

@@ -62,14 +62,14 @@ impl Route {
             .strip_prefix("/prometheus")
             .filter(|rest| rest.starts_with("/api/"))
             .unwrap_or(path);
+        if let Some((forwarded_path, _)) = forwarded(api_path) {
+            return Route::Forwarded(forwarded_path);
+        }
         match api_path {
             "/api/v1/query" => Route::Query,
             "/api/v1/query_range" => Route::QueryRange,
             "/api/v1/series" => Route::Series,
             "/api/v1/labels" => Route::Labels,
-            "/api/v1/status/buildinfo" => Route::Forwarded("/api/v1/status/buildinfo"),
-            "/api/v1/metadata" => Route::Forwarded("/api/v1/metadata"),
-            "/api/v1/query_exemplars" => Route::Forwarded("/api/v1/query_exemplars"),
             "/ready" => Route::Ready,
             "/metrics" => Route::Metrics,
             other => match other
@@ -98,14 +98,37 @@ impl Route {
             Route::Series => "api_v1_series",
             Route::Labels => "api_v1_labels",
             Route::LabelValues(_) => "api_v1_label_values",
-            Route::Forwarded("/api/v1/status/buildinfo") => "api_v1_status_buildinfo",
-            Route::Forwarded("/api/v1/metadata") => "api_v1_metadata",
-            Route::Forwarded(_) => "api_v1_query_exemplars",
+            Route::Forwarded(path) => forwarded(path).map_or("other", |(_, label)| label),
             Route::Ready => "ready",
             Route::Metrics => "metrics",
             Route::NotFound => "other",
         }
     }
+}
+
+/// The read-only paths passed to a querier as they came, with their metric
+/// label. Admin paths (`/api/v1/admin/...`) are absent on purpose: they
+/// change the downstream's data and are never passed through.
+const FORWARDED: &[(&str, &str)] = &[
+    ("/api/v1/status/buildinfo", "api_v1_status_buildinfo"),
+    ("/api/v1/status/config", "api_v1_status_config"),
+    ("/api/v1/status/flags", "api_v1_status_flags"),
+    ("/api/v1/status/runtimeinfo", "api_v1_status_runtimeinfo"),
+    ("/api/v1/status/tsdb", "api_v1_status_tsdb"),
+    ("/api/v1/status/walreplay", "api_v1_status_walreplay"),
+    ("/api/v1/metadata", "api_v1_metadata"),
+    ("/api/v1/query_exemplars", "api_v1_query_exemplars"),
+    ("/api/v1/format_query", "api_v1_format_query"),
+    ("/api/v1/parse_query", "api_v1_parse_query"),
+    ("/api/v1/rules", "api_v1_rules"),
+    ("/api/v1/alerts", "api_v1_alerts"),
+    ("/api/v1/targets", "api_v1_targets"),
+    ("/api/v1/targets/metadata", "api_v1_targets_metadata"),
+    ("/api/v1/alertmanagers", "api_v1_alertmanagers"),
+];
+
+fn forwarded(path: &str) -> Option<(&'static str, &'static str)> {
+    FORWARDED.iter().copied().find(|(known, _)| *known == path)
 }
 
 fn percent_decode(text: &str) -> String {
@@ -735,6 +758,20 @@ mod tests {
             Route::of("/api/v1/status/buildinfo"),
             Route::Forwarded("/api/v1/status/buildinfo")
         );
+        assert_eq!(
+            Route::of("/prometheus/api/v1/targets/metadata"),
+            Route::Forwarded("/api/v1/targets/metadata")
+        );
+        assert_eq!(
+            Route::of("/api/v1/targets/metadata").label(),
+            "api_v1_targets_metadata"
+        );
+        // Admin endpoints change the downstream's data: never passed on.
+        assert_eq!(
+            Route::of("/api/v1/admin/tsdb/delete_series"),
+            Route::NotFound
+        );
+        assert_eq!(Route::of("/api/v1/admin/tsdb/snapshot"), Route::NotFound);
         assert_eq!(Route::of("/ready"), Route::Ready);
     }
 }

@@ -260,7 +260,7 @@ pub enum MetadataKind {
     LabelValues = 2,
 }
 
-/// A read-only request forwarded as it came (buildinfo, metadata, exemplars).
+/// A read-only request forwarded as it came (`status/*`, `metadata`, `rules`, ...).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ForwardedRequest {
     /// The path below the API root, e.g. `/api/v1/status/buildinfo`.

@@ -36,6 +36,8 @@ pub struct EngineExecutor {
 
 impl EngineExecutor {
     pub fn new(metastore: Arc<Metastore>, max_samples: usize) -> EngineExecutor {
+        // Made at start-up: `status/runtimeinfo`'s start time from here.
+        std::sync::LazyLock::force(&crate::forwarded::STARTED);
         EngineExecutor {
             metastore,
             max_samples,
