@@ -303,11 +303,24 @@ impl Compactor {
             if now_ms - (ulid.timestamp_ms() as i64) < delay.as_millis() as i64 {
                 continue;
             }
-            marks::mark_for_deletion(&self.bucket, tenant, *ulid, now_ms / 1000, "partial")?;
-            tracing::info!(tenant, block = %ulid, "partial block marked for deletion");
-            self.metrics.marked.with_label_values(&["partial"]).inc();
+            self.mark(tenant, *ulid, now_ms, "partial")?;
             report.partial += 1;
         }
+        Ok(())
+    }
+
+    /// Marks a block for deletion for `reason` (the mark's details and the
+    /// metric's `reason` label alike).
+    fn mark(
+        &self,
+        tenant: &str,
+        ulid: Ulid,
+        now_ms: i64,
+        reason: &'static str,
+    ) -> Result<(), CompactorError> {
+        marks::mark_for_deletion(&self.bucket, tenant, ulid, now_ms / 1000, reason)?;
+        tracing::info!(tenant, block = %ulid, reason, "block marked for deletion");
+        self.metrics.marked.with_label_values(&[reason]).inc();
         Ok(())
     }
 
@@ -356,10 +369,8 @@ impl Compactor {
             .map(|meta| meta.ulid)
             .collect();
         for ulid in expired {
-            marks::mark_for_deletion(&self.bucket, tenant, ulid, now_ms / 1000, "retention")?;
+            self.mark(tenant, ulid, now_ms, "retention")?;
             metas.remove(&ulid);
-            tracing::info!(tenant, block = %ulid, "block past the retention period marked for deletion");
-            self.metrics.marked.with_label_values(&["retention"]).inc();
             report.expired += 1;
         }
         Ok(())
@@ -394,9 +405,8 @@ impl Compactor {
             }
             let merged = self.compact_group(tenant, &group)?;
             for ulid in &group {
-                marks::mark_for_deletion(&self.bucket, tenant, *ulid, now_ms / 1000, "compacted")?;
+                self.mark(tenant, *ulid, now_ms, "compacted")?;
                 metas.remove(ulid);
-                self.metrics.marked.with_label_values(&["compaction"]).inc();
             }
             self.changed();
             self.metrics.compacted.inc_by(group.len() as u64);

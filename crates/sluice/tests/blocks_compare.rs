@@ -29,11 +29,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::compare::copy_blocks;
-use common::families::Vocabulary;
+use common::families::{Vocabulary, promtool_vocabulary};
 use common::start_sluice;
 use common::suite::{
     compare_all, dataset_instants_and_windows, metadata_requests, openmetrics_lines,
-    promtool_blocks_with_overlap, promtool_vocabulary, query_requests,
+    promtool_blocks_with_overlap, query_requests,
 };
 use sluice_testkit::{
     Dataset, PrometheusServer, TempDir, form_urlencode, http_get, promtool_backfill,

@@ -63,18 +63,8 @@ fn minute_of_samples(start: i64) -> Vec<u8> {
 }
 
 async fn post(sluice: &SluiceProcess, path: &str, body: Vec<u8>) {
-    let headers = [
-        ("Content-Type", "application/x-protobuf"),
-        ("Content-Encoding", "snappy"),
-        ("X-Prometheus-Remote-Write-Version", "0.1.0"),
-    ];
-    let url = format!("{}{path}", sluice.url());
-    let (status, _, answer) = sluice_testkit::http_request("POST", &url, &headers, body).await;
-    assert!(
-        status == 204 || status == 200,
-        "{path}: {status} {}",
-        String::from_utf8_lossy(&answer)
-    );
+    let (status, answer) = sluice.push_to(path, body).await;
+    assert!(status == 204 || status == 200, "{path}: {status} {answer}");
 }
 
 /// The queries compared, over `[start, end]` every 15 s.

@@ -20,14 +20,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::start_sluice;
 use common::suite::{
     ExtraSeries, compare_all, dataset_instants_and_windows, metadata_requests, overlap_families,
     promtool_blocks_with_overlap, query_requests,
 };
+use common::{SluiceProcess, start_sluice};
 use sluice_remotewrite::proto::{TimeSeries, WriteRequest};
 use sluice_remotewrite::{Label, Sample};
-use sluice_testkit::{Dataset, PrometheusServer, TempDir, http_request, require_binary};
+use sluice_testkit::{Dataset, PrometheusServer, TempDir, require_binary};
 
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -83,26 +83,21 @@ fn dataset_batch(dataset: &Dataset, from: i64, until: i64) -> Vec<ExtraSeries> {
 }
 
 /// POSTs a remote-write body; it must be stored whole.
-async fn push(url: &str, body: Vec<u8>, what: &str) {
-    let headers = [
-        ("Content-Type", "application/x-protobuf"),
-        ("Content-Encoding", "snappy"),
-        ("X-Prometheus-Remote-Write-Version", "0.1.0"),
-    ];
-    let (status, _, answer) = http_request("POST", url, &headers, body).await;
-    assert_eq!(status, 204, "{what}: {}", String::from_utf8_lossy(&answer));
+async fn push(sluice: &SluiceProcess, body: Vec<u8>, what: &str) {
+    let (status, answer) = sluice.push_to("/api/v1/push", body).await;
+    assert_eq!(status, 204, "{what}: {answer}");
 }
 
 /// Pushes the whole data set, oldest first, and after each batch inside
 /// `overlap` the second backfill's samples of the batch before it: out of
 /// order, behind the newest by up to an hour. Returns the pushes.
-async fn push_dataset(url: &str, dataset: &Dataset, overlap: (i64, i64)) -> usize {
+async fn push_dataset(sluice: &SluiceProcess, dataset: &Dataset, overlap: (i64, i64)) -> usize {
     let mut pushes = 0;
     let mut from = dataset.start_ms();
     while from <= dataset.end_ms() {
         let what = format!("data set from {from}");
         push(
-            url,
+            sluice,
             body(dataset_batch(dataset, from, from + BATCH_MS)),
             &what,
         )
@@ -112,7 +107,7 @@ async fn push_dataset(url: &str, dataset: &Dataset, overlap: (i64, i64)) -> usiz
             let families = overlap_families(dataset, before, from.min(overlap.1));
             let series = families.into_iter().flat_map(|family| family.series);
             let what = format!("out of order before {from}");
-            push(url, body(series.collect()), &what).await;
+            push(sluice, body(series.collect()), &what).await;
         }
         from += BATCH_MS;
         pushes += 1;
@@ -165,8 +160,7 @@ async fn blocks_cut_by_sluice_answer_in_prometheus_as_in_sluice() {
     sluice.wait_ready_status(200, Duration::from_secs(20)).await;
     let first = dataset.start_ms();
     let overlap = (first + 24 * HOUR_MS, first + 30 * HOUR_MS);
-    let url = format!("{}/api/v1/push", sluice.url());
-    let pushes = push_dataset(&url, &dataset, overlap).await;
+    let pushes = push_dataset(&sluice, &dataset, overlap).await;
     assert_eq!(
         pushes as i64,
         (dataset.end_ms() - dataset.start_ms()) / BATCH_MS + 1
@@ -186,7 +180,7 @@ async fn blocks_cut_by_sluice_answer_in_prometheus_as_in_sluice() {
     let prometheus = PrometheusServer::serve_copy_of(&tenant_dir, &[]).await;
 
     let (times, windows) = dataset_instants_and_windows(&dataset, overlap);
-    let vocabulary = common::suite::promtool_vocabulary();
+    let vocabulary = common::families::promtool_vocabulary();
     let queries = vocabulary.queries().len();
     let mut requests = query_requests(&vocabulary, &times, &windows);
     requests.extend(metadata_requests(

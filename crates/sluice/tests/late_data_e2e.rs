@@ -11,7 +11,7 @@ use common::compare::seconds;
 use common::{SluiceProcess, start_sluice};
 use sluice_remotewrite::proto::{TimeSeries, WriteRequest};
 use sluice_remotewrite::{Label, Sample};
-use sluice_testkit::{form_urlencode, http_get_with_headers, http_request};
+use sluice_testkit::{form_urlencode, http_get_with_headers};
 
 const MINUTE_MS: i64 = 60_000;
 
@@ -38,13 +38,7 @@ async fn push(sluice: &SluiceProcess, samples: &[(i64, f64)]) {
         timeseries: vec![series],
         metadata: vec![],
     });
-    let headers = [
-        ("Content-Type", "application/x-protobuf"),
-        ("Content-Encoding", "snappy"),
-    ];
-    let url = format!("{}/api/v1/push", sluice.url());
-    let (status, _, answer) = http_request("POST", &url, &headers, body).await;
-    assert_eq!(status, 204, "{}", String::from_utf8_lossy(&answer));
+    sluice.push(body).await;
 }
 
 /// The range query's JSON body; with `no_store`, computed afresh.

@@ -290,7 +290,8 @@ impl Vocabulary {
 }
 
 /// Selectors of the test data set (`sluice_testkit::Dataset`) as
-/// promtool backfills it, for the generated queries.
+/// promtool backfills it, plus the gauge `overlap_only_gauge` some
+/// comparisons add to it, for the generated queries.
 pub fn promtool_vocabulary() -> Vocabulary {
     let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
     Vocabulary {

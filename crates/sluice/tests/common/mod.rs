@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sluice_testkit::{ChildProcess, TempDir, free_port, http_get};
+use sluice_testkit::{ChildProcess, TempDir, free_port, http_get, http_request};
 
 /// A sluice process and the ports it listens on.
 pub struct SluiceProcess {
@@ -23,6 +23,25 @@ impl SluiceProcess {
     /// What the process has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// POSTs a remote-write 1.0 body (snappy protobuf) to `path`; the
+    /// status and the answer's text.
+    pub async fn push_to(&self, path: &str, body: Vec<u8>) -> (u16, String) {
+        let headers = [
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "snappy"),
+            ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+        ];
+        let url = format!("{}{path}", self.url());
+        let (status, _, answer) = http_request("POST", &url, &headers, body).await;
+        (status, String::from_utf8_lossy(&answer).into_owned())
+    }
+
+    /// POSTs a remote-write body to `/api/v1/push`; it must be stored whole.
+    pub async fn push(&self, body: Vec<u8>) {
+        let (status, answer) = self.push_to("/api/v1/push", body).await;
+        assert_eq!(status, 204, "{answer}");
     }
 
     pub fn grpc_address(&self) -> String {

@@ -99,43 +99,6 @@ pub async fn compare_all(
     );
 }
 
-/// The selectors of the test data set (`sluice_testkit::Dataset`, plus
-/// the gauge `overlap_only_gauge` some comparisons add to it).
-pub fn promtool_vocabulary() -> Vocabulary {
-    let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
-    Vocabulary {
-        counters: strings(&[
-            "http_requests_total{job=\"api\"}",
-            "http_requests_total{code!=\"200\",method=~\"G.*\"}",
-            "request_duration_seconds_count",
-        ]),
-        gauges: strings(&[
-            "node_temperature_celsius",
-            "ephemeral_worker_up",
-            "overlap_only_gauge",
-        ]),
-        buckets: strings(&[
-            "request_duration_seconds_bucket",
-            "request_duration_seconds_bucket{job=\"web\"}",
-        ]),
-        any: strings(&[
-            "http_requests_total{instance=~\"10\\\\.0\\\\.[01]\\\\..*\",code=\"500\"}",
-            "node_temperature_celsius",
-            "ephemeral_worker_up",
-            "edge_case_labels{value!=\"plain\"}",
-        ]),
-        group_by: "job",
-        range: "5m",
-        long_range: "1h",
-        offset: "30m",
-        subquery_range: "30m",
-        subquery_step: "1m",
-        // Inner evaluations at 43 s past each minute, samples on the minute
-        // and (overlap) the half minute.
-        subquery_offset: "17s".to_owned(),
-    }
-}
-
 /// Instants and windows (start, end, step) over the test data set, off its
 /// minute grid: across block boundaries, over the counter reset, the
 /// vanishing series leaving the lookback, and in and out of `overlap`.
