@@ -272,7 +272,6 @@ async fn start_querier(
 async fn run(mut config: Config) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let overrides = limits::start(&mut config, &registry)?;
-    let runs_frontend = config.targets.contains(&Role::QueryFrontend);
     let runs_querier = config.targets.contains(&Role::Querier);
 
     let http_address = listen_address(&config.http_listen_address, config.http_listen_port)?;
@@ -280,121 +279,56 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the HTTP server to {http_address}"))?;
 
-    let runs_scheduler = config.targets.contains(&Role::QueryScheduler);
-    let frontend = match runs_frontend {
-        true => {
-            let mut frontend_config: FrontendConfig = config.frontend.clone();
-            frontend_config.advertised_address = advertised_address(&config);
-            Some(Frontend::new(frontend_config, &registry).map_err(anyhow::Error::msg)?)
-        }
-        false => None,
-    };
-    let scheduler = runs_scheduler
-        .then(|| sluice_scheduler::Scheduler::new(config.scheduler.clone(), &registry));
+    let (frontend, scheduler) = queue_owners(&config, &registry)?;
 
     // The gRPC server exists for queriers, schedulers and frontends in other processes.
     let (grpc_stop, grpc_stopped) = watch::channel(false);
-    let mut grpc_task = None;
-    if frontend.is_some() || scheduler.is_some() {
-        let grpc_address = listen_address(&config.grpc_listen_address, config.grpc_listen_port)?;
-        let grpc_listener = tokio::net::TcpListener::bind(grpc_address)
-            .await
-            .with_context(|| format!("binding the gRPC server to {grpc_address}"))?;
-        tracing::info!(address = %grpc_address, "gRPC server listening");
-        let mut routes = tonic::service::RoutesBuilder::default();
-        if let Some(frontend) = &frontend {
-            routes.add_service(frontend.grpc_service());
-            routes.add_service(frontend.results_service());
-        }
-        if let Some(scheduler) = &scheduler {
-            routes.add_service(scheduler.frontend_service());
-            routes.add_service(scheduler.querier_service());
-        }
-        let routes = routes.routes();
-        let mut stopped = grpc_stopped.clone();
-        let tls = config.security.grpc_server_config.clone();
-        grpc_task = Some(tokio::spawn(async move {
-            let server = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .http2_keepalive_interval(Some(Duration::from_secs(10)))
-                .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-                .add_routes(routes);
-            let stop = async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            };
-            match tls {
-                Some(tls) => {
-                    let incoming = sluice_tls::tls_incoming(grpc_listener, tls);
-                    server.serve_with_incoming_shutdown(incoming, stop).await
-                }
-                None => {
-                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
-                    server.serve_with_incoming_shutdown(incoming, stop).await
-                }
-            }
-        }));
-    }
-
-    let store = match config.targets.contains(&Role::Store) {
-        true => Some(open_store(&config, &registry).await?),
+    let grpc_task = match frontend.is_some() || scheduler.is_some() {
+        true => Some(
+            start_grpc(
+                &config,
+                frontend.as_ref(),
+                scheduler.as_ref(),
+                grpc_stopped.clone(),
+            )
+            .await?,
+        ),
         false => None,
     };
 
-    if let (Some(store), Some(frontend)) = (&store, &frontend) {
-        // Late samples reach the results cache; a frontend in another
-        // process cannot hear of them (see the README).
-        let frontend = frontend.clone();
-        store.on_written(move |tenant, oldest_ms| frontend.samples_written(tenant, oldest_ms));
-    }
-    if let Some(store) = &store {
-        let stopped = grpc_stopped.clone();
-        let interval = config.head_compaction_interval;
-        tokio::spawn(Arc::clone(store).run_cutting(interval, stopped));
-    }
-    let compactor = match config.targets.contains(&Role::Compactor) {
-        true => {
-            let bucket = Bucket::open(&config.blocks_storage, tokio::runtime::Handle::current())?;
-            Some(Compactor::new(config.compactor.clone(), bucket, &registry))
-        }
-        false => None,
-    };
+    let (store, compactor) =
+        open_storage(&config, &registry, frontend.as_ref(), &grpc_stopped).await?;
 
     let (querier_stop, querier_stopped) = watch::channel(false);
     // How many frontends or schedulers the querier pulls from, read by a
     // querier alone's `/ready`.
-    let mut querier_owners: Option<prometheus::IntGauge> = None;
-    let mut querier_task = None;
-    if runs_querier {
-        let (owners, task) = start_querier(
-            &config,
-            &registry,
-            frontend.as_ref(),
-            (store.as_ref(), compactor.as_ref()),
-            querier_stopped,
-        )
-        .await?;
-        querier_owners = Some(owners);
-        querier_task = Some(task);
-    }
+    let (querier_owners, querier_task) = match runs_querier {
+        true => {
+            let storage = (store.as_ref(), compactor.as_ref());
+            let (owners, task) = start_querier(
+                &config,
+                &registry,
+                frontend.as_ref(),
+                storage,
+                querier_stopped,
+            )
+            .await?;
+            (Some(owners), Some(task))
+        }
+        false => (None, None),
+    };
     // Started once the querier listens for its changes.
     if let Some(compactor) = &compactor {
         tokio::spawn(Arc::clone(compactor).run(grpc_stopped.clone()));
     }
 
-    let router = match (&frontend, &scheduler) {
-        (Some(frontend), _) => frontend.router(registry.clone()),
-        (None, Some(scheduler)) => scheduler_router(registry.clone(), scheduler.clone()),
-        (None, None) if runs_querier => querier_router(registry.clone(), querier_owners.clone()),
-        (None, None) => store_router(registry.clone()),
-    }
+    let router = http_router(
+        &config,
+        &registry,
+        (frontend.as_ref(), scheduler.as_ref(), store.as_ref()),
+        querier_owners,
+    )
     .merge(limits::router(overrides));
-    let router = match &store {
-        Some(store) => router.merge(sluice_store::router(
-            Arc::clone(store),
-            tenant_resolver(config.frontend.multitenancy_enabled),
-        )),
-        None => router,
-    };
     tracing::info!(address = %http_address, targets = ?config.targets, "sluice HTTP server listening");
     if let Some(store) = &store {
         let bound = http_listener.local_addr().unwrap_or(http_address);
@@ -414,9 +348,162 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let grace = config.graceful_shutdown_timeout;
 
+    shut_down(
+        grace,
+        frontend.as_ref(),
+        scheduler.as_ref(),
+        (http_stop, http_task),
+        (querier_stop, querier_task),
+        (grpc_stop, grpc_task),
+    )
+    .await;
+    tracing::info!("sluice stopped");
+    Ok(())
+}
+
+type Stoppable<T> = (watch::Sender<bool>, T);
+
+/// The frontend and the scheduler, for the roles that run them.
+fn queue_owners(
+    config: &Config,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<(Option<Frontend>, Option<sluice_scheduler::Scheduler>)> {
+    let frontend = match config.targets.contains(&Role::QueryFrontend) {
+        true => {
+            let mut frontend_config: FrontendConfig = config.frontend.clone();
+            frontend_config.advertised_address = advertised_address(config);
+            Some(Frontend::new(frontend_config, registry).map_err(anyhow::Error::msg)?)
+        }
+        false => None,
+    };
+    let scheduler = config
+        .targets
+        .contains(&Role::QueryScheduler)
+        .then(|| sluice_scheduler::Scheduler::new(config.scheduler.clone(), registry));
+    Ok((frontend, scheduler))
+}
+
+/// The HTTP API of the roles this process runs: a frontend's when it has
+/// one, else a scheduler's, querier's or store's own small one; the
+/// store's ingest paths beside any of them.
+fn http_router(
+    config: &Config,
+    registry: &prometheus::Registry,
+    (frontend, scheduler, store): (
+        Option<&Frontend>,
+        Option<&sluice_scheduler::Scheduler>,
+        Option<&Arc<Store>>,
+    ),
+    querier_owners: Option<prometheus::IntGauge>,
+) -> axum::Router {
+    let runs_querier = config.targets.contains(&Role::Querier);
+    let router = match (frontend, scheduler) {
+        (Some(frontend), _) => frontend.router(registry.clone()),
+        (None, Some(scheduler)) => scheduler_router(registry.clone(), scheduler.clone()),
+        (None, None) if runs_querier => querier_router(registry.clone(), querier_owners),
+        (None, None) => store_router(registry.clone()),
+    };
+    match store {
+        Some(store) => router.merge(sluice_store::router(
+            Arc::clone(store),
+            tenant_resolver(config.frontend.multitenancy_enabled),
+        )),
+        None => router,
+    }
+}
+
+/// Serves the gRPC services of the frontend and/or scheduler until `stopped`.
+async fn start_grpc(
+    config: &Config,
+    frontend: Option<&Frontend>,
+    scheduler: Option<&sluice_scheduler::Scheduler>,
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>> {
+    let grpc_address = listen_address(&config.grpc_listen_address, config.grpc_listen_port)?;
+    let grpc_listener = tokio::net::TcpListener::bind(grpc_address)
+        .await
+        .with_context(|| format!("binding the gRPC server to {grpc_address}"))?;
+    tracing::info!(address = %grpc_address, "gRPC server listening");
+    let mut routes = tonic::service::RoutesBuilder::default();
+    if let Some(frontend) = frontend {
+        routes.add_service(frontend.grpc_service());
+        routes.add_service(frontend.results_service());
+    }
+    if let Some(scheduler) = scheduler {
+        routes.add_service(scheduler.frontend_service());
+        routes.add_service(scheduler.querier_service());
+    }
+    let routes = routes.routes();
+    let tls = config.security.grpc_server_config.clone();
+    Ok(tokio::spawn(async move {
+        let server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_routes(routes);
+        let stop = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        match tls {
+            Some(tls) => {
+                let incoming = sluice_tls::tls_incoming(grpc_listener, tls);
+                server.serve_with_incoming_shutdown(incoming, stop).await
+            }
+            None => {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+                server.serve_with_incoming_shutdown(incoming, stop).await
+            }
+        }
+    }))
+}
+
+/// The store (WAL replayed, cutting blocks in the background) and the
+/// compactor, for the roles that run them.
+async fn open_storage(
+    config: &Config,
+    registry: &prometheus::Registry,
+    frontend: Option<&Frontend>,
+    stopped: &watch::Receiver<bool>,
+) -> anyhow::Result<(Option<Arc<Store>>, Option<Arc<Compactor>>)> {
+    let store = match config.targets.contains(&Role::Store) {
+        true => Some(open_store(config, registry).await?),
+        false => None,
+    };
+    if let (Some(store), Some(frontend)) = (&store, frontend) {
+        // Late samples reach the results cache; a frontend in another
+        // process cannot hear of them (see the README).
+        let frontend = frontend.clone();
+        store.on_written(move |tenant, oldest_ms| frontend.samples_written(tenant, oldest_ms));
+    }
+    if let Some(store) = &store {
+        let interval = config.head_compaction_interval;
+        tokio::spawn(Arc::clone(store).run_cutting(interval, stopped.clone()));
+    }
+    let compactor = match config.targets.contains(&Role::Compactor) {
+        true => {
+            let bucket = Bucket::open(&config.blocks_storage, tokio::runtime::Handle::current())?;
+            Some(Compactor::new(config.compactor.clone(), bucket, registry))
+        }
+        false => None,
+    };
+    Ok((store, compactor))
+}
+
+/// Stops in order: HTTP and /ready first, then the queue, the scheduler's
+/// queue, the querier, and the gRPC server last.
+async fn shut_down(
+    grace: Duration,
+    frontend: Option<&Frontend>,
+    scheduler: Option<&sluice_scheduler::Scheduler>,
+    (http_stop, http_task): Stoppable<tokio::task::JoinHandle<()>>,
+    (querier_stop, querier_task): Stoppable<Option<tokio::task::JoinHandle<()>>>,
+    (grpc_stop, grpc_task): Stoppable<
+        Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+    >,
+) {
     // 1. Fail /ready and stop accepting; requests already in flight finish,
     //    served by queriers that are still connected.
-    if let Some(frontend) = &frontend {
+    if let Some(frontend) = frontend {
         frontend.begin_shutdown();
     }
     let _ = http_stop.send(true);
@@ -427,12 +514,12 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         );
     }
     // 2. Nothing new can arrive: stop the queue so workers drain and end.
-    if let Some(frontend) = &frontend {
+    if let Some(frontend) = frontend {
         frontend.stop_queue();
     }
     // A scheduler refuses new work (frontends go to another scheduler) and
     // hands out what it holds before it goes.
-    if let Some(scheduler) = &scheduler {
+    if let Some(scheduler) = scheduler {
         scheduler.begin_shutdown();
         let drained = tokio::time::timeout(grace, async {
             while scheduler.queued() > 0 {
@@ -460,8 +547,6 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
             _ => {}
         }
     }
-    tracing::info!("sluice stopped");
-    Ok(())
 }
 
 /// Opens the store (replaying its WAL, which may take a while) before any
