@@ -290,6 +290,14 @@ fn snapshot_vocabulary(phase: i64) -> Vocabulary {
             "up",
             "sluice_test_backfilled",
         ]),
+        // Not `slot="x"`: the backfill's half seconds between its scrapes
+        // space it unevenly (see `Vocabulary::rate_gauges`).
+        rate_gauges: strings(&[
+            "sluice_test_gauge{slot=\"nan\"}",
+            "sluice_test_flapping",
+            "up",
+            "sluice_test_backfilled",
+        ]),
         buckets: strings(&[
             "sluice_test_latency_seconds_bucket",
             "prometheus_http_request_duration_seconds_bucket{handler=\"/metrics\"}",

@@ -39,6 +39,8 @@ pub enum Kind {
     Counter,
     /// Gauges: `delta`, `deriv`, `*_over_time`, ...
     Gauge,
+    /// Gauges read by `rate`, for 3.x's annotation on a non-counter name.
+    RateGauge,
     /// Any instant vector (counters and gauges alike).
     Any,
     /// Classic histogram buckets (`le`).
@@ -75,6 +77,13 @@ const fn instant(kind: Kind, template: &'static str) -> Family {
 pub struct Vocabulary {
     pub counters: Vec<String>,
     pub gauges: Vec<String>,
+    /// The gauges `rate` reads: ones whose samples are evenly spaced. Where
+    /// a window's first sample lies more than 1.1 sample intervals after
+    /// its start and a reset puts the zero point between 0.5 and 1.1
+    /// intervals before that sample, 2.42 extrapolates to the zero point
+    /// and 3.x (#13725) half an interval, so unevenly spaced gauges that
+    /// go down (two scrape phases merged) answer differently.
+    pub rate_gauges: Vec<String>,
     pub buckets: Vec<String>,
     /// Selectors for `Kind::Any` templates: a few of the counters and gauges.
     pub any: Vec<String>,
@@ -129,7 +138,7 @@ pub const FAMILIES: &[Family] = &[
     ),
     // Gauges and the *_over_time family.
     // A gauge under rate: 3.x adds an info annotation 2.42 does not know.
-    family(Kind::Gauge, "rate({v}[{r}])"),
+    family(Kind::RateGauge, "rate({v}[{r}])"),
     family(Kind::Gauge, "delta({v}[{r}])"),
     family(Kind::Gauge, "idelta({v}[{r}])"),
     family(Kind::Gauge, "deriv({v}[{long}])"),
@@ -255,6 +264,7 @@ impl Vocabulary {
         let list: &[String] = match kind {
             Kind::Counter => &self.counters,
             Kind::Gauge => &self.gauges,
+            Kind::RateGauge => &self.rate_gauges,
             Kind::Any => &self.any,
             Kind::Bucket => &self.buckets,
             Kind::None => return vec![""],
@@ -301,6 +311,11 @@ pub fn promtool_vocabulary() -> Vocabulary {
             "request_duration_seconds_count",
         ]),
         gauges: strings(&[
+            "node_temperature_celsius",
+            "ephemeral_worker_up",
+            "overlap_only_gauge",
+        ]),
+        rate_gauges: strings(&[
             "node_temperature_celsius",
             "ephemeral_worker_up",
             "overlap_only_gauge",
