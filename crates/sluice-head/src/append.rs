@@ -3,13 +3,14 @@
 //! share this path, so a replayed head decides exactly as the live one did.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
 
 use sluice_block::Labels;
 use sluice_wal::Entry;
 
 use crate::series::{MemSeries, SeriesData};
-use crate::{AppendState, Head, HeadOptions, TenantHead};
+use crate::{AppendState, Head, HeadOptions, LabelHasher, TenantHead};
 
 /// One series of a write: labels already validated and sorted, samples in
 /// the order sent.
@@ -91,7 +92,9 @@ enum Decision {
 /// One series as a batch changes it, before anything is applied.
 struct Target {
     existing: Option<Arc<MemSeries>>,
+    /// A new series' labels; empty for an existing one (its own are used).
     labels: Labels,
+    hash: u64,
     reference: u64,
     max_t: i64,
     last_bits: u64,
@@ -102,6 +105,12 @@ struct Target {
 }
 
 impl Target {
+    fn labels(&self) -> &Labels {
+        self.existing
+            .as_ref()
+            .map_or(&self.labels, |series| &series.labels)
+    }
+
     fn stored_bits(&self, data: Option<&SeriesData>, t: i64) -> Option<u64> {
         let pending = self.accepted.iter().rev().find(|(at, _, _)| *at == t);
         pending
@@ -171,7 +180,9 @@ impl Bounds {
 /// A batch being planned: its targets by labels, and what it decided.
 struct Plan {
     targets: Vec<Target>,
-    by_labels: HashMap<Labels, usize>,
+    /// Indexes into `targets`, by their labels' hash.
+    by_labels: hashbrown::HashTable<usize>,
+    hasher: LabelHasher,
     outcome: AppendOutcome,
     bounds: Bounds,
 }
@@ -184,7 +195,12 @@ impl Plan {
         labels: &Labels,
         reference: Option<u64>,
     ) -> usize {
-        if let Some(found) = self.by_labels.get(labels) {
+        let hash = self.hasher.hash_one(labels);
+        let targets = &self.targets;
+        if let Some(found) = self
+            .by_labels
+            .find(hash, |&index| targets[index].labels() == labels)
+        {
             return *found;
         }
         let existing = tenant.read_index().by_labels.get(labels).cloned();
@@ -203,17 +219,22 @@ impl Plan {
             (None, None) => head.new_reference(),
         };
         self.targets.push(Target {
+            labels: match existing {
+                Some(_) => Labels::default(),
+                None => labels.clone(),
+            },
             existing,
-            labels: labels.clone(),
+            hash,
             reference,
             max_t,
             last_bits,
             accepted: Vec::new(),
             over_limit,
         });
+        let (index, targets) = (self.targets.len() - 1, &self.targets);
         self.by_labels
-            .insert(labels.clone(), self.targets.len() - 1);
-        self.targets.len() - 1
+            .insert_unique(hash, index, |&index| targets[index].hash);
+        index
     }
 
     fn take_series_room(&mut self) -> bool {
@@ -286,7 +307,8 @@ impl Head {
     fn plan(&self, state: &AppendState, limit: SeriesLimit) -> Plan {
         Plan {
             targets: Vec::new(),
-            by_labels: HashMap::new(),
+            by_labels: hashbrown::HashTable::new(),
+            hasher: LabelHasher::default(),
             outcome: AppendOutcome::default(),
             bounds: Bounds::new(state, &self.options, limit),
         }
