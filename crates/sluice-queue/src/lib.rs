@@ -408,20 +408,49 @@ impl<T: Send + 'static> Release for Shared<T> {
     fn release(&self, tenant: &str) {
         let config = &self.config;
         let mut st = self.lock();
-        if let Some(held) = st.in_flight.get_mut(tenant) {
-            *held -= 1;
-            if *held == 0 {
-                st.in_flight.remove(tenant);
-            }
-            st.total_in_flight -= 1;
-        }
+        st.release_slot(tenant);
         st.wake_allowed(config);
     }
 }
 
 impl<T> State<T> {
+    /// The slots `tenant` holds. A federated `a|b` counts as its busiest
+    /// member: its items compete with what each member already runs, so a
+    /// tenant gains no extra share by federating.
     fn held(&self, tenant: &str) -> usize {
-        self.in_flight.get(tenant).copied().unwrap_or(0)
+        let one = |member: &str| self.in_flight.get(member).copied().unwrap_or(0);
+        if !tenant.contains('|') {
+            return one(tenant);
+        }
+        tenant.split('|').map(one).max().unwrap_or(0)
+    }
+
+    /// Charges one slot to each tenant `tenant` names (itself, or each
+    /// member of a federated id).
+    fn charge_slot(&mut self, tenant: &Arc<str>) {
+        if tenant.contains('|') {
+            for member in tenant.split('|') {
+                *self.in_flight.entry(Arc::from(member)).or_insert(0) += 1;
+            }
+        } else {
+            *self.in_flight.entry(Arc::clone(tenant)).or_insert(0) += 1;
+        }
+        self.total_in_flight += 1;
+    }
+
+    /// Gives back a slot taken by `charge_slot`.
+    fn release_slot(&mut self, tenant: &str) {
+        let mut released = false;
+        for member in tenant.split('|') {
+            if let Some(held) = self.in_flight.get_mut(member) {
+                released = true;
+                *held -= 1;
+                if *held == 0 {
+                    self.in_flight.remove(member);
+                }
+            }
+        }
+        self.total_in_flight -= usize::from(released);
     }
 
     /// Whether a tenant holding `held` slots may take one more: always if it
@@ -729,8 +758,7 @@ impl<T> State<T> {
             if let Some(q) = self.queriers.get_mut(querier) {
                 q.cursor = pos;
             }
-            *self.in_flight.entry(Arc::clone(&tenant)).or_insert(0) += 1;
-            self.total_in_flight += 1;
+            self.charge_slot(&tenant);
             return Some((tenant, entry));
         }
     }

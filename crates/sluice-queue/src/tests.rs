@@ -682,6 +682,34 @@ async fn the_tenant_holding_fewest_slots_goes_first() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_federated_slot_is_held_by_each_of_its_tenants() {
+    let q = queue(QueueConfig {
+        reserved_slots: 0,
+        ..QueueConfig::default()
+    });
+    let h = q.register_querier("q");
+    push(&q, "a|b", 1);
+    push(&q, "a", 2);
+    push(&q, "c", 3);
+    push(&q, "b", 4);
+    let federated = q.dequeue(&h).await.unwrap();
+    assert_eq!(&*federated.tenant, "a|b");
+    assert_eq!((q.tenant_in_flight("a"), q.tenant_in_flight("b")), (1, 1));
+    // `a` and `b` each hold a slot through a|b: `c`, holding none, goes
+    // first though `a` is next in the round.
+    let c = q.dequeue(&h).await.unwrap();
+    assert_eq!(c.item, 3);
+    drop(c);
+    // `a` and `b` hold one each: round robin from the cursor (after `c`).
+    let b = q.dequeue(&h).await.unwrap();
+    assert_eq!(b.item, 4);
+    assert_eq!((q.tenant_in_flight("a"), q.tenant_in_flight("b")), (1, 2));
+    drop((federated, b));
+    assert_eq!((q.tenant_in_flight("a"), q.tenant_in_flight("b")), (0, 0));
+    assert_eq!(next(&q, &h).await, ("a".into(), 2));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_tenant_holding_slots_leaves_the_reserve_idle() {
     let q = queue(QueueConfig::default());
     for i in 0..10 {
