@@ -37,6 +37,16 @@ impl FetchBudget {
         }
     }
 
+    /// Fails once `found` distinct series pass the series limit: the
+    /// metadata endpoints (`series`, and names or values by selector) read
+    /// series but no chunks, and Mimir holds them to the same limit.
+    pub(crate) fn check_series(&self, found: usize) -> Result<(), EngineError> {
+        if self.max_series > 0 && found > self.max_series {
+            return Err(EngineError::Execution(series_message(self.max_series)));
+        }
+        Ok(())
+    }
+
     /// Adds one selection's series and chunk bytes, or fails once a limit
     /// is passed.
     pub(crate) fn charge<'a>(

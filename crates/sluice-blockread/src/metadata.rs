@@ -64,10 +64,12 @@ pub fn series(
                 .map_err(execution)?
             {
                 found.insert(series.labels);
+                within_limit(storage, found.len())?;
             }
         }
         if let Some(head) = &storage.head {
             found.extend(head.series(&matchers, start, end));
+            within_limit(storage, found.len())?;
         }
     }
     Ok(found.into_iter().collect())
@@ -88,13 +90,23 @@ fn series_in_blocks(
             let index = block.index();
             for reference in index.select(&matchers).map_err(execution)? {
                 found.insert(index.series(reference).map_err(execution)?.labels);
+                within_limit(storage, found.len())?;
             }
         }
         if let Some(head) = &storage.head {
             found.extend(head.series(&matchers, start, end));
+            within_limit(storage, found.len())?;
         }
     }
     Ok(found)
+}
+
+/// The tenant's `max_fetched_series_per_query`, over `found` series.
+fn within_limit(storage: &BlockStorage, found: usize) -> Result<(), EngineError> {
+    match &storage.budget {
+        Some(budget) => budget.check_series(found),
+        None => Ok(()),
+    }
 }
 
 /// Every label name in `[start, end]`, or of the series `selectors` match.

@@ -308,3 +308,38 @@ fn fetch_limits_fail_a_query_with_mimirs_messages() {
     assert!(run("nothing", 0, 1).is_ok(), "no chunks fetched");
     assert!(run("x", 0, 1 << 20).is_ok());
 }
+
+#[test]
+fn the_series_limit_holds_on_the_metadata_endpoints() {
+    let runtime = sluice_testkit::io_runtime();
+    let dir = TempDir::new("blockread-fetch-metadata").unwrap();
+    let data: Data = ["a", "b", "c"]
+        .iter()
+        .map(|job| {
+            let labels = Labels::from_pairs(&[("__name__", "x"), ("job", job)]);
+            (labels, samples(0, HOUR, |_| 1.0))
+        })
+        .collect();
+    write(dir.path(), &data, &[]);
+    let storage =
+        |max_series: usize| storage_over(dir.path(), &runtime).with_fetch_limits(max_series, 0);
+    let x = selector_matchers("x").unwrap();
+    let refused = series(&storage(2), &x, 0, HOUR).unwrap_err();
+    assert_eq!(refused.error_type(), "execution");
+    assert_eq!(refused.to_string(), series_message(2));
+    assert_eq!(series(&storage(3), &x, 0, HOUR).unwrap().len(), 3);
+    let names = label_names(&storage(2), &x, 0, HOUR).unwrap_err();
+    assert_eq!(names.to_string(), series_message(2));
+    let values = label_values(&storage(2), "job", &x, 0, HOUR).unwrap_err();
+    assert_eq!(values.to_string(), series_message(2));
+    assert_eq!(
+        label_values(&storage(2), "job", &[], 0, HOUR).unwrap(),
+        ["a", "b", "c"],
+        "without selectors the index answers and no series is fetched"
+    );
+    let one = selector_matchers("x{job='a'}").unwrap();
+    assert_eq!(
+        label_names(&storage(1), &one, 0, HOUR).unwrap(),
+        ["__name__", "job"]
+    );
+}

@@ -579,6 +579,20 @@ async fn per_tenant_ingest_and_fetch_limits_change_while_sluice_runs() {
     );
     let (status, body) = tenant_query(&sluice.url(), "a", "up{job!=\"x\"}", now + 1).await;
     assert_eq!(status, 200, "under the fetch limit: {body}");
+    let series = |selector: &str| {
+        let path = format!("/api/v1/series?match[]={selector}");
+        let url = format!("{}{path}", sluice.url());
+        async move {
+            let (status, _, body) =
+                sluice_testkit::http_get_with_headers(&url, &[("X-Scope-OrgID", "a")]).await;
+            (status, String::from_utf8(body).unwrap())
+        }
+    };
+    let (status, body) = series("up").await;
+    assert_eq!(status, 422, "series is held to the fetch limit: {body}");
+    assert!(body.contains("err-mimir-max-series-per-query"), "{body}");
+    let (status, body) = series("up%7Bjob!%3D%22x%22%7D").await;
+    assert_eq!(status, 200, "under the fetch limit: {body}");
 
     let as_b = [("X-Scope-OrgID", "b")];
     let (status, text) = push_with(&client, &url, &as_b, up_of(&["x", "y", "z"], now))
