@@ -10,7 +10,7 @@ h1{margin-bottom:0}.meta{color:#666;margin-top:.2em}\
 section{margin-top:1.5em}h2{font-size:1.1em;border-bottom:1px solid #ccc;padding-bottom:.2em}\
 table{border-collapse:collapse;min-width:24em}\
 th,td{text-align:left;padding:.25em 1em .25em 0;border-bottom:1px solid #eee}\
-td.n{text-align:right;font-variant-numeric:tabular-nums}\
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}\
 .role{display:inline-block;background:#e8f0fe;border-radius:.3em;padding:.2em .6em;margin-right:.4em}\
 .none{color:#888}";
 
@@ -72,7 +72,10 @@ fn tenant_counts(page: &mut String, id: &str, title: &str, unit: &str, rows: Opt
         return;
     }
     let total: u64 = rows.iter().map(|(_, count)| count).sum();
-    let _ = write!(page, "<table><tr><th>tenant</th><th>{unit}</th></tr>");
+    let _ = write!(
+        page,
+        "<table><tr><th>tenant</th><th class=\"n\">{unit}</th></tr>"
+    );
     for (tenant, count) in rows {
         let tenant = escape(tenant);
         let _ = write!(
