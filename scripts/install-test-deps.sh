@@ -2,7 +2,9 @@
 # Installs the real servers that sluice's end-to-end tests and benchmarks run
 # (see crates/sluice-testkit): Prometheus + promtool (Debian package
 # `prometheus`), memcached, redis-server, moto's S3 server (PyPI
-# `moto[server]`) and openssl (throwaway certificates for the TLS tests).
+# `moto[server]`), openssl (throwaway certificates for the TLS tests), Go
+# (`golang-go`: `go tool pprof` reads sluice's CPU profile) and chromium
+# (the status page's browser test).
 # Safe to run repeatedly; runs as root (no sudo).
 #
 # The tests start their own private instances on free loopback ports, so the
@@ -27,6 +29,10 @@ command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # TLS tests make throwaway certificates with the openssl command.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The pprof test checks sluice's CPU profile with Go's own reader.
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
+# The status page is tested in a real headless browser.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "install-test-deps.sh: installing ${missing[*]}"
@@ -86,3 +92,5 @@ promtool --version 2>&1 | head -n 1
 memcached --version
 redis-server --version
 python3 -c 'import moto; print("moto", moto.__version__)'
+go version
+chromium --version

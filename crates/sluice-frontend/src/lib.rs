@@ -334,6 +334,12 @@ impl Frontend {
         self.inner.late.note(tenant, oldest_ms);
     }
 
+    /// Brings the gauges read on demand (queue lengths, connected
+    /// queriers) up to date, as `/metrics` does before it answers.
+    pub fn refresh_metrics(&self) {
+        self.inner.metrics.owner.refresh_from(&self.inner.queue);
+    }
+
     /// The HTTP API: Prometheus's query endpoints, `/ready` and `/metrics`.
     pub fn router(&self, registry: prometheus::Registry) -> axum::Router {
         http::router(self.inner.clone(), registry)

@@ -24,6 +24,17 @@ pub(crate) enum Role {
 }
 
 impl Role {
+    /// The role's `-target` name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Role::QueryFrontend => "query-frontend",
+            Role::QueryScheduler => "query-scheduler",
+            Role::Querier => "querier",
+            Role::Store => "store",
+            Role::Compactor => "compactor",
+        }
+    }
+
     fn parse_list(text: &str) -> Result<Vec<Role>, String> {
         let mut roles = Vec::new();
         for name in text
@@ -108,6 +119,8 @@ pub(crate) struct Config {
     pub(crate) store: sluice_store::StoreConfig,
     pub(crate) head_compaction_interval: Duration,
     pub(crate) compactor: sluice_compactor::CompactorConfig,
+    /// `-server.pprof-enabled`: serve `/debug/pprof/profile`.
+    pub(crate) pprof_enabled: bool,
     /// `-self-scrape.enabled`: the store scrapes this process's `/metrics`.
     pub(crate) self_scrape_enabled: bool,
     pub(crate) self_scrape_interval: Duration,
@@ -274,6 +287,13 @@ pub(crate) static SETTINGS: &[Setting] = &[
         "9095",
         "gRPC server listen port (queriers connect here).",
         |config, value| config.grpc_listen_port = parse_number(value)?
+    ),
+    setting!(
+        "server.pprof-enabled",
+        "server.pprof_enabled",
+        "false",
+        "Serve a CPU profile of the process at /debug/pprof/profile?seconds=N (Go's pprof format). Off, the path is a 404: a profile costs CPU and shows the code's inner workings.",
+        |config, value| config.pprof_enabled = parse_bool(value)?
     ),
     setting!(
         "server.http-max-header-bytes",
@@ -1291,6 +1311,7 @@ fn blank_config() -> Config {
         store: sluice_store::StoreConfig::new(""),
         head_compaction_interval: Duration::ZERO,
         compactor: sluice_compactor::CompactorConfig::new(""),
+        pprof_enabled: false,
         self_scrape_enabled: false,
         self_scrape_interval: Duration::ZERO,
     }

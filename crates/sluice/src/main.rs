@@ -9,6 +9,7 @@
 mod config;
 mod limits;
 mod security;
+mod status;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -131,7 +132,17 @@ fn listen_address(address: &str, port: u16) -> anyhow::Result<SocketAddr> {
 enum QuerierExecutor {
     // Boxed: the HTTP client is large, and the value lives only until spawn.
     Downstream(Box<PrometheusExecutor>),
-    Engine(EngineExecutor),
+    /// The embedded engine, and the blocks it reads (for the status page).
+    Engine(EngineExecutor, Arc<Metastore>),
+}
+
+/// What the rest of the process keeps of a started querier.
+struct StartedQuerier {
+    /// Frontends or schedulers it pulls from, read by a querier alone's `/ready`.
+    owners: prometheus::IntGauge,
+    /// The blocks its embedded engine reads, if it runs one.
+    metastore: Option<Arc<Metastore>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// The `prometheus` executor when a downstream is configured, else the
@@ -182,27 +193,27 @@ async fn querier_executor(
     if let Some(compactor) = compactor {
         compactor.on_change(sync_now(Arc::clone(&metastore)));
     }
-    let executor = EngineExecutor::new(metastore, config.querier_max_samples);
+    let executor = EngineExecutor::new(Arc::clone(&metastore), config.querier_max_samples);
     let executor = match &config.frontend.overrides {
         Some(overrides) => executor.with_limits(Arc::clone(overrides)),
         None => executor,
     };
-    Ok(QuerierExecutor::Engine(match store {
+    let executor = match store {
         Some(store) => executor.with_head(Arc::clone(store.head())),
         None => executor,
-    }))
+    };
+    Ok(QuerierExecutor::Engine(executor, metastore))
 }
 
 /// Starts the querier role: its executor, its in-process hook into this
-/// process's frontend (if any) and its workers. Returns the gauge of owners
-/// it pulls from (for a querier alone's `/ready`) and its task.
+/// process's frontend (if any) and its workers.
 async fn start_querier(
     config: &Config,
     registry: &prometheus::Registry,
     frontend: Option<&Frontend>,
     stores: (Option<&Arc<Store>>, Option<&Arc<Compactor>>),
     querier_stopped: watch::Receiver<bool>,
-) -> anyhow::Result<(prometheus::IntGauge, tokio::task::JoinHandle<()>)> {
+) -> anyhow::Result<StartedQuerier> {
     let (store, compactor) = stores;
     let executor =
         querier_executor(config, registry, querier_stopped.clone(), store, compactor).await?;
@@ -250,23 +261,33 @@ async fn start_querier(
         "querier starting"
     );
     let owners = metrics.connected_targets.clone();
-    let task = match executor {
-        QuerierExecutor::Downstream(executor) => tokio::spawn(sluice_querier::run(
-            querier_config,
-            Arc::new(*executor),
-            local,
-            metrics,
-            querier_stopped,
-        )),
-        QuerierExecutor::Engine(executor) => tokio::spawn(sluice_querier::run(
-            querier_config,
-            Arc::new(executor),
-            local,
-            metrics,
-            querier_stopped,
-        )),
+    let (task, metastore) = match executor {
+        QuerierExecutor::Downstream(executor) => (
+            tokio::spawn(sluice_querier::run(
+                querier_config,
+                Arc::new(*executor),
+                local,
+                metrics,
+                querier_stopped,
+            )),
+            None,
+        ),
+        QuerierExecutor::Engine(executor, metastore) => (
+            tokio::spawn(sluice_querier::run(
+                querier_config,
+                Arc::new(executor),
+                local,
+                metrics,
+                querier_stopped,
+            )),
+            Some(metastore),
+        ),
     };
-    Ok((owners, task))
+    Ok(StartedQuerier {
+        owners,
+        metastore,
+        task,
+    })
 }
 
 async fn run(mut config: Config) -> anyhow::Result<()> {
@@ -300,12 +321,10 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         open_storage(&config, &registry, frontend.as_ref(), &grpc_stopped).await?;
 
     let (querier_stop, querier_stopped) = watch::channel(false);
-    // How many frontends or schedulers the querier pulls from, read by a
-    // querier alone's `/ready`.
-    let (querier_owners, querier_task) = match runs_querier {
+    let querier = match runs_querier {
         true => {
             let storage = (store.as_ref(), compactor.as_ref());
-            let (owners, task) = start_querier(
+            let started = start_querier(
                 &config,
                 &registry,
                 frontend.as_ref(),
@@ -313,9 +332,9 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
                 querier_stopped,
             )
             .await?;
-            (Some(owners), Some(task))
+            Some(started)
         }
-        false => (None, None),
+        false => None,
     };
     // Started once the querier listens for its changes.
     if let Some(compactor) = &compactor {
@@ -326,9 +345,27 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         &config,
         &registry,
         (frontend.as_ref(), scheduler.as_ref(), store.as_ref()),
-        querier_owners,
+        querier.as_ref().map(|querier| querier.owners.clone()),
     )
-    .merge(limits::router(overrides));
+    .merge(limits::router(overrides))
+    .merge(status::router(
+        &config,
+        &registry,
+        status::Running {
+            frontend: frontend.as_ref(),
+            scheduler: scheduler.as_ref(),
+            store: store.as_ref(),
+            metastore: querier
+                .as_ref()
+                .and_then(|querier| querier.metastore.as_ref()),
+        },
+    ));
+    // Off unless asked for: a profile costs CPU and shows the code's insides.
+    let router = match config.pprof_enabled {
+        true => router.merge(sluice_pprof::router()),
+        false => router,
+    };
+    let querier_task = querier.map(|querier| querier.task);
     tracing::info!(address = %http_address, targets = ?config.targets, "sluice HTTP server listening");
     if let Some(store) = &store {
         let bound = http_listener.local_addr().unwrap_or(http_address);
